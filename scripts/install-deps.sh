@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs the system packages hyper2kvm's demo and test suite need, only when they are missing.
+#
+# Debian 12 machines of this kind ship qemu-utils 10 from bookworm-backports; its
+# "Breaks: qemu-system-common (<< 8.0)" makes a plain `apt-get install libguestfs-tools` fail,
+# so when qemu-utils is a backports build the qemu system emulator is pinned to backports too
+# (per package, so nothing else is upgraded).
+#
+# Usage: scripts/install-deps.sh [core|full]
+#   core: qemu-img, qemu-io, e2fsprogs, fdisk, openssl          (conversion tests and the demo)
+#   full: core + libguestfs, qemu-system, OVMF, libvirt-clients, xmllint, debootstrap
+set -euo pipefail
+
+level="${1:-full}"
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+want() { # want <command> <package...>: queue the packages when the command is missing
+  local cmd="$1"; shift
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$@")
+}
+want_file() { # want_file <path> <package...>
+  local path="$1"; shift
+  [ -e "$path" ] || need+=("$@")
+}
+
+want qemu-img qemu-utils
+want qemu-io qemu-utils
+want mkfs.ext4 e2fsprogs
+want sfdisk fdisk
+want openssl openssl
+
+if [ "$level" = full ]; then
+  want guestfish libguestfs-tools
+  want virt-customize libguestfs-tools
+  want virt-xml-validate libvirt-clients
+  want virsh libvirt-clients
+  want xmllint libxml2-utils
+  want debootstrap debootstrap
+  want_file /usr/share/OVMF/OVMF_CODE.fd ovmf
+  # supermin needs a kernel in /boot; this machine's own kernel has no files there.
+  ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+  want qemu-system-x86_64 qemu-system-x86
+fi
+
+if [ "${#need[@]}" -eq 0 ]; then
+  echo "install-deps: everything for '$level' is present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${need[*]}; run as root (or install them yourself)" >&2
+  exit 1
+fi
+
+# De-duplicate, keep order.
+mapfile -t need < <(printf '%s\n' "${need[@]}" | awk '!seen[$0]++')
+
+qemu_utils_version="$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)"
+backports=0
+case "$qemu_utils_version" in *bpo12*) backports=1 ;; esac
+
+if [ "$backports" -eq 1 ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  # Copy the URI of the existing Debian entry so the same mirror is used.
+  uri="$(grep -rhs '^URIs:.*debian' /etc/apt/sources.list.d/*.sources | grep -v security | head -n1 | awk '{print $2}')"
+  [ -n "$uri" ] || uri="$(grep -hs '^deb .*debian' /etc/apt/sources.list | grep -v security | head -n1 | awk '{print $2}')"
+  [ -n "$uri" ] || uri="http://deb.debian.org/debian"
+  cat > /etc/apt/sources.list.d/bookworm-backports.sources <<SRC
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+pkgs=()
+for p in "${need[@]}"; do
+  case "$p" in
+    qemu-system-x86|libguestfs-tools)
+      if [ "$backports" -eq 1 ]; then
+        pkgs+=("$p" qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports
+               qemu-system-data/bookworm-backports seabios/bookworm-backports)
+      else
+        pkgs+=("$p")
+      fi ;;
+    *) pkgs+=("$p") ;;
+  esac
+done
+mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | awk '!seen[$0]++')
+
+echo "install-deps: installing ${pkgs[*]}"
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${pkgs[@]}"

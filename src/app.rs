@@ -1,0 +1,364 @@
+//! One function per mode: dump the resolved configuration, or run one VM from its manifest.
+//!
+//! This is the layer between the command line and the library: it merges `--config` files,
+//! separates tool options from manifest content, sets up logging and signal handling, and turns
+//! outcomes into exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::cli::Cli;
+use crate::config::{self, ConfigError};
+use crate::exec::CancelToken;
+use crate::exit_code;
+use crate::manifest::{self, Layers, ManifestError};
+use crate::pipeline::{self, VmStatus};
+use crate::plan::{self, PlanError, PlanOptions};
+use crate::report;
+use crate::ui::{Display, ProgressMode};
+
+/// Keys of a `--config` file that set tool options rather than manifest content.
+const OPTION_KEYS: &[&str] = &[
+    "manifest",
+    "output_dir",
+    "dry_run",
+    "overwrite",
+    "log_file",
+    "verbose",
+    "progress",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("could not write the report")]
+    Report(#[source] crate::atomic::WriteError),
+    #[error("could not set up {what}")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) | AppError::Config(_) | AppError::Manifest(_) => {
+                exit_code::INVALID_INPUT
+            }
+            AppError::Plan(p) if p.is_environment() => exit_code::MISSING_TOOL,
+            AppError::Plan(_) => exit_code::INVALID_INPUT,
+            AppError::Report(_) | AppError::Setup { .. } => exit_code::VM_FAILED,
+        }
+    }
+}
+
+/// The error and its causes, each cause on its own line.
+pub fn render_error(err: &AppError) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    // Transparent variants already print their source's text.
+    if matches!(
+        err,
+        AppError::Config(_) | AppError::Manifest(_) | AppError::Plan(_)
+    ) {
+        source = source.and_then(std::error::Error::source);
+    }
+    while let Some(s) = source {
+        text.push_str("\n  caused by: ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Tool options after merging config files and the command line (the command line wins).
+#[derive(Debug, Default)]
+struct Options {
+    manifest: Option<PathBuf>,
+    output_dir: Option<PathBuf>,
+    dry_run: bool,
+    overwrite: bool,
+    log_file: Option<PathBuf>,
+    verbose: u8,
+    progress: Option<ProgressMode>,
+}
+
+/// Runs the mode the command line asks for and returns the exit code.
+pub fn run(cli: Cli) -> Result<u8, AppError> {
+    let (options, manifest_docs, config_layer) = gather(&cli)?;
+    init_logging(options.verbose, options.log_file.as_deref())?;
+
+    if manifest_docs.is_empty() {
+        if cli.dump_config {
+            print_json(&Value::Object(config_layer));
+            return Ok(exit_code::SUCCESS);
+        }
+        return Err(AppError::Usage(
+            "no manifest given: pass --manifest FILE, or --config FILE with a file that holds \
+             manifest_version (see --help)"
+                .to_owned(),
+        ));
+    }
+
+    let (manifest_path, doc) = merge_manifests(manifest_docs);
+    let layers = Layers {
+        shared_config: (!config_layer.is_empty()).then_some(config_layer),
+        overrides: None,
+    };
+    let loaded = manifest::resolve(&manifest_path, doc, &layers)?;
+    if cli.dump_config {
+        print_json(&Value::Object(loaded.effective.clone()));
+        return Ok(exit_code::SUCCESS);
+    }
+
+    let plan = plan::plan(
+        &loaded,
+        &PlanOptions {
+            output_dir_override: options.output_dir.clone(),
+            default_output_dir: None,
+            overwrite: options.overwrite,
+            dry_run: options.dry_run,
+            vm_id: None,
+        },
+    )?;
+    if plan.dry_run {
+        print_text(&plan.describe());
+        return Ok(exit_code::SUCCESS);
+    }
+
+    let cancel = CancelToken::new();
+    install_signal_handlers(&cancel)?;
+    let display = Display::start(options.progress.unwrap_or(cli.progress), 1);
+    let outcome = pipeline::run_vm(&plan, &cancel, &display.sink());
+    display.finish();
+
+    let vm_report = report::vm_report(&plan, &outcome);
+    if let Some(path) = &plan.report_path {
+        report::write(path, &vm_report).map_err(AppError::Report)?;
+    }
+    print_text(&summary_text(&plan, &outcome));
+    Ok(match outcome.status {
+        VmStatus::Succeeded => exit_code::SUCCESS,
+        VmStatus::Failed => exit_code::VM_FAILED,
+        VmStatus::Interrupted => exit_code::INTERRUPTED,
+    })
+}
+
+/// The short account printed after a run (the report has the details).
+pub fn summary_text(plan: &plan::VmPlan, outcome: &pipeline::VmOutcome) -> String {
+    let mut s = String::new();
+    let status = match outcome.status {
+        VmStatus::Succeeded => "succeeded",
+        VmStatus::Failed => "FAILED",
+        VmStatus::Interrupted => "INTERRUPTED",
+    };
+    s.push_str(&format!(
+        "VM {}: {status} in {:.2}s\n",
+        outcome.vm_id, outcome.duration_seconds
+    ));
+    for a in &outcome.artifacts {
+        s.push_str(&format!(
+            "  {} -> {} ({}, {})\n",
+            a.disk_id,
+            a.path.display(),
+            a.format,
+            a.size_human
+        ));
+    }
+    for w in &outcome.warnings {
+        s.push_str(&format!("  warning ({}): {}\n", w.stage, w.message));
+    }
+    for e in &outcome.errors {
+        s.push_str(&format!("  error ({}): {}\n", e.stage, e.message));
+    }
+    match &plan.report_path {
+        Some(p) => s.push_str(&format!("Report: {}\n", p.display())),
+        None => s.push_str("Report: disabled (options.report.enabled is false)\n"),
+    }
+    s
+}
+
+type Gathered = (
+    Options,
+    Vec<(PathBuf, Map<String, Value>)>,
+    Map<String, Value>,
+);
+
+/// Loads every `--config`/`--manifest` file and sorts their content into tool options, manifest
+/// documents and a lower configuration layer.
+fn gather(cli: &Cli) -> Result<Gathered, AppError> {
+    let mut options = Options::default();
+    let mut manifest_docs = Vec::new();
+    let mut config_layer = Map::new();
+    let files: Vec<&PathBuf> = cli.config.iter().chain(cli.manifest.iter()).collect();
+    for file in files {
+        let mut doc = config::load_document(file)?;
+        let base = config::dir_of(file);
+        take_options(file, &base, &mut doc, &mut options)?;
+        if doc.contains_key("manifest_version") {
+            manifest_docs.push((file.clone(), doc));
+        } else {
+            config::merge_maps(&mut config_layer, doc);
+        }
+    }
+    if let Some(path) = options.manifest.take() {
+        let doc = config::load_document(&path)?;
+        manifest_docs.insert(0, (path, doc));
+    }
+    // The command line beats config files.
+    if cli.output_dir.is_some() {
+        options.output_dir = cli.output_dir.clone();
+    }
+    options.dry_run |= cli.dry_run;
+    options.overwrite |= cli.overwrite;
+    if cli.log_file.is_some() {
+        options.log_file = cli.log_file.clone();
+    }
+    options.verbose = options.verbose.max(cli.verbose);
+    if cli.progress != ProgressMode::Auto {
+        options.progress = Some(cli.progress);
+    }
+    Ok((options, manifest_docs, config_layer))
+}
+
+fn take_options(
+    file: &Path,
+    base: &Path,
+    doc: &mut Map<String, Value>,
+    options: &mut Options,
+) -> Result<(), AppError> {
+    let bad = |key: &str, expected: &str| {
+        AppError::Usage(format!("{}: {key} must be {expected}", file.display()))
+    };
+    for key in OPTION_KEYS {
+        let Some(value) = doc.remove(*key) else {
+            continue;
+        };
+        match *key {
+            "manifest" => {
+                let s = value.as_str().ok_or_else(|| bad(key, "a path"))?;
+                options.manifest = Some(config::resolve_relative(base, s));
+            }
+            "output_dir" => {
+                let s = value.as_str().ok_or_else(|| bad(key, "a path"))?;
+                options.output_dir = Some(config::resolve_relative(base, s));
+            }
+            "log_file" => {
+                let s = value.as_str().ok_or_else(|| bad(key, "a path"))?;
+                options.log_file = Some(config::resolve_relative(base, s));
+            }
+            "dry_run" => options.dry_run = value.as_bool().ok_or_else(|| bad(key, "a boolean"))?,
+            "overwrite" => {
+                options.overwrite = value.as_bool().ok_or_else(|| bad(key, "a boolean"))?
+            }
+            "verbose" => {
+                options.verbose = value
+                    .as_u64()
+                    .and_then(|v| u8::try_from(v).ok())
+                    .ok_or_else(|| bad(key, "an integer from 0 to 3"))?
+            }
+            "progress" => {
+                let s = value.as_str().unwrap_or_default();
+                options.progress = Some(
+                    <ProgressMode as clap::ValueEnum>::from_str(s, true)
+                        .map_err(|_| bad(key, "one of: auto, bars, lines, none"))?,
+                );
+            }
+            _ => unreachable!("every option key is handled"),
+        }
+    }
+    Ok(())
+}
+
+/// Merges manifest documents in order (later wins); relative paths resolve against the last one.
+fn merge_manifests(docs: Vec<(PathBuf, Map<String, Value>)>) -> (PathBuf, Map<String, Value>) {
+    let mut path = PathBuf::new();
+    let mut merged = Map::new();
+    for (p, doc) in docs {
+        path = p;
+        config::merge_maps(&mut merged, doc);
+    }
+    (path, merged)
+}
+
+fn init_logging(verbose: u8, log_file: Option<&Path>) -> Result<(), AppError> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
+
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let stderr_layer = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_filter(EnvFilter::new(format!("hyper2kvm={level}")));
+    let file_layer = match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| AppError::Setup {
+                    what: "the log file",
+                    source,
+                })?;
+            let file_level = if verbose < 2 { "info" } else { level };
+            Some(
+                fmt::layer()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_ansi(false)
+                    .with_filter(EnvFilter::new(format!("hyper2kvm={file_level}"))),
+            )
+        }
+        None => None,
+    };
+    // A second initialisation (tests calling `run` twice) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(file_layer)
+        .try_init();
+    Ok(())
+}
+
+/// SIGINT/SIGTERM cancel the run; a second one exits at once.
+fn install_signal_handlers(cancel: &CancelToken) -> Result<(), AppError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let setup = |source| AppError::Setup {
+        what: "signal handlers",
+        source,
+    };
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal set it.
+        flag::register_conditional_shutdown(sig, i32::from(exit_code::INTERRUPTED), cancel.flag())
+            .map_err(setup)?;
+        flag::register(sig, cancel.flag()).map_err(setup)?;
+    }
+    Ok(())
+}
+
+fn print_text(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn print_json(value: &Value) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    print_text(&format!("{text}\n"));
+}

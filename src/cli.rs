@@ -1,0 +1,58 @@
+//! Command-line definitions. They mirror the Python hyper2kvm's flags; no logic lives here.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+use crate::ui::ProgressMode;
+
+/// Migrate VMware, Hyper-V and libvirt virtual machines onto KVM.
+///
+/// A VM is described by an Artifact Manifest v1 (JSON or YAML): its disks, and the pipeline
+/// (inspect, fix, convert, validate) to run on them, usually through a profile.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hyper2kvm",
+    version,
+    about,
+    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
+)]
+pub struct Cli {
+    /// Configuration or manifest file (JSON or YAML); repeatable, later files win. A file that
+    /// holds `manifest_version` is a manifest.
+    #[arg(long, value_name = "FILE", action = ArgAction::Append)]
+    pub config: Vec<PathBuf>,
+
+    /// Artifact Manifest v1 file (JSON or YAML) describing one VM.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
+    /// Directory for converted disks and the report (overrides the manifest's output.directory).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Print the fully resolved configuration (profile, overrides and defaults applied) as JSON
+    /// and exit.
+    #[arg(long)]
+    pub dump_config: bool,
+
+    /// Plan and print what would run; read, write and convert nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Replace output files that already exist (otherwise an existing output is an error).
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Progress display: bars on a terminal, one line per event otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "MODE")]
+    pub progress: ProgressMode,
+
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Also write the log to this file (appended).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}

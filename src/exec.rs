@@ -1,0 +1,530 @@
+//! The only place that starts processes.
+//!
+//! Every external tool (qemu-img today; guestfish, python3, qemu-system later) runs through
+//! [`run`]. A child always gets its own process group, so cancelling or timing it out can signal
+//! the whole group (grandchildren included) and a Ctrl-C on the terminal reaches us first, not the
+//! child. The result of every run is a [`CommandRecord`] (argv, status or signal, duration, stderr
+//! tail) that goes into errors and reports alike, so an admin can always re-run what we ran.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{self, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+/// How much of a child's stderr we keep for errors and reports.
+const STDERR_TAIL_BYTES: usize = 8 * 1024;
+/// How long a process group gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How often a running child is polled for exit, cancellation and timeout.
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// A cancellation flag shared between the signal handler and every running command.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The flag itself, for registering with a signal handler.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An external program the tool depends on, with the Debian package that provides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    QemuImg,
+}
+
+impl Tool {
+    pub fn program(self) -> &'static str {
+        match self {
+            Tool::QemuImg => "qemu-img",
+        }
+    }
+
+    pub fn package(self) -> &'static str {
+        match self {
+            Tool::QemuImg => "qemu-utils",
+        }
+    }
+
+    /// Finds the tool on `PATH`.
+    pub fn locate(self) -> Result<PathBuf, ExecError> {
+        which::which(self.program()).map_err(|_| ExecError::ToolMissing {
+            program: self.program(),
+            package: self.package(),
+        })
+    }
+}
+
+/// A command to run: program, arguments, environment additions, working directory, limits.
+#[derive(Clone, Debug)]
+pub struct Command {
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    timeout: Option<Duration>,
+    capture_stdout: bool,
+}
+
+impl Command {
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            timeout: None,
+            capture_stdout: true,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The argv as text, for reports and messages.
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+}
+
+impl fmt::Display for Command {
+    /// Shell-quoted, so the line can be pasted into a terminal.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&quote_argv(&self.argv()))
+    }
+}
+
+/// Quotes an argv for display, POSIX-shell style: words made only of safe characters stay
+/// bare, anything else is single-quoted.
+pub fn quote_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|word| quote_word(word))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn quote_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// How a command ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Status {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    Cancelled,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Exited(code) => write!(f, "exit status {code}"),
+            Status::Signaled(sig) => {
+                let name = Signal::try_from(*sig)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown signal");
+                write!(f, "killed by signal {sig} ({name})")
+            }
+            Status::TimedOut => f.write_str("timed out"),
+            Status::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// What happened when a command ran: the part of a run that reports keep.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommandRecord {
+    pub argv: Vec<String>,
+    pub status: Status,
+    pub duration_seconds: f64,
+    pub stderr_tail: String,
+}
+
+impl CommandRecord {
+    pub fn success(&self) -> bool {
+        self.status == Status::Exited(0)
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.status {
+            Status::Exited(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn command_line(&self) -> String {
+        quote_argv(&self.argv)
+    }
+}
+
+impl fmt::Display for CommandRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` ended with {}", self.command_line(), self.status)?;
+        let tail = self.stderr_tail.trim();
+        if !tail.is_empty() {
+            write!(f, ": {tail}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A finished run: its record and captured stdout.
+#[derive(Debug)]
+pub struct Output {
+    pub record: CommandRecord,
+    pub stdout: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("`{program}` was not found on PATH; install the Debian package `{package}`")]
+    ToolMissing {
+        program: &'static str,
+        package: &'static str,
+    },
+    #[error("could not start `{command}`")]
+    Spawn {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not wait for `{command}`")]
+    Wait {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a caller may watch while the command runs.
+#[derive(Default)]
+pub struct Watch<'a, 'b> {
+    /// Cancels the command (process group gets SIGTERM, then SIGKILL).
+    pub cancel: Option<&'a CancelToken>,
+    /// Receives stdout in pieces split at `\n` and `\r` (qemu-img -p uses `\r`).
+    pub on_stdout_line: Option<&'b mut dyn FnMut(&str)>,
+}
+
+/// Runs a command to completion and returns its record whatever the exit status; only a failure
+/// to start or wait is an error. Callers decide what a non-zero exit means.
+pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
+    let argv = cmd.argv();
+    let command_line = quote_argv(&argv);
+    tracing::debug!(command = %command_line, "running");
+
+    let mut proc = std::process::Command::new(&cmd.program);
+    proc.args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(dir) = &cmd.cwd {
+        proc.current_dir(dir);
+    }
+
+    let started = Instant::now();
+    let mut child = proc.spawn().map_err(|source| ExecError::Spawn {
+        command: command_line.clone(),
+        source,
+    })?;
+
+    let stderr = child.stderr.take().expect("stderr was piped");
+    let stderr_reader = thread::spawn(move || read_tail(stderr, STDERR_TAIL_BYTES));
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let Watch {
+        cancel,
+        on_stdout_line,
+    } = watch;
+
+    let (status, stdout) = thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let capture = cmd.capture_stdout;
+        let stdout_reader = scope.spawn(move || read_stdout(stdout, capture, &tx));
+        let status = supervise(&mut child, cmd.timeout, cancel, rx, on_stdout_line, started);
+        let captured = stdout_reader.join().unwrap_or_default();
+        (status, captured)
+    });
+    let status = status.map_err(|source| ExecError::Wait {
+        command: command_line.clone(),
+        source,
+    })?;
+    let stderr_tail = stderr_reader.join().unwrap_or_default();
+
+    let record = CommandRecord {
+        argv,
+        status,
+        duration_seconds: round_ms(started.elapsed()),
+        stderr_tail: String::from_utf8_lossy(&stderr_tail).into_owned(),
+    };
+    tracing::debug!(command = %command_line, status = %record.status, "finished");
+    Ok(Output { record, stdout })
+}
+
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// Polls the child until it exits, times out or is cancelled, forwarding stdout pieces.
+fn supervise(
+    child: &mut Child,
+    timeout: Option<Duration>,
+    cancel: Option<&CancelToken>,
+    pieces: std::sync::mpsc::Receiver<Vec<u8>>,
+    mut on_line: Option<&mut dyn FnMut(&str)>,
+    started: Instant,
+) -> io::Result<Status> {
+    let mut forward = |pieces: &std::sync::mpsc::Receiver<Vec<u8>>| {
+        while let Ok(piece) = pieces.try_recv() {
+            if let Some(cb) = on_line.as_mut() {
+                cb(&String::from_utf8_lossy(&piece));
+            }
+        }
+    };
+    loop {
+        forward(&pieces);
+        if let Some(status) = child.try_wait()? {
+            forward(&pieces);
+            return Ok(exit_status(status));
+        }
+        if cancel.is_some_and(CancelToken::is_cancelled) {
+            kill_group(child)?;
+            return Ok(Status::Cancelled);
+        }
+        if timeout.is_some_and(|t| started.elapsed() >= t) {
+            kill_group(child)?;
+            return Ok(Status::TimedOut);
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn exit_status(status: ExitStatus) -> Status {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Status::Exited(code),
+        (None, Some(sig)) => Status::Signaled(sig),
+        (None, None) => Status::Exited(-1),
+    }
+}
+
+/// SIGTERM to the whole group, SIGKILL after a grace period, then reap the child.
+fn kill_group(child: &mut Child) -> io::Result<()> {
+    let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            // The leader is gone; make sure no straggler in its group survives it.
+            let _ = killpg(pgid, Signal::SIGKILL);
+            return Ok(());
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    child.wait()?;
+    Ok(())
+}
+
+fn read_tail(mut r: impl Read, keep: usize) -> Vec<u8> {
+    let mut tail = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * keep {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+        }
+    }
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+    tail
+}
+
+/// Reads stdout, captures it when asked, and sends each `\n`/`\r`-terminated piece on.
+fn read_stdout(
+    mut r: impl Read,
+    capture: bool,
+    pieces: &std::sync::mpsc::Sender<Vec<u8>>,
+) -> Vec<u8> {
+    let mut captured = Vec::new();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if capture {
+                    captured.extend_from_slice(&buf[..n]);
+                }
+                for &b in &buf[..n] {
+                    if b == b'\n' || b == b'\r' {
+                        if !pending.is_empty() {
+                            let _ = pieces.send(std::mem::take(&mut pending));
+                        }
+                    } else {
+                        pending.push(b);
+                    }
+                }
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let _ = pieces.send(pending);
+    }
+    captured
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_stdout_and_exit_code() {
+        let cmd = Command::new("/bin/sh").args(["-c", "echo out; echo err >&2; exit 3"]);
+        let out = run(&cmd, Watch::default()).expect("runs");
+        assert_eq!(out.record.status, Status::Exited(3));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+        assert_eq!(out.record.stderr_tail.trim(), "err");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("grandchild-alive");
+        let script = format!("(sleep 3; touch {}) & sleep 600", marker.to_string_lossy());
+        let cmd = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_millis(300));
+        let started = Instant::now();
+        let out = run(&cmd, Watch::default()).expect("runs");
+        assert_eq!(out.record.status, Status::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        thread::sleep(Duration::from_secs(4));
+        assert!(!marker.exists(), "the grandchild survived the timeout");
+    }
+
+    #[test]
+    fn cancel_stops_a_running_command() {
+        let token = CancelToken::new();
+        let t2 = token.clone();
+        let canceller = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            t2.cancel();
+        });
+        let cmd = Command::new("/bin/sleep").arg("600");
+        let out = run(
+            &cmd,
+            Watch {
+                cancel: Some(&token),
+                ..Watch::default()
+            },
+        )
+        .expect("runs");
+        canceller.join().expect("joins");
+        assert_eq!(out.record.status, Status::Cancelled);
+    }
+
+    #[test]
+    fn stdout_pieces_split_on_carriage_returns() {
+        let cmd =
+            Command::new("/bin/sh").args(["-c", "printf '  (1.00/100%%)\\r  (50.00/100%%)\\r'"]);
+        let mut seen = Vec::new();
+        let mut cb = |s: &str| seen.push(s.trim().to_owned());
+        run(
+            &cmd,
+            Watch {
+                on_stdout_line: Some(&mut cb),
+                ..Watch::default()
+            },
+        )
+        .expect("runs");
+        assert_eq!(seen, ["(1.00/100%)", "(50.00/100%)"]);
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let err = run(&Command::new("/nonexistent/tool"), Watch::default()).unwrap_err();
+        assert!(matches!(err, ExecError::Spawn { .. }));
+    }
+
+    #[test]
+    fn display_quotes_arguments() {
+        let cmd =
+            Command::new("qemu-img").args(["info", "--output=json", "my disk.vmdk", "it's", ""]);
+        assert_eq!(
+            cmd.to_string(),
+            r"qemu-img info --output=json 'my disk.vmdk' 'it'\''s' ''"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! hyper2kvm: migrate virtual machines from VMware, Hyper-V and libvirt hosts onto KVM.
+//!
+//! The flow is parse → plan → execute: [`config`] reads documents, [`manifest`] and [`profile`]
+//! turn them into a validated model, [`plan`] makes every decision, [`pipeline`] runs the stages
+//! through [`exec`] (the only module that starts processes), and [`report`] records outcomes.
+//! [`app`] has one function per mode; `main.rs` only parses the command line and maps errors to
+//! exit codes.
+
+pub mod app;
+pub mod atomic;
+pub mod checksum;
+pub mod cli;
+pub mod config;
+pub mod exec;
+pub mod exit_code;
+pub mod manifest;
+pub mod pipeline;
+pub mod plan;
+pub mod profile;
+pub mod qemu_img;
+pub mod report;
+pub mod ui;

@@ -1,0 +1,925 @@
+//! Artifact Manifest v1: one VM, its disks, and how to migrate it.
+//!
+//! A manifest is read as JSON or YAML, layered (profile < `profile_overrides` < batch
+//! `shared_config` < the manifest itself < the batch entry's `overrides`), and then validated as
+//! a whole: upstream's checks in upstream's order and wording for `manifest_version`, `disks` and
+//! `vm`, then every other section through the [`schema`] tables. All problems are collected and
+//! reported together, each with its field path, before anything is typed. Only a manifest that
+//! passes becomes a [`Manifest`]; nothing downstream reads the raw document.
+
+pub mod schema;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::{self, ConfigError, kind_of};
+use crate::profile::{self, Catalog, ProfileError};
+
+pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];
+pub const SOURCE_FORMATS: &[&str] = &["vmdk", "qcow2", "raw", "vhd", "vhdx", "vdi"];
+const DISK_TYPES: &[&str] = &["boot", "data", "unknown"];
+const FIRMWARES: &[&str] = &["bios", "uefi", "unknown"];
+const DISK_KEYS: &[&str] = &[
+    "id",
+    "source_format",
+    "bytes",
+    "local_path",
+    "checksum",
+    "boot_order_hint",
+    "label",
+    "disk_type",
+];
+const VM_KEYS: &[&str] = &[
+    "cpu",
+    "mem_gb",
+    "firmware",
+    "secureboot",
+    "os_hint",
+    "os_version",
+];
+
+/// One thing wrong with a document, at a field path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.message.contains(&self.path) {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Problems collected by a validation pass.
+#[derive(Clone, Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Renders problems as an indented list, one per line.
+pub fn render_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(transparent)]
+    File(#[from] ConfigError),
+    #[error(
+        "invalid manifest {path} ({} problem{}):\n{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        render_problems(problems)
+    )]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("manifest {path}: Profile loading failed: {source}")]
+    Profile {
+        path: PathBuf,
+        #[source]
+        source: ProfileError,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// The typed model. Defaults live here and only here.
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub manifest_version: String,
+    #[serde(default)]
+    pub source: Source,
+    #[serde(default)]
+    pub vm: Vm,
+    pub disks: Vec<Disk>,
+    #[serde(default)]
+    pub nics: Vec<Nic>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    #[serde(default)]
+    pub warnings: Vec<ManifestWarning>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(default)]
+    pub pipeline: Pipeline,
+    #[serde(default)]
+    pub output: Output,
+    #[serde(default)]
+    pub options: Options,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub profile_overrides: Map<String, Value>,
+    #[serde(default, alias = "profiles_directory")]
+    pub custom_profile_path: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    // Sections this build rejects when non-empty (see `schema::TOP_LEVEL`).
+    #[serde(default, skip_serializing)]
+    pub hooks: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub network_mapping: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub storage_mapping: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub libvirt_integration: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub configuration: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Source {
+    pub provider: Option<String>,
+    pub vm_id: Option<String>,
+    pub vm_name: Option<String>,
+    pub datacenter: Option<String>,
+    pub export_timestamp: Option<String>,
+    pub export_method: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    #[default]
+    Bios,
+    Uefi,
+    Unknown,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    pub cpu: Option<u32>,
+    pub mem_gb: Option<u32>,
+    #[serde(default)]
+    pub firmware: Firmware,
+    #[serde(default)]
+    pub secureboot: bool,
+    pub os_hint: Option<String>,
+    pub os_version: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Vmdk,
+    Qcow2,
+    Raw,
+    Vhd,
+    Vhdx,
+    Vdi,
+}
+
+impl SourceFormat {
+    /// The qemu block driver name (`-f`), which differs from the manifest name only for VHD.
+    pub fn driver(self) -> &'static str {
+        match self {
+            SourceFormat::Vmdk => "vmdk",
+            SourceFormat::Qcow2 => "qcow2",
+            SourceFormat::Raw => "raw",
+            SourceFormat::Vhd => "vpc",
+            SourceFormat::Vhdx => "vhdx",
+            SourceFormat::Vdi => "vdi",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::Vmdk => "vmdk",
+            SourceFormat::Qcow2 => "qcow2",
+            SourceFormat::Raw => "raw",
+            SourceFormat::Vhd => "vhd",
+            SourceFormat::Vhdx => "vhdx",
+            SourceFormat::Vdi => "vdi",
+        }
+    }
+
+    /// The manifest format for a qemu driver name.
+    pub fn from_driver(driver: &str) -> Option<Self> {
+        Some(match driver {
+            "vmdk" => SourceFormat::Vmdk,
+            "qcow2" => SourceFormat::Qcow2,
+            "raw" => SourceFormat::Raw,
+            "vpc" => SourceFormat::Vhd,
+            "vhdx" => SourceFormat::Vhdx,
+            "vdi" => SourceFormat::Vdi,
+            _ => return None,
+        })
+    }
+
+    /// Whether `qemu-img check` can examine this format (raw and vpc answer "not supported").
+    pub fn checkable(self) -> bool {
+        !matches!(self, SourceFormat::Raw | SourceFormat::Vhd)
+    }
+}
+
+impl fmt::Display for SourceFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskType {
+    Boot,
+    Data,
+    #[default]
+    Unknown,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    pub id: String,
+    pub source_format: SourceFormat,
+    pub bytes: u64,
+    pub local_path: String,
+    pub checksum: Option<String>,
+    #[serde(default = "default_boot_order_hint")]
+    pub boot_order_hint: u32,
+    pub label: Option<String>,
+    #[serde(default)]
+    pub disk_type: DiskType,
+}
+
+fn default_boot_order_hint() -> u32 {
+    999
+}
+
+impl Disk {
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.id)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    pub id: Option<String>,
+    pub mac: Option<String>,
+    pub network: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestWarning {
+    pub stage: Option<String>,
+    pub message: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pipeline {
+    pub inspect: InspectStage,
+    pub fix: FixStage,
+    pub convert: ConvertStage,
+    pub validate: ValidateStage,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectStage {
+    pub enabled: bool,
+    pub collect_guest_info: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FstabMode {
+    #[default]
+    StabilizeAll,
+    BypathOnly,
+    Noop,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FixStage {
+    pub enabled: bool,
+    pub backup: bool,
+    pub update_grub: bool,
+    pub regen_initramfs: bool,
+    pub fstab_mode: FstabMode,
+    pub remove_vmware_tools: bool,
+    pub print_fstab: bool,
+}
+
+impl Default for FixStage {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            backup: true,
+            update_grub: true,
+            regen_initramfs: true,
+            fstab_mode: FstabMode::StabilizeAll,
+            remove_vmware_tools: false,
+            print_fstab: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConvertStage {
+    pub enabled: bool,
+    pub compress: bool,
+    pub compress_level: u8,
+    /// Run `qemu-img check` on the source before converting, when inspect has not already.
+    pub check_image_integrity: bool,
+}
+
+impl Default for ConvertStage {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            compress: false,
+            compress_level: 6,
+            check_image_integrity: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateStage {
+    pub enabled: bool,
+    /// Compare the output's content with the source (`qemu-img compare`).
+    pub check_image_integrity: bool,
+}
+
+impl Default for ValidateStage {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            check_image_integrity: true,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Qcow2,
+    Raw,
+    Vdi,
+}
+
+impl OutputFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Qcow2 => "qcow2",
+            OutputFormat::Raw => "raw",
+            OutputFormat::Vdi => "vdi",
+        }
+    }
+}
+
+impl fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Output {
+    pub directory: Option<String>,
+    pub format: OutputFormat,
+    pub filename: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub verbose: u8,
+    pub report: ReportOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            verbose: 1,
+            report: ReportOptions::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportOptions {
+    pub enabled: bool,
+    pub path: String,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "report.json".to_owned(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading and layering.
+
+/// Extra layers a batch puts around a VM's own manifest.
+#[derive(Clone, Debug, Default)]
+pub struct Layers {
+    /// The batch's `shared_config`: above the profile, below the manifest.
+    pub shared_config: Option<Map<String, Value>>,
+    /// The batch entry's `overrides`: above everything.
+    pub overrides: Option<Map<String, Value>>,
+}
+
+/// A manifest that passed validation, with everything needed to plan it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The manifest file, absolute.
+    pub path: PathBuf,
+    /// The directory relative paths in the manifest are resolved against.
+    pub dir: PathBuf,
+    /// The fully merged document (what `--dump-config` prints).
+    pub effective: Map<String, Value>,
+    pub manifest: Manifest,
+    /// The profile chain that was applied, child first.
+    pub profile_chain: Vec<String>,
+}
+
+impl Loaded {
+    /// A disk's source path, resolved against the manifest's directory.
+    pub fn disk_path(&self, disk: &Disk) -> PathBuf {
+        config::resolve_relative(&self.dir, &disk.local_path)
+    }
+}
+
+/// Reads a manifest file and resolves it with no batch layers.
+pub fn load(path: &Path) -> Result<Loaded, ManifestError> {
+    let doc = config::load_document(path)?;
+    resolve(path, doc, &Layers::default())
+}
+
+/// Layers a parsed manifest document with its profile and the batch layers, then validates it.
+pub fn resolve(
+    path: &Path,
+    doc: Map<String, Value>,
+    layers: &Layers,
+) -> Result<Loaded, ManifestError> {
+    let path = config::absolute(path);
+    let dir = config::dir_of(&path);
+
+    // Everything but the profile, in precedence order, to learn which profile applies.
+    let mut upper = layers.shared_config.clone().unwrap_or_default();
+    config::merge_maps(&mut upper, doc);
+    if let Some(overrides) = &layers.overrides {
+        config::merge_maps(&mut upper, overrides.clone());
+    }
+
+    let mut problems = Problems::default();
+    let profile_name = match upper.get("profile") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            problems.push(
+                "profile",
+                format!("profile must be a profile name (got {})", kind_of(other)),
+            );
+            None
+        }
+    };
+    let custom_dir = ["custom_profile_path", "profiles_directory"]
+        .iter()
+        .find_map(|k| upper.get(*k).and_then(Value::as_str))
+        .map(|d| config::resolve_relative(&dir, d));
+
+    let mut effective = Map::new();
+    let mut profile_chain = Vec::new();
+    if let Some(name) = &profile_name {
+        let catalog = Catalog::new(custom_dir).map_err(|source| ManifestError::Profile {
+            path: path.clone(),
+            source,
+        })?;
+        let resolved = catalog
+            .resolve(name)
+            .map_err(|source| ManifestError::Profile {
+                path: path.clone(),
+                source,
+            })?;
+        effective = resolved.settings;
+        profile_chain = resolved.chain;
+    }
+    match upper.get("profile_overrides") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(po)) => {
+            check_profile_overrides(po, &mut problems);
+            config::merge_maps(&mut effective, po.clone());
+        }
+        Some(other) => problems.push(
+            "profile_overrides",
+            format!(
+                "profile_overrides must be a mapping (got {})",
+                kind_of(other)
+            ),
+        ),
+    }
+    config::merge_maps(&mut effective, upper);
+
+    validate(&effective, &dir, &mut problems);
+    if !problems.is_empty() {
+        return Err(ManifestError::Invalid {
+            path,
+            problems: problems.0,
+        });
+    }
+    let manifest: Manifest =
+        serde_json::from_value(Value::Object(effective.clone())).map_err(|e| {
+            ManifestError::Invalid {
+                path: path.clone(),
+                problems: vec![Problem {
+                    path: String::new(),
+                    message: e.to_string(),
+                }],
+            }
+        })?;
+    Ok(Loaded {
+        path,
+        dir,
+        effective,
+        manifest,
+        profile_chain,
+    })
+}
+
+fn check_profile_overrides(po: &Map<String, Value>, problems: &mut Problems) {
+    for key in po.keys() {
+        if key == "extends" || !profile::PROFILE_KEYS.contains(&key.as_str()) {
+            let hint = profile::suggest(key, &profile::PROFILE_KEYS)
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
+            problems.push(
+                &format!("profile_overrides.{key}"),
+                format!(
+                    "profile_overrides may only set profile settings ({}), not '{key}'{hint}",
+                    profile::PROFILE_KEYS[2..].join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// Validates a merged manifest document; `dir` resolves relative disk paths.
+pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
+    // 1. Version.
+    match doc.get("manifest_version") {
+        None => problems.push(
+            "manifest_version",
+            "Missing required field: manifest_version. This is an Artifact Manifest v1. \
+             Expected versions: ['1.0']",
+        ),
+        Some(Value::String(v)) if SUPPORTED_VERSIONS.contains(&v.as_str()) => {}
+        Some(v) => {
+            let shown = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            problems.push(
+                "manifest_version",
+                format!(
+                    "Unsupported manifest version: {shown}. This hyper2kvm version supports: ['1.0']"
+                ),
+            );
+        }
+    }
+
+    // 2. Disks.
+    match doc.get("disks") {
+        None => problems.push(
+            "disks",
+            "Missing required field: disks[]. Artifact Manifest v1 requires at least one disk.",
+        ),
+        Some(Value::Array(disks)) if disks.is_empty() => {
+            problems.push("disks", "Field 'disks' must contain at least one disk")
+        }
+        Some(Value::Array(disks)) => validate_disks(disks, dir, problems),
+        Some(_) => problems.push("disks", "Field 'disks' must be an array"),
+    }
+
+    // 3. VM.
+    if let Some(vm) = doc.get("vm") {
+        validate_vm(vm, problems);
+    }
+
+    // 4. Everything else.
+    schema::check_object(
+        "",
+        doc,
+        schema::TOP_LEVEL,
+        &["manifest_version", "disks", "vm"],
+        problems,
+    );
+    if let Some(Value::Object(source)) = doc.get("source") {
+        for key in schema::SOURCE_STRINGS {
+            if let Some(v) = source.get(*key)
+                && !v.is_string()
+                && !v.is_null()
+            {
+                schema::check_value(&format!("source.{key}"), v, &schema::Kind::Str, problems);
+            }
+        }
+    }
+    if let Some(Value::Array(nics)) = doc.get("nics") {
+        for (i, nic) in nics.iter().enumerate() {
+            if let Some(mac) = nic.get("mac").and_then(Value::as_str)
+                && !is_mac(mac)
+            {
+                problems.push(
+                    &format!("nics[{i}].mac"),
+                    format!(
+                        "nics[{i}].mac must be a MAC address like 00:50:56:aa:bb:cc (got: '{mac}')"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(disks) = doc.get("disks").and_then(Value::as_array)
+        && disks.len() > 1
+        && doc
+            .get("output")
+            .and_then(|o| o.get("filename"))
+            .is_some_and(|f| !f.is_null())
+    {
+        problems.push(
+            "output.filename",
+            "output.filename names one output file, but the manifest has several disks; \
+             remove it (outputs are named <disk id>.<format>)",
+        );
+    }
+}
+
+fn validate_disks(disks: &[Value], dir: &Path, problems: &mut Problems) {
+    let mut seen_ids = HashSet::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let p = |field: &str| format!("disks[{i}].{field}");
+        let Some(d) = disk.as_object() else {
+            problems.push(
+                &format!("disks[{i}]"),
+                format!("disks[{i}] must be an object"),
+            );
+            continue;
+        };
+        for field in ["id", "source_format", "bytes", "local_path"] {
+            if !d.contains_key(field) {
+                problems.push(&p(field), format!("disks[{i}].{field} is required"));
+            }
+        }
+        if let Some(id) = d.get("id") {
+            match id.as_str() {
+                Some(id) => {
+                    if !seen_ids.insert(id.to_owned()) {
+                        problems.push(&p("id"), format!("Duplicate disk ID: {id}"));
+                    } else if !is_id(id) {
+                        problems.push(
+                            &p("id"),
+                            format!(
+                                "disks[{i}].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: '{id}')"
+                            ),
+                        );
+                    }
+                }
+                None => problems.push(
+                    &p("id"),
+                    format!("disks[{i}].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: {id})"),
+                ),
+            }
+        }
+        if let Some(fmt) = d.get("source_format") {
+            match fmt.as_str() {
+                Some(s) if SOURCE_FORMATS.contains(&s) => {}
+                _ => {
+                    let shown = fmt
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| fmt.to_string());
+                    let hint = fmt
+                        .as_str()
+                        .and_then(|s| profile::suggest(s, SOURCE_FORMATS))
+                        .map(|s| format!(" (did you mean '{s}'?)"))
+                        .unwrap_or_default();
+                    problems.push(
+                        &p("source_format"),
+                        format!(
+                            "disks[{i}].source_format unsupported: {shown}. Supported: {}{hint}",
+                            py_list(SOURCE_FORMATS)
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(bytes) = d.get("bytes")
+            && bytes.as_u64().is_none()
+        {
+            problems.push(
+                &p("bytes"),
+                format!("disks[{i}].bytes must be a non-negative integer (got: {bytes})"),
+            );
+        }
+        if let Some(lp) = d.get("local_path") {
+            match lp.as_str() {
+                Some(s) => {
+                    let resolved = config::resolve_relative(dir, s);
+                    match std::fs::metadata(&resolved) {
+                        Err(_) => problems.push(
+                            &p("local_path"),
+                            format!("disks[{i}].local_path not found: {}", resolved.display()),
+                        ),
+                        Ok(m) if m.is_dir() => problems.push(
+                            &p("local_path"),
+                            format!(
+                                "disks[{i}].local_path is a directory, expected a disk image file: {}",
+                                resolved.display()
+                            ),
+                        ),
+                        Ok(_) => {}
+                    }
+                }
+                None => problems.push(
+                    &p("local_path"),
+                    format!(
+                        "disks[{i}].local_path must be a string path (got {})",
+                        kind_of(lp)
+                    ),
+                ),
+            }
+        }
+        if let Some(sum) = d.get("checksum") {
+            let ok = sum.as_str().is_some_and(is_sha256_checksum);
+            if !ok {
+                let shown = sum
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| sum.to_string());
+                problems.push(
+                    &p("checksum"),
+                    format!(
+                        "disks[{i}].checksum must match format: sha256:<hexdigest> (got: '{shown}')"
+                    ),
+                );
+            }
+        }
+        if let Some(h) = d.get("boot_order_hint")
+            && h.as_u64().is_none_or(|n| n > u64::from(u32::MAX))
+        {
+            problems.push(
+                &p("boot_order_hint"),
+                format!("disks[{i}].boot_order_hint must be a non-negative integer"),
+            );
+        }
+        if let Some(l) = d.get("label")
+            && !l.is_string()
+        {
+            schema::check_value(&p("label"), l, &schema::Kind::Str, problems);
+        }
+        if let Some(t) = d.get("disk_type")
+            && !t.as_str().is_some_and(|s| DISK_TYPES.contains(&s))
+        {
+            problems.push(
+                &p("disk_type"),
+                format!("disks[{i}].disk_type must be one of: boot, data, unknown"),
+            );
+        }
+        unknown_keys(&format!("disks[{i}]"), d, DISK_KEYS, problems);
+    }
+}
+
+fn validate_vm(vm: &Value, problems: &mut Problems) {
+    let Some(vm) = vm.as_object() else {
+        problems.push("vm", "Field 'vm' must be an object");
+        return;
+    };
+    if let Some(fw) = vm.get("firmware")
+        && !fw.as_str().is_some_and(|s| FIRMWARES.contains(&s))
+    {
+        let shown = fw
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| fw.to_string());
+        problems.push(
+            "vm.firmware",
+            format!("vm.firmware must be one of: bios, uefi, unknown (got: '{shown}')"),
+        );
+    }
+    if let Some(sb) = vm.get("secureboot")
+        && !sb.is_boolean()
+    {
+        problems.push("vm.secureboot", "vm.secureboot must be a boolean");
+    }
+    for key in ["cpu", "mem_gb"] {
+        if let Some(v) = vm.get(key)
+            && !v
+                .as_u64()
+                .is_some_and(|n| n >= 1 && n <= u64::from(u32::MAX))
+        {
+            problems.push(
+                &format!("vm.{key}"),
+                format!("vm.{key} must be an integer >= 1"),
+            );
+        }
+    }
+    for key in ["os_hint", "os_version"] {
+        if let Some(v) = vm.get(key)
+            && !v.is_string()
+            && !v.is_null()
+        {
+            schema::check_value(&format!("vm.{key}"), v, &schema::Kind::Str, problems);
+        }
+    }
+    unknown_keys("vm", vm, VM_KEYS, problems);
+}
+
+fn unknown_keys(path: &str, map: &Map<String, Value>, known: &[&str], problems: &mut Problems) {
+    for key in map.keys() {
+        if !known.contains(&key.as_str()) {
+            let hint = match profile::suggest(key, known) {
+                Some(s) => format!(" (did you mean '{s}'?)"),
+                None => format!("; expected one of: {}", known.join(", ")),
+            };
+            problems.push(
+                &format!("{path}.{key}"),
+                format!("unknown key '{key}'{hint}"),
+            );
+        }
+    }
+}
+
+/// Formats a list the way upstream's Python messages do: `['a', 'b']`.
+fn py_list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("'{s}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// `^[a-zA-Z0-9_-]+$`
+pub fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `^sha256:[a-f0-9]{64}$`
+pub fn is_sha256_checksum(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// `^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$`
+pub fn is_mac(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 17
+        && b.iter().enumerate().all(|(i, c)| {
+            if i % 3 == 2 {
+                *c == b':' || *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests;

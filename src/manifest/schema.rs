@@ -1,0 +1,285 @@
+//! A small table-driven checker for the manifest sections that upstream leaves unchecked.
+//!
+//! Each section is a table of [`Field`]s; [`check_object`] reports unknown keys (with the nearest
+//! valid key), wrong types and out-of-range values, every problem at once, each with its field
+//! path. The upstream-compatible checks for `manifest_version`, `disks` and `vm` are hand-written
+//! in the parent module because their messages and order are part of the interface.
+
+use serde_json::{Map, Value};
+
+use super::Problems;
+use crate::config::kind_of;
+use crate::profile::suggest;
+
+pub enum Kind {
+    Bool,
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Str,
+    Enum(&'static [&'static str]),
+    Object(&'static [Field]),
+    /// Any mapping; its contents are the user's (metadata, source extras).
+    FreeObject,
+    /// A mapping whose values are all strings.
+    StrMap,
+    StrList,
+    ObjectList(&'static [Field]),
+    /// A section this build does not implement: only an empty value (or `enabled: false`) passes.
+    Unsupported(&'static str),
+}
+
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+const fn f(name: &'static str, kind: Kind) -> Field {
+    Field { name, kind }
+}
+
+pub const FSTAB_MODES: &[&str] = &["stabilize-all", "bypath-only", "noop"];
+pub const OUTPUT_FORMATS: &[&str] = &["qcow2", "raw", "vdi"];
+
+const INSPECT: &[Field] = &[
+    f("enabled", Kind::Bool),
+    f("collect_guest_info", Kind::Bool),
+];
+const FIX: &[Field] = &[
+    f("enabled", Kind::Bool),
+    f("backup", Kind::Bool),
+    f("update_grub", Kind::Bool),
+    f("regen_initramfs", Kind::Bool),
+    f("fstab_mode", Kind::Enum(FSTAB_MODES)),
+    f("remove_vmware_tools", Kind::Bool),
+    f("print_fstab", Kind::Bool),
+];
+const CONVERT: &[Field] = &[
+    f("enabled", Kind::Bool),
+    f("compress", Kind::Bool),
+    f("compress_level", Kind::Int { min: 1, max: 9 }),
+    f("check_image_integrity", Kind::Bool),
+];
+const VALIDATE: &[Field] = &[
+    f("enabled", Kind::Bool),
+    f("check_image_integrity", Kind::Bool),
+];
+pub const PIPELINE: &[Field] = &[
+    f("inspect", Kind::Object(INSPECT)),
+    f("fix", Kind::Object(FIX)),
+    f("convert", Kind::Object(CONVERT)),
+    f("validate", Kind::Object(VALIDATE)),
+];
+const OUTPUT: &[Field] = &[
+    f("directory", Kind::Str),
+    f("format", Kind::Enum(OUTPUT_FORMATS)),
+    f("filename", Kind::Str),
+];
+const REPORT: &[Field] = &[f("enabled", Kind::Bool), f("path", Kind::Str)];
+const OPTIONS: &[Field] = &[
+    f("dry_run", Kind::Bool),
+    f("verbose", Kind::Int { min: 0, max: 3 }),
+    f("report", Kind::Object(REPORT)),
+];
+const NIC: &[Field] = &[
+    f("id", Kind::Str),
+    f("mac", Kind::Str),
+    f("network", Kind::Str),
+];
+const WARNING: &[Field] = &[
+    f("stage", Kind::Str),
+    f("message", Kind::Str),
+    f("timestamp", Kind::Str),
+];
+
+/// Every top-level manifest key other than `manifest_version`, `disks` and `vm` (checked by hand).
+pub const TOP_LEVEL: &[Field] = &[
+    f("source", Kind::FreeObject),
+    f("nics", Kind::ObjectList(NIC)),
+    f("notes", Kind::StrList),
+    f("warnings", Kind::ObjectList(WARNING)),
+    f("metadata", Kind::FreeObject),
+    f("pipeline", Kind::Object(PIPELINE)),
+    f("output", Kind::Object(OUTPUT)),
+    f("options", Kind::Object(OPTIONS)),
+    f("profile", Kind::Str),
+    f("profile_overrides", Kind::FreeObject),
+    f("custom_profile_path", Kind::Str),
+    f("profiles_directory", Kind::Str),
+    f("description", Kind::Str),
+    f(
+        "hooks",
+        Kind::Unsupported("hooks are not supported by this version of hyper2kvm yet"),
+    ),
+    f(
+        "network_mapping",
+        Kind::Unsupported("network_mapping is not supported by this version of hyper2kvm yet"),
+    ),
+    f(
+        "storage_mapping",
+        Kind::Unsupported("storage_mapping is not supported by this version of hyper2kvm yet"),
+    ),
+    f(
+        "libvirt_integration",
+        Kind::Unsupported("libvirt_integration is not supported by this version of hyper2kvm yet"),
+    ),
+    f(
+        "configuration",
+        Kind::Unsupported(
+            "configuration (guest injection) is not supported by this version of hyper2kvm yet",
+        ),
+    ),
+];
+
+/// Source keys upstream knows; others are allowed (the schema says `additionalProperties: true`)
+/// but must still be scalars or mappings the user owns.
+pub const SOURCE_STRINGS: &[&str] = &[
+    "provider",
+    "vm_id",
+    "vm_name",
+    "datacenter",
+    "export_timestamp",
+    "export_method",
+];
+
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Checks `map` against `fields`, skipping the keys in `handled` (checked elsewhere).
+pub fn check_object(
+    path: &str,
+    map: &Map<String, Value>,
+    fields: &[Field],
+    handled: &[&str],
+    problems: &mut Problems,
+) {
+    for (key, value) in map {
+        if handled.contains(&key.as_str()) {
+            continue;
+        }
+        let here = join(path, key);
+        match fields.iter().find(|fl| fl.name == key) {
+            Some(field) => check_value(&here, value, &field.kind, problems),
+            None => {
+                let names: Vec<&str> = fields
+                    .iter()
+                    .map(|fl| fl.name)
+                    .chain(handled.iter().copied())
+                    .collect();
+                let hint = match suggest(key, &names) {
+                    Some(s) => format!(" (did you mean '{s}'?)"),
+                    None => format!("; expected one of: {}", names.join(", ")),
+                };
+                problems.push(&here, format!("unknown key '{key}'{hint}"));
+            }
+        }
+    }
+}
+
+pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Problems) {
+    let wrong = |problems: &mut Problems, expected: &str| {
+        problems.push(
+            path,
+            format!(
+                "{path} must be {expected} (got {}: {value})",
+                kind_of(value)
+            ),
+        );
+    };
+    match kind {
+        Kind::Bool => {
+            if !value.is_boolean() {
+                wrong(problems, "a boolean (true or false)");
+            }
+        }
+        Kind::Int { min, max } => match value.as_i64() {
+            Some(n) if (*min..=*max).contains(&n) => {}
+            _ => wrong(problems, &format!("an integer from {min} to {max}")),
+        },
+        Kind::Str => {
+            if !value.is_string() {
+                wrong(problems, "a string");
+            }
+        }
+        Kind::Enum(allowed) => match value.as_str() {
+            Some(s) if allowed.contains(&s) => {}
+            Some(s) => {
+                let hint = suggest(s, allowed)
+                    .map(|x| format!(" (did you mean '{x}'?)"))
+                    .unwrap_or_default();
+                problems.push(
+                    path,
+                    format!(
+                        "{path} must be one of: {} (got: '{s}'){hint}",
+                        allowed.join(", ")
+                    ),
+                );
+            }
+            None => wrong(problems, &format!("one of: {}", allowed.join(", "))),
+        },
+        Kind::Object(fields) => match value.as_object() {
+            Some(map) => check_object(path, map, fields, &[], problems),
+            None => wrong(problems, "a mapping"),
+        },
+        Kind::FreeObject => {
+            if !value.is_object() {
+                wrong(problems, "a mapping");
+            }
+        }
+        Kind::StrMap => match value.as_object() {
+            Some(map) => {
+                for (k, v) in map {
+                    if !v.is_string() {
+                        check_value(&join(path, k), v, &Kind::Str, problems);
+                    }
+                }
+            }
+            None => wrong(problems, "a mapping of strings"),
+        },
+        Kind::StrList => match value.as_array() {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    check_value(&format!("{path}[{i}]"), item, &Kind::Str, problems);
+                }
+            }
+            None => wrong(problems, "a list of strings"),
+        },
+        Kind::ObjectList(fields) => match value.as_array() {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    check_value(
+                        &format!("{path}[{i}]"),
+                        item,
+                        &Kind::Object(fields),
+                        problems,
+                    );
+                }
+            }
+            None => wrong(problems, "a list"),
+        },
+        Kind::Unsupported(reason) => {
+            let empty = match value {
+                Value::Null => true,
+                Value::Object(m) => {
+                    m.is_empty()
+                        || m.iter().all(|(k, v)| match (k.as_str(), v) {
+                            ("enabled", Value::Bool(false)) => true,
+                            (_, Value::Array(a)) => a.is_empty(),
+                            (_, Value::Object(o)) => o.is_empty(),
+                            _ => false,
+                        })
+                }
+                _ => false,
+            };
+            if !empty {
+                problems.push(path, format!("{reason}; remove '{path}' from the manifest"));
+            }
+        }
+    }
+}

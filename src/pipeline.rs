@@ -1,0 +1,818 @@
+//! The per-VM pipeline: load_manifest (checksums) → inspect → convert → validate.
+//!
+//! [`run_vm`] executes a [`VmPlan`] and returns a [`VmOutcome`]: what each stage did, the commands
+//! it ran, the artifacts it produced, warnings and errors. It never prints; progress goes out as
+//! [`Event`]s and the outcome is a return value. Outputs are written to `<name>.part` and renamed
+//! only after qemu-img succeeded; a failed or interrupted conversion removes its `.part` file.
+//! Source disks are only ever opened for reading.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::checksum;
+use crate::exec::{self, CancelToken, CommandRecord, Status, Watch};
+use crate::manifest::SourceFormat;
+use crate::plan::{DiskPlan, VmPlan};
+use crate::qemu_img::{self, CheckSummary, CheckVerdict, ImageInfo};
+use crate::ui::{Event, EventSink};
+
+/// How a VM's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmStatus {
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+/// One stage as it happened.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageOutcome {
+    pub name: &'static str,
+    pub success: bool,
+    pub duration: f64,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub commands: Vec<CommandRecord>,
+}
+
+/// A file the run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct Artifact {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub path: PathBuf,
+    pub disk_id: String,
+    pub format: String,
+    pub size_bytes: u64,
+    pub size_human: String,
+    pub boot_order_hint: u32,
+    pub compressed: bool,
+}
+
+/// A warning or error, attributed to the stage that raised it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Message {
+    pub stage: String,
+    pub message: String,
+    pub timestamp: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VmOutcome {
+    pub vm_id: String,
+    pub status: VmStatus,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub stages: Vec<StageOutcome>,
+    pub artifacts: Vec<Artifact>,
+    pub warnings: Vec<Message>,
+    pub errors: Vec<Message>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl VmOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.status == VmStatus::Succeeded
+    }
+}
+
+/// What a stage function hands back when it fails.
+struct StageFailure {
+    message: String,
+    interrupted: bool,
+}
+
+impl StageFailure {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            interrupted: false,
+        }
+    }
+
+    fn interrupted() -> Self {
+        Self {
+            message: "interrupted".to_owned(),
+            interrupted: true,
+        }
+    }
+}
+
+/// What we learnt about a source disk from qemu-img, shared by inspect and convert.
+#[derive(Clone, Debug)]
+struct SourceFacts {
+    driver: String,
+    info: ImageInfo,
+    checked: bool,
+}
+
+/// Mutable state of one VM's run.
+struct Run<'a> {
+    plan: &'a VmPlan,
+    cancel: &'a CancelToken,
+    events: &'a EventSink,
+    warnings: Vec<Message>,
+    commands: Vec<CommandRecord>,
+    facts: Vec<Option<SourceFacts>>,
+    artifacts: Vec<Artifact>,
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+/// Runs every planned stage of one VM.
+pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutcome {
+    let started_at = now_iso();
+    let started = Instant::now();
+    events.send(Event::VmStarted {
+        vm: plan.vm_id.clone(),
+    });
+    let mut run = Run {
+        plan,
+        cancel,
+        events,
+        warnings: plan
+            .notes
+            .iter()
+            .map(|n| Message {
+                stage: "plan".to_owned(),
+                message: n.clone(),
+                timestamp: now_iso(),
+            })
+            .collect(),
+        commands: Vec::new(),
+        facts: vec![None; plan.disks.len()],
+        artifacts: Vec::new(),
+        bytes_read: 0,
+        bytes_written: 0,
+    };
+    let mut stages = Vec::new();
+    let mut errors = Vec::new();
+    let mut status = VmStatus::Succeeded;
+
+    type StageFn = fn(&mut Run<'_>) -> Result<Value, StageFailure>;
+    let order: [(&'static str, bool, StageFn); 4] = [
+        ("load_manifest", true, stage_load),
+        ("inspect", plan.inspect.is_some(), stage_inspect),
+        ("convert", plan.convert.is_some(), stage_convert),
+        ("validate", plan.validate.is_some(), stage_validate),
+    ];
+    for (name, enabled, stage) in order {
+        if !enabled {
+            continue;
+        }
+        if cancel.is_cancelled() {
+            status = VmStatus::Interrupted;
+            errors.push(message(name, "interrupted before this stage started"));
+            break;
+        }
+        events.send(Event::StageStarted {
+            vm: plan.vm_id.clone(),
+            stage: name,
+        });
+        let t = Instant::now();
+        let result = stage(&mut run);
+        let duration = secs(t);
+        let commands = std::mem::take(&mut run.commands);
+        events.send(Event::StageFinished {
+            vm: plan.vm_id.clone(),
+            stage: name,
+            success: result.is_ok(),
+        });
+        match result {
+            Ok(value) => stages.push(StageOutcome {
+                name,
+                success: true,
+                duration,
+                result: Some(value),
+                error: None,
+                commands,
+            }),
+            Err(failure) => {
+                stages.push(StageOutcome {
+                    name,
+                    success: false,
+                    duration,
+                    result: None,
+                    error: Some(failure.message.clone()),
+                    commands,
+                });
+                errors.push(message(name, &failure.message));
+                status = if failure.interrupted || cancel.is_cancelled() {
+                    VmStatus::Interrupted
+                } else {
+                    VmStatus::Failed
+                };
+                break;
+            }
+        }
+    }
+
+    let outcome = VmOutcome {
+        vm_id: plan.vm_id.clone(),
+        status,
+        started_at,
+        duration_seconds: secs(started),
+        stages,
+        artifacts: run.artifacts,
+        warnings: run.warnings,
+        errors,
+        bytes_read: run.bytes_read,
+        bytes_written: run.bytes_written,
+    };
+    events.send(Event::VmFinished {
+        vm: plan.vm_id.clone(),
+        status: outcome.status,
+    });
+    outcome
+}
+
+impl Run<'_> {
+    fn warn(&mut self, stage: &str, text: String) {
+        self.events.send(Event::Warning {
+            vm: self.plan.vm_id.clone(),
+            message: text.clone(),
+        });
+        self.warnings.push(message(stage, &text));
+    }
+
+    /// Runs a command, records it, and turns "could not start" or cancellation into failures.
+    fn exec(
+        &mut self,
+        cmd: &exec::Command,
+        on_line: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<exec::Output, StageFailure> {
+        let out = exec::run(
+            cmd,
+            Watch {
+                cancel: Some(self.cancel),
+                on_stdout_line: on_line,
+            },
+        )
+        .map_err(|e| StageFailure::new(error_chain(&e)))?;
+        self.commands.push(out.record.clone());
+        if out.record.status == Status::Cancelled {
+            return Err(StageFailure::interrupted());
+        }
+        Ok(out)
+    }
+
+    /// Probes the format, reads size and backing file, and (when asked) checks the source.
+    fn source_facts(&mut self, idx: usize, check: bool) -> Result<SourceFacts, StageFailure> {
+        if let Some(f) = &self.facts[idx]
+            && (f.checked || !check)
+        {
+            return Ok(f.clone());
+        }
+        let disk = &self.plan.disks[idx];
+        let q = self.plan.qemu_img.clone();
+        let driver = match &self.facts[idx] {
+            Some(f) => f.driver.clone(),
+            None => {
+                let out = self.exec(&q.probe_cmd(&disk.source), None)?;
+                if !out.record.success() {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: qemu-img cannot open {}: {}",
+                        disk.id,
+                        disk.source.display(),
+                        out.record.stderr_tail.trim()
+                    )));
+                }
+                let probed = ImageInfo::parse(&out.stdout)
+                    .map_err(|e| StageFailure::new(format!("disk {}: {e}", disk.id)))?;
+                self.resolve_driver(disk, &probed.format)?
+            }
+        };
+        let out = self.exec(&q.info_cmd(&disk.source, &driver), None)?;
+        if !out.record.success() {
+            return Err(StageFailure::new(format!(
+                "disk {}: qemu-img cannot read {} as {}: {}",
+                disk.id,
+                disk.source.display(),
+                driver,
+                out.record.stderr_tail.trim()
+            )));
+        }
+        let info = ImageInfo::parse(&out.stdout)
+            .map_err(|e| StageFailure::new(format!("disk {}: {e}", disk.id)))?;
+        if let Some(backing) = &info.backing_filename {
+            return Err(StageFailure::new(format!(
+                "disk {}: {} has a backing file ({backing}); hyper2kvm converts standalone \
+                 images only: flatten it first (qemu-img convert) or list the chain's base",
+                disk.id,
+                disk.source.display()
+            )));
+        }
+        let mut checked = false;
+        let format = SourceFormat::from_driver(&driver);
+        if check && format.is_some_and(SourceFormat::checkable) {
+            let out = self.exec(&q.check_cmd(&disk.source, &driver), None)?;
+            let summary: CheckSummary = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            match CheckVerdict::from_exit_code(out.record.exit_code()) {
+                CheckVerdict::Clean | CheckVerdict::Unsupported => {}
+                CheckVerdict::LeaksOnly => self.warn(
+                    "inspect",
+                    format!(
+                        "disk {}: qemu-img check found {} leaked cluster(s) in the source; they \
+                         waste space but lose no data",
+                        disk.id, summary.leaks
+                    ),
+                ),
+                CheckVerdict::Corrupt => {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: source {} is corrupt (qemu-img check: {} corruption(s)); \
+                         refusing to convert it",
+                        disk.id,
+                        disk.source.display(),
+                        summary.corruptions
+                    )));
+                }
+                CheckVerdict::Failed => {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: source {} failed qemu-img check (truncated or damaged image, \
+                         which would convert with missing data read as zeros): {}",
+                        disk.id,
+                        disk.source.display(),
+                        out.record.stderr_tail.trim()
+                    )));
+                }
+            }
+            checked = true;
+        }
+        let facts = SourceFacts {
+            driver,
+            info,
+            checked,
+        };
+        self.facts[idx] = Some(facts.clone());
+        Ok(facts)
+    }
+
+    /// Reconciles the probed format with the manifest's `source_format`.
+    fn resolve_driver(&mut self, disk: &DiskPlan, probed: &str) -> Result<String, StageFailure> {
+        let declared = disk.declared.driver();
+        if probed == declared {
+            return Ok(probed.to_owned());
+        }
+        if probed == "raw"
+            && disk.declared == SourceFormat::Vhd
+            && qemu_img::has_vhd_footer(&disk.source)
+        {
+            // A fixed VHD: raw data plus a 512-byte footer that qemu-img probes as raw.
+            return Ok(declared.to_owned());
+        }
+        if probed == "raw"
+            && disk.declared == SourceFormat::Vmdk
+            && disk.source.to_string_lossy().ends_with("-flat.vmdk")
+        {
+            self.warn(
+                "inspect",
+                format!(
+                    "disk {}: {} is a flat VMDK extent without its descriptor; converting it as \
+                     raw data",
+                    disk.id,
+                    disk.source.display()
+                ),
+            );
+            return Ok("raw".to_owned());
+        }
+        let detected = SourceFormat::from_driver(probed)
+            .map(|f| f.name().to_owned())
+            .unwrap_or_else(|| probed.to_owned());
+        Err(StageFailure::new(format!(
+            "disk {}: source_format is {} but qemu-img detects {} in {}; fix source_format in \
+             the manifest",
+            disk.id,
+            disk.declared,
+            detected,
+            disk.source.display()
+        )))
+    }
+}
+
+fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
+    let plan = run.plan;
+    let to_verify: Vec<(usize, &DiskPlan, &String)> = plan
+        .disks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| d.checksum.as_ref().map(|c| (i, d, c)))
+        .collect();
+    let cancel = run.cancel;
+    let events = run.events;
+    let results: Vec<(String, String, Result<String, checksum::ChecksumError>)> = to_verify
+        .par_iter()
+        .map(|(_, d, expected)| {
+            let total = std::fs::metadata(&d.given_path)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let actual = checksum::sha256_file(&d.given_path, Some(cancel), |done| {
+                events.send(Event::Progress {
+                    vm: plan.vm_id.clone(),
+                    disk: d.id.clone(),
+                    done,
+                    total,
+                })
+            });
+            (d.id.clone(), (*expected).clone(), actual)
+        })
+        .collect();
+    let mut verified = Vec::new();
+    for (id, expected, actual) in results {
+        let actual = match actual {
+            Ok(a) => a,
+            Err(checksum::ChecksumError::Cancelled { .. }) => {
+                return Err(StageFailure::interrupted());
+            }
+            Err(e) => return Err(StageFailure::new(format!("disk {id}: {}", error_chain(&e)))),
+        };
+        if actual != expected {
+            return Err(StageFailure::new(format!(
+                "Checksum verification failed for disk {id}: the manifest says {expected}, the \
+                 file hashes to {actual}"
+            )));
+        }
+        verified.push(serde_json::json!({"disk_id": id, "checksum": actual}));
+    }
+    run.bytes_read += to_verify
+        .iter()
+        .filter_map(|(_, d, _)| std::fs::metadata(&d.given_path).ok())
+        .map(|m| m.len())
+        .sum::<u64>();
+    Ok(serde_json::json!({
+        "manifest_version": plan.manifest_version,
+        "manifest_path": plan.manifest_path,
+        "source_provider": plan.source_provider,
+        "source_vm_id": plan.source_vm_id,
+        "source_vm_name": plan.vm_name,
+        "disks_count": plan.disks.len(),
+        "firmware": plan.firmware,
+        "os_hint": plan.os_hint,
+        "profile": plan.profile_chain.first(),
+        "checksums_verified": !verified.is_empty(),
+        "verified_checksums": verified,
+    }))
+}
+
+fn stage_inspect(run: &mut Run<'_>) -> Result<Value, StageFailure> {
+    let check = run.plan.inspect.as_ref().is_some_and(|i| i.check_source);
+    let mut disks = Vec::new();
+    for idx in 0..run.plan.disks.len() {
+        let disk = &run.plan.disks[idx];
+        let meta = std::fs::metadata(&disk.given_path).map_err(|e| {
+            StageFailure::new(format!(
+                "Disk artifact not found: {} ({e})",
+                disk.given_path.display()
+            ))
+        })?;
+        let actual = meta.len();
+        let size_match = actual == disk.expected_bytes;
+        if !size_match {
+            let text = format!(
+                "disk {}: the manifest says {} bytes, {} has {} bytes",
+                disk.id,
+                disk.expected_bytes,
+                disk.given_path.display(),
+                actual
+            );
+            run.warn("inspect", text);
+        }
+        let facts = run.source_facts(idx, check)?;
+        let disk = &run.plan.disks[idx];
+        disks.push(serde_json::json!({
+            "id": disk.id,
+            "source_format": disk.declared,
+            "detected_format": SourceFormat::from_driver(&facts.driver).map(SourceFormat::name),
+            "expected_bytes": disk.expected_bytes,
+            "actual_bytes": actual,
+            "size_match": size_match,
+            "size_human": human_bytes(actual),
+            "virtual_size": facts.info.virtual_size,
+            "vmdk_create_type": facts.info.vmdk_create_type(),
+            "path": disk.source,
+            "integrity_check": if facts.checked { "passed" } else { "skipped" },
+        }));
+    }
+    Ok(serde_json::json!({ "disks": disks }))
+}
+
+fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
+    let plan = run.plan;
+    let convert = plan.convert.as_ref().expect("stage runs only when planned");
+    std::fs::create_dir_all(&plan.output_dir).map_err(|e| {
+        StageFailure::new(format!(
+            "cannot create output directory {}: {e}",
+            plan.output_dir.display()
+        ))
+    })?;
+    let mut converted = Vec::new();
+    for idx in 0..plan.disks.len() {
+        let facts = run.source_facts(idx, convert.check_source)?;
+        let disk = &plan.disks[idx];
+        let (Some(output), Some(part)) = (disk.output.clone(), disk.part_path()) else {
+            continue;
+        };
+        let spec = plan
+            .convert_spec(disk, &facts.driver, &part)
+            .expect("convert is planned");
+        let cmd = plan.qemu_img.convert_cmd(&spec);
+        let total = facts.info.virtual_size;
+        let (vm, disk_id, events) = (plan.vm_id.clone(), disk.id.clone(), run.events);
+        let mut on_line = |piece: &str| {
+            if let Some(fraction) = qemu_img::parse_progress(piece) {
+                events.send(Event::Progress {
+                    vm: vm.clone(),
+                    disk: disk_id.clone(),
+                    done: (fraction * total as f64) as u64,
+                    total,
+                });
+            }
+        };
+        let result = run.exec(&cmd, Some(&mut on_line));
+        let out = match result {
+            Ok(out) => out,
+            Err(f) => {
+                remove_part(&part);
+                return Err(f);
+            }
+        };
+        if !out.record.success() {
+            remove_part(&part);
+            return Err(StageFailure::new(format!(
+                "disk {}: conversion failed: {}",
+                disk.id, out.record
+            )));
+        }
+        if let Err(e) = finalize(&part, &output, plan.overwrite) {
+            remove_part(&part);
+            return Err(StageFailure::new(format!("disk {}: {e}", disk.id)));
+        }
+        let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+        let source_size = std::fs::metadata(&disk.source)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        run.bytes_read += source_size;
+        run.bytes_written += size;
+        run.artifacts.push(Artifact {
+            kind: "converted_disk",
+            path: output.clone(),
+            disk_id: disk.id.clone(),
+            format: convert.format.name().to_owned(),
+            size_bytes: size,
+            size_human: human_bytes(size),
+            boot_order_hint: disk.boot_order_hint,
+            compressed: convert.compression.is_some(),
+        });
+        converted.push(serde_json::json!({
+            "disk_id": disk.id,
+            "input_format": SourceFormat::from_driver(&facts.driver).map(SourceFormat::name),
+            "output_format": convert.format,
+            "output_path": output,
+            "output_size_bytes": size,
+            "output_size_human": human_bytes(size),
+            "boot_order_hint": disk.boot_order_hint,
+        }));
+    }
+    Ok(serde_json::json!({
+        "disks_converted": converted.len(),
+        "output_format": convert.format,
+        "output_directory": plan.output_dir,
+        "compressed": convert.compression.is_some(),
+        "compression": convert.compression,
+        "converted_disks": converted,
+    }))
+}
+
+fn stage_validate(run: &mut Run<'_>) -> Result<Value, StageFailure> {
+    let plan = run.plan;
+    let validate = plan
+        .validate
+        .as_ref()
+        .expect("stage runs only when planned");
+    let format = plan
+        .convert
+        .as_ref()
+        .expect("validate is planned only with convert")
+        .format
+        .name();
+    let q = plan.qemu_img.clone();
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for idx in 0..plan.disks.len() {
+        let disk = &plan.disks[idx];
+        let Some(output) = disk.output.clone() else {
+            continue;
+        };
+        if !output.is_file() {
+            failures.push(format!(
+                "Disk {}: Output file missing: {}",
+                disk.id,
+                output.display()
+            ));
+            results.push(
+                serde_json::json!({"disk_id": disk.id, "output_path": output,
+                "exists": false, "integrity_check": "failed", "content_check": "skipped"}),
+            );
+            continue;
+        }
+        let mut integrity = "skipped";
+        if format == "qcow2" {
+            let out = run.exec(&q.check_cmd(&output, format), None)?;
+            match CheckVerdict::from_exit_code(out.record.exit_code()) {
+                CheckVerdict::Clean => integrity = "passed",
+                CheckVerdict::LeaksOnly => {
+                    integrity = "passed";
+                    run.warn(
+                        "validate",
+                        format!(
+                            "disk {}: the output has leaked clusters (no data lost)",
+                            disk.id
+                        ),
+                    );
+                }
+                _ => {
+                    integrity = "failed";
+                    failures.push(format!(
+                        "disk {}: qemu-img check failed on the output {}: {}",
+                        disk.id,
+                        output.display(),
+                        out.record
+                    ));
+                }
+            }
+        }
+        let mut content = "skipped";
+        if validate.compare {
+            let driver = match &run.facts[idx] {
+                Some(f) => f.driver.clone(),
+                None => run.source_facts(idx, false)?.driver,
+            };
+            let disk = &plan.disks[idx];
+            let out = run.exec(&q.compare_cmd(&disk.source, &driver, &output, format), None)?;
+            match out.record.exit_code() {
+                Some(0) => content = "identical",
+                Some(1) => {
+                    content = "different";
+                    failures.push(format!(
+                        "disk {}: the output's content differs from the source: {}",
+                        disk.id,
+                        out.record.stdout_summary(&out.stdout)
+                    ));
+                }
+                _ => {
+                    content = "error";
+                    failures.push(format!(
+                        "disk {}: could not compare the output with the source: {}",
+                        disk.id, out.record
+                    ));
+                }
+            }
+        }
+        let disk = &plan.disks[idx];
+        results.push(
+            serde_json::json!({"disk_id": disk.id, "output_path": output, "exists": true,
+            "integrity_check": integrity, "content_check": content}),
+        );
+    }
+    if !failures.is_empty() {
+        return Err(StageFailure::new(failures.join("; ")));
+    }
+    Ok(serde_json::json!({
+        "disks_validated": results.len(),
+        "all_passed": true,
+        "validation_results": results,
+    }))
+}
+
+trait StdoutSummary {
+    fn stdout_summary(&self, stdout: &[u8]) -> String;
+}
+
+impl StdoutSummary for CommandRecord {
+    /// `qemu-img compare` says where content differs on stdout ("Content mismatch at offset N!").
+    fn stdout_summary(&self, stdout: &[u8]) -> String {
+        let text = String::from_utf8_lossy(stdout);
+        let line = text.lines().last().unwrap_or("").trim().to_owned();
+        if line.is_empty() {
+            self.to_string()
+        } else {
+            line
+        }
+    }
+}
+
+/// Moves a finished `.part` file to its final name; without `overwrite`, never replaces a file
+/// that appeared in the meantime.
+fn finalize(part: &Path, output: &Path, overwrite: bool) -> Result<(), String> {
+    let result = if overwrite {
+        std::fs::rename(part, output)
+    } else {
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            part,
+            nix::fcntl::AT_FDCWD,
+            output,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(std::io::Error::from)
+    };
+    result.map_err(|e| {
+        format!(
+            "could not move {} to {}: {e}",
+            part.display(),
+            output.display()
+        )
+    })?;
+    if let Some(dir) = output.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn remove_part(part: &Path) {
+    if let Err(e) = std::fs::remove_file(part)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("could not remove {}: {e}", part.display());
+    }
+}
+
+fn message(stage: &str, text: &str) -> Message {
+    Message {
+        stage: stage.to_owned(),
+        message: text.to_owned(),
+        timestamp: now_iso(),
+    }
+}
+
+fn secs(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// The error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Local time as RFC 3339 (UTC when the local offset cannot be determined).
+pub fn now_iso() -> String {
+    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(64 * 1024 * 1024), "64.0 MiB");
+        assert_eq!(human_bytes(20 * 1024 * 1024 * 1024), "20.0 GiB");
+    }
+
+    #[test]
+    fn finalize_refuses_to_replace_without_overwrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("d0.qcow2.part");
+        let out = dir.path().join("d0.qcow2");
+        std::fs::write(&part, b"new").expect("write");
+        std::fs::write(&out, b"old").expect("write");
+        assert!(finalize(&part, &out, false).is_err());
+        assert_eq!(std::fs::read(&out).expect("read"), b"old");
+        finalize(&part, &out, true).expect("overwrite");
+        assert_eq!(std::fs::read(&out).expect("read"), b"new");
+    }
+}

@@ -1,0 +1,513 @@
+//! The per-VM plan: every decision made from a validated manifest before any disk is touched.
+//!
+//! Planning resolves paths (relative to the manifest), picks output files, decides compression
+//! (zstd unless this qemu-img lacks it), checks that the tools exist, that outputs do not already
+//! exist (unless `--overwrite`) and that the output directory can be created. Everything it finds
+//! wrong is reported together. The pipeline reads only the plan, never the manifest.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::config;
+use crate::exec::{self, Watch};
+use crate::manifest::{DiskType, Firmware, Loaded, OutputFormat, Problem, SourceFormat};
+use crate::qemu_img::{Compression, ConvertSpec, QemuImg};
+
+/// What the caller adds to a manifest when planning.
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// `--output-dir`: beats the manifest's `output.directory`.
+    pub output_dir_override: Option<PathBuf>,
+    /// Used when neither the CLI nor the manifest names an output directory
+    /// (a batch's `<shared output_directory>/<vm id>`); otherwise `<manifest dir>/output`.
+    pub default_output_dir: Option<PathBuf>,
+    pub overwrite: bool,
+    pub dry_run: bool,
+    /// The id reports and progress use for this VM.
+    pub vm_id: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VmPlan {
+    pub vm_id: String,
+    pub vm_name: String,
+    pub manifest_path: PathBuf,
+    pub manifest_version: String,
+    pub source_provider: Option<String>,
+    pub source_vm_id: Option<String>,
+    pub firmware: Firmware,
+    pub os_hint: Option<String>,
+    pub profile_chain: Vec<String>,
+    pub output_dir: PathBuf,
+    pub report_path: Option<PathBuf>,
+    /// In boot order (`boot_order_hint`, ties in manifest order).
+    pub disks: Vec<DiskPlan>,
+    pub inspect: Option<InspectPlan>,
+    pub convert: Option<ConvertPlan>,
+    pub validate: Option<ValidatePlan>,
+    pub overwrite: bool,
+    pub dry_run: bool,
+    /// Things the admin should know that do not stop the run; they go into the report.
+    pub notes: Vec<String>,
+    pub qemu_img: QemuImg,
+}
+
+#[derive(Clone, Debug)]
+pub struct DiskPlan {
+    pub id: String,
+    pub label: String,
+    pub declared: SourceFormat,
+    /// The path the manifest names.
+    pub given_path: PathBuf,
+    /// The path qemu-img opens: `given_path`, or the descriptor of a flat VMDK extent.
+    pub source: PathBuf,
+    pub expected_bytes: u64,
+    pub checksum: Option<String>,
+    pub boot_order_hint: u32,
+    pub disk_type: DiskType,
+    /// Final output file (when converting).
+    pub output: Option<PathBuf>,
+}
+
+impl DiskPlan {
+    /// The temporary name the output has while it is being written.
+    pub fn part_path(&self) -> Option<PathBuf> {
+        self.output.as_ref().map(|o| part_path(o))
+    }
+}
+
+/// `<output>.part`
+pub fn part_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+#[derive(Clone, Debug)]
+pub struct InspectPlan {
+    /// `qemu-img check` on sources whose format supports it.
+    pub check_source: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConvertPlan {
+    pub format: OutputFormat,
+    pub compression: Option<Compression>,
+    pub parallel_writes: bool,
+    /// Check the source with `qemu-img check` first (when inspect did not).
+    pub check_source: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ValidatePlan {
+    /// `qemu-img compare` source against output.
+    pub compare: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Tool(#[from] exec::ExecError),
+    #[error(
+        "cannot plan {path} ({} problem{}):\n{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        crate::manifest::render_problems(problems)
+    )]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl PlanError {
+    /// Whether the problem is the machine's (a missing tool) rather than the input's.
+    pub fn is_environment(&self) -> bool {
+        matches!(self, PlanError::Tool(_))
+    }
+}
+
+/// Builds the plan for one validated manifest.
+pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
+    let m = &loaded.manifest;
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut problem = |path: &str, message: String| {
+        problems.push(Problem {
+            path: path.to_owned(),
+            message,
+        })
+    };
+    let mut notes = Vec::new();
+
+    if m.pipeline.fix.enabled {
+        problem(
+            "pipeline.fix.enabled",
+            "offline guest repair (pipeline.fix) is not available in this version of hyper2kvm; \
+             set pipeline.fix.enabled: false (for a profile: profile_overrides: {pipeline: {fix: \
+             {enabled: false}}})"
+                .to_owned(),
+        );
+    }
+
+    let output_dir = opts
+        .output_dir_override
+        .clone()
+        .map(|d| config::absolute(&d))
+        .or_else(|| {
+            m.output
+                .directory
+                .as_deref()
+                .map(|d| config::resolve_relative(&loaded.dir, d))
+        })
+        .or_else(|| opts.default_output_dir.clone())
+        .unwrap_or_else(|| loaded.dir.join("output"));
+
+    let stem = loaded
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vm".to_owned());
+    let vm_name = m
+        .source
+        .vm_name
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
+    let vm_id = opts
+        .vm_id
+        .clone()
+        .or_else(|| m.source.vm_name.clone())
+        .unwrap_or(stem);
+
+    let converting = m.pipeline.convert.enabled;
+    let format = m.output.format;
+    let mut disks: Vec<DiskPlan> =
+        m.disks
+            .iter()
+            .map(|d| {
+                let given = loaded.disk_path(d);
+                let source = match d.source_format {
+                    SourceFormat::Vmdk => crate::qemu_img::flat_vmdk_descriptor(&given)
+                        .unwrap_or_else(|| given.clone()),
+                    _ => given.clone(),
+                };
+                let output = converting.then(|| {
+                    let name = match (&m.output.filename, m.disks.len()) {
+                        (Some(f), 1) => f.clone(),
+                        _ => format!("{}.{}", d.id, format.name()),
+                    };
+                    output_dir.join(name)
+                });
+                DiskPlan {
+                    id: d.id.clone(),
+                    label: d.label().to_owned(),
+                    declared: d.source_format,
+                    given_path: given,
+                    source,
+                    expected_bytes: d.bytes,
+                    checksum: d.checksum.clone(),
+                    boot_order_hint: d.boot_order_hint,
+                    disk_type: d.disk_type,
+                    output,
+                }
+            })
+            .collect();
+    disks.sort_by_key(|d| d.boot_order_hint);
+
+    for d in &disks {
+        if d.source != d.given_path {
+            notes.push(format!(
+                "disk {}: {} is a flat VMDK extent; converting through its descriptor {}",
+                d.id,
+                d.given_path.display(),
+                d.source.display()
+            ));
+        }
+        let Some(out) = &d.output else { continue };
+        if !opts.overwrite && out.exists() {
+            problem(
+                "output",
+                format!(
+                    "disk {}: output {} already exists; remove it or pass --overwrite",
+                    d.id,
+                    out.display()
+                ),
+            );
+        }
+        if same_file(out, &d.source) || same_file(out, &d.given_path) {
+            problem(
+                "output",
+                format!(
+                    "disk {}: output {} is the source disk itself; choose another output directory",
+                    d.id,
+                    out.display()
+                ),
+            );
+        }
+    }
+
+    if let Err(message) = check_dir_writable(&output_dir) {
+        problem("output.directory", message);
+    }
+
+    let report_path = m.options.report.enabled.then(|| {
+        let p = Path::new(&m.options.report.path);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            output_dir.join(p)
+        }
+    });
+
+    if !problems.is_empty() {
+        return Err(PlanError::Invalid {
+            path: loaded.path.clone(),
+            problems,
+        });
+    }
+
+    let qemu_img = QemuImg::locate()?;
+
+    let convert = if converting {
+        let c = &m.pipeline.convert;
+        let compression = match (c.compress, format) {
+            (true, OutputFormat::Qcow2) => {
+                let zstd = opts.dry_run || zstd_supported(&qemu_img);
+                if !zstd {
+                    notes.push(
+                        "this qemu-img has no zstd support; compressing with zlib (several \
+                         times slower)"
+                            .to_owned(),
+                    );
+                }
+                if c.compress_level != 6 {
+                    notes.push(format!(
+                        "compress_level {} is not adjustable through qemu-img; qcow2 uses its \
+                         codec's built-in level",
+                        c.compress_level
+                    ));
+                }
+                Some(if zstd {
+                    Compression::Zstd
+                } else {
+                    Compression::Zlib
+                })
+            }
+            (true, other) => {
+                notes.push(format!(
+                    "pipeline.convert.compress applies to qcow2 only; {other} output is written \
+                     uncompressed"
+                ));
+                None
+            }
+            (false, _) => None,
+        };
+        Some(ConvertPlan {
+            format,
+            compression,
+            parallel_writes: matches!(format, OutputFormat::Qcow2 | OutputFormat::Raw),
+            check_source: c.check_image_integrity && !m.pipeline.inspect.enabled,
+        })
+    } else {
+        None
+    };
+
+    let validate = if m.pipeline.validate.enabled {
+        if !converting {
+            notes.push(
+                "pipeline.validate is enabled but convert is not; there is no output to validate"
+                    .to_owned(),
+            );
+            None
+        } else {
+            Some(ValidatePlan {
+                compare: m.pipeline.validate.check_image_integrity,
+            })
+        }
+    } else {
+        None
+    };
+
+    Ok(VmPlan {
+        vm_id,
+        vm_name,
+        manifest_path: loaded.path.clone(),
+        manifest_version: m.manifest_version.clone(),
+        source_provider: m.source.provider.clone(),
+        source_vm_id: m.source.vm_id.clone(),
+        firmware: m.vm.firmware,
+        os_hint: m.vm.os_hint.clone(),
+        profile_chain: loaded.profile_chain.clone(),
+        output_dir,
+        report_path,
+        disks,
+        inspect: m
+            .pipeline
+            .inspect
+            .enabled
+            .then_some(InspectPlan { check_source: true }),
+        convert,
+        validate,
+        overwrite: opts.overwrite,
+        dry_run: opts.dry_run || m.options.dry_run,
+        notes,
+        qemu_img,
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The output directory must exist as a writable directory, or be creatable.
+fn check_dir_writable(dir: &Path) -> Result<(), String> {
+    let mut probe = dir;
+    loop {
+        match std::fs::metadata(probe) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => {
+                return Err(format!(
+                    "output directory {} cannot be used: {} is not a directory",
+                    dir.display(),
+                    probe.display()
+                ));
+            }
+            Err(_) => match probe.parent() {
+                Some(parent) => probe = parent,
+                None => break,
+            },
+        }
+    }
+    nix::unistd::access(
+        probe,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .map_err(|e| {
+        format!(
+            "output directory {} cannot be written: {} is not writable ({e})",
+            dir.display(),
+            probe.display()
+        )
+    })
+}
+
+fn zstd_supported(qemu_img: &QemuImg) -> bool {
+    let Ok(scratch) = tempfile::tempdir() else {
+        return false;
+    };
+    let cmd = qemu_img.zstd_probe_cmd(&scratch.path().join("probe.qcow2"));
+    exec::run(&cmd, Watch::default()).is_ok_and(|o| o.record.success())
+}
+
+impl VmPlan {
+    /// The convert command for one disk (writing to its `.part` file).
+    pub fn convert_spec<'a>(
+        &'a self,
+        disk: &'a DiskPlan,
+        source_driver: &'a str,
+        dest: &'a Path,
+    ) -> Option<ConvertSpec<'a>> {
+        let c = self.convert.as_ref()?;
+        Some(ConvertSpec {
+            source: &disk.source,
+            source_driver,
+            dest,
+            output_format: c.format.name(),
+            compression: c.compression,
+            parallel_writes: c.parallel_writes,
+        })
+    }
+
+    /// A human-readable account of what a run would do, for `--dry-run`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "Dry run: nothing will be read, written or converted.");
+        let _ = writeln!(
+            s,
+            "VM {} (manifest {})",
+            self.vm_id,
+            self.manifest_path.display()
+        );
+        if !self.profile_chain.is_empty() {
+            let _ = writeln!(s, "  profile: {}", self.profile_chain.join(" <- "));
+        }
+        let stages: Vec<&str> = [
+            ("inspect", self.inspect.is_some()),
+            ("convert", self.convert.is_some()),
+            ("validate", self.validate.is_some()),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect();
+        let _ = writeln!(
+            s,
+            "  stages: {}",
+            if stages.is_empty() {
+                "none (load and validate only)".to_owned()
+            } else {
+                stages.join(", ")
+            }
+        );
+        let _ = writeln!(s, "  output directory: {}", self.output_dir.display());
+        match &self.report_path {
+            Some(p) => {
+                let _ = writeln!(s, "  report: {}", p.display());
+            }
+            None => {
+                let _ = writeln!(s, "  report: disabled");
+            }
+        }
+        for note in &self.notes {
+            let _ = writeln!(s, "  note: {note}");
+        }
+        let q = &self.qemu_img;
+        for d in &self.disks {
+            let driver = d.declared.driver();
+            let _ = writeln!(
+                s,
+                "  disk {} ({}, {}, {} bytes): {}",
+                d.id,
+                disk_type_name(d.disk_type),
+                d.declared,
+                d.expected_bytes,
+                d.source.display()
+            );
+            if let Some(sum) = &d.checksum {
+                let _ = writeln!(s, "    verify {sum}");
+            }
+            let _ = writeln!(s, "    $ {}", q.probe_cmd(&d.source));
+            let check =
+                self.inspect.is_some() || self.convert.as_ref().is_some_and(|c| c.check_source);
+            if check && d.declared.checkable() {
+                let _ = writeln!(s, "    $ {}", q.check_cmd(&d.source, driver));
+            }
+            if let (Some(out), Some(part)) = (&d.output, d.part_path())
+                && let Some(spec) = self.convert_spec(d, driver, &part)
+            {
+                let _ = writeln!(s, "    $ {}", q.convert_cmd(&spec));
+                let _ = writeln!(s, "    rename {} -> {}", part.display(), out.display());
+                if let Some(v) = &self.validate {
+                    let fmt = self.convert.as_ref().map_or("qcow2", |c| c.format.name());
+                    if fmt == "qcow2" {
+                        let _ = writeln!(s, "    $ {}", q.check_cmd(out, fmt));
+                    }
+                    if v.compare {
+                        let _ = writeln!(s, "    $ {}", q.compare_cmd(&d.source, driver, out, fmt));
+                    }
+                }
+            }
+        }
+        s
+    }
+}
+
+pub fn disk_type_name(t: DiskType) -> &'static str {
+    match t {
+        DiskType::Boot => "boot",
+        DiskType::Data => "data",
+        DiskType::Unknown => "unknown",
+    }
+}

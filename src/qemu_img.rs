@@ -1,0 +1,278 @@
+//! The qemu-img interface: the commands we build and what their output means.
+//!
+//! This module only builds [`Command`]s and interprets results; running them is `exec`'s job.
+//! Every command passes `-f` explicitly once the format is known: probing is done once, on
+//! purpose, by [`QemuImg::probe_cmd`], because a fixed VHD is probed as `raw` and would otherwise
+//! be copied with its 512-byte footer.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::exec::{Command, Tool};
+
+/// The compression qemu-img applies to qcow2 clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Zlib,
+}
+
+/// Everything that decides one `qemu-img convert` run.
+#[derive(Clone, Debug)]
+pub struct ConvertSpec<'a> {
+    pub source: &'a Path,
+    pub source_driver: &'a str,
+    pub dest: &'a Path,
+    pub output_format: &'a str,
+    pub compression: Option<Compression>,
+    /// `-m 8 -W`: parallel coroutines with out-of-order writes (measured faster for qcow2/raw).
+    pub parallel_writes: bool,
+}
+
+/// A located qemu-img binary.
+#[derive(Clone, Debug)]
+pub struct QemuImg {
+    path: PathBuf,
+}
+
+impl QemuImg {
+    pub fn locate() -> Result<Self, crate::exec::ExecError> {
+        Ok(Self {
+            path: Tool::QemuImg.locate()?,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cmd(&self) -> Command {
+        Command::new(&self.path)
+    }
+
+    /// `qemu-img info` without `-f`: the one place the format is probed.
+    pub fn probe_cmd(&self, image: &Path) -> Command {
+        self.cmd()
+            .args(["info", "--output=json"])
+            .arg(image_arg(image))
+    }
+
+    /// `qemu-img info -f <driver>`: size and backing file of an image whose format is known.
+    pub fn info_cmd(&self, image: &Path, driver: &str) -> Command {
+        self.cmd()
+            .args(["info", "--output=json", "-f", driver])
+            .arg(image_arg(image))
+    }
+
+    /// `qemu-img check -f <driver>`: structural consistency (formats that support it).
+    pub fn check_cmd(&self, image: &Path, driver: &str) -> Command {
+        self.cmd()
+            .args(["check", "--output=json", "-f", driver])
+            .arg(image_arg(image))
+    }
+
+    pub fn convert_cmd(&self, spec: &ConvertSpec<'_>) -> Command {
+        let mut cmd = self.cmd().args([
+            "convert",
+            "-p",
+            "-f",
+            spec.source_driver,
+            "-O",
+            spec.output_format,
+        ]);
+        if spec.parallel_writes {
+            cmd = cmd.args(["-m", "8", "-W"]);
+        }
+        match spec.compression {
+            Some(Compression::Zstd) => cmd = cmd.args(["-c", "-o", "compression_type=zstd"]),
+            Some(Compression::Zlib) => cmd = cmd.arg("-c"),
+            None => {}
+        }
+        cmd.arg(image_arg(spec.source)).arg(image_arg(spec.dest))
+    }
+
+    /// `qemu-img compare`: exit 0 when the guest-visible content is identical, 1 when it differs.
+    pub fn compare_cmd(&self, a: &Path, a_driver: &str, b: &Path, b_driver: &str) -> Command {
+        self.cmd()
+            .args(["compare", "-f", a_driver, "-F", b_driver])
+            .arg(image_arg(a))
+            .arg(image_arg(b))
+    }
+
+    /// Creates a throw-away zstd qcow2 to learn whether this qemu-img build has zstd.
+    pub fn zstd_probe_cmd(&self, scratch: &Path) -> Command {
+        self.cmd()
+            .args(["create", "-q", "-f", "qcow2", "-o", "compression_type=zstd"])
+            .arg(image_arg(scratch))
+            .arg("1M")
+    }
+}
+
+/// qemu-img reads `proto:...` as a protocol spec when `:` comes before any `/`; the pipeline
+/// passes only absolute paths, so a `:` in a file name is never taken for one.
+fn image_arg(path: &Path) -> &OsStr {
+    path.as_os_str()
+}
+
+/// The parts of `qemu-img info --output=json` we use.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ImageInfo {
+    pub format: String,
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    #[serde(rename = "actual-size", default)]
+    pub actual_size: Option<u64>,
+    #[serde(rename = "backing-filename", default)]
+    pub backing_filename: Option<String>,
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: Option<Value>,
+}
+
+impl ImageInfo {
+    pub fn parse(stdout: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(stdout).map_err(|e| format!("unreadable qemu-img info output: {e}"))
+    }
+
+    /// The VMDK create type (`streamOptimized`, `monolithicFlat`, ...), when this is a VMDK.
+    pub fn vmdk_create_type(&self) -> Option<&str> {
+        self.format_specific
+            .as_ref()?
+            .get("data")?
+            .get("create-type")?
+            .as_str()
+    }
+}
+
+/// The parts of `qemu-img check --output=json` we report.
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+pub struct CheckSummary {
+    #[serde(rename = "check-errors", default)]
+    pub check_errors: u64,
+    #[serde(default)]
+    pub corruptions: u64,
+    #[serde(default)]
+    pub leaks: u64,
+    #[serde(rename = "corruptions-fixed", default)]
+    pub corruptions_fixed: u64,
+}
+
+/// What a `qemu-img check` exit code means (documented in qemu-img(1)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckVerdict {
+    Clean,
+    /// Leaked clusters waste space but lose no data.
+    LeaksOnly,
+    Corrupt,
+    /// The check could not complete (truncated file, unreadable metadata).
+    Failed,
+    Unsupported,
+}
+
+impl CheckVerdict {
+    pub fn from_exit_code(code: Option<i32>) -> Self {
+        match code {
+            Some(0) => CheckVerdict::Clean,
+            Some(3) => CheckVerdict::LeaksOnly,
+            Some(2) => CheckVerdict::Corrupt,
+            Some(63) => CheckVerdict::Unsupported,
+            _ => CheckVerdict::Failed,
+        }
+    }
+}
+
+/// Parses one piece of `qemu-img convert -p` output, `    (12.34/100%)`, into a fraction 0..=1.
+pub fn parse_progress(piece: &str) -> Option<f64> {
+    let inner = piece.trim().strip_prefix('(')?.strip_suffix("/100%)")?;
+    let pct: f64 = inner.parse().ok()?;
+    (0.0..=100.0).contains(&pct).then_some(pct / 100.0)
+}
+
+/// Whether a file carries a VHD footer (`conectix` cookie in its last 512 bytes): a fixed VHD,
+/// which qemu-img probes as raw.
+pub fn has_vhd_footer(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    if file.seek(SeekFrom::End(-512)).is_err() {
+        return false;
+    }
+    let mut cookie = [0u8; 8];
+    file.read_exact(&mut cookie).is_ok() && &cookie == b"conectix"
+}
+
+/// For a VMDK flat extent `X-flat.vmdk`, the descriptor `X.vmdk` beside it, when it exists.
+pub fn flat_vmdk_descriptor(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix("-flat.vmdk")?;
+    let descriptor = path.with_file_name(format!("{stem}.vmdk"));
+    descriptor.is_file().then_some(descriptor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_pieces() {
+        assert_eq!(parse_progress("    (0.00/100%)"), Some(0.0));
+        assert_eq!(parse_progress("(50.00/100%)"), Some(0.5));
+        assert_eq!(parse_progress("    (100.00/100%)"), Some(1.0));
+        assert_eq!(parse_progress("qemu-img: warning"), None);
+        assert_eq!(parse_progress("(150.00/100%)"), None);
+    }
+
+    #[test]
+    fn check_exit_codes() {
+        assert_eq!(CheckVerdict::from_exit_code(Some(0)), CheckVerdict::Clean);
+        assert_eq!(CheckVerdict::from_exit_code(Some(1)), CheckVerdict::Failed);
+        assert_eq!(CheckVerdict::from_exit_code(Some(2)), CheckVerdict::Corrupt);
+        assert_eq!(
+            CheckVerdict::from_exit_code(Some(3)),
+            CheckVerdict::LeaksOnly
+        );
+        assert_eq!(
+            CheckVerdict::from_exit_code(Some(63)),
+            CheckVerdict::Unsupported
+        );
+        assert_eq!(CheckVerdict::from_exit_code(None), CheckVerdict::Failed);
+    }
+
+    #[test]
+    fn flat_extent_maps_to_descriptor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flat = dir.path().join("vm-flat.vmdk");
+        std::fs::write(&flat, b"").expect("write");
+        assert_eq!(flat_vmdk_descriptor(&flat), None);
+        std::fs::write(dir.path().join("vm.vmdk"), b"").expect("write");
+        assert_eq!(
+            flat_vmdk_descriptor(&flat),
+            Some(dir.path().join("vm.vmdk"))
+        );
+        assert_eq!(flat_vmdk_descriptor(&dir.path().join("vm.vmdk")), None);
+    }
+
+    #[test]
+    fn convert_command_line() {
+        let q = QemuImg {
+            path: PathBuf::from("qemu-img"),
+        };
+        let cmd = q.convert_cmd(&ConvertSpec {
+            source: Path::new("/src/a b.vmdk"),
+            source_driver: "vmdk",
+            dest: Path::new("/out/d0.qcow2.part"),
+            output_format: "qcow2",
+            compression: Some(Compression::Zstd),
+            parallel_writes: true,
+        });
+        assert_eq!(
+            cmd.to_string(),
+            "qemu-img convert -p -f vmdk -O qcow2 -m 8 -W -c -o compression_type=zstd \
+             '/src/a b.vmdk' /out/d0.qcow2.part"
+        );
+    }
+}

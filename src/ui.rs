@@ -1,0 +1,252 @@
+//! Progress display. Workers send [`Event`]s; one display thread owns the terminal.
+//!
+//! On a terminal the display is an indicatif multi-bar (an overall bar for batches, one bar per
+//! running VM with its stage and byte progress); elsewhere (cron, CI, a pipe) it is one plain
+//! line per event so logs stay readable. Which one is used is decided by [`resolve_mode`], a pure
+//! function of the requested mode and whether stderr is a terminal.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::pipeline::VmStatus;
+
+/// Something a worker wants the user to see.
+#[derive(Clone, Debug)]
+pub enum Event {
+    VmStarted {
+        vm: String,
+    },
+    StageStarted {
+        vm: String,
+        stage: &'static str,
+    },
+    StageFinished {
+        vm: String,
+        stage: &'static str,
+        success: bool,
+    },
+    /// Bytes of one disk processed so far in the current stage.
+    Progress {
+        vm: String,
+        disk: String,
+        done: u64,
+        total: u64,
+    },
+    Warning {
+        vm: String,
+        message: String,
+    },
+    VmFinished {
+        vm: String,
+        status: VmStatus,
+    },
+}
+
+/// Where workers send events; cheap to clone, safe to share across threads.
+#[derive(Clone, Debug, Default)]
+pub struct EventSink(Option<Sender<Event>>);
+
+impl EventSink {
+    /// A sink that drops everything (tests, `--progress none`).
+    pub fn discard() -> Self {
+        Self(None)
+    }
+
+    pub fn send(&self, event: Event) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(event);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, lines otherwise.
+    Auto,
+    Bars,
+    Lines,
+    None,
+}
+
+/// The display actually used for a requested mode.
+///
+/// | requested | stderr is a terminal | result |
+/// |-----------|----------------------|--------|
+/// | auto      | yes                  | bars   |
+/// | auto      | no                   | lines  |
+/// | other     | either               | as requested |
+pub fn resolve_mode(requested: ProgressMode, stderr_is_terminal: bool) -> ProgressMode {
+    match (requested, stderr_is_terminal) {
+        (ProgressMode::Auto, true) => ProgressMode::Bars,
+        (ProgressMode::Auto, false) => ProgressMode::Lines,
+        (other, _) => other,
+    }
+}
+
+/// The running display; [`Display::finish`] waits until every event has been shown.
+pub struct Display {
+    sink: EventSink,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Display {
+    /// Starts the display thread. `total_vms` sizes the overall bar (shown when more than one).
+    pub fn start(requested: ProgressMode, total_vms: usize) -> Self {
+        let mode = resolve_mode(requested, std::io::stderr().is_terminal());
+        if mode == ProgressMode::None {
+            return Self {
+                sink: EventSink::discard(),
+                thread: None,
+            };
+        }
+        let (tx, rx) = channel();
+        let thread = std::thread::spawn(move || match mode {
+            ProgressMode::Bars => bars(rx, total_vms),
+            _ => lines(rx),
+        });
+        Self {
+            sink: EventSink(Some(tx)),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn sink(&self) -> EventSink {
+        self.sink.clone()
+    }
+
+    pub fn finish(mut self) {
+        self.sink = EventSink::discard();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn status_word(status: VmStatus) -> &'static str {
+    match status {
+        VmStatus::Succeeded => "succeeded",
+        VmStatus::Failed => "FAILED",
+        VmStatus::Interrupted => "interrupted",
+    }
+}
+
+/// One line per event, progress in 10 % steps.
+fn lines(rx: Receiver<Event>) {
+    let mut last_step: HashMap<(String, String), u64> = HashMap::new();
+    let mut err = std::io::stderr();
+    for event in rx {
+        let line = match event {
+            Event::VmStarted { vm } => format!("[{vm}] started"),
+            Event::StageStarted { vm, stage } => format!("[{vm}] {stage}: started"),
+            Event::StageFinished { vm, stage, success } => {
+                format!(
+                    "[{vm}] {stage}: {}",
+                    if success { "done" } else { "failed" }
+                )
+            }
+            Event::Progress {
+                vm,
+                disk,
+                done,
+                total,
+            } => {
+                let step = (done * 10).checked_div(total).unwrap_or(0);
+                let key = (vm.clone(), disk.clone());
+                if step == 0 || last_step.get(&key) == Some(&step) {
+                    continue;
+                }
+                last_step.insert(key, step);
+                format!("[{vm}] {disk}: {}%", step * 10)
+            }
+            Event::Warning { vm, message } => format!("[{vm}] warning: {message}"),
+            Event::VmFinished { vm, status } => {
+                last_step.retain(|(v, _), _| *v != vm);
+                format!("[{vm}] {}", status_word(status))
+            }
+        };
+        let _ = writeln!(err, "{line}");
+    }
+}
+
+fn bars(rx: Receiver<Event>, total_vms: usize) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let overall = (total_vms > 1).then(|| {
+        let bar = multi.add(ProgressBar::new(total_vms as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} VMs  eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix("batch");
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let vm_style = ProgressStyle::with_template(
+        "{prefix:>12} {msg:<18} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .expect("static template")
+    .progress_chars("=> ");
+    let mut running: HashMap<String, ProgressBar> = HashMap::new();
+    for event in rx {
+        match event {
+            Event::VmStarted { vm } => {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(vm_style.clone());
+                bar.set_prefix(vm.clone());
+                running.insert(vm, bar);
+            }
+            Event::StageStarted { vm, stage } => {
+                if let Some(bar) = running.get(&vm) {
+                    bar.set_message(stage.to_owned());
+                    bar.set_position(0);
+                    bar.set_length(0);
+                }
+            }
+            Event::StageFinished { .. } => {}
+            Event::Progress {
+                vm, done, total, ..
+            } => {
+                if let Some(bar) = running.get(&vm) {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+            }
+            Event::Warning { vm, message } => {
+                let _ = multi.println(format!("[{vm}] warning: {message}"));
+            }
+            Event::VmFinished { vm, status } => {
+                if let Some(bar) = running.remove(&vm) {
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                }
+                if status != VmStatus::Succeeded || overall.is_none() {
+                    let _ = multi.println(format!("[{vm}] {}", status_word(status)));
+                }
+                if let Some(o) = &overall {
+                    o.inc(1);
+                }
+            }
+        }
+    }
+    if let Some(o) = overall {
+        o.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_follows_the_terminal() {
+        assert_eq!(resolve_mode(ProgressMode::Auto, true), ProgressMode::Bars);
+        assert_eq!(resolve_mode(ProgressMode::Auto, false), ProgressMode::Lines);
+        assert_eq!(resolve_mode(ProgressMode::Bars, false), ProgressMode::Bars);
+        assert_eq!(resolve_mode(ProgressMode::None, true), ProgressMode::None);
+    }
+}
