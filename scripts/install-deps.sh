@@ -90,5 +90,10 @@ done
 mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | awk '!seen[$0]++')
 
 echo "install-deps: installing ${pkgs[*]}"
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+log="$(mktemp /tmp/hyper2kvm-install-deps.XXXXXX.log)"
+if ! { apt-get update -qq && apt-get install -y -q --no-install-recommends -o Dpkg::Use-Pty=0 "${pkgs[@]}"; } >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "install-deps: apt-get failed; full log in $log" >&2
+  exit 1
+fi
+echo "install-deps: done (log in $log)"

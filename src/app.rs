@@ -118,7 +118,9 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
     };
     let loaded = manifest::resolve(&manifest_path, doc, &layers)?;
     if cli.dump_config {
-        print_json(&Value::Object(loaded.effective.clone()));
+        // The typed manifest, so every default is shown as a run will use it.
+        let resolved = serde_json::to_value(&loaded.manifest).unwrap_or(Value::Null);
+        print_json(&resolved);
         return Ok(exit_code::SUCCESS);
     }
 
@@ -201,8 +203,7 @@ fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     let mut options = Options::default();
     let mut manifest_docs = Vec::new();
     let mut config_layer = Map::new();
-    let files: Vec<&PathBuf> = cli.config.iter().chain(cli.manifest.iter()).collect();
-    for file in files {
+    for file in &cli.config {
         let mut doc = config::load_document(file)?;
         let base = config::dir_of(file);
         take_options(file, &base, &mut doc, &mut options)?;
@@ -212,9 +213,10 @@ fn gather(cli: &Cli) -> Result<Gathered, AppError> {
             config::merge_maps(&mut config_layer, doc);
         }
     }
-    if let Some(path) = options.manifest.take() {
+    // A file named as a manifest is one, whatever it holds (validation says what is missing).
+    if let Some(path) = cli.manifest.clone().or_else(|| options.manifest.take()) {
         let doc = config::load_document(&path)?;
-        manifest_docs.insert(0, (path, doc));
+        manifest_docs.push((path, doc));
     }
     // The command line beats config files.
     if cli.output_dir.is_some() {

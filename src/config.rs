@@ -144,10 +144,28 @@ pub fn resolve_relative(base_dir: &Path, written: &str) -> PathBuf {
         None => PathBuf::from(written),
     };
     if expanded.is_absolute() {
-        expanded
+        normalize(&expanded)
     } else {
-        base_dir.join(expanded)
+        normalize(&base_dir.join(expanded))
     }
+}
+
+/// Removes `.` and resolves `..` lexically, so reports show `/a/c`, not `/a/b/../c`.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The directory a file lives in, made absolute against the current directory.
@@ -158,7 +176,7 @@ pub fn dir_of(file: &Path) -> PathBuf {
 
 /// An absolute form of `path` without touching the filesystem beyond the current directory.
 pub fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+    normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_owned()))
 }
 
 #[cfg(test)]
@@ -210,6 +228,10 @@ mod tests {
         assert_eq!(
             resolve_relative(Path::new("/etc/h2k"), "/abs/a.vmdk"),
             PathBuf::from("/abs/a.vmdk")
+        );
+        assert_eq!(
+            resolve_relative(Path::new("/srv/vms/web"), "../converted/./web/d0.qcow2"),
+            PathBuf::from("/srv/vms/converted/web/d0.qcow2")
         );
     }
 }

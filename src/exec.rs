@@ -300,15 +300,24 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
     let stdout = child.stdout.take().expect("stdout was piped");
     let Watch {
         cancel,
-        on_stdout_line,
+        mut on_stdout_line,
     } = watch;
 
     let (status, stdout) = thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let capture = cmd.capture_stdout;
         let stdout_reader = scope.spawn(move || read_stdout(stdout, capture, &tx));
-        let status = supervise(&mut child, cmd.timeout, cancel, rx, on_stdout_line, started);
+        let mut forward = |pieces: &std::sync::mpsc::Receiver<Vec<u8>>| {
+            while let Ok(piece) = pieces.try_recv() {
+                if let Some(cb) = on_stdout_line.as_mut() {
+                    cb(&String::from_utf8_lossy(&piece));
+                }
+            }
+        };
+        let status = supervise(&mut child, cmd.timeout, cancel, started, || forward(&rx));
         let captured = stdout_reader.join().unwrap_or_default();
+        // What the reader sent between the child's exit and its own end.
+        forward(&rx);
         (status, captured)
     });
     let status = status.map_err(|source| ExecError::Wait {
@@ -331,26 +340,17 @@ fn round_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-/// Polls the child until it exits, times out or is cancelled, forwarding stdout pieces.
+/// Polls the child until it exits, times out or is cancelled; `tick` forwards output meanwhile.
 fn supervise(
     child: &mut Child,
     timeout: Option<Duration>,
     cancel: Option<&CancelToken>,
-    pieces: std::sync::mpsc::Receiver<Vec<u8>>,
-    mut on_line: Option<&mut dyn FnMut(&str)>,
     started: Instant,
+    mut tick: impl FnMut(),
 ) -> io::Result<Status> {
-    let mut forward = |pieces: &std::sync::mpsc::Receiver<Vec<u8>>| {
-        while let Ok(piece) = pieces.try_recv() {
-            if let Some(cb) = on_line.as_mut() {
-                cb(&String::from_utf8_lossy(&piece));
-            }
-        }
-    };
     loop {
-        forward(&pieces);
+        tick();
         if let Some(status) = child.try_wait()? {
-            forward(&pieces);
             return Ok(exit_status(status));
         }
         if cancel.is_some_and(CancelToken::is_cancelled) {

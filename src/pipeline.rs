@@ -271,8 +271,8 @@ impl Run<'_> {
         }
         let disk = &self.plan.disks[idx];
         let q = self.plan.qemu_img.clone();
-        let driver = match &self.facts[idx] {
-            Some(f) => f.driver.clone(),
+        let (driver, info) = match self.facts[idx].take() {
+            Some(f) => (f.driver, f.info),
             None => {
                 let out = self.exec(&q.probe_cmd(&disk.source), None)?;
                 if !out.record.success() {
@@ -285,21 +285,16 @@ impl Run<'_> {
                 }
                 let probed = ImageInfo::parse(&out.stdout)
                     .map_err(|e| StageFailure::new(format!("disk {}: {e}", disk.id)))?;
-                self.resolve_driver(disk, &probed.format)?
+                let driver = self.resolve_driver(disk, &probed.format)?;
+                if driver == probed.format {
+                    (driver, probed)
+                } else {
+                    // The probe guessed wrong (fixed VHD): read the image as what it is.
+                    let info = self.info_as(disk, &driver)?;
+                    (driver, info)
+                }
             }
         };
-        let out = self.exec(&q.info_cmd(&disk.source, &driver), None)?;
-        if !out.record.success() {
-            return Err(StageFailure::new(format!(
-                "disk {}: qemu-img cannot read {} as {}: {}",
-                disk.id,
-                disk.source.display(),
-                driver,
-                out.record.stderr_tail.trim()
-            )));
-        }
-        let info = ImageInfo::parse(&out.stdout)
-            .map_err(|e| StageFailure::new(format!("disk {}: {e}", disk.id)))?;
         if let Some(backing) = &info.backing_filename {
             return Err(StageFailure::new(format!(
                 "disk {}: {} has a backing file ({backing}); hyper2kvm converts standalone \
@@ -351,6 +346,22 @@ impl Run<'_> {
         };
         self.facts[idx] = Some(facts.clone());
         Ok(facts)
+    }
+
+    /// `qemu-img info -f <driver>`.
+    fn info_as(&mut self, disk: &DiskPlan, driver: &str) -> Result<ImageInfo, StageFailure> {
+        let out = self.exec(&self.plan.qemu_img.info_cmd(&disk.source, driver), None)?;
+        if !out.record.success() {
+            return Err(StageFailure::new(format!(
+                "disk {}: qemu-img cannot read {} as {}: {}",
+                disk.id,
+                disk.source.display(),
+                driver,
+                out.record.stderr_tail.trim()
+            )));
+        }
+        ImageInfo::parse(&out.stdout)
+            .map_err(|e| StageFailure::new(format!("disk {}: {e}", disk.id)))
     }
 
     /// Reconciles the probed format with the manifest's `source_format`.
@@ -415,6 +426,7 @@ fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                 events.send(Event::Progress {
                     vm: plan.vm_id.clone(),
                     disk: d.id.clone(),
+                    activity: "checksum",
                     done,
                     total,
                 })
@@ -528,6 +540,7 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                 events.send(Event::Progress {
                     vm: vm.clone(),
                     disk: disk_id.clone(),
+                    activity: "convert",
                     done: (fraction * total as f64) as u64,
                     total,
                 });

@@ -30,10 +30,11 @@ pub enum Event {
         stage: &'static str,
         success: bool,
     },
-    /// Bytes of one disk processed so far in the current stage.
+    /// Bytes of one disk processed so far by an activity ("checksum", "convert").
     Progress {
         vm: String,
         disk: String,
+        activity: &'static str,
         done: u64,
         total: u64,
     },
@@ -68,8 +69,11 @@ impl EventSink {
 pub enum ProgressMode {
     /// Bars on a terminal, lines otherwise.
     Auto,
+    /// Progress bars (overall and per VM) on stderr.
     Bars,
+    /// One plain line per event on stderr (logs, cron, CI).
     Lines,
+    /// No progress output.
     None,
 }
 
@@ -152,16 +156,17 @@ fn lines(rx: Receiver<Event>) {
             Event::Progress {
                 vm,
                 disk,
+                activity,
                 done,
                 total,
             } => {
                 let step = (done * 10).checked_div(total).unwrap_or(0);
-                let key = (vm.clone(), disk.clone());
+                let key = (vm.clone(), format!("{activity} {disk}"));
                 if step == 0 || last_step.get(&key) == Some(&step) {
                     continue;
                 }
                 last_step.insert(key, step);
-                format!("[{vm}] {disk}: {}%", step * 10)
+                format!("[{vm}] {activity} {disk}: {}%", step * 10)
             }
             Event::Warning { vm, message } => format!("[{vm}] warning: {message}"),
             Event::VmFinished { vm, status } => {

@@ -473,8 +473,6 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The directory relative paths in the manifest are resolved against.
     pub dir: PathBuf,
-    /// The fully merged document (what `--dump-config` prints).
-    pub effective: Map<String, Value>,
     pub manifest: Manifest,
     /// The profile chain that was applied, child first.
     pub profile_chain: Vec<String>,
@@ -578,7 +576,6 @@ pub fn resolve(
     Ok(Loaded {
         path,
         dir,
-        effective,
         manifest,
         profile_chain,
     })

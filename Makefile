@@ -1,0 +1,44 @@
+# hyper2kvm developer entry points.
+#   make demo       install what is missing, build, make sample disks with real filesystems, convert them
+#   make test       the whole test suite (what CI runs): fmt, clippy, unit and integration tests
+#   make test-fast  the same without the slow end-to-end tests
+#   make bench      benchmarks (writes docs/performance.md)
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build release deps deps-core demo test test-fast lint fmt clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+deps-core:
+	$(SUDO) scripts/install-deps.sh core
+
+deps:
+	$(SUDO) scripts/install-deps.sh full
+
+demo: deps-core release
+	scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+test: lint
+	scripts/run-tests.sh
+
+test-fast: lint
+	HYPER2KVM_SKIP_SLOW=1 scripts/run-tests.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf demo-output

@@ -1,0 +1,197 @@
+//! Each bad input: exit code 2, a message naming the file and every problem, nothing written.
+
+use crate::support::*;
+
+/// Runs the binary on `manifest` (written as `name`) and returns redacted stderr, after checking
+/// that it exited 2 and wrote nothing beside the manifest and its disks.
+fn rejected(dir: &TestDir, name: &str, manifest: &str) -> String {
+    let path = dir.write(name, manifest);
+    let before = tree(dir.path());
+    let r = run(hyper2kvm().arg("--manifest").arg(&path));
+    assert_eq!(
+        r.code,
+        Some(2),
+        "expected exit 2:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(r.stdout, "", "nothing on stdout");
+    assert_eq!(tree(dir.path()), before, "nothing was written");
+    redact(&r.stderr, dir)
+}
+
+fn with_disk() -> TestDir {
+    let dir = TestDir::new();
+    dir.write("disk.raw", "0123456789");
+    std::fs::create_dir(dir.join("a-directory")).expect("mkdir");
+    dir
+}
+
+#[test]
+fn malformed_json_names_line_and_column() {
+    let dir = with_disk();
+    let err = rejected(
+        &dir,
+        "vm.json",
+        "{\n  \"manifest_version\": \"1.0\",\n  \"disks\": [\n    {\"id\": \"d0\",}\n  ]\n}\n",
+    );
+    insta::assert_snapshot!(err, @"error: [TMP]/vm.json: invalid JSON: trailing comma at line 4 column 17");
+}
+
+#[test]
+fn malformed_yaml_names_line_and_column() {
+    let dir = with_disk();
+    let err = rejected(
+        &dir,
+        "vm.yaml",
+        "manifest_version: \"1.0\"\ndisks:\n  - id: d0\n    bytes: [1, 2\n  local_path: x\n",
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn top_level_must_be_a_mapping() {
+    let dir = with_disk();
+    let err = rejected(&dir, "vm.yaml", "- just\n- a list\n");
+    insta::assert_snapshot!(err, @"error: [TMP]/vm.yaml: the top level must be a mapping (an object), found a list");
+}
+
+#[test]
+fn every_problem_at_once() {
+    let dir = with_disk();
+    let err = rejected(
+        &dir,
+        "vm.yaml",
+        r#"manifest_version: "1.0"
+vm: {firmware: efi, cpu: 0, mem_gb: "4"}
+disks:
+  - id: d0
+    source_format: raw
+    bytes: 10
+    local_path: disk.raw
+  - id: d0
+    source_format: vmdk
+    bytes: "10"
+    local_path: missing.vmdk
+    checksum: "sha256:ABC"
+  - source_format: vhdx
+    bytes: 1
+    local_path: a-directory
+    lable: data
+pipline:
+  convert: {enabled: true}
+pipeline:
+  convert: {enabled: yes, compress_level: 11, compres: true}
+output: {format: qcow}
+"#,
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn missing_required_fields_and_version() {
+    let dir = with_disk();
+    let err = rejected(&dir, "vm.json", r#"{"source": {"vm_name": "x"}}"#);
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn unsupported_version_and_empty_disks() {
+    let dir = with_disk();
+    let err = rejected(
+        &dir,
+        "vm.json",
+        r#"{"manifest_version": "2.0", "disks": []}"#,
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn unknown_profile_lists_what_exists() {
+    let dir = with_disk();
+    let err = rejected(
+        &dir,
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: prodution\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
+    );
+    insta::assert_snapshot!(err, @"error: manifest [TMP]/vm.yaml: Profile loading failed: unknown profile 'prodution' (did you mean 'production'?); available profiles: production, testing, minimal, fast, windows, archive, debug");
+}
+
+#[test]
+fn profile_cycle_shows_the_chain() {
+    let dir = with_disk();
+    dir.write("profiles/a.yaml", "extends: b\n");
+    dir.write("profiles/b.yaml", "extends: a\n");
+    let err = rejected(
+        &dir,
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: a\ncustom_profile_path: profiles\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
+    );
+    insta::assert_snapshot!(err, @"error: manifest [TMP]/vm.yaml: Profile loading failed: profile inheritance cycle: a -> b -> a");
+}
+
+#[test]
+fn fix_is_refused_until_guest_repair_exists() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = with_disk();
+    let err = rejected(
+        &dir,
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: production\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn unsupported_sections_are_rejected_not_ignored() {
+    let dir = with_disk();
+    let err = rejected(
+        &dir,
+        "vm.yaml",
+        "manifest_version: \"1.0\"\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\nhooks:\n  pre_fix:\n    - {type: script, path: /bin/true}\nnetwork_mapping:\n  default_bridge: br0\n",
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn missing_manifest_file() {
+    let dir = TestDir::new();
+    let r = run(hyper2kvm().arg("--manifest").arg(dir.join("nope.yaml")));
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(redact(&r.stderr, &dir), @"error: [TMP]/nope.yaml: file not found");
+}
+
+#[test]
+fn no_manifest_at_all_is_a_usage_error() {
+    let r = run(&mut hyper2kvm());
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(r.stderr, @"error: no manifest given: pass --manifest FILE, or --config FILE with a file that holds manifest_version (see --help)");
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let r = run(hyper2kvm().arg("--batch-paralel"));
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("unexpected argument '--batch-paralel'"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn output_directory_under_a_file() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = with_disk();
+    dir.write("not-a-dir", "x");
+    let err = rejected(
+        &dir,
+        "vm.yaml",
+        "manifest_version: \"1.0\"\noutput: {directory: not-a-dir/out}\npipeline: {convert: {enabled: true}}\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
+    );
+    insta::assert_snapshot!(err);
+}

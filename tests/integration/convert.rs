@@ -1,0 +1,398 @@
+use crate::support::*;
+
+/// (name, qemu driver, create options, manifest source_format)
+const SOURCES: &[(&str, &str, Option<&str>, &str)] = &[
+    (
+        "vmdk-sparse",
+        "vmdk",
+        Some("subformat=monolithicSparse"),
+        "vmdk",
+    ),
+    (
+        "vmdk-stream",
+        "vmdk",
+        Some("subformat=streamOptimized"),
+        "vmdk",
+    ),
+    (
+        "vmdk-2gb",
+        "vmdk",
+        Some("subformat=twoGbMaxExtentSparse"),
+        "vmdk",
+    ),
+    (
+        "vmdk-flat",
+        "vmdk",
+        Some("subformat=monolithicFlat"),
+        "vmdk",
+    ),
+    ("vhd-dynamic", "vpc", Some("subformat=dynamic"), "vhd"),
+    ("vhd-fixed", "vpc", Some("subformat=fixed"), "vhd"),
+    ("vhdx", "vhdx", None, "vhdx"),
+    ("qcow2", "qcow2", None, "qcow2"),
+    ("raw", "raw", None, "raw"),
+    ("vdi", "vdi", None, "vdi"),
+];
+
+/// (output format, compress)
+const OUTPUTS: &[(&str, bool)] = &[
+    ("qcow2", false),
+    ("qcow2", true),
+    ("raw", false),
+    ("vdi", false),
+];
+
+fn convert_one(source: &str) {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let (_, driver, opts, format) = SOURCES
+        .iter()
+        .find(|s| s.0 == source)
+        .copied()
+        .expect("known source");
+    let dir = TestDir::new();
+    let src = dir.join(&format!("{source}.img"));
+    make_image(&src, driver, opts);
+    let before = sha256(&src);
+
+    for (out_format, compress) in OUTPUTS {
+        let out_dir = dir.join(&format!("out-{out_format}-{compress}"));
+        let mut manifest = convert_manifest(vec![disk("d0", format, &src)], out_format, *compress);
+        manifest["output"]["directory"] = serde_json::json!(out_dir);
+        let manifest_path = dir.join(&format!("vm-{out_format}-{compress}.json"));
+        write_json(&manifest_path, &manifest);
+
+        let r = run(hyper2kvm().arg("--manifest").arg(&manifest_path));
+        assert_eq!(
+            r.code,
+            Some(0),
+            "{source} -> {out_format} (compress {compress}) failed:\n{}{}",
+            r.stdout,
+            r.stderr
+        );
+        let output = out_dir.join(format!("d0.{out_format}"));
+        let out_driver = *out_format;
+        assert!(
+            identical(&src, driver, &output, out_driver),
+            "{source} -> {out_format}: content differs"
+        );
+        assert_eq!(
+            tree(&out_dir),
+            [format!("d0.{out_format}"), "report.json".to_owned()],
+            "only the output and the report are left"
+        );
+        let report = read_json(&out_dir.join("report.json"));
+        assert_eq!(report["status"], "succeeded");
+        assert_eq!(
+            report["pipeline"]["stages"]["validate"]["result"]["validation_results"][0]["content_check"],
+            "identical"
+        );
+        if *compress {
+            let info = run_ok(
+                std::process::Command::new("qemu-img")
+                    .args(["info", "--output=json", "-f", "qcow2"])
+                    .arg(&output),
+            );
+            let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+            assert_eq!(
+                info["format-specific"]["data"]["compression-type"], "zstd",
+                "compressed qcow2 uses zstd"
+            );
+        }
+    }
+    assert_eq!(sha256(&src), before, "the source was modified");
+}
+
+#[test]
+fn vmdk_monolithic_sparse() {
+    convert_one("vmdk-sparse");
+}
+
+#[test]
+fn vmdk_stream_optimized() {
+    convert_one("vmdk-stream");
+}
+
+#[test]
+fn vmdk_two_gb_max_extent_sparse() {
+    convert_one("vmdk-2gb");
+}
+
+#[test]
+fn vmdk_monolithic_flat() {
+    convert_one("vmdk-flat");
+}
+
+#[test]
+fn vhd_dynamic() {
+    convert_one("vhd-dynamic");
+}
+
+#[test]
+fn vhd_fixed_is_not_copied_with_its_footer() {
+    convert_one("vhd-fixed");
+}
+
+#[test]
+fn vhdx() {
+    convert_one("vhdx");
+}
+
+#[test]
+fn qcow2() {
+    convert_one("qcow2");
+}
+
+#[test]
+fn raw() {
+    convert_one("raw");
+}
+
+#[test]
+fn vdi() {
+    convert_one("vdi");
+}
+
+/// A manifest naming the `-flat.vmdk` extent converts through its descriptor.
+#[test]
+fn flat_extent_is_replaced_by_its_descriptor() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let descriptor = dir.join("vm.vmdk");
+    make_image(&descriptor, "vmdk", Some("subformat=monolithicFlat"));
+    let extent = dir.join("vm-flat.vmdk");
+    assert!(
+        extent.is_file(),
+        "qemu-img wrote the extent beside the descriptor"
+    );
+    let manifest = convert_manifest(vec![disk("d0", "vmdk", &extent)], "qcow2", false);
+    let path = dir.join("vm.json");
+    write_json(&path, &manifest);
+    let r = run(hyper2kvm().arg("--manifest").arg(&path));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let output = dir.join("output/d0.qcow2");
+    assert!(identical(&descriptor, "vmdk", &output, "qcow2"));
+    let report = read_json(&dir.join("output/report.json"));
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("flat VMDK extent"), "{warnings}");
+}
+
+/// Disks are converted in boot order, each to `<id>.<format>`, and checksums are verified.
+#[test]
+fn multi_disk_manifest_in_yaml_with_checksums() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let boot = dir.join("disks/böot disk.vmdk");
+    std::fs::create_dir_all(boot.parent().expect("parent")).expect("mkdir");
+    make_image(&boot, "vmdk", Some("subformat=streamOptimized"));
+    let data = dir.join("disks/data.vhdx");
+    make_image(&data, "vhdx", None);
+    let yaml = format!(
+        r#"manifest_version: "1.0"
+source: {{provider: vsphere, vm_name: web01}}
+profile: production
+profile_overrides:
+  pipeline: {{fix: {{enabled: false}}}}
+disks:
+  - id: data
+    source_format: vhdx
+    bytes: {}
+    local_path: disks/data.vhdx
+    checksum: {}
+    boot_order_hint: 1
+    disk_type: data
+  - id: boot
+    source_format: vmdk
+    bytes: {}
+    local_path: "disks/böot disk.vmdk"
+    checksum: {}
+    boot_order_hint: 0
+    disk_type: boot
+"#,
+        file_size(&data),
+        sha256(&data),
+        file_size(&boot),
+        sha256(&boot)
+    );
+    let manifest = dir.write("my vms/web01 é.yaml", &yaml.replace("disks/", "../disks/"));
+    let r = run(hyper2kvm().arg("--manifest").arg(&manifest));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let out = dir.join("my vms/output");
+    assert!(identical(&boot, "vmdk", &out.join("boot.qcow2"), "qcow2"));
+    assert!(identical(&data, "vhdx", &out.join("data.qcow2"), "qcow2"));
+    let report = read_json(&out.join("report.json"));
+    let converted = &report["pipeline"]["stages"]["convert"]["result"]["converted_disks"];
+    assert_eq!(converted[0]["disk_id"], "boot", "boot order first");
+    assert_eq!(converted[1]["disk_id"], "data");
+    assert_eq!(
+        report["pipeline"]["stages"]["load_manifest"]["result"]["checksums_verified"],
+        true
+    );
+    assert_eq!(report["summary"]["output_disks"], 2);
+    assert_eq!(report["input_manifest"]["profile"], "production");
+    // Every stage records the commands it ran.
+    let convert_cmds = &report["pipeline"]["stages"]["convert"]["commands"];
+    let argv = convert_cmds
+        .as_array()
+        .expect("commands")
+        .iter()
+        .map(|c| c["argv"][1].as_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(argv, ["convert", "convert"]);
+    assert_eq!(convert_cmds[0]["status"]["kind"], "exited");
+    assert_eq!(convert_cmds[0]["status"]["value"], 0);
+}
+
+/// `--output-dir` beats `output.directory`; the report lands there too.
+#[test]
+fn output_dir_flag_wins() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("a.qcow2");
+    make_image(&src, "qcow2", None);
+    let mut m = convert_manifest(vec![disk("d0", "qcow2", &src)], "raw", false);
+    m["output"]["directory"] = serde_json::json!("from-manifest");
+    let path = dir.join("vm.json");
+    write_json(&path, &m);
+    let out = dir.join("from-flag");
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .arg("--output-dir")
+        .arg(&out));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(tree(&out), ["d0.raw", "report.json"]);
+    assert!(!dir.join("from-manifest").exists());
+}
+
+/// A second run refuses to replace outputs; `--overwrite` replaces them.
+#[test]
+fn existing_output_needs_overwrite() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("a.raw");
+    make_image(&src, "raw", None);
+    let path = dir.join("vm.json");
+    write_json(
+        &path,
+        &convert_manifest(vec![disk("d0", "raw", &src)], "qcow2", false),
+    );
+    let first = run(hyper2kvm().arg("--manifest").arg(&path));
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let output = dir.join("output/d0.qcow2");
+    let before = sha256(&output);
+
+    let second = run(hyper2kvm().arg("--manifest").arg(&path));
+    assert_eq!(second.code, Some(2));
+    assert!(
+        second
+            .stderr
+            .contains("already exists; remove it or pass --overwrite"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        sha256(&output),
+        before,
+        "the existing output was not touched"
+    );
+
+    let third = run(hyper2kvm().arg("--manifest").arg(&path).arg("--overwrite"));
+    assert_eq!(third.code, Some(0), "{}", third.stderr);
+    assert!(identical(&src, "raw", &output, "qcow2"));
+}
+
+/// `--config` files merge later-wins, and a config may carry tool options.
+#[test]
+fn configs_merge_later_wins() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("a.raw");
+    make_image(&src, "raw", None);
+    let m = convert_manifest(vec![disk("d0", "raw", &src)], "qcow2", false);
+    write_json(&dir.join("vm.json"), &m);
+    dir.write(
+        "site.yaml",
+        "output_dir: site-out\nprogress: none\noutput:\n  format: vdi\n",
+    );
+    dir.write("later.yaml", "output:\n  format: raw\n");
+    let r = run(hyper2kvm().current_dir(dir.path()).args([
+        "--config",
+        "site.yaml",
+        "--config",
+        "later.yaml",
+        "--config",
+        "vm.json",
+    ]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    // The manifest's own output.format beats the config layer.
+    assert_eq!(tree(&dir.join("site-out")), ["d0.qcow2", "report.json"]);
+    assert_eq!(
+        r.stderr, "",
+        "progress: none from the config silences progress"
+    );
+}
+
+/// The report path comes from options.report.path; a disabled report writes none.
+#[test]
+fn report_path_and_disabled_report() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("a.raw");
+    make_image(&src, "raw", None);
+    let mut m = convert_manifest(vec![disk("d0", "raw", &src)], "qcow2", false);
+    m["options"] = serde_json::json!({"report": {"path": "reports/vm-report.json"}});
+    write_json(&dir.join("vm.json"), &m);
+    let r = run(hyper2kvm().arg("--manifest").arg(dir.join("vm.json")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(dir.join("output/reports/vm-report.json").is_file());
+
+    m["options"] = serde_json::json!({"report": {"enabled": false}});
+    write_json(&dir.join("vm2.json"), &m);
+    let out2 = dir.join("out2");
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(dir.join("vm2.json"))
+        .arg("--output-dir")
+        .arg(&out2));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(tree(&out2), ["d0.qcow2"]);
+}
+
+/// Stages run only when enabled: with nothing enabled the manifest is only loaded and checked.
+#[test]
+fn nothing_enabled_only_loads() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("a.raw");
+    make_image(&src, "raw", None);
+    let m = serde_json::json!({"manifest_version": "1.0",
+        "disks": [{"id": "d0", "source_format": "raw", "bytes": file_size(&src),
+                   "local_path": "a.raw", "checksum": sha256(&src)}]});
+    write_json(&dir.join("vm.json"), &m);
+    let r = run(hyper2kvm().arg("--manifest").arg(dir.join("vm.json")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(tree(&dir.join("output")), ["report.json"]);
+    let report = read_json(&dir.join("output/report.json"));
+    let stages: Vec<&String> = report["pipeline"]["stages"]
+        .as_object()
+        .expect("stages")
+        .keys()
+        .collect();
+    assert_eq!(stages, ["load_manifest"]);
+}

@@ -1,0 +1,27 @@
+//! Integration tests: the real binary against real images made per test with qemu-img and
+//! qemu-io. One test binary; each module says what belongs in it.
+#![allow(
+    clippy::print_stderr,
+    reason = "tests print a visible SKIPPED line when a tool is missing"
+)]
+
+/// Helpers: temp dirs, images, manifests, running the binary, redaction.
+mod support;
+
+/// Every supported source format converted to every output format, content compared.
+mod convert;
+
+/// Invalid manifests and configs: exit code 2, every problem named, nothing written.
+mod bad_input;
+
+/// Runs that start and fail: corrupt sources, format mismatches, full or unwritable outputs.
+mod failures;
+
+/// Built-in and custom profiles as seen through --dump-config.
+mod profiles;
+
+/// User-facing text: --help, dry run, summaries, exit codes.
+mod text;
+
+/// SIGINT and SIGTERM during a conversion.
+mod signals;

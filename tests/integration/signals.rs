@@ -1,0 +1,101 @@
+//! SIGINT/SIGTERM during a conversion: qemu-img is stopped, the `.part` file removed, the report
+//! written with status "interrupted", exit 130.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::*;
+
+/// A 1 GiB file of random bytes (slow to compress), cached across test runs.
+fn random_gib() -> PathBuf {
+    let cache = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/hyper2kvm-test/random-1g-v1");
+    let path = cache.join("random.raw");
+    if path.is_file() && file_size(&path) == 1 << 30 {
+        return path;
+    }
+    std::fs::create_dir_all(&cache).expect("mkdir cache");
+    let tmp = cache.join(format!("random.raw.{}", std::process::id()));
+    run_ok(
+        std::process::Command::new("head")
+            .args(["-c", "1G", "/dev/urandom"])
+            .stdout(std::fs::File::create(&tmp).expect("create")),
+    );
+    std::fs::rename(&tmp, &path).expect("rename");
+    path
+}
+
+fn interrupt_with(signal: Signal) {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = random_gib();
+    let before_len = file_size(&src);
+    let mut m = convert_manifest(vec![disk("d0", "raw", &src)], "qcow2", true);
+    m["pipeline"]["inspect"]["enabled"] = serde_json::json!(false);
+    write_json(&dir.join("vm.json"), &m);
+    let mut child = hyper2kvm()
+        .arg("--manifest")
+        .arg(dir.join("vm.json"))
+        .arg("--progress")
+        .arg("none")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let part = dir.join("output/d0.qcow2.part");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !part.exists() {
+        assert!(Instant::now() < deadline, "conversion never started");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "hyper2kvm exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(pid, signal).expect("signal");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tree(&dir.join("output")),
+        ["report.json"],
+        "no .part file left"
+    );
+    let report = read_json(&dir.join("output/report.json"));
+    assert_eq!(report["status"], "interrupted");
+    assert_eq!(report["pipeline"]["stages"]["convert"]["success"], false);
+    let cmds = &report["pipeline"]["stages"]["convert"]["commands"];
+    let last = cmds.as_array().and_then(|c| c.last()).expect("commands");
+    assert_eq!(last["argv"][1], "convert");
+    assert_eq!(last["status"]["kind"], "cancelled");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INTERRUPTED"));
+    assert_eq!(file_size(&src), before_len);
+    // No qemu-img of ours survives.
+    let survivors = std::process::Command::new("pgrep")
+        .args(["-f", &part.display().to_string()])
+        .output()
+        .expect("pgrep");
+    assert!(survivors.stdout.is_empty(), "qemu-img still running");
+}
+
+#[test]
+fn sigint_stops_the_conversion() {
+    interrupt_with(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_the_conversion() {
+    interrupt_with(Signal::SIGTERM);
+}

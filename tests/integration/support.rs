@@ -1,0 +1,217 @@
+//! Helpers shared by the integration tests: temp dirs, real images made with qemu-img and
+//! qemu-io, manifests, running the binary, and redaction for snapshots.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+
+/// Whether a tool a test needs is present. Missing: skip with a visible message locally, fail
+/// under CI (`CI=true`), where every tool must have been installed by `.ci/run`.
+pub fn require_tool(tool: &str) -> bool {
+    if which::which(tool).is_ok() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{tool} is required by this test and missing under CI: .ci/run must install it");
+    }
+    eprintln!("SKIPPED: {tool} is not installed (run scripts/install-deps.sh)");
+    false
+}
+
+/// Tests that mount filesystems need root; same skip/fail rule as tools.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("this test needs root under CI");
+    }
+    eprintln!("SKIPPED: this test needs root");
+    false
+}
+
+/// A per-test directory, removed at the end of the test.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("h2k-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A region of known bytes written into a test image.
+pub const PATTERN: &[(u8, &str, &str)] = &[
+    (0xa1, "0", "1M"),
+    (0x5c, "7M", "2M"),
+    (0xe7, "30M", "512k"),
+    (0x3d, "63M", "1M"),
+];
+
+/// Creates a 64 MiB image of `driver` with `opts` (e.g. `subformat=streamOptimized`) and writes
+/// [`PATTERN`] into it with qemu-io.
+pub fn make_image(path: &Path, driver: &str, opts: Option<&str>) {
+    let mut create = Command::new("qemu-img");
+    create.args(["create", "-q", "-f", driver]);
+    if let Some(o) = opts {
+        create.args(["-o", o]);
+    }
+    run_ok(create.arg(path).arg("64M"));
+    let mut io = Command::new("qemu-io");
+    io.args(["-f", driver]);
+    for (byte, off, len) in PATTERN {
+        io.args(["-c", &format!("write -P {byte:#x} {off} {len}")]);
+    }
+    run_ok(io.arg(path));
+}
+
+/// `qemu-img compare`: true when the guest-visible content is identical.
+pub fn identical(a: &Path, a_driver: &str, b: &Path, b_driver: &str) -> bool {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", a_driver, "-F", b_driver])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("spawn qemu-img");
+    out.status.code() == Some(0)
+}
+
+pub fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat").len()
+}
+
+pub fn sha256(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).expect("read");
+    let digest = Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// One disk entry for a manifest.
+pub fn disk(id: &str, format: &str, path: &Path) -> Value {
+    serde_json::json!({
+        "id": id,
+        "source_format": format,
+        "bytes": file_size(path),
+        "local_path": path,
+    })
+}
+
+/// A manifest converting `disks` to `format` (optionally compressed), with validation on.
+pub fn convert_manifest(disks: Vec<Value>, format: &str, compress: bool) -> Value {
+    serde_json::json!({
+        "manifest_version": "1.0",
+        "source": {"provider": "vsphere", "vm_name": "testvm"},
+        "disks": disks,
+        "pipeline": {
+            "inspect": {"enabled": true},
+            "convert": {"enabled": true, "compress": compress},
+            "validate": {"enabled": true, "check_image_integrity": true}
+        },
+        "output": {"format": format}
+    })
+}
+
+pub fn write_json(path: &Path, value: &Value) {
+    std::fs::write(path, serde_json::to_string_pretty(value).expect("json")).expect("write");
+}
+
+/// The binary under test, with a clean environment for what it reads.
+pub fn hyper2kvm() -> Command {
+    let mut cmd = Command::cargo_bin("hyper2kvm").expect("binary");
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().expect("spawn hyper2kvm");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read report")).expect("report is JSON")
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(
+                    p.strip_prefix(base)
+                        .expect("under base")
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Replaces the test directory and other run-specific text with stable placeholders.
+pub fn redact(text: &str, dir: &TestDir) -> String {
+    let mut s = text.replace(&dir.path().display().to_string(), "[TMP]");
+    if let Ok(q) = which::which("qemu-img") {
+        s = s.replace(&q.display().to_string(), "[QEMU_IMG]");
+    }
+    let re_duration = regex_lite::Regex::new(r"\d+\.\d+s\b").expect("regex");
+    s = re_duration.replace_all(&s, "[DURATION]").into_owned();
+    let re_digest = regex_lite::Regex::new(r"sha256:[0-9a-f]{64}").expect("regex");
+    re_digest.replace_all(&s, "sha256:[DIGEST]").into_owned()
+}

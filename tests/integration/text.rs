@@ -1,0 +1,121 @@
+//! Text for users is part of the product: --help, --dry-run, the run summary and exit codes are
+//! snapshot-tested.
+
+use crate::support::*;
+
+#[test]
+fn help() {
+    let r = run(hyper2kvm().arg("--help"));
+    assert_eq!(r.code, Some(0));
+    insta::assert_snapshot!(r.stdout);
+}
+
+#[test]
+fn version() {
+    let r = run(hyper2kvm().arg("--version"));
+    assert_eq!(r.code, Some(0));
+    assert_eq!(
+        r.stdout,
+        format!("hyper2kvm {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+fn two_disk_manifest(dir: &TestDir) -> std::path::PathBuf {
+    let boot = dir.join("disks/boot.vmdk");
+    std::fs::create_dir_all(dir.join("disks")).expect("mkdir");
+    make_image(&boot, "vmdk", Some("subformat=streamOptimized"));
+    let data = dir.join("disks/data.vhd");
+    make_image(&data, "vpc", None);
+    dir.write(
+        "vm.yaml",
+        &format!(
+            "manifest_version: \"1.0\"\nsource: {{provider: vsphere, vm_name: web01}}\nprofile: archive\nprofile_overrides:\n  pipeline: {{fix: {{enabled: false}}}}\ndisks:\n  - {{id: boot, source_format: vmdk, bytes: {}, local_path: disks/boot.vmdk, boot_order_hint: 0, disk_type: boot, checksum: {}}}\n  - {{id: data, source_format: vhd, bytes: 1, local_path: disks/data.vhd, boot_order_hint: 1, disk_type: data}}\n",
+            file_size(&boot),
+            sha256(&boot)
+        ),
+    )
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let manifest = two_disk_manifest(&dir);
+    let before = tree(dir.path());
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dry-run"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(tree(dir.path()), before, "a dry run writes nothing");
+    insta::assert_snapshot!(redact(&r.stdout, &dir));
+}
+
+#[test]
+fn run_summary() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let manifest = two_disk_manifest(&dir);
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--progress", "lines"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let sizes = regex_lite::Regex::new(r"qcow2, [0-9.]+ [KMG]iB").expect("regex");
+    let stdout = sizes.replace_all(&r.stdout, "qcow2, [SIZE]");
+    insta::assert_snapshot!("run_summary_stdout", redact(&stdout, &dir));
+    let stage_lines: Vec<&str> = r.stderr.lines().filter(|l| !l.contains('%')).collect();
+    insta::assert_snapshot!(
+        "run_summary_progress_lines",
+        redact(&stage_lines.join("\n"), &dir)
+    );
+}
+
+/// The documented exit codes, scenario by scenario (docs/exit-codes.md).
+#[test]
+fn exit_codes() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("a.raw");
+    make_image(&src, "raw", None);
+    let good = dir.join("good.json");
+    write_json(
+        &good,
+        &convert_manifest(vec![disk("d0", "raw", &src)], "qcow2", false),
+    );
+    let failing = dir.join("failing.json");
+    let mut m = convert_manifest(vec![disk("d0", "vmdk", &src)], "qcow2", false);
+    m["output"]["directory"] = serde_json::json!("failing-out");
+    write_json(&failing, &m);
+    let invalid = dir.write("invalid.json", r#"{"manifest_version": "1.0"}"#);
+    let empty_path = dir.join("no-tools");
+    std::fs::create_dir(&empty_path).expect("mkdir");
+
+    let mut rows = Vec::new();
+    let mut row = |what: &str, cmd: &mut std::process::Command| {
+        let code = run(cmd.arg("--progress").arg("none")).code;
+        rows.push(format!("{code:?}\t{what}"));
+    };
+    row("success", hyper2kvm().arg("--manifest").arg(&good));
+    row("VM failed", hyper2kvm().arg("--manifest").arg(&failing));
+    row(
+        "invalid manifest",
+        hyper2kvm().arg("--manifest").arg(&invalid),
+    );
+    row("usage error", hyper2kvm().arg("--no-such-flag"));
+    row(
+        "missing tool",
+        hyper2kvm()
+            .arg("--manifest")
+            .arg(&good)
+            .arg("--overwrite")
+            .env("PATH", &empty_path),
+    );
+    insta::assert_snapshot!(rows.join("\n"));
+}
