@@ -132,6 +132,7 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
             overwrite: options.overwrite,
             dry_run: options.dry_run,
             vm_id: None,
+            batch_id: None,
         },
     )?;
     if plan.dry_run {

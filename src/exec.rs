@@ -276,7 +276,7 @@ pub struct Watch<'a, 'b> {
 pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
     let argv = cmd.argv();
     let command_line = quote_argv(&argv);
-    tracing::debug!(command = %command_line, "running");
+    tracing::info!(command = %command_line, "running");
 
     let mut proc = std::process::Command::new(&cmd.program);
     proc.args(&cmd.args)
@@ -332,7 +332,12 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
         duration_seconds: round_ms(started.elapsed()),
         stderr_tail: String::from_utf8_lossy(&stderr_tail).into_owned(),
     };
-    tracing::debug!(command = %command_line, status = %record.status, "finished");
+    tracing::info!(
+        command = %command_line,
+        status = %record.status,
+        seconds = record.duration_seconds,
+        "finished"
+    );
     Ok(Output { record, stdout })
 }
 

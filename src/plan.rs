@@ -25,11 +25,14 @@ pub struct PlanOptions {
     pub dry_run: bool,
     /// The id reports and progress use for this VM.
     pub vm_id: Option<String>,
+    /// The batch this VM runs in, when it runs in one.
+    pub batch_id: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct VmPlan {
     pub vm_id: String,
+    pub batch_id: Option<String>,
     pub vm_name: String,
     pub manifest_path: PathBuf,
     pub manifest_version: String,
@@ -329,6 +332,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
 
     Ok(VmPlan {
         vm_id,
+        batch_id: opts.batch_id.clone(),
         vm_name,
         manifest_path: loaded.path.clone(),
         manifest_version: m.manifest_version.clone(),

@@ -119,3 +119,39 @@ fn exit_codes() {
     );
     insta::assert_snapshot!(rows.join("\n"));
 }
+
+/// `--log-file` keeps an audit trail of every command run, whatever the terminal shows.
+#[test]
+fn log_file_records_every_command() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("a.raw");
+    make_image(&src, "raw", None);
+    write_json(
+        &dir.join("vm.json"),
+        &convert_manifest(vec![disk("d0", "raw", &src)], "qcow2", false),
+    );
+    let log = dir.join("logs/run.log");
+    std::fs::create_dir_all(dir.join("logs")).expect("mkdir");
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(dir.join("vm.json"))
+        .arg("--log-file")
+        .arg(&log)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stderr, "",
+        "the terminal stays quiet at the default level"
+    );
+    let text = std::fs::read_to_string(&log).expect("log written");
+    for sub in ["info", "check", "convert", "compare"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("finished") && l.contains(&format!("qemu-img {sub} "))),
+            "no finished `qemu-img {sub}` line in:\n{text}"
+        );
+    }
+}
