@@ -1,4 +1,5 @@
-//! One function per mode: dump the resolved configuration, or run one VM from its manifest.
+//! One function per mode: dump the resolved configuration, run one VM from its manifest, or
+//! run a batch.
 //!
 //! This is the layer between the command line and the library: it merges `--config` files,
 //! separates tool options from manifest content, sets up logging and signal handling, and turns
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::batch::{self, BatchError, BatchOptions};
 use crate::cli::Cli;
 use crate::config::{self, ConfigError};
 use crate::exec::CancelToken;
@@ -22,6 +24,10 @@ use crate::ui::{Display, ProgressMode};
 /// Keys of a `--config` file that set tool options rather than manifest content.
 const OPTION_KEYS: &[&str] = &[
     "manifest",
+    "batch_manifest",
+    "batch_parallel",
+    "batch_continue_on_error",
+    "batch_resume",
     "output_dir",
     "dry_run",
     "overwrite",
@@ -40,6 +46,8 @@ pub enum AppError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     #[error("could not write the report")]
     Report(#[source] crate::atomic::WriteError),
     #[error("could not set up {what}")]
@@ -58,6 +66,8 @@ impl AppError {
             }
             AppError::Plan(p) if p.is_environment() => exit_code::MISSING_TOOL,
             AppError::Plan(_) => exit_code::INVALID_INPUT,
+            AppError::Batch(BatchError::Tool(_)) => exit_code::MISSING_TOOL,
+            AppError::Batch(_) => exit_code::INVALID_INPUT,
             AppError::Report(_) | AppError::Setup { .. } => exit_code::VM_FAILED,
         }
     }
@@ -70,7 +80,7 @@ pub fn render_error(err: &AppError) -> String {
     // Transparent variants already print their source's text.
     if matches!(
         err,
-        AppError::Config(_) | AppError::Manifest(_) | AppError::Plan(_)
+        AppError::Config(_) | AppError::Manifest(_) | AppError::Plan(_) | AppError::Batch(_)
     ) {
         source = source.and_then(std::error::Error::source);
     }
@@ -86,6 +96,10 @@ pub fn render_error(err: &AppError) -> String {
 #[derive(Debug, Default)]
 struct Options {
     manifest: Option<PathBuf>,
+    batch_manifest: Option<PathBuf>,
+    batch_parallel: Option<usize>,
+    batch_continue_on_error: Option<bool>,
+    batch_resume: bool,
     output_dir: Option<PathBuf>,
     dry_run: bool,
     overwrite: bool,
@@ -98,6 +112,22 @@ struct Options {
 pub fn run(cli: Cli) -> Result<u8, AppError> {
     let (options, manifest_docs, config_layer) = gather(&cli)?;
     init_logging(options.verbose, options.log_file.as_deref())?;
+
+    if let Some(batch_path) = options.batch_manifest.clone() {
+        if !manifest_docs.is_empty() || !config_layer.is_empty() {
+            return Err(AppError::Usage(
+                "--batch-manifest runs the manifests it lists; put shared settings in its \
+                 shared_config, not in --manifest or --config files"
+                    .to_owned(),
+            ));
+        }
+        if cli.dump_config {
+            return Err(AppError::Usage(
+                "--dump-config shows one VM: run it with --manifest on a VM's manifest".to_owned(),
+            ));
+        }
+        return run_batch(&batch_path, &options, cli.progress);
+    }
 
     if manifest_docs.is_empty() {
         if cli.dump_config {
@@ -155,6 +185,52 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
         VmStatus::Succeeded => exit_code::SUCCESS,
         VmStatus::Failed => exit_code::VM_FAILED,
         VmStatus::Interrupted => exit_code::INTERRUPTED,
+    })
+}
+
+fn run_batch(path: &Path, options: &Options, progress: ProgressMode) -> Result<u8, AppError> {
+    let prepared = batch::prepare(
+        path,
+        &BatchOptions {
+            parallel: options.batch_parallel,
+            continue_on_error: options.batch_continue_on_error,
+            resume: options.batch_resume,
+            overwrite: options.overwrite,
+            dry_run: options.dry_run,
+            output_dir: options.output_dir.clone(),
+        },
+    )?;
+    if options.dry_run {
+        print_text(&prepared.describe());
+        return Ok(exit_code::SUCCESS);
+    }
+    let cancel = CancelToken::new();
+    install_signal_handlers(&cancel)?;
+    let display = Display::start(options.progress.unwrap_or(progress), prepared.runnable());
+    let outcome = prepared.run(&cancel, &display.sink());
+    display.finish();
+
+    let batch_report = report::batch::build(&outcome);
+    let summary = report::batch::summary_text(&batch_report);
+    let report_path = outcome.report_dir.join("batch_report.json");
+    report::write(&report_path, &batch_report).map_err(AppError::Report)?;
+    crate::atomic::write(
+        &outcome.report_dir.join("batch_summary.txt"),
+        summary.as_bytes(),
+    )
+    .map_err(AppError::Report)?;
+    print_text(&summary);
+    print_text(&format!(
+        "Reports: {} and batch_summary.txt\n",
+        report_path.display()
+    ));
+    let b = &batch_report.batch;
+    Ok(if outcome.interrupted {
+        exit_code::INTERRUPTED
+    } else if b.failed_vms > 0 || b.not_started_vms > 0 {
+        exit_code::BATCH_PARTIAL
+    } else {
+        exit_code::SUCCESS
     })
 }
 
@@ -228,6 +304,19 @@ fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     if cli.log_file.is_some() {
         options.log_file = cli.log_file.clone();
     }
+    if cli.batch_manifest.is_some() {
+        options.batch_manifest = cli.batch_manifest.clone();
+    }
+    if let Some(n) = cli.batch_parallel {
+        options.batch_parallel = Some(usize::from(n));
+    }
+    if cli.batch_continue_on_error {
+        options.batch_continue_on_error = Some(true);
+    }
+    if cli.no_batch_continue_on_error {
+        options.batch_continue_on_error = Some(false);
+    }
+    options.batch_resume |= cli.batch_resume;
     options.verbose = options.verbose.max(cli.verbose);
     if cli.progress != ProgressMode::Auto {
         options.progress = Some(cli.progress);
@@ -252,6 +341,26 @@ fn take_options(
             "manifest" => {
                 let s = value.as_str().ok_or_else(|| bad(key, "a path"))?;
                 options.manifest = Some(config::resolve_relative(base, s));
+            }
+            "batch_manifest" => {
+                let s = value.as_str().ok_or_else(|| bad(key, "a path"))?;
+                options.batch_manifest = Some(config::resolve_relative(base, s));
+            }
+            "batch_parallel" => {
+                options.batch_parallel = Some(
+                    value
+                        .as_u64()
+                        .filter(|n| *n >= 1)
+                        .and_then(|n| usize::try_from(n).ok())
+                        .ok_or_else(|| bad(key, "a positive integer"))?,
+                )
+            }
+            "batch_continue_on_error" => {
+                options.batch_continue_on_error =
+                    Some(value.as_bool().ok_or_else(|| bad(key, "a boolean"))?)
+            }
+            "batch_resume" => {
+                options.batch_resume = value.as_bool().ok_or_else(|| bad(key, "a boolean"))?
             }
             "output_dir" => {
                 let s = value.as_str().ok_or_else(|| bad(key, "a path"))?;

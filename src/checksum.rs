@@ -59,7 +59,8 @@ pub fn sha256_file(
     Ok(format!("sha256:{}", hex(&hasher.finalize())))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

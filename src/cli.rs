@@ -15,7 +15,7 @@ use crate::ui::ProgressMode;
     name = "hyper2kvm",
     version,
     about,
-    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
+    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
 )]
 pub struct Cli {
     /// Configuration or manifest file (JSON or YAML); repeatable, later files win. A file that
@@ -27,7 +27,29 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
 
-    /// Directory for converted disks and the report (overrides the manifest's output.directory).
+    /// Batch Manifest v1 (JSON or YAML): convert many VMs in parallel with per-VM isolation.
+    #[arg(long, value_name = "FILE", conflicts_with = "manifest")]
+    pub batch_manifest: Option<PathBuf>,
+
+    /// Number of VMs converted at once (overrides batch_metadata.parallel_limit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_parallel: Option<u16>,
+
+    /// Keep converting the other VMs after one fails (overrides the batch manifest).
+    #[arg(long, overrides_with = "no_batch_continue_on_error")]
+    pub batch_continue_on_error: bool,
+
+    /// Stop starting VMs after the first failure (overrides the batch manifest).
+    #[arg(long, overrides_with = "batch_continue_on_error")]
+    pub no_batch_continue_on_error: bool,
+
+    /// Resume a batch from its checkpoint: VMs whose outputs are complete are not converted
+    /// again; failed, interrupted and never-started VMs run.
+    #[arg(long, requires = "batch_manifest")]
+    pub batch_resume: bool,
+
+    /// Directory for converted disks and the report (overrides the manifest's output.directory;
+    /// in batch mode, each VM writes under <DIR>/<vm id>/ and the batch reports go to DIR).
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
 

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod atomic;
+pub mod batch;
 pub mod checksum;
 pub mod cli;
 pub mod config;

@@ -5,6 +5,8 @@
 //! the VM's final status, and for every stage the commands it ran with their exit status,
 //! duration and stderr tail.
 
+pub mod batch;
+
 use std::path::Path;
 
 use serde::Serialize;

@@ -23,5 +23,8 @@ mod profiles;
 /// User-facing text: --help, dry run, summaries, exit codes.
 mod text;
 
+/// Batch mode: parallel VMs, isolation, ordering, reports, resume.
+mod batch;
+
 /// SIGINT and SIGTERM during a conversion.
 mod signals;

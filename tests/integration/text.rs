@@ -109,6 +109,16 @@ fn exit_codes() {
         hyper2kvm().arg("--manifest").arg(&invalid),
     );
     row("usage error", hyper2kvm().arg("--no-such-flag"));
+    let batch = dir.join("batch.json");
+    write_json(
+        &batch,
+        &serde_json::json!({"batch_version": "1.0", "shared_config": {"output_directory": "b"},
+            "vms": [{"manifest": "good.json", "id": "ok"}, {"manifest": "failing.json", "id": "bad"}]}),
+    );
+    row(
+        "batch with a failed VM",
+        hyper2kvm().arg("--batch-manifest").arg(&batch),
+    );
     row(
         "missing tool",
         hyper2kvm()

@@ -1,0 +1,84 @@
+//! The batch checkpoint: every VM's result so far, rewritten atomically after each VM.
+//!
+//! It lives at `<report dir>/.checkpoints/checkpoint-<batch id>.json` and is what
+//! `--batch-resume` reads to skip VMs whose outputs are already complete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{BatchManifest, VmResult};
+use crate::atomic;
+
+const CHECKPOINT_VERSION: &str = "1.0";
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    version: String,
+    batch_id: String,
+    batch_manifest: PathBuf,
+    updated_at: String,
+    vms: Vec<VmResult>,
+}
+
+/// Where a batch's checkpoint lives.
+pub fn path(report_dir: &Path, batch_id: &str) -> PathBuf {
+    let safe: String = batch_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(100)
+        .collect();
+    report_dir
+        .join(".checkpoints")
+        .join(format!("checkpoint-{safe}.json"))
+}
+
+pub fn write(
+    path: &Path,
+    batch: &BatchManifest,
+    results: &[VmResult],
+) -> Result<(), atomic::WriteError> {
+    let checkpoint = Checkpoint {
+        version: CHECKPOINT_VERSION.to_owned(),
+        batch_id: batch.batch_id.clone(),
+        batch_manifest: batch.path.clone(),
+        updated_at: crate::pipeline::now_iso(),
+        vms: results
+            .iter()
+            .map(|r| VmResult {
+                // The VM's own report.json has the details; keep the checkpoint small.
+                pipeline_report: None,
+                ..r.clone()
+            })
+            .collect(),
+    };
+    atomic::write_json(path, &checkpoint)
+}
+
+/// The results recorded for a batch, by VM id; empty when there is no usable checkpoint.
+pub fn load(report_dir: &Path, batch_id: &str) -> HashMap<String, VmResult> {
+    let file = path(report_dir, batch_id);
+    let Ok(bytes) = std::fs::read(&file) else {
+        return HashMap::new();
+    };
+    match serde_json::from_slice::<Checkpoint>(&bytes) {
+        Ok(c) if c.version == CHECKPOINT_VERSION && c.batch_id == batch_id => {
+            c.vms.into_iter().map(|r| (r.vm_id.clone(), r)).collect()
+        }
+        Ok(_) => HashMap::new(),
+        Err(e) => {
+            tracing::warn!(
+                "ignoring unreadable checkpoint {}: {e}; every VM will run",
+                file.display()
+            );
+            HashMap::new()
+        }
+    }
+}

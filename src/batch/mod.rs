@@ -1,0 +1,577 @@
+//! Batch mode: many VMs, converted in parallel with per-VM isolation.
+//!
+//! The batch is decided before its first disk is touched: the batch manifest is validated, every
+//! enabled VM's manifest is loaded, layered (`shared_config`, `overrides`) and planned, and VMs
+//! that would write the same file are refused. With `continue_on_error: false` any VM that cannot
+//! be planned aborts the batch; otherwise it is recorded as failed and the rest run.
+//!
+//! A dedicated rayon pool of `min(parallel_limit, runnable VMs)` workers takes VMs from one queue
+//! in (priority, position) order, so start order is deterministic. Workers never print: they send
+//! events, write their VM's report, and return a [`VmResult`]. After every VM a checkpoint is
+//! written atomically, which `--batch-resume` uses to skip VMs whose outputs are complete and
+//! validated. Cancellation (SIGINT/SIGTERM) stops new VMs from starting and kills running
+//! conversions through the shared [`CancelToken`].
+
+pub mod checkpoint;
+pub mod manifest;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::exec::CancelToken;
+use crate::manifest::{self as vm_manifest, Layers, Loaded};
+use crate::pipeline::{self, VmOutcome, VmStatus};
+use crate::plan::{self, PlanOptions, VmPlan};
+use crate::report;
+use crate::ui::EventSink;
+
+pub use manifest::{BatchManifest, BatchManifestError, VmEntry};
+
+/// What happened to one VM of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchVmStatus {
+    Succeeded,
+    Failed,
+    /// `enabled: false` in the batch manifest.
+    Skipped,
+    /// Never started because an earlier failure stopped the batch (`continue_on_error: false`).
+    NotStarted,
+    /// Stopped by SIGINT/SIGTERM, or never started because of one.
+    Interrupted,
+}
+
+/// One VM's line in the batch report (and its checkpoint record).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmResult {
+    pub vm_id: String,
+    pub index: usize,
+    pub priority: i64,
+    pub manifest: PathBuf,
+    pub status: BatchVmStatus,
+    pub success: bool,
+    pub duration_seconds: f64,
+    pub timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub output_directory: Option<PathBuf>,
+    pub report_path: Option<PathBuf>,
+    /// Seconds per stage, in pipeline order.
+    pub stage_durations: Vec<StageTiming>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Output files and their sizes, for resume.
+    pub artifacts: Vec<ArtifactRecord>,
+    /// Whether the validate stage ran and passed.
+    pub validated: bool,
+    /// Digest of the resolved manifest; resume reuses a result only for the same manifest.
+    pub fingerprint: Option<String>,
+    /// Taken from the checkpoint of an earlier run (`--batch-resume`), not run again.
+    pub from_checkpoint: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline_report: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageTiming {
+    pub stage: String,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+}
+
+/// Command-line choices that override the batch manifest.
+#[derive(Clone, Debug, Default)]
+pub struct BatchOptions {
+    pub parallel: Option<usize>,
+    pub continue_on_error: Option<bool>,
+    pub resume: bool,
+    pub overwrite: bool,
+    pub dry_run: bool,
+    /// `--output-dir`: replaces `shared_config.output_directory`.
+    pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Manifest(#[from] BatchManifestError),
+    #[error(
+        "batch {path} cannot start ({} problem{}):\n{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        problems.iter().map(|p| format!("  - {}", p.replace('\n', "\n    "))).collect::<Vec<_>>().join("\n")
+    )]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    #[error(transparent)]
+    Tool(#[from] crate::exec::ExecError),
+}
+
+/// The finished batch, ready for reporting.
+#[derive(Clone, Debug)]
+pub struct BatchOutcome {
+    pub batch: BatchManifest,
+    pub parallel_limit: usize,
+    pub continue_on_error: bool,
+    pub resumed: bool,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    /// In batch-file order.
+    pub results: Vec<VmResult>,
+    pub interrupted: bool,
+    pub report_dir: PathBuf,
+}
+
+/// A VM of the batch after loading and planning.
+enum VmPrep {
+    Run(Box<VmPlan>, Option<String>),
+    Reuse(Box<VmResult>),
+    Failed(String),
+    Skipped,
+}
+
+/// A batch with everything decided before its first disk is touched.
+pub struct PreparedBatch {
+    batch: BatchManifest,
+    parallel_limit: usize,
+    continue_on_error: bool,
+    resume: bool,
+    report_dir: PathBuf,
+    vms: Vec<(VmEntry, VmPrep)>,
+}
+
+/// Loads and plans a batch. Returns the prepared batch or every reason it cannot start.
+pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchError> {
+    let batch = manifest::load(path)?;
+    let parallel_limit = opts.parallel.unwrap_or(batch.parallel_limit).max(1);
+    let continue_on_error = opts.continue_on_error.unwrap_or(batch.continue_on_error);
+    let shared_out = opts
+        .output_dir
+        .as_ref()
+        .map(|d| crate::config::absolute(d))
+        .or_else(|| batch.output_directory.clone());
+    let report_dir = shared_out.clone().unwrap_or_else(|| batch.dir.clone());
+    let previous = if opts.resume {
+        checkpoint::load(&report_dir, &batch.batch_id)
+    } else {
+        HashMap::new()
+    };
+
+    let mut problems: Vec<String> = Vec::new();
+    let mut vms = Vec::new();
+    for entry in &batch.vms {
+        if !entry.enabled {
+            vms.push((entry.clone(), VmPrep::Skipped));
+            continue;
+        }
+        let prepared = match load_vm(&batch, entry) {
+            Err(message) => VmPrep::Failed(message),
+            Ok(loaded) => {
+                let fingerprint = fingerprint(&loaded);
+                match previous.get(&entry.id) {
+                    Some(prev) if reusable(prev, fingerprint.as_deref()) => {
+                        let mut reused = prev.clone();
+                        reused.from_checkpoint = true;
+                        reused.index = entry.index;
+                        reused.priority = entry.priority;
+                        VmPrep::Reuse(Box::new(reused))
+                    }
+                    _ => {
+                        let plan_opts = PlanOptions {
+                            output_dir_override: None,
+                            default_output_dir: shared_out.as_ref().map(|d| d.join(&entry.id)),
+                            // A VM rerun on resume may replace what its own failed run left.
+                            overwrite: opts.overwrite || opts.resume,
+                            dry_run: opts.dry_run,
+                            vm_id: Some(entry.id.clone()),
+                            batch_id: Some(batch.batch_id.clone()),
+                        };
+                        match plan::plan(&loaded, &plan_opts) {
+                            Ok(p) => VmPrep::Run(Box::new(p), fingerprint),
+                            Err(e) if e.is_environment() => {
+                                return Err(match e {
+                                    plan::PlanError::Tool(t) => BatchError::Tool(t),
+                                    other => BatchError::Invalid {
+                                        path: batch.path.clone(),
+                                        problems: vec![other.to_string()],
+                                    },
+                                });
+                            }
+                            Err(e) => VmPrep::Failed(e.to_string()),
+                        }
+                    }
+                }
+            }
+        };
+        if let VmPrep::Failed(message) = &prepared
+            && !continue_on_error
+        {
+            problems.push(format!("vm {}: {message}", entry.id));
+        }
+        vms.push((entry.clone(), prepared));
+    }
+
+    // Two VMs must never write the same file.
+    let mut owners: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for (entry, prepared) in &vms {
+        let paths: Vec<PathBuf> = match prepared {
+            VmPrep::Run(plan, _) => plan
+                .disks
+                .iter()
+                .filter_map(|d| d.output.clone())
+                .chain(plan.report_path.clone())
+                .collect(),
+            VmPrep::Reuse(r) => r
+                .artifacts
+                .iter()
+                .map(|a| a.path.clone())
+                .chain(r.report_path.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        for p in paths {
+            if let Some(other) = owners.insert(p.clone(), entry.id.clone())
+                && other != entry.id
+            {
+                problems.push(format!(
+                    "vms {other} and {} would both write {}; set shared_config.output_directory \
+                     (each VM then writes under <dir>/<vm id>/) or give their manifests distinct \
+                     output.directory values",
+                    entry.id,
+                    p.display()
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(BatchError::Invalid {
+            path: batch.path.clone(),
+            problems,
+        });
+    }
+    Ok(PreparedBatch {
+        batch,
+        parallel_limit,
+        continue_on_error,
+        resume: opts.resume,
+        report_dir,
+        vms,
+    })
+}
+
+fn load_vm(batch: &BatchManifest, entry: &VmEntry) -> Result<Loaded, String> {
+    if !entry.manifest.is_file() {
+        return Err(format!(
+            "VM manifest not found: {}",
+            entry.manifest.display()
+        ));
+    }
+    let doc = crate::config::load_document(&entry.manifest).map_err(|e| e.to_string())?;
+    let layers = Layers {
+        shared_config: (!batch.shared_config.is_empty()).then(|| batch.shared_config.clone()),
+        overrides: (!entry.overrides.is_empty()).then(|| entry.overrides.clone()),
+    };
+    vm_manifest::resolve(&entry.manifest, doc, &layers).map_err(|e| e.to_string())
+}
+
+fn fingerprint(loaded: &Loaded) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::to_string(&loaded.manifest).ok()?;
+    let mut h = Sha256::new();
+    h.update(loaded.path.to_string_lossy().as_bytes());
+    h.update([0]);
+    h.update(text.as_bytes());
+    Some(crate::checksum::hex(&h.finalize()))
+}
+
+/// A checkpointed VM is reused only when it succeeded (so every planned stage, validate
+/// included, passed), its resolved manifest is unchanged, and every output is still there at the
+/// size it had.
+fn reusable(prev: &VmResult, fingerprint: Option<&str>) -> bool {
+    prev.status == BatchVmStatus::Succeeded
+        && prev.fingerprint.as_deref() == fingerprint
+        && fingerprint.is_some()
+        && !prev.artifacts.is_empty()
+        && prev.artifacts.iter().all(|a| {
+            std::fs::metadata(&a.path).is_ok_and(|m| m.is_file() && m.len() == a.size_bytes)
+        })
+}
+
+impl PreparedBatch {
+    pub fn batch(&self) -> &BatchManifest {
+        &self.batch
+    }
+
+    /// How many VMs will actually run.
+    pub fn runnable(&self) -> usize {
+        self.vms
+            .iter()
+            .filter(|(_, p)| matches!(p, VmPrep::Run(..)))
+            .count()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.parallel_limit.min(self.runnable()).max(1)
+    }
+
+    /// What a dry run prints: the order, the decisions, and each VM's plan.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "Dry run of batch {} ({}): {} VMs, {} to run with {} worker(s), continue_on_error: {}\n",
+            self.batch.batch_id,
+            self.batch.path.display(),
+            self.batch.vms.len(),
+            self.runnable(),
+            self.workers(),
+            self.continue_on_error
+        );
+        s.push_str(&format!("Reports: {}\n", self.report_dir.display()));
+        for (entry, prepared) in self.ordered() {
+            let what = match prepared {
+                VmPrep::Run(..) => "run".to_owned(),
+                VmPrep::Reuse(_) => "done in an earlier run (resume)".to_owned(),
+                VmPrep::Failed(m) => format!("FAILED to load: {m}"),
+                VmPrep::Skipped => "skipped (enabled: false)".to_owned(),
+            };
+            s.push_str(&format!(
+                "- {} (priority {}): {what}\n",
+                entry.id, entry.priority
+            ));
+        }
+        for (_, prepared) in self.ordered() {
+            if let VmPrep::Run(plan, _) = prepared {
+                s.push('\n');
+                s.push_str(&plan.describe());
+            }
+        }
+        s
+    }
+
+    /// VMs in run order (priority, position), disabled ones last.
+    fn ordered(&self) -> Vec<&(VmEntry, VmPrep)> {
+        let mut v: Vec<&(VmEntry, VmPrep)> = self.vms.iter().collect();
+        v.sort_by_key(|(e, _)| (!e.enabled, e.priority, e.index));
+        v
+    }
+
+    /// Runs the batch and returns its outcome; reports are the caller's to write.
+    pub fn run(self, cancel: &CancelToken, events: &EventSink) -> BatchOutcome {
+        let started_at = pipeline::now_iso();
+        let started = Instant::now();
+        let workers = self.workers();
+        let checkpoint_path = checkpoint::path(&self.report_dir, &self.batch.batch_id);
+
+        let mut results: Vec<Option<VmResult>> = vec![None; self.vms.len()];
+        let mut queue: VecDeque<usize> = VecDeque::new();
+        for (pos, (entry, prepared)) in self.vms.iter().enumerate() {
+            match prepared {
+                VmPrep::Run(..) => {}
+                VmPrep::Reuse(r) => results[pos] = Some((**r).clone()),
+                VmPrep::Failed(message) => {
+                    results[pos] =
+                        Some(not_run(entry, BatchVmStatus::Failed, Some(message.clone())))
+                }
+                VmPrep::Skipped => {
+                    results[pos] = Some(not_run(entry, BatchVmStatus::Skipped, None))
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..self.vms.len())
+            .filter(|&i| matches!(self.vms[i].1, VmPrep::Run(..)))
+            .collect();
+        order.sort_by_key(|&i| (self.vms[i].0.priority, self.vms[i].0.index));
+        queue.extend(order);
+
+        let results = Mutex::new(results);
+        let queue = Mutex::new(queue);
+        let stop = AtomicBool::new(false);
+        let continue_on_error = self.continue_on_error;
+        let record = |results: &Mutex<Vec<Option<VmResult>>>| {
+            let snapshot: Vec<VmResult> = results
+                .lock()
+                .map(|r| r.iter().flatten().cloned().collect())
+                .unwrap_or_default();
+            if let Err(e) = checkpoint::write(&checkpoint_path, &self.batch, &snapshot) {
+                tracing::warn!(
+                    "could not write the checkpoint: {}",
+                    pipeline::error_chain(&e)
+                );
+            }
+        };
+        // Results of earlier runs and VMs that could not load are checkpointed before any work.
+        record(&results);
+
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("hyper2kvm-vm-{i}"))
+            .build();
+        let work = || loop {
+            if cancel.is_cancelled() || stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+            let Some(pos) = next else { break };
+            let (entry, prepared) = &self.vms[pos];
+            let VmPrep::Run(plan, fingerprint) = prepared else {
+                continue;
+            };
+            let outcome = pipeline::run_vm(plan, cancel, events);
+            let mut result = ran(entry, plan, &outcome, fingerprint.clone());
+            if let Some(path) = &plan.report_path {
+                let vm_report = report::vm_report(plan, &outcome);
+                if let Err(e) = report::write(path, &vm_report) {
+                    result
+                        .error
+                        .get_or_insert_with(|| pipeline::error_chain(&e));
+                }
+                result.pipeline_report = serde_json::to_value(&vm_report).ok();
+            }
+            if outcome.status == VmStatus::Failed && !continue_on_error {
+                stop.store(true, Ordering::SeqCst);
+            }
+            if let Ok(mut r) = results.lock() {
+                r[pos] = Some(result);
+            }
+            record(&results);
+        };
+        match pool {
+            Ok(pool) => pool.scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(|_| work());
+                }
+            }),
+            // No pool (thread limit reached): run the queue on this thread, still in order.
+            Err(e) => {
+                tracing::warn!("could not start worker threads ({e}); running VMs one at a time");
+                work();
+            }
+        }
+
+        let interrupted = cancel.is_cancelled();
+        let mut results = results.into_inner().unwrap_or_default();
+        for (pos, slot) in results.iter_mut().enumerate() {
+            if slot.is_none() {
+                let status = if interrupted {
+                    BatchVmStatus::Interrupted
+                } else {
+                    BatchVmStatus::NotStarted
+                };
+                let why = if interrupted {
+                    "not started: the batch was interrupted"
+                } else {
+                    "not started: an earlier VM failed and continue_on_error is false"
+                };
+                *slot = Some(not_run(&self.vms[pos].0, status, Some(why.to_owned())));
+            }
+        }
+        let results: Vec<VmResult> = results.into_iter().flatten().collect();
+        if let Err(e) = checkpoint::write(&checkpoint_path, &self.batch, &results) {
+            tracing::warn!(
+                "could not write the checkpoint: {}",
+                pipeline::error_chain(&e)
+            );
+        }
+        BatchOutcome {
+            parallel_limit: self.parallel_limit,
+            continue_on_error: self.continue_on_error,
+            resumed: self.resume,
+            started_at,
+            duration_seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+            results,
+            interrupted,
+            report_dir: self.report_dir,
+            batch: self.batch,
+        }
+    }
+}
+
+fn not_run(entry: &VmEntry, status: BatchVmStatus, error: Option<String>) -> VmResult {
+    VmResult {
+        vm_id: entry.id.clone(),
+        index: entry.index,
+        priority: entry.priority,
+        manifest: entry.manifest.clone(),
+        status,
+        success: false,
+        duration_seconds: 0.0,
+        timestamp: None,
+        error,
+        output_directory: None,
+        report_path: None,
+        stage_durations: Vec::new(),
+        bytes_read: 0,
+        bytes_written: 0,
+        artifacts: Vec::new(),
+        validated: false,
+        fingerprint: None,
+        from_checkpoint: false,
+        pipeline_report: None,
+    }
+}
+
+fn ran(
+    entry: &VmEntry,
+    plan: &VmPlan,
+    outcome: &VmOutcome,
+    fingerprint: Option<String>,
+) -> VmResult {
+    let status = match outcome.status {
+        VmStatus::Succeeded => BatchVmStatus::Succeeded,
+        VmStatus::Failed => BatchVmStatus::Failed,
+        VmStatus::Interrupted => BatchVmStatus::Interrupted,
+    };
+    VmResult {
+        vm_id: entry.id.clone(),
+        index: entry.index,
+        priority: entry.priority,
+        manifest: entry.manifest.clone(),
+        status,
+        success: outcome.succeeded(),
+        duration_seconds: report::round2(outcome.duration_seconds),
+        timestamp: Some(outcome.started_at.clone()),
+        error: outcome
+            .errors
+            .first()
+            .map(|e| format!("{}: {}", e.stage, e.message)),
+        output_directory: Some(plan.output_dir.clone()),
+        report_path: plan.report_path.clone(),
+        stage_durations: outcome
+            .stages
+            .iter()
+            .map(|s| StageTiming {
+                stage: s.name.to_owned(),
+                seconds: s.duration,
+            })
+            .collect(),
+        bytes_read: outcome.bytes_read,
+        bytes_written: outcome.bytes_written,
+        artifacts: outcome
+            .artifacts
+            .iter()
+            .map(|a| ArtifactRecord {
+                path: a.path.clone(),
+                size_bytes: a.size_bytes,
+            })
+            .collect(),
+        validated: outcome
+            .stages
+            .iter()
+            .any(|s| s.name == "validate" && s.success),
+        fingerprint,
+        from_checkpoint: false,
+        pipeline_report: None,
+    }
+}

@@ -1,0 +1,276 @@
+//! `batch_report.json` and `batch_summary.txt`, built from a [`BatchOutcome`] by pure functions.
+//!
+//! Both keep upstream's layouts (upstream-behaviour §3.3 and §3.4) and add the per-VM status
+//! (succeeded, failed, skipped, not_started, interrupted), stage timings and bytes moved.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::round2;
+use crate::batch::{BatchOutcome, BatchVmStatus, VmResult};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchReport {
+    pub version: &'static str,
+    pub report_type: &'static str,
+    pub timestamp: String,
+    pub batch: BatchSection,
+    pub vm_results: Vec<VmResult>,
+    pub aggregate_stats: AggregateStats,
+    pub warnings: Vec<BatchMessage>,
+    pub errors: Vec<BatchMessage>,
+    pub hyper2kvm_version: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchSection {
+    pub batch_id: String,
+    pub manifest_path: String,
+    pub success: bool,
+    pub status: &'static str,
+    pub duration_seconds: f64,
+    pub parallel_limit: usize,
+    pub continue_on_error: bool,
+    pub resumed: bool,
+    pub total_vms: usize,
+    pub processed_vms: usize,
+    pub successful_vms: usize,
+    pub failed_vms: usize,
+    pub skipped_vms: usize,
+    pub not_started_vms: usize,
+    pub interrupted_vms: usize,
+    pub success_rate: f64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AggregateStats {
+    pub total_duration: f64,
+    pub average_duration: f64,
+    pub fastest_conversion: Option<Timing>,
+    pub slowest_conversion: Option<Timing>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Timing {
+    pub vm_id: String,
+    pub duration: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchMessage {
+    pub vm_id: String,
+    pub message: String,
+    pub timestamp: String,
+}
+
+fn count(results: &[VmResult], status: BatchVmStatus) -> usize {
+    results.iter().filter(|r| r.status == status).count()
+}
+
+pub fn build(outcome: &BatchOutcome) -> BatchReport {
+    let r = &outcome.results;
+    let succeeded = count(r, BatchVmStatus::Succeeded);
+    let failed = count(r, BatchVmStatus::Failed);
+    let interrupted = count(r, BatchVmStatus::Interrupted);
+    let processed = succeeded + failed;
+    let ok: Vec<&VmResult> = r
+        .iter()
+        .filter(|v| v.status == BatchVmStatus::Succeeded)
+        .collect();
+    let average = if ok.is_empty() {
+        0.0
+    } else {
+        round2(ok.iter().map(|v| v.duration_seconds).sum::<f64>() / ok.len() as f64)
+    };
+    let timing = |v: &&VmResult| Timing {
+        vm_id: v.vm_id.clone(),
+        duration: v.duration_seconds,
+    };
+    let fastest = ok
+        .iter()
+        .min_by(|a, b| a.duration_seconds.total_cmp(&b.duration_seconds))
+        .map(timing);
+    let slowest = ok
+        .iter()
+        .max_by(|a, b| a.duration_seconds.total_cmp(&b.duration_seconds))
+        .map(timing);
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    for v in r {
+        if let Some(report) = &v.pipeline_report {
+            for w in report["warnings"].as_array().into_iter().flatten() {
+                warnings.push(message_of(&v.vm_id, w));
+            }
+        }
+        if let Some(e) = &v.error
+            && v.status != BatchVmStatus::Skipped
+        {
+            errors.push(BatchMessage {
+                vm_id: v.vm_id.clone(),
+                message: e.clone(),
+                timestamp: v
+                    .timestamp
+                    .clone()
+                    .unwrap_or_else(|| outcome.started_at.clone()),
+            });
+        }
+    }
+    let status = if outcome.interrupted {
+        "interrupted"
+    } else if failed == 0 && count(r, BatchVmStatus::NotStarted) == 0 {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    BatchReport {
+        version: super::REPORT_VERSION,
+        report_type: "batch_conversion",
+        timestamp: outcome.started_at.clone(),
+        batch: BatchSection {
+            batch_id: outcome.batch.batch_id.clone(),
+            manifest_path: outcome.batch.path.display().to_string(),
+            success: status == "succeeded",
+            status,
+            duration_seconds: round2(outcome.duration_seconds),
+            parallel_limit: outcome.parallel_limit,
+            continue_on_error: outcome.continue_on_error,
+            resumed: outcome.resumed,
+            total_vms: r.len(),
+            processed_vms: processed,
+            successful_vms: succeeded,
+            failed_vms: failed,
+            skipped_vms: count(r, BatchVmStatus::Skipped),
+            not_started_vms: count(r, BatchVmStatus::NotStarted),
+            interrupted_vms: interrupted,
+            success_rate: if processed == 0 {
+                0.0
+            } else {
+                ((succeeded as f64 / processed as f64) * 10000.0).round() / 10000.0
+            },
+            bytes_read: r.iter().map(|v| v.bytes_read).sum(),
+            bytes_written: r.iter().map(|v| v.bytes_written).sum(),
+        },
+        vm_results: r.clone(),
+        aggregate_stats: AggregateStats {
+            total_duration: round2(outcome.duration_seconds),
+            average_duration: average,
+            fastest_conversion: fastest,
+            slowest_conversion: slowest,
+        },
+        warnings,
+        errors,
+        hyper2kvm_version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+fn message_of(vm_id: &str, w: &Value) -> BatchMessage {
+    BatchMessage {
+        vm_id: vm_id.to_owned(),
+        message: w["message"].as_str().unwrap_or_default().to_owned(),
+        timestamp: w["timestamp"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+fn status_label(s: BatchVmStatus) -> &'static str {
+    match s {
+        BatchVmStatus::Succeeded => "SUCCESS",
+        BatchVmStatus::Failed => "FAILED",
+        BatchVmStatus::Skipped => "SKIPPED",
+        BatchVmStatus::NotStarted => "NOT STARTED",
+        BatchVmStatus::Interrupted => "INTERRUPTED",
+    }
+}
+
+/// `batch_summary.txt`: upstream's layout, with a status word per VM instead of symbols.
+pub fn summary_text(report: &BatchReport) -> String {
+    let eq = "=".repeat(80);
+    let dash = "-".repeat(80);
+    let b = &report.batch;
+    let mut s = String::new();
+    let mut line = |text: &str| {
+        s.push_str(text);
+        s.push('\n');
+    };
+    line(&eq);
+    line("Batch Conversion Summary");
+    line(&eq);
+    line("");
+    line(&format!("Batch ID: {}", b.batch_id));
+    line(&format!("Timestamp: {}", report.timestamp));
+    line(&format!("Duration: {:.2}s", b.duration_seconds));
+    line(&format!("Status: {}", b.status));
+    line("");
+    line("Results:");
+    line(&format!("  Total VMs: {}", b.total_vms));
+    line(&format!("  Processed: {}", b.processed_vms));
+    line(&format!("  Successful: {}", b.successful_vms));
+    line(&format!("  Failed: {}", b.failed_vms));
+    line(&format!("  Skipped: {}", b.skipped_vms));
+    line(&format!("  Not started: {}", b.not_started_vms));
+    line(&format!("  Interrupted: {}", b.interrupted_vms));
+    line(&format!("  Success Rate: {:.1}%", b.success_rate * 100.0));
+    line("");
+    let a = &report.aggregate_stats;
+    if a.average_duration != 0.0 {
+        line("Performance:");
+        line(&format!("  Average Duration: {:.2}s", a.average_duration));
+        if let Some(f) = &a.fastest_conversion {
+            line(&format!("  Fastest: {} ({:.2}s)", f.vm_id, f.duration));
+        }
+        if let Some(f) = &a.slowest_conversion {
+            line(&format!("  Slowest: {} ({:.2}s)", f.vm_id, f.duration));
+        }
+        line("");
+    }
+    line("VM Details:");
+    line(&dash);
+    for v in &report.vm_results {
+        let resumed = if v.from_checkpoint {
+            " (from an earlier run)"
+        } else {
+            ""
+        };
+        line(&format!(
+            "{} | {} | {:.2}s{resumed}",
+            status_label(v.status),
+            v.vm_id,
+            v.duration_seconds
+        ));
+        if let Some(e) = &v.error
+            && v.status != BatchVmStatus::Skipped
+        {
+            // Multi-line errors (validation lists) stay readable, indented under the VM.
+            let mut lines = e.lines();
+            if let Some(first) = lines.next() {
+                line(&format!("  Error: {first}"));
+            }
+            for rest in lines {
+                line(&format!("    {}", rest.trim_start()));
+            }
+        }
+    }
+    line(&dash);
+    line("");
+    for (title, items) in [("Warnings:", &report.warnings), ("Errors:", &report.errors)] {
+        if items.is_empty() {
+            continue;
+        }
+        line(title);
+        for m in items {
+            let mut lines = m.message.lines();
+            line(&format!(
+                "  [{}] {}",
+                m.vm_id,
+                lines.next().unwrap_or_default()
+            ));
+            for rest in lines {
+                line(&format!("      {}", rest.trim_start()));
+            }
+        }
+        line("");
+    }
+    line(&eq);
+    s
+}
