@@ -2,7 +2,6 @@
 #   make demo       install what is missing, build, make sample disks with real filesystems, convert them
 #   make test       the whole test suite (what CI runs): fmt, clippy, unit and integration tests
 #   make test-fast  the same without the slow end-to-end tests
-#   make bench      benchmarks (writes docs/performance.md)
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

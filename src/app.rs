@@ -68,7 +68,9 @@ impl AppError {
             AppError::Plan(_) => exit_code::INVALID_INPUT,
             AppError::Batch(BatchError::Tool(_)) => exit_code::MISSING_TOOL,
             AppError::Batch(_) => exit_code::INVALID_INPUT,
-            AppError::Report(_) | AppError::Setup { .. } => exit_code::VM_FAILED,
+            AppError::Report(_) => exit_code::VM_FAILED,
+            // Nothing has been touched yet (log file, signal handlers).
+            AppError::Setup { .. } => exit_code::INVALID_INPUT,
         }
     }
 }

@@ -566,9 +566,13 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
             return Err(StageFailure::new(format!("disk {}: {e}", disk.id)));
         }
         let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
-        let source_size = std::fs::metadata(&disk.source)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        // qemu-img's actual size counts every extent of a multi-file VMDK, not just the
+        // descriptor it was given.
+        let source_size = facts.info.actual_size.unwrap_or_else(|| {
+            std::fs::metadata(&disk.source)
+                .map(|m| m.len())
+                .unwrap_or(0)
+        });
         run.bytes_read += source_size;
         run.bytes_written += size;
         run.artifacts.push(Artifact {

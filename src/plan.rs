@@ -252,14 +252,11 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         problem("output.directory", message);
     }
 
-    let report_path = m.options.report.enabled.then(|| {
-        let p = Path::new(&m.options.report.path);
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            output_dir.join(p)
-        }
-    });
+    let report_path = m
+        .options
+        .report
+        .enabled
+        .then(|| config::resolve_relative(&output_dir, &m.options.report.path));
 
     if !problems.is_empty() {
         return Err(PlanError::Invalid {
@@ -269,12 +266,14 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
     }
 
     let qemu_img = QemuImg::locate()?;
+    let dry_run = opts.dry_run || m.options.dry_run;
 
     let convert = if converting {
         let c = &m.pipeline.convert;
         let compression = match (c.compress, format) {
             (true, OutputFormat::Qcow2) => {
-                let zstd = opts.dry_run || zstd_supported(&qemu_img);
+                // A dry run touches nothing, not even a scratch file for the probe.
+                let zstd = dry_run || zstd_supported(&qemu_img);
                 if !zstd {
                     notes.push(
                         "this qemu-img has no zstd support; compressing with zlib (several \
@@ -352,7 +351,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         convert,
         validate,
         overwrite: opts.overwrite,
-        dry_run: opts.dry_run || m.options.dry_run,
+        dry_run,
         notes,
         qemu_img,
     })

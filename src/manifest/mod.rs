@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{self, ConfigError, kind_of};
-use crate::profile::{self, Catalog, ProfileError};
+use crate::profile::{self, Catalog};
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];
 pub const SOURCE_FORMATS: &[&str] = &["vmdk", "qcow2", "raw", "vhd", "vhdx", "vdi"];
@@ -99,12 +99,6 @@ pub enum ManifestError {
         path: PathBuf,
         problems: Vec<Problem>,
     },
-    #[error("manifest {path}: Profile loading failed: {source}")]
-    Profile {
-        path: PathBuf,
-        #[source]
-        source: ProfileError,
-    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,13 +127,17 @@ pub struct Manifest {
     pub output: Output,
     #[serde(default)]
     pub options: Options,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub profile: Option<String>,
     #[serde(default)]
     pub profile_overrides: Map<String, Value>,
-    #[serde(default, alias = "profiles_directory")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        alias = "profiles_directory"
+    )]
     pub custom_profile_path: Option<String>,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub description: Option<String>,
     // Sections this build rejects when non-empty (see `schema::TOP_LEVEL`).
     #[serde(default, skip_serializing)]
@@ -156,11 +154,17 @@ pub struct Manifest {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Source {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vm_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub vm_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub datacenter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub export_timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub export_method: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -178,13 +182,17 @@ pub enum Firmware {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vm {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_gb: Option<u32>,
     #[serde(default)]
     pub firmware: Firmware,
     #[serde(default)]
     pub secureboot: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub os_hint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
 }
 
@@ -264,9 +272,11 @@ pub struct Disk {
     pub source_format: SourceFormat,
     pub bytes: u64,
     pub local_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
     #[serde(default = "default_boot_order_hint")]
     pub boot_order_hint: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     #[serde(default)]
     pub disk_type: DiskType,
@@ -285,16 +295,22 @@ impl Disk {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Nic {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestWarning {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
 }
 
@@ -415,8 +431,10 @@ impl fmt::Display for OutputFormat {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Output {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub directory: Option<String>,
     pub format: OutputFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
 }
 
@@ -527,24 +545,21 @@ pub fn resolve(
     let mut effective = Map::new();
     let mut profile_chain = Vec::new();
     if let Some(name) = &profile_name {
-        let catalog = Catalog::new(custom_dir).map_err(|source| ManifestError::Profile {
-            path: path.clone(),
-            source,
-        })?;
-        let resolved = catalog
-            .resolve(name)
-            .map_err(|source| ManifestError::Profile {
-                path: path.clone(),
-                source,
-            })?;
-        effective = resolved.settings;
-        profile_chain = resolved.chain;
+        // A profile that cannot be resolved is one problem among the others, not a stop.
+        match Catalog::new(custom_dir).and_then(|c| c.resolve(name)) {
+            Ok(resolved) => {
+                effective = resolved.settings;
+                profile_chain = resolved.chain;
+            }
+            Err(e) => problems.push("profile", format!("Profile loading failed: {e}")),
+        }
     }
     match upper.get("profile_overrides") {
         None | Some(Value::Null) => {}
         Some(Value::Object(po)) => {
-            check_profile_overrides(po, &mut problems);
-            config::merge_maps(&mut effective, po.clone());
+            // Keys a profile may not set are reported once, here, and not merged.
+            let allowed = check_profile_overrides(po, &mut problems);
+            config::merge_maps(&mut effective, allowed);
         }
         Some(other) => problems.push(
             "profile_overrides",
@@ -581,21 +596,30 @@ pub fn resolve(
     })
 }
 
-fn check_profile_overrides(po: &Map<String, Value>, problems: &mut Problems) {
-    for key in po.keys() {
-        if key == "extends" || !profile::PROFILE_KEYS.contains(&key.as_str()) {
-            let hint = profile::suggest(key, &profile::PROFILE_KEYS)
-                .map(|s| format!(" (did you mean '{s}'?)"))
-                .unwrap_or_default();
-            problems.push(
-                &format!("profile_overrides.{key}"),
-                format!(
-                    "profile_overrides may only set profile settings ({}), not '{key}'{hint}",
-                    profile::PROFILE_KEYS[2..].join(", ")
-                ),
-            );
+fn check_profile_overrides(po: &Map<String, Value>, problems: &mut Problems) -> Map<String, Value> {
+    let settable: Vec<&str> = profile::PROFILE_KEYS
+        .iter()
+        .copied()
+        .filter(|k| *k != "extends")
+        .collect();
+    let mut allowed = Map::new();
+    for (key, value) in po {
+        if settable.contains(&key.as_str()) {
+            allowed.insert(key.clone(), value.clone());
+            continue;
         }
+        let hint = profile::suggest(key, &settable)
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+        problems.push(
+            &format!("profile_overrides.{key}"),
+            format!(
+                "profile_overrides may only set profile settings ({}), not '{key}'{hint}",
+                settable.join(", ")
+            ),
+        );
     }
+    allowed
 }
 
 /// Validates a merged manifest document; `dir` resolves relative disk paths.
@@ -608,6 +632,13 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
              Expected versions: ['1.0']",
         ),
         Some(Value::String(v)) if SUPPORTED_VERSIONS.contains(&v.as_str()) => {}
+        Some(Value::Number(n)) => problems.push(
+            "manifest_version",
+            format!(
+                "manifest_version must be the string \"1.0\" (got the number {n}; in YAML write \
+                 manifest_version: \"1.0\")"
+            ),
+        ),
         Some(v) => {
             let shown = v
                 .as_str()
@@ -620,6 +651,12 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
                 ),
             );
         }
+    }
+    if doc.contains_key("custom_profile_path") && doc.contains_key("profiles_directory") {
+        problems.push(
+            "profiles_directory",
+            "custom_profile_path and profiles_directory name the same setting; keep one",
+        );
     }
 
     // 2. Disks.

@@ -203,7 +203,8 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
             _ => wrong(problems, &format!("an integer from {min} to {max}")),
         },
         Kind::Str => {
-            if !value.is_string() {
+            // Every string setting is optional: null means "not set".
+            if !value.is_string() && !value.is_null() {
                 wrong(problems, "a string");
             }
         }

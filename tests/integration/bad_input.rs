@@ -114,7 +114,10 @@ fn unknown_profile_lists_what_exists() {
         "vm.yaml",
         "manifest_version: \"1.0\"\nprofile: prodution\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
     );
-    insta::assert_snapshot!(err, @"error: manifest [TMP]/vm.yaml: Profile loading failed: unknown profile 'prodution' (did you mean 'production'?); available profiles: production, testing, minimal, fast, windows, archive, debug");
+    insta::assert_snapshot!(err, @r"
+    error: invalid manifest [TMP]/vm.yaml (1 problem):
+      - Profile loading failed: unknown profile 'prodution' (did you mean 'production'?); available profiles: production, testing, minimal, fast, windows, archive, debug
+    ");
 }
 
 #[test]
@@ -127,7 +130,10 @@ fn profile_cycle_shows_the_chain() {
         "vm.yaml",
         "manifest_version: \"1.0\"\nprofile: a\ncustom_profile_path: profiles\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
     );
-    insta::assert_snapshot!(err, @"error: manifest [TMP]/vm.yaml: Profile loading failed: profile inheritance cycle: a -> b -> a");
+    insta::assert_snapshot!(err, @r"
+    error: invalid manifest [TMP]/vm.yaml (1 problem):
+      - Profile loading failed: profile inheritance cycle: a -> b -> a
+    ");
 }
 
 #[test]
@@ -192,6 +198,17 @@ fn output_directory_under_a_file() {
         &dir,
         "vm.yaml",
         "manifest_version: \"1.0\"\noutput: {directory: not-a-dir/out}\npipeline: {convert: {enabled: true}}\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
+    );
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn unquoted_yaml_version_and_misplaced_overrides() {
+    let dir = with_disk();
+    let err = rejected(
+        &dir,
+        "vm.yaml",
+        "manifest_version: 1.0\nprofile: fast\nprofile_overrides:\n  disks: []\n  extends: minimal\n  pipline: {}\ncustom_profile_path: a\nprofiles_directory: b\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
     );
     insta::assert_snapshot!(err);
 }

@@ -113,5 +113,38 @@ fn unknown_parent_names_the_child() {
         .arg(&path)
         .arg("--dump-config"));
     assert_eq!(r.code, Some(2));
-    insta::assert_snapshot!(redact(&r.stderr, &dir), @"error: manifest [TMP]/vm.yaml: Profile loading failed: profile 'site' extends 'prodution', which does not exist (did you mean 'production'?); available profiles: production, testing, minimal, fast, windows, archive, debug, site");
+    insta::assert_snapshot!(redact(&r.stderr, &dir), @r"
+    error: invalid manifest [TMP]/vm.yaml (1 problem):
+      - Profile loading failed: profile 'site' extends 'prodution', which does not exist (did you mean 'production'?); available profiles: production, testing, minimal, fast, windows, archive, debug, site
+    ");
+}
+
+/// What `--dump-config` prints is itself a valid manifest that resolves to the same thing.
+#[test]
+fn dump_config_output_is_a_manifest() {
+    let dir = TestDir::new();
+    dir.write("disk.raw", "x");
+    let first = dump(
+        &dir,
+        "manifest_version: \"1.0\"\nprofile: testing\nsource: {vm_name: web01, site: east}\ndisks:\n  - {id: d0, source_format: raw, bytes: 1, local_path: disk.raw}\n",
+    );
+    let again = dir.write(
+        "again.json",
+        &serde_json::to_string_pretty(&first).expect("json"),
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&again)
+        .arg("--dump-config"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let second: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(first, second);
+    assert_eq!(
+        first["source"]["site"], "east",
+        "extra source keys are kept"
+    );
+    assert!(
+        first["disks"][0].get("checksum").is_none(),
+        "unset means absent, not null"
+    );
 }
