@@ -292,6 +292,25 @@ fn gather(cli: &Cli) -> Result<Gathered, AppError> {
             config::merge_maps(&mut config_layer, doc);
         }
     }
+    let batch_mode = cli.batch_manifest.is_some() || options.batch_manifest.is_some();
+    let batch_only = [
+        (
+            "--batch-parallel",
+            cli.batch_parallel.is_some() || options.batch_parallel.is_some(),
+        ),
+        (
+            "--batch-continue-on-error",
+            cli.batch_continue_on_error
+                || cli.no_batch_continue_on_error
+                || options.batch_continue_on_error.is_some(),
+        ),
+        ("--batch-resume", cli.batch_resume || options.batch_resume),
+    ];
+    if !batch_mode && let Some((flag, _)) = batch_only.iter().find(|(_, set)| *set) {
+        return Err(AppError::Usage(format!(
+            "{flag} applies to batch mode; it needs --batch-manifest FILE"
+        )));
+    }
     // A file named as a manifest is one, whatever it holds (validation says what is missing).
     if let Some(path) = cli.manifest.clone().or_else(|| options.manifest.take()) {
         let doc = config::load_document(&path)?;

@@ -45,11 +45,12 @@ pub struct Cli {
 
     /// Resume a batch from its checkpoint: VMs whose outputs are complete are not converted
     /// again; failed, interrupted and never-started VMs run.
-    #[arg(long, requires = "batch_manifest")]
+    #[arg(long)]
     pub batch_resume: bool,
 
-    /// Directory for converted disks and the report (overrides the manifest's output.directory;
-    /// in batch mode, each VM writes under <DIR>/<vm id>/ and the batch reports go to DIR).
+    /// Directory for converted disks and the report (overrides the manifest's output.directory).
+    /// In batch mode it replaces shared_config.output_directory: batch reports go to DIR and each
+    /// VM writes under <DIR>/<vm id>/ unless its own manifest sets output.directory.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
 

@@ -5,9 +5,10 @@ pub const SUCCESS: u8 = 0;
 /// The VM's pipeline failed (a stage failed; the report says which and why).
 pub const VM_FAILED: u8 = 1;
 /// Invalid input or usage: bad flags, unreadable or invalid manifest or config, a plan that
-/// cannot run (existing outputs, unusable output directory). Nothing was touched.
+/// cannot run (existing outputs, unusable output directory), a log file that cannot be opened.
+/// Nothing was touched.
 pub const INVALID_INPUT: u8 = 2;
-/// A batch finished and some of its VMs failed.
+/// A batch finished and some of its VMs failed or never started.
 pub const BATCH_PARTIAL: u8 = 3;
 /// A required external tool is missing (the message names the package to install).
 pub const MISSING_TOOL: u8 = 4;

@@ -23,6 +23,8 @@ pub struct VmReport {
     pub version: &'static str,
     pub timestamp: String,
     pub vm_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
     pub status: VmStatus,
     pub pipeline: PipelineSection,
     pub artifacts: Vec<Artifact>,
@@ -88,6 +90,7 @@ pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
         version: REPORT_VERSION,
         timestamp: outcome.started_at.clone(),
         vm_id: outcome.vm_id.clone(),
+        batch_id: plan.batch_id.clone(),
         status: outcome.status,
         pipeline: PipelineSection {
             success: outcome.succeeded(),

@@ -101,6 +101,13 @@ fn validate(
             "Missing required field: batch_version. Expected versions: ['1.0']",
         ),
         Some(Value::String(v)) if SUPPORTED_VERSIONS.contains(&v.as_str()) => {}
+        Some(Value::Number(n)) => problems.push(
+            "batch_version",
+            format!(
+                "batch_version must be the string \"1.0\" (got the number {n}; in YAML write \
+                 batch_version: \"1.0\")"
+            ),
+        ),
         Some(v) => {
             let shown = v
                 .as_str()

@@ -164,6 +164,18 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
         .map(|d| crate::config::absolute(d))
         .or_else(|| batch.output_directory.clone());
     let report_dir = shared_out.clone().unwrap_or_else(|| batch.dir.clone());
+    let checkpoint_file = checkpoint::path(&report_dir, &batch.batch_id);
+    if !opts.resume && !opts.overwrite && !opts.dry_run && checkpoint_file.is_file() {
+        return Err(BatchError::Invalid {
+            path: batch.path.clone(),
+            problems: vec![format!(
+                "batch {} already has a checkpoint from an earlier run ({}); pass --batch-resume \
+                 to finish that run, or --overwrite to start the batch over",
+                batch.batch_id,
+                checkpoint_file.display()
+            )],
+        });
+    }
     let previous = if opts.resume {
         checkpoint::load(&report_dir, &batch.batch_id)
     } else {
@@ -193,23 +205,16 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                         let plan_opts = PlanOptions {
                             output_dir_override: None,
                             default_output_dir: shared_out.as_ref().map(|d| d.join(&entry.id)),
-                            // A VM rerun on resume may replace what its own failed run left.
-                            overwrite: opts.overwrite || opts.resume,
+                            // A VM rerun on resume may replace what its own earlier run
+                            // left; a VM the checkpoint does not know may not.
+                            overwrite: opts.overwrite || previous.contains_key(&entry.id),
                             dry_run: opts.dry_run,
                             vm_id: Some(entry.id.clone()),
                             batch_id: Some(batch.batch_id.clone()),
                         };
                         match plan::plan(&loaded, &plan_opts) {
                             Ok(p) => VmPrep::Run(Box::new(p), fingerprint),
-                            Err(e) if e.is_environment() => {
-                                return Err(match e {
-                                    plan::PlanError::Tool(t) => BatchError::Tool(t),
-                                    other => BatchError::Invalid {
-                                        path: batch.path.clone(),
-                                        problems: vec![other.to_string()],
-                                    },
-                                });
-                            }
+                            Err(plan::PlanError::Tool(t)) => return Err(BatchError::Tool(t)),
                             Err(e) => VmPrep::Failed(e.to_string()),
                         }
                     }
@@ -343,7 +348,7 @@ impl PreparedBatch {
             let what = match prepared {
                 VmPrep::Run(..) => "run".to_owned(),
                 VmPrep::Reuse(_) => "done in an earlier run (resume)".to_owned(),
-                VmPrep::Failed(m) => format!("FAILED to load: {m}"),
+                VmPrep::Failed(m) => format!("cannot run: {m}"),
                 VmPrep::Skipped => "skipped (enabled: false)".to_owned(),
             };
             s.push_str(&format!(
@@ -428,11 +433,23 @@ impl PreparedBatch {
             let VmPrep::Run(plan, fingerprint) = prepared else {
                 continue;
             };
+            if plan.dry_run {
+                // options.dry_run in this VM's own settings: plan only, like --dry-run.
+                let mut result = not_run(entry, BatchVmStatus::Skipped, None);
+                result.error = Some("options.dry_run is true: planned, not run".to_owned());
+                if let Ok(mut r) = results.lock() {
+                    r[pos] = Some(result);
+                }
+                continue;
+            }
             let outcome = pipeline::run_vm(plan, cancel, events);
             let mut result = ran(entry, plan, &outcome, fingerprint.clone());
             if let Some(path) = &plan.report_path {
                 let vm_report = report::vm_report(plan, &outcome);
                 if let Err(e) = report::write(path, &vm_report) {
+                    // The report is part of what a VM delivers; without it the VM failed.
+                    result.status = BatchVmStatus::Failed;
+                    result.success = false;
                     result
                         .error
                         .get_or_insert_with(|| pipeline::error_chain(&e));

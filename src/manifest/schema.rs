@@ -17,7 +17,10 @@ pub enum Kind {
         min: i64,
         max: i64,
     },
+    /// An optional string: null means unset.
     Str,
+    /// A string that must be there when the key is (list items, settings without a null form).
+    RequiredStr,
     Enum(&'static [&'static str]),
     Object(&'static [Field]),
     /// Any mapping; its contents are the user's (metadata, source extras).
@@ -76,7 +79,7 @@ const OUTPUT: &[Field] = &[
     f("format", Kind::Enum(OUTPUT_FORMATS)),
     f("filename", Kind::Str),
 ];
-const REPORT: &[Field] = &[f("enabled", Kind::Bool), f("path", Kind::Str)];
+const REPORT: &[Field] = &[f("enabled", Kind::Bool), f("path", Kind::RequiredStr)];
 const OPTIONS: &[Field] = &[
     f("dry_run", Kind::Bool),
     f("verbose", Kind::Int { min: 0, max: 3 }),
@@ -203,8 +206,12 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
             _ => wrong(problems, &format!("an integer from {min} to {max}")),
         },
         Kind::Str => {
-            // Every string setting is optional: null means "not set".
             if !value.is_string() && !value.is_null() {
+                wrong(problems, "a string");
+            }
+        }
+        Kind::RequiredStr => {
+            if !value.is_string() {
                 wrong(problems, "a string");
             }
         }
@@ -246,7 +253,7 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
         Kind::StrList => match value.as_array() {
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    check_value(&format!("{path}[{i}]"), item, &Kind::Str, problems);
+                    check_value(&format!("{path}[{i}]"), item, &Kind::RequiredStr, problems);
                 }
             }
             None => wrong(problems, "a list of strings"),

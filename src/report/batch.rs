@@ -238,9 +238,7 @@ pub fn summary_text(report: &BatchReport) -> String {
             v.vm_id,
             v.duration_seconds
         ));
-        if let Some(e) = &v.error
-            && v.status != BatchVmStatus::Skipped
-        {
+        if let Some(e) = &v.error {
             // Multi-line errors (validation lists) stay readable, indented under the VM.
             let mut lines = e.lines();
             if let Some(first) = lines.next() {

@@ -632,3 +632,66 @@ fn batch_dry_run_writes_nothing() {
     assert_eq!(tree(dir.path()), before);
     insta::assert_snapshot!(redact(&r.stdout, &dir));
 }
+
+/// A finished batch is not silently run again over its own checkpoint.
+#[test]
+fn rerun_without_resume_or_overwrite_is_refused() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    vm(&dir, "only", 0);
+    let batch = batch_file(
+        &dir,
+        json!({"batch_id": "again"}),
+        vec![json!({"manifest": "vms/only.yaml", "id": "only"})],
+    );
+    let first = run(hyper2kvm().arg("--batch-manifest").arg(&batch));
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let second = run(hyper2kvm().arg("--batch-manifest").arg(&batch));
+    assert_eq!(second.code, Some(2));
+    insta::assert_snapshot!(redact(&second.stderr, &dir));
+    let resumed = run(hyper2kvm()
+        .arg("--batch-manifest")
+        .arg(&batch)
+        .arg("--batch-resume"));
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    let report = read_json(&dir.join("converted/batch_report.json"));
+    assert_eq!(report["vm_results"][0]["from_checkpoint"], true);
+}
+
+/// A VM whose own settings say `options.dry_run: true` is planned, not converted.
+#[test]
+fn vm_level_dry_run_is_honoured() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    vm(&dir, "real", 0);
+    vm(&dir, "pretend", 1);
+    let batch = batch_file(
+        &dir,
+        json!({}),
+        vec![
+            json!({"manifest": "vms/real.yaml", "id": "real"}),
+            json!({"manifest": "vms/pretend.yaml", "id": "pretend",
+                   "overrides": {"options": {"dry_run": true}}}),
+        ],
+    );
+    let r = run(hyper2kvm().arg("--batch-manifest").arg(&batch));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&dir.join("converted/batch_report.json"));
+    assert_eq!(
+        statuses(&report)[1],
+        ("pretend".to_owned(), "skipped".to_owned())
+    );
+    assert!(!dir.join("converted/pretend").exists());
+    assert!(dir.join("converted/real/real-d0.qcow2").is_file());
+}
+
+#[test]
+fn batch_flags_need_a_batch() {
+    let r = run(hyper2kvm().args(["--manifest", "vm.yaml", "--batch-resume"]));
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(r.stderr, @"error: --batch-resume applies to batch mode; it needs --batch-manifest FILE");
+}
