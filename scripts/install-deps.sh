@@ -32,11 +32,14 @@ want openssl openssl
 
 if [ "$level" = full ]; then
   want guestfish libguestfs-tools
+  # The appliance formats and repairs XFS guests only with this package.
+  dpkg-query -W -f='${Status}' libguestfs-xfs 2>/dev/null | grep -q "ok installed" || need+=(libguestfs-xfs)
   want virt-customize libguestfs-tools
   want virt-xml-validate libvirt-clients
   want virsh libvirt-clients
   want xmllint libxml2-utils
   want debootstrap debootstrap
+  want cryptsetup cryptsetup-bin
   want_file /usr/share/OVMF/OVMF_CODE.fd ovmf
   # supermin needs a kernel in /boot; this machine's own kernel has no files there.
   ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)

@@ -165,10 +165,23 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
             dry_run: options.dry_run,
             vm_id: None,
             batch_id: None,
+            guest_env: None,
         },
     )?;
     if plan.dry_run {
         print_text(&plan.describe());
+        if plan.fix.is_some() {
+            // Guest repairs can only be known by reading the guest: do that read-only.
+            let cancel = CancelToken::new();
+            install_signal_handlers(&cancel)?;
+            match pipeline::preview_fix(&plan, &cancel) {
+                Ok(preview) => print_text(&fix_preview_text(&preview)),
+                Err(e) => {
+                    print_text(&format!("  fix: the guest could not be read: {e}\n"));
+                    return Ok(exit_code::VM_FAILED);
+                }
+            }
+        }
         return Ok(exit_code::SUCCESS);
     }
 
@@ -236,6 +249,45 @@ fn run_batch(path: &Path, options: &Options, progress: ProgressMode) -> Result<u
     })
 }
 
+/// The guest changes a dry run found, one per line.
+fn fix_preview_text(p: &crate::guest::repair::RepairOutcome) -> String {
+    let mut s =
+        String::from("  fix (computed read-only from the source disks; nothing was written):\n");
+    if let Some(skipped) = &p.skipped {
+        s.push_str(&format!("    {skipped}\n"));
+    }
+    s.push_str(&format!(
+        "    guest: {} ({} {}), root {}\n",
+        p.guest.product_name, p.guest.os_type, p.guest.distro, p.guest.root
+    ));
+    for c in &p.changes {
+        let line = c.line.map(|l| format!(":{l}")).unwrap_or_default();
+        s.push_str(&format!("    {}{line} ({})\n", c.path, c.reason));
+        if !c.before.is_empty() {
+            s.push_str(&format!(
+                "      - {}\n",
+                c.before.trim_end().replace('\t', "  ")
+            ));
+        }
+        if !c.after.is_empty() {
+            s.push_str(&format!(
+                "      + {}\n",
+                c.after.trim_end().replace('\t', "  ")
+            ));
+        }
+    }
+    for r in &p.removed {
+        s.push_str(&format!("    remove {r}\n"));
+    }
+    for n in &p.notes {
+        s.push_str(&format!("    note: {n}\n"));
+    }
+    if p.changes.is_empty() && p.removed.is_empty() && p.skipped.is_none() {
+        s.push_str("    no changes needed\n");
+    }
+    s
+}
+
 /// The short account printed after a run (the report has the details).
 pub fn summary_text(plan: &plan::VmPlan, outcome: &pipeline::VmOutcome) -> String {
     let mut s = String::new();
@@ -262,6 +314,27 @@ pub fn summary_text(plan: &plan::VmPlan, outcome: &pipeline::VmOutcome) -> Strin
     }
     for e in &outcome.errors {
         s.push_str(&format!("  error ({}): {}\n", e.stage, e.message));
+    }
+    // print_fstab: the guest's fstab before and after the fix stage.
+    if let Some(fix) = outcome.stages.iter().find(|st| st.name == "fix")
+        && let Some(result) = &fix.result
+        && let (Some(before), Some(after)) = (
+            result
+                .get("fstab_before")
+                .and_then(serde_json::Value::as_str),
+            result
+                .get("fstab_after")
+                .and_then(serde_json::Value::as_str),
+        )
+    {
+        s.push_str("  /etc/fstab before:\n");
+        for l in before.lines() {
+            s.push_str(&format!("    {l}\n"));
+        }
+        s.push_str("  /etc/fstab after:\n");
+        for l in after.lines() {
+            s.push_str(&format!("    {l}\n"));
+        }
     }
     match &plan.report_path {
         Some(p) => s.push_str(&format!("Report: {}\n", p.display())),

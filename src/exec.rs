@@ -55,18 +55,24 @@ impl CancelToken {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     QemuImg,
+    Guestfish,
+    QemuSystem,
 }
 
 impl Tool {
     pub fn program(self) -> &'static str {
         match self {
             Tool::QemuImg => "qemu-img",
+            Tool::Guestfish => "guestfish",
+            Tool::QemuSystem => "qemu-system-x86_64",
         }
     }
 
     pub fn package(self) -> &'static str {
         match self {
             Tool::QemuImg => "qemu-utils",
+            Tool::Guestfish => "libguestfs-tools",
+            Tool::QemuSystem => "qemu-system-x86",
         }
     }
 
@@ -450,6 +456,106 @@ fn read_stdout(
     captured
 }
 
+/// A background service started through a command that prints one line and leaves a daemon
+/// behind in its process group (`guestfish --listen`). The group is killed when the handle is
+/// dropped, so no daemon outlives the run that started it.
+#[derive(Debug)]
+pub struct Daemon {
+    pgid: Pid,
+    record: CommandRecord,
+}
+
+impl Daemon {
+    /// Starts `cmd` and returns the handle and the first line it printed on stdout.
+    pub fn start(
+        cmd: &Command,
+        first_line_timeout: Duration,
+    ) -> Result<(Daemon, String), ExecError> {
+        use std::io::{BufRead, BufReader};
+        let argv = cmd.argv();
+        let command_line = quote_argv(&argv);
+        tracing::info!(command = %command_line, "starting");
+        let mut proc = std::process::Command::new(&cmd.program);
+        proc.args(&cmd.args)
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(dir) = &cmd.cwd {
+            proc.current_dir(dir);
+        }
+        let started = Instant::now();
+        let mut child = proc.spawn().map_err(|source| ExecError::Spawn {
+            command: command_line.clone(),
+            source,
+        })?;
+        let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The daemon keeps the pipes open for its whole life: read them on detached threads.
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let (etx, erx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let _ = etx.send(read_tail(stderr, STDERR_TAIL_BYTES));
+        });
+        let line = rx.recv_timeout(first_line_timeout).unwrap_or_default();
+        // The foreground process exits once the daemon is ready; reap it.
+        let status = child.wait().map(exit_status).unwrap_or(Status::Exited(-1));
+        let stderr_tail = if line.is_empty() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            erx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let record = CommandRecord {
+            argv,
+            status: if line.is_empty() && status == Status::Exited(0) {
+                Status::TimedOut
+            } else {
+                status
+            },
+            duration_seconds: round_ms(started.elapsed()),
+            stderr_tail: String::from_utf8_lossy(&stderr_tail).into_owned(),
+        };
+        Ok((Daemon { pgid, record }, line.trim().to_owned()))
+    }
+
+    /// How the start went (exit status of the foreground process, duration, stderr).
+    pub fn record(&self) -> &CommandRecord {
+        &self.record
+    }
+
+    /// SIGTERM to the daemon's group, then SIGKILL after the grace period.
+    pub fn stop(&self) {
+        if killpg(self.pgid, Signal::SIGTERM).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + KILL_GRACE;
+        while Instant::now() < deadline {
+            // Signal 0 only checks whether anything in the group is still alive.
+            if killpg(self.pgid, None).is_err() {
+                return;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        let _ = killpg(self.pgid, Signal::SIGKILL);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +627,25 @@ mod tests {
     fn missing_program_is_a_spawn_error() {
         let err = run(&Command::new("/nonexistent/tool"), Watch::default()).unwrap_err();
         assert!(matches!(err, ExecError::Spawn { .. }));
+    }
+
+    #[test]
+    fn daemon_group_dies_with_its_handle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("alive");
+        let script = format!(
+            "(while true; do touch {}; sleep 0.1; done) & echo ready",
+            marker.to_string_lossy()
+        );
+        let cmd = Command::new("/bin/sh").args(["-c", &script]);
+        let (daemon, line) = Daemon::start(&cmd, Duration::from_secs(5)).expect("starts");
+        assert_eq!(line, "ready");
+        thread::sleep(Duration::from_millis(300));
+        assert!(marker.exists());
+        drop(daemon);
+        std::fs::remove_file(&marker).expect("rm");
+        thread::sleep(Duration::from_millis(400));
+        assert!(!marker.exists(), "the daemon outlived its handle");
     }
 
     #[test]

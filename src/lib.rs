@@ -6,6 +6,7 @@
 //! [`app`] has one function per mode; `main.rs` only parses the command line and maps errors to
 //! exit codes.
 
+pub mod accel;
 pub mod app;
 pub mod atomic;
 pub mod batch;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod exec;
 pub mod exit_code;
+pub mod guest;
 pub mod manifest;
 pub mod pipeline;
 pub mod plan;

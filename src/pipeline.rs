@@ -15,7 +15,11 @@ use serde_json::Value;
 
 use crate::checksum;
 use crate::exec::{self, CancelToken, CommandRecord, Status, Watch};
+use crate::guest::inspect::{self as guest_inspect, GuestInfo, InspectError};
+use crate::guest::repair::{self as guest_repair, RepairError};
+use crate::guest::session::{Drive, GuestEnv, GuestError, Session};
 use crate::manifest::SourceFormat;
+use crate::plan::FixMode;
 use crate::plan::{DiskPlan, VmPlan};
 use crate::qemu_img::{self, CheckSummary, CheckVerdict, ImageInfo};
 use crate::ui::{Event, EventSink};
@@ -120,6 +124,8 @@ struct Run<'a> {
     warnings: Vec<Message>,
     commands: Vec<CommandRecord>,
     facts: Vec<Option<SourceFacts>>,
+    /// Per disk, the qcow2 overlay holding guest repairs, when fix wrote one.
+    overlays: Vec<Option<PathBuf>>,
     artifacts: Vec<Artifact>,
     bytes_read: u64,
     bytes_written: u64,
@@ -147,6 +153,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             .collect(),
         commands: Vec::new(),
         facts: vec![None; plan.disks.len()],
+        overlays: vec![None; plan.disks.len()],
         artifacts: Vec::new(),
         bytes_read: 0,
         bytes_written: 0,
@@ -156,9 +163,10 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
     let mut status = VmStatus::Succeeded;
 
     type StageFn = fn(&mut Run<'_>) -> Result<Value, StageFailure>;
-    let order: [(&'static str, bool, StageFn); 4] = [
+    let order: [(&'static str, bool, StageFn); 5] = [
         ("load_manifest", true, stage_load),
         ("inspect", plan.inspect.is_some(), stage_inspect),
+        ("fix", plan.fix.is_some(), stage_fix),
         ("convert", plan.convert.is_some(), stage_convert),
         ("validate", plan.validate.is_some(), stage_validate),
     ];
@@ -213,6 +221,23 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
         }
     }
 
+    // Overlays are scratch space: the output (or the source, for in-place repairs) holds the
+    // result, so they go whatever happened.
+    if let Some(crate::plan::FixPlan {
+        mode: crate::plan::FixMode::Overlay { work_dir },
+        ..
+    }) = &plan.fix
+        && work_dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(work_dir)
+    {
+        run.warnings.push(message(
+            "fix",
+            &format!(
+                "could not remove the work directory {}: {e}",
+                work_dir.display()
+            ),
+        ));
+    }
     let outcome = VmOutcome {
         vm_id: plan.vm_id.clone(),
         status,
@@ -497,20 +522,289 @@ fn stage_inspect(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         let facts = run.source_facts(idx, check)?;
         let disk = &run.plan.disks[idx];
         disks.push(serde_json::json!({
-            "id": disk.id,
-            "source_format": disk.declared,
-            "detected_format": SourceFormat::from_driver(&facts.driver).map(SourceFormat::name),
-            "expected_bytes": disk.expected_bytes,
-            "actual_bytes": actual,
-            "size_match": size_match,
-            "size_human": human_bytes(actual),
-            "virtual_size": facts.info.virtual_size,
-            "vmdk_create_type": facts.info.vmdk_create_type(),
-            "path": disk.source,
-            "integrity_check": if facts.checked { "passed" } else { "skipped" },
-        }));
+        "id": disk.id,
+        "source_format": disk.declared,
+        "detected_format": SourceFormat::from_driver(&facts.driver).map(SourceFormat::name),
+        "expected_bytes": disk.expected_bytes,
+        "actual_bytes": actual,
+        "size_match": size_match,
+        "size_human": human_bytes(actual),
+        "virtual_size": facts.info.virtual_size,
+        "vmdk_create_type": facts.info.vmdk_create_type(),
+        "path": disk.source,
+        "integrity_check": if facts.checked { "passed" } else { "skipped" },
+            }));
     }
-    Ok(serde_json::json!({ "disks": disks }))
+    let mut result = serde_json::json!({ "disks": disks });
+    if run.plan.inspect.as_ref().is_some_and(|i| i.guest_info) {
+        // Like upstream, what the guest turns out to be is information: a guest libguestfs
+        // cannot read is a warning here (the fix stage, when enabled, makes it an error).
+        match inspect_guest(run) {
+            Ok(info) => result["guest"] = serde_json::to_value(info).unwrap_or(Value::Null),
+            Err(f) if f.interrupted => return Err(f),
+            Err(f) => {
+                result["guest_inspection_error"] = Value::String(f.message.clone());
+                run.warn("inspect", format!("guest inspection failed: {}", f.message));
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// The libguestfs environment, which the plan provides whenever a stage needs it.
+fn guest_env(plan: &VmPlan) -> Result<&GuestEnv, StageFailure> {
+    plan.guest_env
+        .as_ref()
+        .ok_or_else(|| StageFailure::new("internal: libguestfs was not located at plan time"))
+}
+
+fn guest_failure(e: &dyn std::error::Error, interrupted: bool) -> StageFailure {
+    if interrupted {
+        StageFailure::interrupted()
+    } else {
+        StageFailure::new(error_chain(e))
+    }
+}
+
+/// Looks inside the guest read-only: OS, filesystems, mount points, kernels.
+fn inspect_guest(run: &mut Run<'_>) -> Result<GuestInfo, StageFailure> {
+    let plan = run.plan;
+    let env = guest_env(plan)?;
+    let mut drives = Vec::new();
+    for idx in 0..plan.disks.len() {
+        let facts = run.source_facts(idx, false)?;
+        drives.push(Drive {
+            path: plan.disks[idx].source.clone(),
+            format: facts.driver,
+            readonly: true,
+        });
+    }
+    let cancel = run.cancel;
+    let mut session = Session::launch(env, &drives, cancel)
+        .map_err(|e| guest_failure(&e, matches!(e, GuestError::Cancelled)))?;
+    let result = guest_inspect::inspect(&mut session)
+        .map_err(|e| {
+            let interrupted = matches!(e, InspectError::Guest(GuestError::Cancelled));
+            guest_failure(&e, interrupted)
+        })
+        .and_then(|mut info| {
+            // Mounting read-only lists the installed kernels; an unmountable guest still has
+            // the rest of its inspection data.
+            if let Err(e) = guest_inspect::mount(&mut session, &mut info, true) {
+                if matches!(e, InspectError::Guest(GuestError::Cancelled)) {
+                    return Err(StageFailure::interrupted());
+                }
+                run.warnings.push(message("inspect", &error_chain(&e)));
+            }
+            Ok(info)
+        });
+    let (records, finished) = session.finish();
+    run.commands.extend(records);
+    if let Err(e) = finished
+        && result.is_ok()
+    {
+        return Err(guest_failure(&e, matches!(e, GuestError::Cancelled)));
+    }
+    result
+}
+
+/// Offline guest repair, into overlays (convert on) or into the sources (convert off).
+fn stage_fix(run: &mut Run<'_>) -> Result<Value, StageFailure> {
+    let plan = run.plan;
+    let fix = plan.fix.as_ref().expect("stage runs only when planned");
+    let env = guest_env(plan)?;
+    let mut drives = Vec::new();
+    for idx in 0..plan.disks.len() {
+        let facts = run.source_facts(idx, true)?;
+        let disk = &plan.disks[idx];
+        match &fix.mode {
+            FixMode::Overlay { work_dir } => {
+                std::fs::create_dir_all(work_dir).map_err(|e| {
+                    StageFailure::new(format!(
+                        "cannot create the work directory {}: {e}",
+                        work_dir.display()
+                    ))
+                })?;
+                let overlay = work_dir.join(format!("{}.overlay.qcow2", disk.id));
+                let out = run.exec(
+                    &plan
+                        .qemu_img
+                        .overlay_cmd(&overlay, &disk.source, &facts.driver),
+                    None,
+                )?;
+                if !out.record.success() {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: could not create the repair overlay: {}",
+                        disk.id, out.record
+                    )));
+                }
+                run.overlays[idx] = Some(overlay.clone());
+                drives.push(Drive {
+                    path: overlay,
+                    format: "qcow2".to_owned(),
+                    readonly: false,
+                });
+            }
+            FixMode::InPlace { backup_dir } => {
+                if facts.info.vmdk_create_type() == Some("streamOptimized") {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: a streamOptimized VMDK cannot be modified in place; enable \
+                         pipeline.convert (repairs then go into an overlay and the output)",
+                        disk.id
+                    )));
+                }
+                if let Some(dir) = backup_dir {
+                    backup_disk(run, idx, dir, &facts)?;
+                }
+                drives.push(Drive {
+                    path: disk.source.clone(),
+                    format: facts.driver.clone(),
+                    readonly: false,
+                });
+            }
+        }
+    }
+    let cancel = run.cancel;
+    let mut session = Session::launch(env, &drives, cancel)
+        .map_err(|e| guest_failure(&e, matches!(e, GuestError::Cancelled)))?;
+    let result = guest_repair::repair(&mut session, &fix.settings, false);
+    let (records, finished) = session.finish();
+    run.commands.extend(records);
+    let outcome = result.map_err(|e| {
+        let interrupted = matches!(
+            e,
+            RepairError::Guest(GuestError::Cancelled)
+                | RepairError::Inspect(InspectError::Guest(GuestError::Cancelled))
+        );
+        guest_failure(&e, interrupted)
+    })?;
+    if let Err(e) = finished {
+        return Err(guest_failure(&e, matches!(e, GuestError::Cancelled)));
+    }
+    for note in &outcome.notes {
+        run.warn("fix", note.clone());
+    }
+    if let Some(skipped) = &outcome.skipped {
+        run.warn("fix", skipped.clone());
+    }
+    run.events.send(Event::GuestChanges {
+        vm: plan.vm_id.clone(),
+        changes: outcome.changes.len(),
+    });
+    let mut value = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+    value["mode"] = Value::String(
+        match fix.mode {
+            FixMode::Overlay { .. } => "overlay",
+            FixMode::InPlace { .. } => "in_place",
+        }
+        .to_owned(),
+    );
+    Ok(value)
+}
+
+/// What the fix stage would change, computed on a read-only view of the sources (`--dry-run`).
+pub fn preview_fix(
+    plan: &VmPlan,
+    cancel: &CancelToken,
+) -> Result<guest_repair::RepairOutcome, String> {
+    let Some(fix) = &plan.fix else {
+        return Err("pipeline.fix is not enabled".to_owned());
+    };
+    let events = EventSink::discard();
+    let mut run = Run {
+        plan,
+        cancel,
+        events: &events,
+        warnings: Vec::new(),
+        commands: Vec::new(),
+        facts: vec![None; plan.disks.len()],
+        overlays: vec![None; plan.disks.len()],
+        artifacts: Vec::new(),
+        bytes_read: 0,
+        bytes_written: 0,
+    };
+    let env = guest_env(plan).map_err(|f| f.message)?;
+    let mut drives = Vec::new();
+    for idx in 0..plan.disks.len() {
+        let facts = run.source_facts(idx, false).map_err(|f| f.message)?;
+        drives.push(Drive {
+            path: plan.disks[idx].source.clone(),
+            format: facts.driver,
+            readonly: true,
+        });
+    }
+    let mut session = Session::launch(env, &drives, cancel).map_err(|e| error_chain(&e))?;
+    let result = guest_repair::repair(&mut session, &fix.settings, true);
+    let _ = session.finish();
+    result.map_err(|e| error_chain(&e))
+}
+
+/// Copies a disk (every file of a multi-file VMDK) before it is modified in place; reflinks
+/// where the filesystem allows, so the copy is instant and takes no space until blocks differ.
+fn backup_disk(
+    run: &mut Run<'_>,
+    idx: usize,
+    dir: &Path,
+    facts: &SourceFacts,
+) -> Result<(), StageFailure> {
+    let disk = &run.plan.disks[idx];
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StageFailure::new(format!(
+            "cannot create the backup directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut files = vec![disk.source.clone()];
+    if let Some(extents) = facts
+        .info
+        .format_specific
+        .as_ref()
+        .and_then(|f| f.get("data"))
+        .and_then(|d| d.get("extents"))
+        .and_then(Value::as_array)
+    {
+        for e in extents {
+            if let Some(name) = e.get("filename").and_then(Value::as_str) {
+                let path = PathBuf::from(name);
+                if !files.contains(&path) {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    for file in files {
+        let Some(name) = file.file_name() else {
+            continue;
+        };
+        let dest = dir.join(name);
+        if dest.exists() {
+            return Err(StageFailure::new(format!(
+                "disk {}: backup {} already exists; move it away first (it may be the only copy \
+                 of an earlier original)",
+                disk.id,
+                dest.display()
+            )));
+        }
+        let cmd = crate::exec::Command::new("cp")
+            .args([
+                "--reflink=auto",
+                "--sparse=always",
+                "--preserve=mode,timestamps",
+            ])
+            .arg(&file)
+            .arg(&dest);
+        let out = run.exec(&cmd, None)?;
+        if !out.record.success() {
+            let _ = std::fs::remove_file(&dest);
+            return Err(StageFailure::new(format!(
+                "disk {}: could not back up {}: {}",
+                disk.id,
+                file.display(),
+                out.record
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
@@ -529,8 +823,13 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         let (Some(output), Some(part)) = (disk.output.clone(), disk.part_path()) else {
             continue;
         };
+        // With guest repairs, convert flattens the overlay (repairs plus the untouched source).
+        let (source, driver) = match &run.overlays[idx] {
+            Some(overlay) => (overlay.clone(), "qcow2".to_owned()),
+            None => (disk.source.clone(), facts.driver.clone()),
+        };
         let spec = plan
-            .convert_spec(disk, &facts.driver, &part)
+            .convert_spec(&source, &driver, &part)
             .expect("convert is planned");
         let cmd = plan.qemu_img.convert_cmd(&spec);
         let total = facts.info.virtual_size;
@@ -665,12 +964,18 @@ fn stage_validate(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         }
         let mut content = "skipped";
         if validate.compare {
-            let driver = match &run.facts[idx] {
-                Some(f) => f.driver.clone(),
-                None => run.source_facts(idx, false)?.driver,
+            // The output must equal what was converted: the repaired overlay when fix ran.
+            let (source, driver) = match run.overlays[idx].clone() {
+                Some(overlay) => (overlay, "qcow2".to_owned()),
+                None => {
+                    let driver = match &run.facts[idx] {
+                        Some(f) => f.driver.clone(),
+                        None => run.source_facts(idx, false)?.driver,
+                    };
+                    (plan.disks[idx].source.clone(), driver)
+                }
             };
-            let disk = &plan.disks[idx];
-            let out = run.exec(&q.compare_cmd(&disk.source, &driver, &output, format), None)?;
+            let out = run.exec(&q.compare_cmd(&source, &driver, &output, format), None)?;
             match out.record.exit_code() {
                 Some(0) => content = "identical",
                 Some(1) => {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config;
 use crate::exec::{self, Watch};
+use crate::guest::session::GuestEnv;
 use crate::manifest::{DiskType, Firmware, Loaded, OutputFormat, Problem, SourceFormat};
 use crate::qemu_img::{Compression, ConvertSpec, QemuImg};
 
@@ -27,6 +28,24 @@ pub struct PlanOptions {
     pub vm_id: Option<String>,
     /// The batch this VM runs in, when it runs in one.
     pub batch_id: Option<String>,
+    /// libguestfs and the accelerator it may use; found (and KVM probed) when `None` and the
+    /// manifest looks inside the guest. A batch passes one in so the probe runs once.
+    pub guest_env: Option<GuestEnv>,
+}
+
+/// Whether a manifest needs libguestfs.
+pub fn needs_guest(m: &crate::manifest::Manifest) -> bool {
+    m.pipeline.fix.enabled || (m.pipeline.inspect.enabled && m.pipeline.inspect.collect_guest_info)
+}
+
+/// Finds libguestfs and probes the accelerator.
+pub fn guest_env() -> Result<GuestEnv, exec::ExecError> {
+    let guestfish = exec::Tool::Guestfish.locate()?;
+    let accel = match exec::Tool::QemuSystem.locate() {
+        Ok(qemu) => crate::accel::probe(&qemu).accel,
+        Err(_) => crate::accel::Accel::Tcg,
+    };
+    Ok(GuestEnv { guestfish, accel })
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +65,7 @@ pub struct VmPlan {
     /// In boot order (`boot_order_hint`, ties in manifest order).
     pub disks: Vec<DiskPlan>,
     pub inspect: Option<InspectPlan>,
+    pub fix: Option<FixPlan>,
     pub convert: Option<ConvertPlan>,
     pub validate: Option<ValidatePlan>,
     pub overwrite: bool,
@@ -53,6 +73,7 @@ pub struct VmPlan {
     /// Things the admin should know that do not stop the run; they go into the report.
     pub notes: Vec<String>,
     pub qemu_img: QemuImg,
+    pub guest_env: Option<GuestEnv>,
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +111,25 @@ pub fn part_path(output: &Path) -> PathBuf {
 pub struct InspectPlan {
     /// `qemu-img check` on sources whose format supports it.
     pub check_source: bool,
+    /// Look inside the guest with libguestfs (OS, filesystems, kernels).
+    pub guest_info: bool,
+}
+
+/// Offline guest repair.
+#[derive(Clone, Debug)]
+pub struct FixPlan {
+    pub settings: crate::manifest::FixStage,
+    pub mode: FixMode,
+}
+
+/// Where guest repairs are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FixMode {
+    /// Into qcow2 overlays backed by the read-only sources (convert flattens them); the
+    /// overlays live in `work_dir` and are removed when the VM finishes.
+    Overlay { work_dir: PathBuf },
+    /// Into the source disks themselves (convert is off), after a copy into `backup_dir`.
+    InPlace { backup_dir: Option<PathBuf> },
 }
 
 #[derive(Clone, Debug)]
@@ -141,16 +181,6 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         })
     };
     let mut notes = Vec::new();
-
-    if m.pipeline.fix.enabled {
-        problem(
-            "pipeline.fix.enabled",
-            "offline guest repair (pipeline.fix) is not available in this version of hyper2kvm; \
-             set pipeline.fix.enabled: false (for a profile: profile_overrides: {pipeline: {fix: \
-             {enabled: false}}})"
-                .to_owned(),
-        );
-    }
 
     let output_dir = opts
         .output_dir_override
@@ -267,6 +297,36 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
 
     let qemu_img = QemuImg::locate()?;
     let dry_run = opts.dry_run || m.options.dry_run;
+    let guest_env = if needs_guest(m) {
+        match &opts.guest_env {
+            Some(env) => Some(env.clone()),
+            None => Some(guest_env()?),
+        }
+    } else {
+        None
+    };
+    let fix = m.pipeline.fix.enabled.then(|| FixPlan {
+        settings: m.pipeline.fix.clone(),
+        mode: if converting {
+            FixMode::Overlay {
+                work_dir: output_dir.join(format!(".hyper2kvm-work-{vm_id}")),
+            }
+        } else {
+            FixMode::InPlace {
+                backup_dir: m.pipeline.fix.backup.then(|| output_dir.join("backups")),
+            }
+        },
+    });
+    if fix
+        .as_ref()
+        .is_some_and(|f| matches!(f.mode, FixMode::InPlace { .. }))
+    {
+        notes.push(
+            "pipeline.convert is off, so guest repairs are written into the source disks \
+             themselves"
+                .to_owned(),
+        );
+    }
 
     let convert = if converting {
         let c = &m.pipeline.convert;
@@ -343,17 +403,18 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         output_dir,
         report_path,
         disks,
-        inspect: m
-            .pipeline
-            .inspect
-            .enabled
-            .then_some(InspectPlan { check_source: true }),
+        inspect: m.pipeline.inspect.enabled.then_some(InspectPlan {
+            check_source: true,
+            guest_info: m.pipeline.inspect.collect_guest_info,
+        }),
+        fix,
         convert,
         validate,
         overwrite: opts.overwrite,
         dry_run,
         notes,
         qemu_img,
+        guest_env,
     })
 }
 
@@ -408,13 +469,13 @@ impl VmPlan {
     /// The convert command for one disk (writing to its `.part` file).
     pub fn convert_spec<'a>(
         &'a self,
-        disk: &'a DiskPlan,
+        source: &'a Path,
         source_driver: &'a str,
         dest: &'a Path,
     ) -> Option<ConvertSpec<'a>> {
         let c = self.convert.as_ref()?;
         Some(ConvertSpec {
-            source: &disk.source,
+            source,
             source_driver,
             dest,
             output_format: c.format.name(),
@@ -438,6 +499,7 @@ impl VmPlan {
         }
         let stages: Vec<&str> = [
             ("inspect", self.inspect.is_some()),
+            ("fix", self.fix.is_some()),
             ("convert", self.convert.is_some()),
             ("validate", self.validate.is_some()),
         ]
@@ -488,7 +550,7 @@ impl VmPlan {
                 let _ = writeln!(s, "    $ {}", q.check_cmd(&d.source, driver));
             }
             if let (Some(out), Some(part)) = (&d.output, d.part_path())
-                && let Some(spec) = self.convert_spec(d, driver, &part)
+                && let Some(spec) = self.convert_spec(&d.source, driver, &part)
             {
                 let _ = writeln!(s, "    $ {}", q.convert_cmd(&spec));
                 let _ = writeln!(s, "    rename {} -> {}", part.display(), out.display());

@@ -103,6 +103,14 @@ impl QemuImg {
             .arg(image_arg(b))
     }
 
+    /// A qcow2 overlay whose reads fall through to `backing` (opened read-only, never written).
+    pub fn overlay_cmd(&self, overlay: &Path, backing: &Path, backing_driver: &str) -> Command {
+        self.cmd()
+            .args(["create", "-q", "-f", "qcow2", "-F", backing_driver, "-b"])
+            .arg(image_arg(backing))
+            .arg(image_arg(overlay))
+    }
+
     /// Creates a throw-away zstd qcow2 to learn whether this qemu-img build has zstd.
     pub fn zstd_probe_cmd(&self, scratch: &Path) -> Command {
         self.cmd()

@@ -42,6 +42,11 @@ pub enum Event {
         vm: String,
         message: String,
     },
+    /// The fix stage changed this many things in the guest.
+    GuestChanges {
+        vm: String,
+        changes: usize,
+    },
     VmFinished {
         vm: String,
         status: VmStatus,
@@ -169,6 +174,9 @@ fn lines(rx: Receiver<Event>) {
                 format!("[{vm}] {activity} {disk}: {}%", step * 10)
             }
             Event::Warning { vm, message } => format!("[{vm}] warning: {message}"),
+            Event::GuestChanges { vm, changes } => {
+                format!("[{vm}] fix: {changes} change(s) in the guest")
+            }
             Event::VmFinished { vm, status } => {
                 last_step.retain(|(v, _), _| *v != vm);
                 format!("[{vm}] {}", status_word(status))
@@ -212,7 +220,7 @@ fn bars(rx: Receiver<Event>, total_vms: usize) {
                     bar.set_length(0);
                 }
             }
-            Event::StageFinished { .. } => {}
+            Event::StageFinished { .. } | Event::GuestChanges { .. } => {}
             Event::Progress {
                 vm, done, total, ..
             } => {

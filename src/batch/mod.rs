@@ -184,6 +184,8 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
 
     let mut problems: Vec<String> = Vec::new();
     let mut vms = Vec::new();
+    // libguestfs is found and KVM probed once, for the first VM that needs them.
+    let mut guest_env = None;
     for entry in &batch.vms {
         if !entry.enabled {
             vms.push((entry.clone(), VmPrep::Skipped));
@@ -202,6 +204,9 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                         VmPrep::Reuse(Box::new(reused))
                     }
                     _ => {
+                        if guest_env.is_none() && plan::needs_guest(&loaded.manifest) {
+                            guest_env = Some(plan::guest_env()?);
+                        }
                         let plan_opts = PlanOptions {
                             output_dir_override: None,
                             default_output_dir: shared_out.as_ref().map(|d| d.join(&entry.id)),
@@ -211,6 +216,7 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                             dry_run: opts.dry_run,
                             vm_id: Some(entry.id.clone()),
                             batch_id: Some(batch.batch_id.clone()),
+                            guest_env: guest_env.clone(),
                         };
                         match plan::plan(&loaded, &plan_opts) {
                             Ok(p) => VmPrep::Run(Box::new(p), fingerprint),

@@ -349,6 +349,8 @@ pub struct FixStage {
     pub fstab_mode: FstabMode,
     pub remove_vmware_tools: bool,
     pub print_fstab: bool,
+    /// Remove MAC pinning from the guest's network configuration.
+    pub network: bool,
 }
 
 impl Default for FixStage {
@@ -361,6 +363,7 @@ impl Default for FixStage {
             fstab_mode: FstabMode::StabilizeAll,
             remove_vmware_tools: false,
             print_fstab: false,
+            network: true,
         }
     }
 }

@@ -57,6 +57,7 @@ const FIX: &[Field] = &[
     f("fstab_mode", Kind::Enum(FSTAB_MODES)),
     f("remove_vmware_tools", Kind::Bool),
     f("print_fstab", Kind::Bool),
+    f("network", Kind::Bool),
 ];
 const CONVERT: &[Field] = &[
     f("enabled", Kind::Bool),

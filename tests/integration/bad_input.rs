@@ -137,20 +137,6 @@ fn profile_cycle_shows_the_chain() {
 }
 
 #[test]
-fn fix_is_refused_until_guest_repair_exists() {
-    if !require_tool("qemu-img") {
-        return;
-    }
-    let dir = with_disk();
-    let err = rejected(
-        &dir,
-        "vm.yaml",
-        "manifest_version: \"1.0\"\nprofile: production\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
-    );
-    insta::assert_snapshot!(err);
-}
-
-#[test]
 fn unsupported_sections_are_rejected_not_ignored() {
     let dir = with_disk();
     let err = rejected(

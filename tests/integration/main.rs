@@ -26,5 +26,11 @@ mod text;
 /// Batch mode: parallel VMs, isolation, ordering, reports, resume.
 mod batch;
 
+/// Phony guests (built with guestfish, cached outside the checkout) for the fix tests.
+mod guests;
+
+/// Offline guest repair with libguestfs on phony guests.
+mod fix;
+
 /// SIGINT and SIGTERM during a conversion.
 mod signals;

@@ -29,7 +29,7 @@ fn two_disk_manifest(dir: &TestDir) -> std::path::PathBuf {
     dir.write(
         "vm.yaml",
         &format!(
-            "manifest_version: \"1.0\"\nsource: {{provider: vsphere, vm_name: web01}}\nprofile: archive\nprofile_overrides:\n  pipeline: {{fix: {{enabled: false}}}}\ndisks:\n  - {{id: boot, source_format: vmdk, bytes: {}, local_path: disks/boot.vmdk, boot_order_hint: 0, disk_type: boot, checksum: {}}}\n  - {{id: data, source_format: vhd, bytes: 1, local_path: disks/data.vhd, boot_order_hint: 1, disk_type: data}}\n",
+            "manifest_version: \"1.0\"\nsource: {{provider: vsphere, vm_name: web01}}\nprofile: archive\nprofile_overrides:\n  pipeline: {{fix: {{enabled: false}}, inspect: {{collect_guest_info: false}}}}\ndisks:\n  - {{id: boot, source_format: vmdk, bytes: {}, local_path: disks/boot.vmdk, boot_order_hint: 0, disk_type: boot, checksum: {}}}\n  - {{id: data, source_format: vhd, bytes: 1, local_path: disks/data.vhd, boot_order_hint: 1, disk_type: data}}\n",
             file_size(&boot),
             sha256(&boot)
         ),

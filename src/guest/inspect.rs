@@ -1,0 +1,274 @@
+//! What is inside a guest: its operating system, filesystems and boot setup, read through a
+//! session with libguestfs's inspection.
+
+use serde::Serialize;
+
+use super::session::{GuestError, Session};
+use super::{DeviceIds, Devices};
+
+/// The guest as inspection sees it; goes into the report as `guest`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GuestInfo {
+    pub os_type: String,
+    pub distro: String,
+    pub product_name: String,
+    pub major_version: u32,
+    pub minor_version: u32,
+    pub hostname: String,
+    pub package_format: String,
+    /// The device of the root filesystem (`/dev/sda1`, `/dev/vg/root`).
+    pub root: String,
+    /// Mount point → device, as the guest's fstab says (libguestfs's view).
+    pub mountpoints: Vec<(String, String)>,
+    /// Device → filesystem type, for every filesystem found.
+    pub filesystems: Vec<(String, String)>,
+    /// An EFI system partition exists (vfat mounted at /boot/efi, or a GPT ESP).
+    pub esp_present: bool,
+    /// `uefi` when an ESP is present, else `bios`.
+    pub firmware_hint: &'static str,
+    /// Kernel versions installed (`/lib/modules/*`), filled in once the guest is mounted.
+    pub kernels: Vec<String>,
+    /// Devices holding LUKS-encrypted volumes.
+    pub encrypted: Vec<String>,
+}
+
+impl GuestInfo {
+    pub fn is_windows(&self) -> bool {
+        self.os_type == "windows"
+    }
+
+    pub fn is_linux(&self) -> bool {
+        self.os_type == "linux"
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    #[error(
+        "no operating system was found on the disks{}; nothing was changed",
+        encrypted_hint(encrypted)
+    )]
+    NoOs { encrypted: Vec<String> },
+    #[error(
+        "several operating systems were found (roots: {}); hyper2kvm repairs one per VM, so \
+         split the disks into one manifest per operating system",
+        roots.join(", ")
+    )]
+    SeveralRoots { roots: Vec<String> },
+    #[error(
+        "the guest has encrypted (LUKS) volumes ({}) and no key was given; hyper2kvm cannot \
+         open them, so it cannot repair this guest (nothing was changed)",
+        devices.join(", ")
+    )]
+    Encrypted { devices: Vec<String> },
+    #[error(
+        "cannot mount {device} at {mountpoint} (the filesystem may be corrupt; check it with \
+         fsck): {message}"
+    )]
+    Mount {
+        device: String,
+        mountpoint: String,
+        message: String,
+    },
+}
+
+fn encrypted_hint(devices: &[String]) -> String {
+    if devices.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (encrypted LUKS volumes {} may hide it; no key was given)",
+            devices.join(", ")
+        )
+    }
+}
+
+/// Runs libguestfs inspection and returns the single root it finds.
+pub fn inspect(session: &mut Session<'_>) -> Result<GuestInfo, InspectError> {
+    let filesystems: Vec<(String, String)> = session
+        .lines(&["list-filesystems"])?
+        .iter()
+        .filter_map(|l| {
+            let (dev, fs) = l.split_once(':')?;
+            Some((dev.trim().to_owned(), fs.trim().to_owned()))
+        })
+        .collect();
+    // list-filesystems leaves LUKS containers out; ask each partition what it holds.
+    let mut encrypted: Vec<String> = filesystems
+        .iter()
+        .filter(|(_, fs)| fs == "crypto_LUKS")
+        .map(|(d, _)| d.clone())
+        .collect();
+    for part in session.lines(&["list-partitions"])? {
+        if encrypted.contains(&part) {
+            continue;
+        }
+        match session.call(&["vfs-type", &part]) {
+            Ok(t) if t.trim() == "crypto_LUKS" => encrypted.push(part),
+            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled.into()),
+            _ => {}
+        }
+    }
+    let roots = session.lines(&["inspect-os"])?;
+    let root = match roots.as_slice() {
+        [] => return Err(InspectError::NoOs { encrypted }),
+        [one] => one.clone(),
+        many => {
+            return Err(InspectError::SeveralRoots {
+                roots: many.to_vec(),
+            });
+        }
+    };
+    let get = |session: &mut Session<'_>, what: &str| -> Result<String, GuestError> {
+        Ok(session
+            .call(&[&format!("inspect-get-{what}"), &root])?
+            .trim()
+            .to_owned())
+    };
+    let os_type = get(session, "type")?;
+    let distro = get(session, "distro")?;
+    let product_name = get(session, "product-name")?;
+    let major_version = get(session, "major-version")?.parse().unwrap_or(0);
+    let minor_version = get(session, "minor-version")?.parse().unwrap_or(0);
+    let hostname = get(session, "hostname")?;
+    let package_format = get(session, "package-format")?;
+    let mut mountpoints: Vec<(String, String)> = session
+        .lines(&["inspect-get-mountpoints", &root])?
+        .iter()
+        .filter_map(|l| {
+            let (mp, dev) = l.split_once(": ")?;
+            Some((mp.trim().to_owned(), dev.trim().to_owned()))
+        })
+        .collect();
+    mountpoints.sort_by_key(|(mp, _)| (mp.len(), mp.clone()));
+    let esp_present = mountpoints.iter().any(|(mp, dev)| {
+        mp == "/boot/efi" && filesystems.iter().any(|(d, fs)| d == dev && fs == "vfat")
+    });
+    Ok(GuestInfo {
+        os_type,
+        distro,
+        product_name,
+        major_version,
+        minor_version,
+        hostname,
+        package_format,
+        root,
+        mountpoints,
+        filesystems,
+        esp_present,
+        firmware_hint: if esp_present { "uefi" } else { "bios" },
+        kernels: Vec::new(),
+        encrypted,
+    })
+}
+
+/// Mounts the guest's filesystems (shortest mount point first) and lists its kernels.
+pub fn mount(
+    session: &mut Session<'_>,
+    info: &mut GuestInfo,
+    readonly: bool,
+) -> Result<(), InspectError> {
+    if !info.encrypted.is_empty() {
+        return Err(InspectError::Encrypted {
+            devices: info.encrypted.clone(),
+        });
+    }
+    let verb = if readonly { "mount-ro" } else { "mount" };
+    for (mp, dev) in info.mountpoints.clone() {
+        if let Err(e) = session.call(&[verb, &dev, &mp]) {
+            if matches!(e, GuestError::Cancelled) {
+                return Err(e.into());
+            }
+            // The root must mount; a missing or broken secondary filesystem is fatal too, since
+            // its files (e.g. /boot) may be what needs repair.
+            return Err(InspectError::Mount {
+                device: dev,
+                mountpoint: mp,
+                message: match e {
+                    GuestError::Command { message, .. } => message,
+                    other => other.to_string(),
+                },
+            });
+        }
+    }
+    info.kernels = session
+        .ls("/lib/modules")?
+        .into_iter()
+        .filter(|k| k.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .collect();
+    info.kernels.sort();
+    Ok(())
+}
+
+/// Stable identifiers of every filesystem and partition, from `blkid`.
+pub fn devices(session: &mut Session<'_>, info: &GuestInfo) -> Result<Devices, GuestError> {
+    let mut names: Vec<String> = session.lines(&["list-partitions"])?;
+    for (dev, _) in &info.filesystems {
+        if !names.contains(dev) {
+            names.push(dev.clone());
+        }
+    }
+    let mut by_name = std::collections::BTreeMap::new();
+    for name in names {
+        // blkid fails on devices without a signature (an empty partition): no ids, not an error.
+        let text = match session.call(&["blkid", &name]) {
+            Ok(t) => t,
+            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled),
+            Err(_) => String::new(),
+        };
+        by_name.insert(name, parse_blkid(&text));
+    }
+    Ok(Devices {
+        by_name,
+        root: Some(info.root.clone()),
+    })
+}
+
+/// Parses guestfish `blkid` output (`KEY: value` lines).
+pub fn parse_blkid(text: &str) -> DeviceIds {
+    let mut ids = DeviceIds::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let slot = match key.trim() {
+            "UUID" => &mut ids.uuid,
+            "PARTUUID" => &mut ids.partuuid,
+            "LABEL" => &mut ids.label,
+            "PART_ENTRY_NAME" | "PARTLABEL" => &mut ids.partlabel,
+            "TYPE" => &mut ids.fstype,
+            _ => continue,
+        };
+        *slot = Some(value.to_owned());
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blkid_output() {
+        let ids = parse_blkid(
+            "UUID: 0e6f2c1b-6f3e-4d55-9c8a-2c2b1f6e3a10\nBLOCK_SIZE: 4096\nTYPE: ext4\nPARTUUID: 5f2d4a6e-01\nLABEL: root\n",
+        );
+        assert_eq!(
+            ids.uuid.as_deref(),
+            Some("0e6f2c1b-6f3e-4d55-9c8a-2c2b1f6e3a10")
+        );
+        assert_eq!(ids.partuuid.as_deref(), Some("5f2d4a6e-01"));
+        assert_eq!(ids.label.as_deref(), Some("root"));
+        assert_eq!(ids.fstype.as_deref(), Some("ext4"));
+        assert_eq!(
+            ids.stable_spec().as_deref(),
+            Some("UUID=0e6f2c1b-6f3e-4d55-9c8a-2c2b1f6e3a10")
+        );
+    }
+}

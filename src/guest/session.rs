@@ -1,0 +1,276 @@
+//! A libguestfs appliance for one stage of one VM, driven through `guestfish --listen`.
+//!
+//! One appliance launch costs about ten seconds under TCG, so each stage launches exactly one
+//! and then talks to it command by command (`guestfish --remote`), reading files, letting the
+//! pure transforms decide, and writing back, all in the same launch. Every remote command goes
+//! through `exec` and is recorded. Commands are sent with guestfish's `-` prefix, which keeps the
+//! server alive when a command fails; failure is then read from the exit status and stderr.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::accel::Accel;
+use crate::exec::{
+    self, CancelToken, Command, CommandRecord, Daemon, ExecError, Status, Tool, Watch,
+};
+
+/// How long the listener may take to say it is ready (it does not launch the appliance yet).
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A single remote command; guest-side tools such as an initramfs rebuild under TCG are slow.
+const CALL_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("guestfish did not start: {0}")]
+    Start(String),
+    #[error("libguestfs: `{command}` failed: {message}")]
+    Command { command: String, message: String },
+    #[error("interrupted")]
+    Cancelled,
+    #[error("could not use a scratch file for {what}: {source}")]
+    Scratch {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every session needs to know about this machine.
+#[derive(Clone, Debug)]
+pub struct GuestEnv {
+    pub guestfish: PathBuf,
+    pub accel: Accel,
+}
+
+impl GuestEnv {
+    /// Finds guestfish; `accel` comes from the KVM probe.
+    pub fn locate(accel: Accel) -> Result<Self, ExecError> {
+        Ok(Self {
+            guestfish: Tool::Guestfish.locate()?,
+            accel,
+        })
+    }
+
+    fn command(&self) -> Command {
+        let cmd = Command::new(&self.guestfish).env("LIBGUESTFS_BACKEND", "direct");
+        match self.accel {
+            Accel::Tcg => cmd.env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg"),
+            Accel::Kvm => cmd,
+        }
+    }
+}
+
+/// A disk to attach to the appliance.
+#[derive(Clone, Debug)]
+pub struct Drive {
+    pub path: PathBuf,
+    /// qemu block driver (`qcow2`, `vmdk`, `vpc`, ...).
+    pub format: String,
+    pub readonly: bool,
+}
+
+/// One running appliance.
+pub struct Session<'a> {
+    env: &'a GuestEnv,
+    daemon: Daemon,
+    pid: String,
+    cancel: &'a CancelToken,
+    scratch: tempfile::TempDir,
+    records: Vec<CommandRecord>,
+}
+
+impl<'a> Session<'a> {
+    /// Starts the listener, attaches the drives and launches the appliance.
+    pub fn launch(
+        env: &'a GuestEnv,
+        drives: &[Drive],
+        cancel: &'a CancelToken,
+    ) -> Result<Self, GuestError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("hyper2kvm-guest-")
+            .tempdir()
+            .map_err(|source| GuestError::Scratch {
+                what: "the guest session".to_owned(),
+                source,
+            })?;
+        let (daemon, line) = Daemon::start(&env.command().arg("--listen"), LISTEN_TIMEOUT)?;
+        let pid = line
+            .strip_prefix("GUESTFISH_PID=")
+            .and_then(|rest| rest.split(';').next())
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned)
+            .ok_or_else(|| GuestError::Start(daemon.record().to_string()))?;
+        let mut session = Session {
+            env,
+            records: vec![daemon.record().clone()],
+            daemon,
+            pid,
+            cancel,
+            scratch,
+        };
+        for d in drives {
+            let mut args = vec![
+                "add-drive".to_owned(),
+                d.path.display().to_string(),
+                format!("format:{}", d.format),
+            ];
+            if d.readonly {
+                args.push("readonly:true".to_owned());
+            }
+            session.call_owned(&args)?;
+        }
+        session.call(&["run"])?;
+        Ok(session)
+    }
+
+    /// Every command this session ran, for the report.
+    pub fn take_records(&mut self) -> Vec<CommandRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// Runs one guestfish command and returns its stdout.
+    pub fn call(&mut self, args: &[&str]) -> Result<String, GuestError> {
+        let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        self.call_owned(&owned)
+    }
+
+    fn call_owned(&mut self, args: &[String]) -> Result<String, GuestError> {
+        let Some((name, rest)) = args.split_first() else {
+            return Ok(String::new());
+        };
+        if self.cancel.is_cancelled() {
+            return Err(GuestError::Cancelled);
+        }
+        let cmd = self
+            .env
+            .command()
+            .arg(format!("--remote={}", self.pid))
+            .arg("--")
+            .arg(format!("-{name}"))
+            .args(rest)
+            .timeout(CALL_TIMEOUT);
+        let out = exec::run(
+            &cmd,
+            Watch {
+                cancel: Some(self.cancel),
+                ..Watch::default()
+            },
+        )?;
+        let record = out.record;
+        self.records.push(record.clone());
+        if record.status == Status::Cancelled {
+            return Err(GuestError::Cancelled);
+        }
+        let stderr = record.stderr_tail.trim();
+        let failed = !record.success()
+            || stderr.contains("libguestfs: error:")
+            || stderr.contains("guestfish: ");
+        if failed {
+            let message = stderr
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| l.trim_start_matches("libguestfs: error: "))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(GuestError::Command {
+                command: args.join(" "),
+                message: if message.is_empty() {
+                    record.status.to_string()
+                } else {
+                    message
+                },
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Output lines of a command, without empty ones.
+    pub fn lines(&mut self, args: &[&str]) -> Result<Vec<String>, GuestError> {
+        Ok(self
+            .call(args)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn boolean(&mut self, args: &[&str]) -> Result<bool, GuestError> {
+        Ok(self.call(args)?.trim() == "true")
+    }
+
+    pub fn is_file(&mut self, path: &str) -> Result<bool, GuestError> {
+        self.boolean(&["is-file", path, "followsymlinks:true"])
+    }
+
+    pub fn is_dir(&mut self, path: &str) -> Result<bool, GuestError> {
+        self.boolean(&["is-dir", path, "followsymlinks:true"])
+    }
+
+    pub fn exists(&mut self, path: &str) -> Result<bool, GuestError> {
+        self.boolean(&["exists", path])
+    }
+
+    /// A text file's content, or `None` when it does not exist (or is not a regular file).
+    pub fn read(&mut self, path: &str) -> Result<Option<String>, GuestError> {
+        if !self.is_file(path)? {
+            return Ok(None);
+        }
+        let local = self.scratch.path().join("download");
+        let local_str = local.display().to_string();
+        self.call(&["download", path, &local_str])?;
+        let bytes = std::fs::read(&local).map_err(|source| GuestError::Scratch {
+            what: path.to_owned(),
+            source,
+        })?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Replaces a guest file's content, keeping its owner and mode (upload rewrites the data of
+    /// the existing inode).
+    pub fn write(&mut self, path: &str, content: &str) -> Result<(), GuestError> {
+        let local = self.scratch.path().join("upload");
+        std::fs::write(&local, content).map_err(|source| GuestError::Scratch {
+            what: path.to_owned(),
+            source,
+        })?;
+        let local_str = local.display().to_string();
+        self.call(&["upload", &local_str, path])?;
+        Ok(())
+    }
+
+    /// Entry names of a directory (empty when it does not exist).
+    pub fn ls(&mut self, dir: &str) -> Result<Vec<String>, GuestError> {
+        if !self.is_dir(dir)? {
+            return Ok(Vec::new());
+        }
+        self.lines(&["ls", dir])
+    }
+
+    /// Runs a program inside the guest (chroot of the mounted root) and returns its output.
+    pub fn run_in_guest(&mut self, argv: &[String]) -> Result<String, GuestError> {
+        // guestfish reads a string list as one space-separated word list.
+        let joined = argv.join(" ");
+        self.call(&["command", &joined])
+    }
+
+    /// Flushes and detaches everything, then stops the appliance. The records come back
+    /// whatever happened; the result says whether every write reached the disk.
+    pub fn finish(mut self) -> (Vec<CommandRecord>, Result<(), GuestError>) {
+        let result = self
+            .call(&["sync"])
+            .and_then(|_| self.call(&["umount-all"]))
+            .and_then(|_| self.call(&["shutdown"]))
+            .map(|_| ());
+        let _ = self.call(&["exit"]);
+        self.daemon.stop();
+        (self.take_records(), result)
+    }
+
+    /// The scratch directory this session may use for host-side files.
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
+    }
+}

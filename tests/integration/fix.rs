@@ -1,0 +1,390 @@
+//! Offline guest repair on phony guests: golden guest files after the fix, sources untouched.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::guests::{Guest, phony_guest, read_back};
+use crate::support::*;
+
+fn tools() -> bool {
+    require_tool("qemu-img") && require_tool("guestfish")
+}
+
+/// A phony guest saved as `name` in `format` (raw, or a streamOptimized VMDK like VMware's).
+fn source(dir: &TestDir, guest: Guest, name: &str, vmdk: bool) -> PathBuf {
+    let raw = dir.join(&format!("{name}.raw"));
+    phony_guest(guest, &raw);
+    if !vmdk {
+        return raw;
+    }
+    let out = dir.join(&format!("{name}.vmdk"));
+    run_ok(
+        Command::new("qemu-img")
+            .args([
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "vmdk",
+                "-o",
+                "subformat=streamOptimized",
+            ])
+            .arg(&raw)
+            .arg(&out),
+    );
+    std::fs::remove_file(&raw).expect("rm raw");
+    out
+}
+
+fn manifest(dir: &TestDir, disk: &Path, format: &str, extra: &str) -> PathBuf {
+    dir.write(
+        "vm.yaml",
+        &format!(
+            "manifest_version: \"1.0\"\nsource: {{provider: vsphere, vm_name: guest}}\n{extra}\ndisks:\n  - {{id: boot, source_format: {format}, bytes: {}, local_path: {}}}\n",
+            file_size(disk),
+            disk.display()
+        ),
+    )
+}
+
+fn uuid_of(blkid: &str) -> String {
+    blkid
+        .lines()
+        .find_map(|l| l.strip_prefix("UUID: "))
+        .expect("the device has a UUID")
+        .trim()
+        .to_owned()
+}
+
+const READ_BACK: &[&str] = &[
+    "/etc/fstab",
+    "/etc/default/grub",
+    "/boot/grub/grub.cfg",
+    "/boot/grub/device.map",
+    "/etc/initramfs-tools/modules",
+    "/etc/network/interfaces",
+    "/etc/netplan/01-netcfg.yaml",
+    "/etc/udev/rules.d/70-persistent-net.rules",
+    "/etc/vmware-tools/tools.conf",
+    "/etc/systemd/system/multi-user.target.wants/open-vm-tools.service",
+    "/var/log/h2k-tools.log",
+];
+
+/// The full production pipeline on a VMware-style Debian guest: the output boots-to-be has
+/// stable fstab and kernel command lines, virtio drivers in its initramfs config, no MAC
+/// pinning, no VMware tools; the source VMDK's bytes are unchanged.
+#[test]
+fn debian_production_run() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = source(&dir, Guest::Debian, "debian", true);
+    let before = sha256(&src);
+    let path = manifest(
+        &dir,
+        &src,
+        "vmdk",
+        "profile: production\nprofile_overrides:\n  pipeline:\n    fix: {remove_vmware_tools: true, print_fstab: true}",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(sha256(&src), before, "the source disk was modified");
+    let out = dir.join("output");
+    assert_eq!(
+        tree(&out),
+        ["boot.qcow2", "report.json"],
+        "no overlay or work files left"
+    );
+    assert!(
+        r.stdout.contains("/etc/fstab before:"),
+        "print_fstab: {}",
+        r.stdout
+    );
+
+    let report = read_json(&out.join("report.json"));
+    let fix = &report["pipeline"]["stages"]["fix"]["result"];
+    assert_eq!(fix["mode"], "overlay");
+    assert_eq!(fix["guest"]["distro"], "debian");
+    assert_eq!(
+        report["pipeline"]["stages"]["inspect"]["result"]["guest"]["distro"],
+        "debian"
+    );
+    assert_eq!(
+        report["pipeline"]["stages"]["validate"]["result"]["validation_results"][0]["content_check"],
+        "identical",
+        "validate compares the output with the repaired overlay"
+    );
+
+    let files = read_back(&out.join("boot.qcow2"), "qcow2", READ_BACK);
+    let root = uuid_of(&files["blkid:/dev/sda1"]);
+    let swap = uuid_of(&files["blkid:/dev/sda2"]);
+    insta::assert_snapshot!(
+        "debian_fstab",
+        files["/etc/fstab"]
+            .replace(&root, "[ROOT-UUID]")
+            .replace(&swap, "[SWAP-UUID]")
+    );
+    let grub = &files["/boot/grub/grub.cfg"];
+    assert!(grub.contains(&format!("root=UUID={root}")), "{grub}");
+    assert!(!grub.contains("root=/dev/sda1"), "{grub}");
+    assert!(files["/etc/default/grub"].contains(&format!("root=UUID={root}")));
+    assert!(
+        !files.contains_key("/boot/grub/device.map"),
+        "stale device.map removed"
+    );
+    let modules = &files["/etc/initramfs-tools/modules"];
+    for m in [
+        "virtio_blk",
+        "virtio_scsi",
+        "virtio_net",
+        "virtio_pci",
+        "virtio_console",
+    ] {
+        assert!(
+            modules.lines().any(|l| l.trim() == m),
+            "{m} missing: {modules}"
+        );
+    }
+    assert!(modules.contains("loop"), "existing modules kept");
+    assert!(!files["/etc/network/interfaces"].contains("hwaddress"));
+    assert!(!files["/etc/netplan/01-netcfg.yaml"].contains("macaddress"));
+    assert!(!files.contains_key("/etc/udev/rules.d/70-persistent-net.rules"));
+    assert!(!files.contains_key("/etc/vmware-tools/tools.conf"));
+    assert!(
+        !files.contains_key("/etc/systemd/system/multi-user.target.wants/open-vm-tools.service")
+    );
+    let log = &files["/var/log/h2k-tools.log"];
+    assert!(
+        log.contains("update-initramfs -u -k 6.1.0-13-amd64"),
+        "{log}"
+    );
+    assert!(
+        log.contains("grub-mkconfig -o /boot/grub/grub.cfg"),
+        "{log}"
+    );
+    assert!(log.contains("dpkg --purge open-vm-tools"), "{log}");
+    let backups = fix["backups"].as_array().expect("backups");
+    assert!(
+        backups.iter().any(|b| b
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("/etc/fstab.backup.hyper2kvm.")),
+        "{backups:?}"
+    );
+}
+
+/// A RHEL-like guest on XFS: BLS entries and /etc/default/grub get stable root= and resume=,
+/// dracut gets a virtio drop-in, ifcfg loses HWADDR, SELinux relabels on first boot.
+#[test]
+fn rhel_xfs_dracut_bls() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = source(&dir, Guest::Rhel, "rhel", false);
+    let before = sha256(&src);
+    let path = manifest(
+        &dir,
+        &src,
+        "raw",
+        "pipeline:\n  fix: {enabled: true}\n  convert: {enabled: true}",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(sha256(&src), before);
+    let entry = "/boot/loader/entries/0123456789abcdef-5.14.0-362.8.1.el9_3.x86_64.conf";
+    let files = read_back(
+        &dir.join("output/boot.qcow2"),
+        "qcow2",
+        &[
+            entry,
+            "/etc/default/grub",
+            "/etc/sysconfig/network-scripts/ifcfg-ens192",
+            "/etc/dracut.conf.d/hyper2kvm-virtio.conf",
+            "/.autorelabel",
+            "/var/log/h2k-tools.log",
+        ],
+    );
+    let root = uuid_of(&files["blkid:/dev/sda1"]);
+    let swap = uuid_of(&files["blkid:/dev/sda2"]);
+    let bls = &files[entry];
+    assert!(bls.contains(&format!("root=UUID={root}")), "{bls}");
+    assert!(bls.contains(&format!("resume=UUID={swap}")), "{bls}");
+    assert!(files["/etc/default/grub"].contains(&format!("resume=UUID={swap}")));
+    assert!(!files["/etc/sysconfig/network-scripts/ifcfg-ens192"].contains("HWADDR"));
+    assert!(files["/etc/dracut.conf.d/hyper2kvm-virtio.conf"].contains("virtio_blk"));
+    assert!(
+        files.contains_key("/.autorelabel"),
+        "SELinux relabel requested"
+    );
+    assert!(files["/var/log/h2k-tools.log"].contains("dracut -f"));
+}
+
+/// `--dry-run` with fix: the changes are computed from a read-only view and printed; nothing
+/// is written anywhere.
+#[test]
+fn ubuntu_dry_run_prints_changes() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = source(&dir, Guest::Ubuntu, "ubuntu", false);
+    let before = sha256(&src);
+    let path = manifest(
+        &dir,
+        &src,
+        "raw",
+        "pipeline:\n  fix: {enabled: true}\n  convert: {enabled: true}",
+    );
+    let snapshot = tree(dir.path());
+    let r = run(hyper2kvm().arg("--manifest").arg(&path).arg("--dry-run"));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(sha256(&src), before);
+    assert_eq!(tree(dir.path()), snapshot, "a dry run writes nothing");
+    assert!(
+        r.stdout
+            .contains("guest: Ubuntu 22.04.4 LTS (linux ubuntu)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("/etc/fstab:3"), "{}", r.stdout);
+    assert!(r.stdout.contains("- /dev/sda1"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("would run in the guest: update-initramfs"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Convert off: repairs go into the source itself, after a backup copy of it.
+#[test]
+fn suse_in_place_with_backup() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = source(&dir, Guest::Suse, "suse", false);
+    let original = sha256(&src);
+    let path = manifest(
+        &dir,
+        &src,
+        "raw",
+        "pipeline:\n  fix: {enabled: true, backup: true}",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let backup = dir.join("output/backups/suse.raw");
+    assert_eq!(
+        sha256(&backup),
+        original,
+        "the backup is the untouched original"
+    );
+    assert_ne!(
+        sha256(&src),
+        original,
+        "in-place repairs changed the source"
+    );
+    let files = read_back(
+        &src,
+        "raw",
+        &[
+            "/etc/fstab",
+            "/etc/sysconfig/network/ifcfg-eth0",
+            "/boot/grub2/grub.cfg",
+        ],
+    );
+    let root = uuid_of(&files["blkid:/dev/sda1"]);
+    assert!(files["/etc/fstab"].contains(&format!("UUID={root}")));
+    assert!(!files["/etc/sysconfig/network/ifcfg-eth0"].contains("LLADDR"));
+    assert!(files["/boot/grub2/grub.cfg"].contains(&format!("root=UUID={root}")));
+    let report = read_json(&dir.join("output/report.json"));
+    assert_eq!(
+        report["pipeline"]["stages"]["fix"]["result"]["mode"],
+        "in_place"
+    );
+}
+
+/// Guests that cannot be repaired fail the VM with a clear error and leave the source alone.
+fn refused(guest: Guest) -> String {
+    let dir = TestDir::new();
+    let src = source(&dir, guest, "bad", false);
+    let before = sha256(&src);
+    let path = manifest(
+        &dir,
+        &src,
+        "raw",
+        "pipeline:\n  fix: {enabled: true}\n  convert: {enabled: true}",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(sha256(&src), before);
+    assert_eq!(tree(&dir.join("output")), ["report.json"]);
+    let report = read_json(&dir.join("output/report.json"));
+    assert_eq!(report["errors"][0]["stage"], "fix");
+    redact(
+        report["errors"][0]["message"].as_str().unwrap_or_default(),
+        &dir,
+    )
+}
+
+#[test]
+fn no_operating_system() {
+    if !tools() {
+        return;
+    }
+    insta::assert_snapshot!(refused(Guest::NoOs), @"no operating system was found on the disks; nothing was changed");
+}
+
+#[test]
+fn several_roots() {
+    if !tools() {
+        return;
+    }
+    insta::assert_snapshot!(refused(Guest::TwoRoots), @"several operating systems were found (roots: /dev/sda1, /dev/sda2); hyper2kvm repairs one per VM, so split the disks into one manifest per operating system");
+}
+
+#[test]
+fn encrypted_volume_without_a_key() {
+    if !tools() {
+        return;
+    }
+    insta::assert_snapshot!(refused(Guest::Luks), @"no operating system was found on the disks (encrypted LUKS volumes /dev/sda2 may hide it; no key was given); nothing was changed");
+}
+
+/// Without libguestfs, a manifest that needs it is one clear line naming the package.
+#[test]
+fn libguestfs_missing() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    dir.write("disk.raw", "0123456789");
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    std::os::unix::fs::symlink(
+        which::which("qemu-img").expect("qemu-img"),
+        bin.join("qemu-img"),
+    )
+    .expect("symlink");
+    let path = dir.write(
+        "vm.yaml",
+        "manifest_version: \"1.0\"\npipeline: {fix: {enabled: true}}\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
+    );
+    let r = run(hyper2kvm().arg("--manifest").arg(&path).env("PATH", &bin));
+    assert_eq!(r.code, Some(4));
+    insta::assert_snapshot!(r.stderr, @"error: `guestfish` was not found on PATH; install the Debian package `libguestfs-tools`");
+}
