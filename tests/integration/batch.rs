@@ -476,26 +476,6 @@ fn unwritable_output_fails_only_that_vm() {
     assert!(err.contains("is not writable"), "{err}");
 }
 
-/// A slow VM (1 GiB of random bytes, zstd) between two fast ones, for interrupting.
-fn slow_source() -> PathBuf {
-    let cache = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-        .join(".cache/hyper2kvm-test/random-1g-v1");
-    let path = cache.join("random.raw");
-    if !(path.is_file() && file_size(&path) == 1 << 30) {
-        std::fs::create_dir_all(&cache).expect("mkdir cache");
-        let tmp = cache.join(format!("random.raw.{}", std::process::id()));
-        run_ok(
-            std::process::Command::new("head")
-                .args(["-c", "1G", "/dev/urandom"])
-                .stdout(std::fs::File::create(&tmp).expect("create")),
-        );
-        std::fs::rename(&tmp, &path).expect("rename");
-    }
-    path
-}
-
 fn mtime(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path)
         .and_then(|m| m.modified())
@@ -512,7 +492,7 @@ fn sigint_then_resume() {
     let dir = TestDir::new();
     let (_, fast_disk, fast_driver) = vm(&dir, "fast", 3);
     vm(&dir, "after", 4);
-    let slow = slow_source();
+    let slow = random_gib();
     dir.write(
         "vms/slow.yaml",
         &format!(

@@ -1,34 +1,12 @@
 //! SIGINT/SIGTERM during a conversion: qemu-img is stopped, the `.part` file removed, the report
 //! written with status "interrupted", exit 130.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::*;
-
-/// A 1 GiB file of random bytes (slow to compress), cached across test runs.
-fn random_gib() -> PathBuf {
-    let cache = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-        .join(".cache/hyper2kvm-test/random-1g-v1");
-    let path = cache.join("random.raw");
-    if path.is_file() && file_size(&path) == 1 << 30 {
-        return path;
-    }
-    std::fs::create_dir_all(&cache).expect("mkdir cache");
-    let tmp = cache.join(format!("random.raw.{}", std::process::id()));
-    run_ok(
-        std::process::Command::new("head")
-            .args(["-c", "1G", "/dev/urandom"])
-            .stdout(std::fs::File::create(&tmp).expect("create")),
-    );
-    std::fs::rename(&tmp, &path).expect("rename");
-    path
-}
 
 fn interrupt_with(signal: Signal) {
     if !require_tool("qemu-img") {

@@ -215,3 +215,25 @@ pub fn redact(text: &str, dir: &TestDir) -> String {
     let re_digest = regex_lite::Regex::new(r"sha256:[0-9a-f]{64}").expect("regex");
     re_digest.replace_all(&s, "sha256:[DIGEST]").into_owned()
 }
+
+/// A 1 GiB file of random bytes (slow to compress, for interrupting a conversion), cached
+/// outside the checkout across test runs.
+pub fn random_gib() -> PathBuf {
+    let cache = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/hyper2kvm-test/random-1g-v1");
+    let path = cache.join("random.raw");
+    if path.is_file() && file_size(&path) == 1 << 30 {
+        return path;
+    }
+    std::fs::create_dir_all(&cache).expect("mkdir cache");
+    let tmp = cache.join(format!("random.raw.{}", std::process::id()));
+    run_ok(
+        Command::new("head")
+            .args(["-c", "1G", "/dev/urandom"])
+            .stdout(std::fs::File::create(&tmp).expect("create")),
+    );
+    std::fs::rename(&tmp, &path).expect("rename");
+    path
+}
