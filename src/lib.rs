@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod exec;
 pub mod exit_code;
+pub mod hooks;
 pub mod manifest;
 pub mod pipeline;
 pub mod plan;
