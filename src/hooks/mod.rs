@@ -572,7 +572,8 @@ fn run_hook(hook: &PlannedHook, base: &Context, cancel: &CancelToken) -> HookOut
         if attempt.verdict == Verdict::Succeeded {
             tracing::info!(hook = %hook.id(), attempt = attempts, "hook succeeded");
         } else {
-            tracing::warn!(
+            // Info, not warn: the outcome reaches the user once, as the VM's error or warning.
+            tracing::info!(
                 hook = %hook.id(),
                 attempt = attempts,
                 error = attempt.error.as_deref().unwrap_or(""),
