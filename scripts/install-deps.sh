@@ -7,7 +7,7 @@
 # (per package, so nothing else is upgraded).
 #
 # Usage: scripts/install-deps.sh [core|full]
-#   core: qemu-img, qemu-io, e2fsprogs, fdisk, openssl          (conversion tests and the demo)
+#   core: qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo)
 #   full: core + libguestfs, qemu-system, OVMF, libvirt-clients, xmllint, debootstrap
 set -euo pipefail
 
@@ -29,6 +29,7 @@ want qemu-io qemu-utils
 want mkfs.ext4 e2fsprogs
 want sfdisk fdisk
 want openssl openssl
+want python3 python3
 
 if [ "$level" = full ]; then
   want guestfish libguestfs-tools

@@ -1,14 +1,15 @@
 //! The only place that starts processes.
 //!
-//! Every external tool (qemu-img today; guestfish, python3, qemu-system later) runs through
-//! [`run`]. A child always gets its own process group, so cancelling or timing it out can signal
-//! the whole group (grandchildren included) and a Ctrl-C on the terminal reaches us first, not the
-//! child. The result of every run is a [`CommandRecord`] (argv, status or signal, duration, stderr
-//! tail) that goes into errors and reports alike, so an admin can always re-run what we ran.
+//! Every external tool (qemu-img, the python3 of python hooks, hook scripts; guestfish and
+//! qemu-system later) runs through [`run`]. A child always gets its own process group, so
+//! cancelling or timing it out can signal the whole group (grandchildren included) and a Ctrl-C
+//! on the terminal reaches us first, not the child. The result of every run is a
+//! [`CommandRecord`] (argv, status or signal, duration, stderr tail) that goes into errors and
+//! reports alike, so an admin can always re-run what we ran.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
@@ -27,6 +28,10 @@ const STDERR_TAIL_BYTES: usize = 8 * 1024;
 const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How often a running child is polled for exit, cancellation and timeout.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
+/// How long we keep reading a finished command's stdout/stderr. A process that left the group
+/// (setsid, a daemon started by a hook script) can hold the pipes open forever; we must not wait
+/// for it.
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
 
 /// A cancellation flag shared between the signal handler and every running command.
 #[derive(Clone, Debug, Default)]
@@ -57,6 +62,7 @@ pub enum Tool {
     QemuImg,
     Guestfish,
     QemuSystem,
+    Python3,
 }
 
 impl Tool {
@@ -65,6 +71,7 @@ impl Tool {
             Tool::QemuImg => "qemu-img",
             Tool::Guestfish => "guestfish",
             Tool::QemuSystem => "qemu-system-x86_64",
+            Tool::Python3 => "python3",
         }
     }
 
@@ -73,6 +80,7 @@ impl Tool {
             Tool::QemuImg => "qemu-utils",
             Tool::Guestfish => "libguestfs-tools",
             Tool::QemuSystem => "qemu-system-x86",
+            Tool::Python3 => "python3",
         }
     }
 
@@ -90,10 +98,16 @@ impl Tool {
 pub struct Command {
     program: PathBuf,
     args: Vec<OsString>,
+    /// How each argument is shown in logs and records (`None`: as it is).
+    shown: Vec<Option<String>>,
     env: Vec<(OsString, OsString)>,
     cwd: Option<PathBuf>,
     timeout: Option<Duration>,
     capture_stdout: bool,
+    /// Keep only this many trailing bytes of stdout (a hook may print without end).
+    stdout_limit: Option<usize>,
+    /// Bytes written to the child's stdin, which is then closed; without them stdin is null.
+    stdin: Option<Vec<u8>>,
 }
 
 impl Command {
@@ -101,15 +115,26 @@ impl Command {
         Self {
             program: program.into(),
             args: Vec::new(),
+            shown: Vec::new(),
             env: Vec::new(),
             cwd: None,
             timeout: None,
             capture_stdout: true,
+            stdout_limit: None,
+            stdin: None,
         }
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().to_owned());
+        self.shown.push(None);
+        self
+    }
+
+    /// An argument that logs and records show as `shown` (a long inline program, for example).
+    pub fn arg_shown_as(mut self, arg: impl AsRef<OsStr>, shown: impl Into<String>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self.shown.push(Some(shown.into()));
         self
     }
 
@@ -118,8 +143,10 @@ impl Command {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        for a in args {
+            self.args.push(a.as_ref().to_owned());
+            self.shown.push(None);
+        }
         self
     }
 
@@ -139,12 +166,30 @@ impl Command {
         self
     }
 
+    /// Captures only the last `bytes` of stdout.
+    pub fn stdout_tail(mut self, bytes: usize) -> Self {
+        self.stdout_limit = Some(bytes);
+        self
+    }
+
+    /// Feeds `bytes` to the child's stdin (data that must not travel through argv or a shell).
+    pub fn stdin_bytes(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+
     /// The argv as text, for reports and messages.
     pub fn argv(&self) -> Vec<String> {
-        std::iter::once(self.program.as_os_str())
-            .chain(self.args.iter().map(OsString::as_os_str))
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect()
+        let program = self.program.to_string_lossy().into_owned();
+        let args = self
+            .args
+            .iter()
+            .zip(&self.shown)
+            .map(|(a, shown)| match shown {
+                Some(s) => s.clone(),
+                None => a.to_string_lossy().into_owned(),
+            });
+        std::iter::once(program).chain(args).collect()
     }
 
     pub fn program(&self) -> &Path {
@@ -287,7 +332,11 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
     let mut proc = std::process::Command::new(&cmd.program);
     proc.args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -301,6 +350,13 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
         source,
     })?;
 
+    if let (Some(bytes), Some(mut pipe)) = (cmd.stdin.clone(), child.stdin.take()) {
+        // Its own thread: a child that does not read would otherwise block us before we can
+        // time it out. Dropping the pipe afterwards gives the child EOF.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        });
+    }
     let stderr = child.stderr.take().expect("stderr was piped");
     let stderr_reader = thread::spawn(move || read_tail(stderr, STDERR_TAIL_BYTES));
     let stdout = child.stdout.take().expect("stdout was piped");
@@ -309,34 +365,56 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
         mut on_stdout_line,
     } = watch;
 
-    let (status, stdout) = thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let capture = cmd.capture_stdout;
-        let stdout_reader = scope.spawn(move || read_stdout(stdout, capture, &tx));
-        let mut forward = |pieces: &std::sync::mpsc::Receiver<Vec<u8>>| {
-            while let Ok(piece) = pieces.try_recv() {
-                if let Some(cb) = on_stdout_line.as_mut() {
-                    cb(&String::from_utf8_lossy(&piece));
-                }
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (capture, limit) = (cmd.capture_stdout, cmd.stdout_limit);
+    let stdout_reader = thread::spawn(move || read_stdout(stdout, capture, limit, &tx));
+    let mut forward = |pieces: &std::sync::mpsc::Receiver<Vec<u8>>| {
+        while let Ok(piece) = pieces.try_recv() {
+            if let Some(cb) = on_stdout_line.as_mut() {
+                cb(&String::from_utf8_lossy(&piece));
             }
-        };
-        let status = supervise(&mut child, cmd.timeout, cancel, started, || forward(&rx));
-        let captured = stdout_reader.join().unwrap_or_default();
-        // What the reader sent between the child's exit and its own end.
-        forward(&rx);
-        (status, captured)
-    });
+        }
+    };
+    let status = supervise(&mut child, cmd.timeout, cancel, started, || forward(&rx));
     let status = status.map_err(|source| ExecError::Wait {
         command: command_line.clone(),
         source,
     })?;
-    let stderr_tail = stderr_reader.join().unwrap_or_default();
+    // The pipes reach EOF when the last process holding them exits; normally that is the child
+    // we just reaped. Wait a little for stragglers, never forever.
+    let drain_deadline = Instant::now() + PIPE_DRAIN;
+    while !(stdout_reader.is_finished() && stderr_reader.is_finished())
+        && Instant::now() < drain_deadline
+    {
+        forward(&rx);
+        thread::sleep(POLL_INTERVAL);
+    }
+    let held_open = !(stdout_reader.is_finished() && stderr_reader.is_finished());
+    let stdout = if stdout_reader.is_finished() {
+        stdout_reader.join().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    // What the reader sent between the child's exit and its own end.
+    forward(&rx);
+    let mut stderr_tail = if stderr_reader.is_finished() {
+        String::from_utf8_lossy(&stderr_reader.join().unwrap_or_default()).into_owned()
+    } else {
+        String::new()
+    };
+    if held_open {
+        tracing::warn!(command = %command_line, "output still held open after exit");
+        stderr_tail.push_str(
+            "\n[hyper2kvm: stopped reading output: a process that left the command's process \
+             group still holds its stdout or stderr open]",
+        );
+    }
 
     let record = CommandRecord {
         argv,
         status,
         duration_seconds: round_ms(started.elapsed()),
-        stderr_tail: String::from_utf8_lossy(&stderr_tail).into_owned(),
+        stderr_tail,
     };
     tracing::info!(
         command = %command_line,
@@ -422,10 +500,12 @@ fn read_tail(mut r: impl Read, keep: usize) -> Vec<u8> {
     tail
 }
 
-/// Reads stdout, captures it when asked, and sends each `\n`/`\r`-terminated piece on.
+/// Reads stdout, captures it (or its last `limit` bytes) when asked, and sends each
+/// `\n`/`\r`-terminated piece on.
 fn read_stdout(
     mut r: impl Read,
     capture: bool,
+    limit: Option<usize>,
     pieces: &std::sync::mpsc::Sender<Vec<u8>>,
 ) -> Vec<u8> {
     let mut captured = Vec::new();
@@ -437,6 +517,11 @@ fn read_stdout(
             Ok(n) => {
                 if capture {
                     captured.extend_from_slice(&buf[..n]);
+                    if let Some(keep) = limit
+                        && captured.len() > 2 * keep
+                    {
+                        captured.drain(..captured.len() - keep);
+                    }
                 }
                 for &b in &buf[..n] {
                     if b == b'\n' || b == b'\r' {
@@ -452,6 +537,11 @@ fn read_stdout(
     }
     if !pending.is_empty() {
         let _ = pieces.send(pending);
+    }
+    if let Some(keep) = limit
+        && captured.len() > keep
+    {
+        captured.drain(..captured.len() - keep);
     }
     captured
 }
@@ -646,6 +736,47 @@ mod tests {
         std::fs::remove_file(&marker).expect("rm");
         thread::sleep(Duration::from_millis(400));
         assert!(!marker.exists(), "the daemon outlived its handle");
+    }
+
+    #[test]
+    fn stdin_bytes_reach_the_child() {
+        let cmd = Command::new("/bin/cat").stdin_bytes(b"{\"a\": 1}".to_vec());
+        let out = run(&cmd, Watch::default()).expect("runs");
+        assert_eq!(out.stdout, b"{\"a\": 1}");
+    }
+
+    #[test]
+    fn stdout_tail_keeps_the_end() {
+        let cmd = Command::new("/bin/sh")
+            .args(["-c", "seq 1 100000"])
+            .stdout_tail(16);
+        let out = run(&cmd, Watch::default()).expect("runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "98\n99999\n100000\n");
+    }
+
+    #[test]
+    fn a_process_that_left_the_group_does_not_hang_us() {
+        if which::which("setsid").is_err() {
+            return;
+        }
+        // The daemon keeps our stderr open after the child exits.
+        let cmd = Command::new("/bin/sh").args(["-c", "setsid sleep 30 & echo done"]);
+        let started = Instant::now();
+        let out = run(&cmd, Watch::default()).expect("runs");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(out.record.status, Status::Exited(0));
+        assert!(out.record.stderr_tail.contains("stopped reading output"));
+    }
+
+    #[test]
+    fn shown_arguments_replace_their_text_in_records() {
+        let cmd = Command::new("/bin/echo")
+            .arg("a")
+            .arg_shown_as("very long program text", "<program>");
+        assert_eq!(cmd.argv(), ["/bin/echo", "a", "<program>"]);
+        let out = run(&cmd, Watch::default()).expect("runs");
+        assert_eq!(out.stdout, b"a very long program text\n");
+        assert_eq!(out.record.argv, ["/bin/echo", "a", "<program>"]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The flow is parse → plan → execute: [`config`] reads documents, [`manifest`] and [`profile`]
 //! turn them into a validated model, [`plan`] makes every decision, [`pipeline`] runs the stages
-//! through [`exec`] (the only module that starts processes), and [`report`] records outcomes.
+//! through [`exec`] (the only module that starts processes) and fires [`hooks`] between them,
+//! and [`report`] records outcomes.
 //! [`app`] has one function per mode; `main.rs` only parses the command line and maps errors to
 //! exit codes.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod exec;
 pub mod exit_code;
 pub mod guest;
+pub mod hooks;
 pub mod manifest;
 pub mod pipeline;
 pub mod plan;

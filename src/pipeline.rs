@@ -1,10 +1,13 @@
-//! The per-VM pipeline: load_manifest (checksums) → inspect → convert → validate.
+//! The per-VM pipeline: load_manifest (checksums) → inspect → convert → validate, with hooks
+//! fired around them (pre/post_extraction around load_manifest, pre/post_fix around fix,
+//! pre/post_convert around convert, post_validate after validate; a hook stage fires only when
+//! its pipeline stage runs).
 //!
 //! [`run_vm`] executes a [`VmPlan`] and returns a [`VmOutcome`]: what each stage did, the commands
-//! it ran, the artifacts it produced, warnings and errors. It never prints; progress goes out as
-//! [`Event`]s and the outcome is a return value. Outputs are written to `<name>.part` and renamed
-//! only after qemu-img succeeded; a failed or interrupted conversion removes its `.part` file.
-//! Source disks are only ever opened for reading.
+//! it ran, the artifacts it produced, each hook's outcome, warnings and errors. It never prints;
+//! progress goes out as [`Event`]s and the outcome is a return value. Outputs are written to
+//! `<name>.part` and renamed only after qemu-img succeeded; a failed or interrupted conversion
+//! removes its `.part` file. Source disks are only ever opened for reading.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,6 +21,7 @@ use crate::exec::{self, CancelToken, CommandRecord, Status, Watch};
 use crate::guest::inspect::{self as guest_inspect, GuestInfo, InspectError};
 use crate::guest::repair::{self as guest_repair, RepairError};
 use crate::guest::session::{Drive, GuestEnv, GuestError, Session};
+use crate::hooks::{self, HookOutcome, HookStage};
 use crate::manifest::SourceFormat;
 use crate::plan::FixMode;
 use crate::plan::{DiskPlan, VmPlan};
@@ -78,6 +82,8 @@ pub struct VmOutcome {
     pub errors: Vec<Message>,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Every hook that ran, in the order it ran.
+    pub hooks: Vec<HookOutcome>,
 }
 
 impl VmOutcome {
@@ -129,6 +135,7 @@ struct Run<'a> {
     artifacts: Vec<Artifact>,
     bytes_read: u64,
     bytes_written: u64,
+    hooks: Vec<HookOutcome>,
 }
 
 /// Runs every planned stage of one VM.
@@ -157,26 +164,61 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
         artifacts: Vec::new(),
         bytes_read: 0,
         bytes_written: 0,
+        hooks: Vec::new(),
     };
     let mut stages = Vec::new();
     let mut errors = Vec::new();
     let mut status = VmStatus::Succeeded;
 
     type StageFn = fn(&mut Run<'_>) -> Result<Value, StageFailure>;
-    let order: [(&'static str, bool, StageFn); 5] = [
-        ("load_manifest", true, stage_load),
-        ("inspect", plan.inspect.is_some(), stage_inspect),
-        ("fix", plan.fix.is_some(), stage_fix),
-        ("convert", plan.convert.is_some(), stage_convert),
-        ("validate", plan.validate.is_some(), stage_validate),
+    use HookStage as H;
+    /// (stage, enabled, function, hooks fired before it, hooks fired after it)
+    type Step = (&'static str, bool, StageFn, Option<H>, Option<H>);
+    let order: [Step; 5] = [
+        (
+            "load_manifest",
+            true,
+            stage_load,
+            Some(H::PreExtraction),
+            Some(H::PostExtraction),
+        ),
+        ("inspect", plan.inspect.is_some(), stage_inspect, None, None),
+        (
+            "fix",
+            plan.fix.is_some(),
+            stage_fix,
+            Some(H::PreFix),
+            Some(H::PostFix),
+        ),
+        (
+            "convert",
+            plan.convert.is_some(),
+            stage_convert,
+            Some(H::PreConvert),
+            Some(H::PostConvert),
+        ),
+        (
+            "validate",
+            plan.validate.is_some(),
+            stage_validate,
+            None,
+            Some(H::PostValidate),
+        ),
     ];
-    for (name, enabled, stage) in order {
+    for (name, enabled, stage, hooks_before, hooks_after) in order {
         if !enabled {
             continue;
         }
         if cancel.is_cancelled() {
             status = VmStatus::Interrupted;
             errors.push(message(name, "interrupted before this stage started"));
+            break;
+        }
+        if let Some(h) = hooks_before
+            && let Err(failure) = run.fire_hooks(h)
+        {
+            errors.push(message(h.name(), &failure.message));
+            status = failed_status(&failure, cancel);
             break;
         }
         events.send(Event::StageStarted {
@@ -211,13 +253,16 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
                     commands,
                 });
                 errors.push(message(name, &failure.message));
-                status = if failure.interrupted || cancel.is_cancelled() {
-                    VmStatus::Interrupted
-                } else {
-                    VmStatus::Failed
-                };
+                status = failed_status(&failure, cancel);
                 break;
             }
+        }
+        if let Some(h) = hooks_after
+            && let Err(failure) = run.fire_hooks(h)
+        {
+            errors.push(message(h.name(), &failure.message));
+            status = failed_status(&failure, cancel);
+            break;
         }
     }
 
@@ -249,6 +294,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
         errors,
         bytes_read: run.bytes_read,
         bytes_written: run.bytes_written,
+        hooks: run.hooks,
     };
     events.send(Event::VmFinished {
         vm: plan.vm_id.clone(),
@@ -257,7 +303,43 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
     outcome
 }
 
+fn failed_status(failure: &StageFailure, cancel: &CancelToken) -> VmStatus {
+    if failure.interrupted || cancel.is_cancelled() {
+        VmStatus::Interrupted
+    } else {
+        VmStatus::Failed
+    }
+}
+
 impl Run<'_> {
+    /// Runs the hooks of one hook stage; a failure (without `continue_on_error`) stops the VM.
+    fn fire_hooks(&mut self, stage: HookStage) -> Result<(), StageFailure> {
+        if !self.plan.hooks.has(stage) {
+            return Ok(());
+        }
+        self.events.send(Event::StageStarted {
+            vm: self.plan.vm_id.clone(),
+            stage: stage.label(),
+        });
+        let ran = hooks::run_stage(&self.plan.hooks, stage, self.cancel);
+        self.events.send(Event::StageFinished {
+            vm: self.plan.vm_id.clone(),
+            stage: stage.label(),
+            success: ran.failure.is_none() && ran.warnings.is_empty(),
+        });
+        self.hooks.extend(ran.outcomes);
+        for w in ran.warnings {
+            self.warn(stage.name(), w);
+        }
+        match ran.failure {
+            None => Ok(()),
+            Some(f) => Err(StageFailure {
+                message: f.message,
+                interrupted: f.interrupted,
+            }),
+        }
+    }
+
     fn warn(&mut self, stage: &str, text: String) {
         self.events.send(Event::Warning {
             vm: self.plan.vm_id.clone(),
@@ -719,6 +801,7 @@ pub fn preview_fix(
         commands: Vec::new(),
         facts: vec![None; plan.disks.len()],
         overlays: vec![None; plan.disks.len()],
+        hooks: Vec::new(),
         artifacts: Vec::new(),
         bytes_read: 0,
         bytes_written: 0,

@@ -2,8 +2,9 @@
 //!
 //! Planning resolves paths (relative to the manifest), picks output files, decides compression
 //! (zstd unless this qemu-img lacks it), checks that the tools exist, that outputs do not already
-//! exist (unless `--overwrite`) and that the output directory can be created. Everything it finds
-//! wrong is reported together. The pipeline reads only the plan, never the manifest.
+//! exist (unless `--overwrite`) and that the output directory can be created, and plans the
+//! hooks (see [`crate::hooks::plan`]). Everything it finds wrong is reported together. The
+//! pipeline reads only the plan, never the manifest.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::config;
 use crate::exec::{self, Watch};
 use crate::guest::session::GuestEnv;
+use crate::hooks::{self, HooksPlan};
 use crate::manifest::{DiskType, Firmware, Loaded, OutputFormat, Problem, SourceFormat};
 use crate::qemu_img::{Compression, ConvertSpec, QemuImg};
 
@@ -74,6 +76,7 @@ pub struct VmPlan {
     pub notes: Vec<String>,
     pub qemu_img: QemuImg,
     pub guest_env: Option<GuestEnv>,
+    pub hooks: HooksPlan,
 }
 
 #[derive(Clone, Debug)]
@@ -282,6 +285,28 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         problem("output.directory", message);
     }
 
+    let hooks = hooks::plan(
+        &m.hooks,
+        &hooks::VmFacts {
+            manifest_path: &loaded.path,
+            manifest_dir: &loaded.dir,
+            vm_name: &vm_name,
+            vm_id: &vm_id,
+            batch_id: opts.batch_id.as_deref(),
+            boot_source: disks.first().map(|d| d.given_path.as_path()),
+            boot_output: disks.first().and_then(|d| d.output.as_deref()),
+            output_directory: &output_dir,
+            output_format: format.name(),
+            stages: hooks::EnabledStages {
+                fix: m.pipeline.fix.enabled,
+                convert: converting,
+                validate: converting && m.pipeline.validate.enabled,
+            },
+        },
+        &mut problems,
+        &mut notes,
+    );
+
     let report_path = m
         .options
         .report
@@ -295,6 +320,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         });
     }
 
+    let hooks = hooks?;
     let qemu_img = QemuImg::locate()?;
     let dry_run = opts.dry_run || m.options.dry_run;
     let guest_env = if needs_guest(m) {
@@ -415,6 +441,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         notes,
         qemu_img,
         guest_env,
+        hooks,
     })
 }
 
@@ -527,6 +554,13 @@ impl VmPlan {
         }
         for note in &self.notes {
             let _ = writeln!(s, "  note: {note}");
+        }
+        let hook_lines = self.hooks.describe();
+        if !hook_lines.is_empty() {
+            let _ = writeln!(s, "  hooks (a dry run does not run them):");
+        }
+        for line in hook_lines {
+            let _ = writeln!(s, "    {line}");
         }
         let q = &self.qemu_img;
         for d in &self.disks {

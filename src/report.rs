@@ -2,8 +2,8 @@
 //!
 //! `report.json` keeps upstream's layout (version, timestamp, pipeline.stages, artifacts,
 //! warnings, errors, input_manifest, summary) and adds what an admin needs the morning after:
-//! the VM's final status, and for every stage the commands it ran with their exit status,
-//! duration and stderr tail.
+//! the VM's final status, for every stage the commands it ran with their exit status, duration
+//! and stderr tail, and every hook's outcome (`hooks`, with header values redacted).
 
 pub mod batch;
 
@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::atomic;
+use crate::hooks::HookOutcome;
 use crate::pipeline::{Artifact, Message, VmOutcome, VmStatus};
 use crate::plan::VmPlan;
 
@@ -30,6 +31,8 @@ pub struct VmReport {
     pub artifacts: Vec<Artifact>,
     pub warnings: Vec<Message>,
     pub errors: Vec<Message>,
+    /// Every hook that ran, in order.
+    pub hooks: Vec<HookOutcome>,
     pub input_manifest: InputManifest,
     pub hyper2kvm_version: &'static str,
     pub summary: Summary,
@@ -64,6 +67,8 @@ pub struct Summary {
     pub total_artifacts: usize,
     pub input_disks: usize,
     pub output_disks: usize,
+    pub total_hooks: usize,
+    pub failed_hooks: usize,
 }
 
 /// Builds a VM's report from its plan and outcome.
@@ -102,6 +107,7 @@ pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
         artifacts: outcome.artifacts.clone(),
         warnings: outcome.warnings.clone(),
         errors: outcome.errors.clone(),
+        hooks: outcome.hooks.clone(),
         input_manifest: InputManifest {
             path: plan.manifest_path.display().to_string(),
             manifest_version: plan.manifest_version.clone(),
@@ -120,6 +126,8 @@ pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
             total_artifacts: outcome.artifacts.len(),
             input_disks: plan.disks.len(),
             output_disks: outcome.artifacts.len(),
+            total_hooks: outcome.hooks.len(),
+            failed_hooks: outcome.hooks.iter().filter(|h| !h.success).count(),
         },
     }
 }

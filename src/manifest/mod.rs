@@ -139,9 +139,9 @@ pub struct Manifest {
     pub custom_profile_path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub description: Option<String>,
+    #[serde(default)]
+    pub hooks: crate::hooks::HookSet,
     // Sections this build rejects when non-empty (see `schema::TOP_LEVEL`).
-    #[serde(default, skip_serializing)]
-    pub hooks: Option<Value>,
     #[serde(default, skip_serializing)]
     pub network_mapping: Option<Value>,
     #[serde(default, skip_serializing)]
@@ -685,9 +685,12 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
         "",
         doc,
         schema::TOP_LEVEL,
-        &["manifest_version", "disks", "vm"],
+        &["manifest_version", "disks", "vm", "hooks"],
         problems,
     );
+    // Hooks: structure, templates and script files, so a bad hook stops the run before any disk
+    // is touched.
+    crate::hooks::spec::parse(doc.get("hooks"), Some(dir), problems);
     if let Some(Value::Object(source)) = doc.get("source") {
         for key in schema::SOURCE_STRINGS {
             if let Some(v) = source.get(*key)

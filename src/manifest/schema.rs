@@ -113,10 +113,6 @@ pub const TOP_LEVEL: &[Field] = &[
     f("profiles_directory", Kind::Str),
     f("description", Kind::Str),
     f(
-        "hooks",
-        Kind::Unsupported("hooks are not supported by this version of hyper2kvm yet"),
-    ),
-    f(
         "network_mapping",
         Kind::Unsupported("network_mapping is not supported by this version of hyper2kvm yet"),
     ),

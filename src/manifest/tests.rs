@@ -107,7 +107,7 @@ fn nested_sections_report_unknown_keys_and_types() {
             "pipeline.convert.compress_level must be an integer from 1 to 9 (got an integer: 12)",
             "pipeline.validate.enabled must be a boolean (true or false) (got a string: \"yes\")",
             "output.format must be one of: qcow2, raw, vdi (got: 'qcow') (did you mean 'qcow2'?)",
-            "hooks are not supported by this version of hyper2kvm yet; remove 'hooks' from the manifest",
+            "hooks.pre_fix[0]: Script hook requires 'path' field",
         ]
     );
 }

@@ -34,3 +34,10 @@ mod fix;
 
 /// SIGINT and SIGTERM during a conversion.
 mod signals;
+
+/// Hooks (script, python, http) through the real binary: order, data-only templates, timeouts,
+/// cancellation, retries, redaction, bad input.
+mod hooks;
+
+/// A tiny HTTP listener on 127.0.0.1 that records requests, for the http hook tests.
+mod http_listener;
