@@ -133,6 +133,7 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
             dry_run: options.dry_run,
             vm_id: None,
             batch_id: None,
+            reserved_macs: Default::default(),
         },
     )?;
     if plan.dry_run {
@@ -173,7 +174,11 @@ pub fn summary_text(plan: &plan::VmPlan, outcome: &pipeline::VmOutcome) -> Strin
     for a in &outcome.artifacts {
         s.push_str(&format!(
             "  {} -> {} ({}, {})\n",
-            a.disk_id,
+            if a.disk_id.is_empty() {
+                a.kind
+            } else {
+                &a.disk_id
+            },
             a.path.display(),
             a.format,
             a.size_human

@@ -25,3 +25,6 @@ mod text;
 
 /// SIGINT and SIGTERM during a conversion.
 mod signals;
+
+/// network_mapping and storage_mapping as they land in the converted VM and its domain XML.
+mod mapping;

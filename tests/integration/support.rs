@@ -215,3 +215,44 @@ pub fn redact(text: &str, dir: &TestDir) -> String {
     let re_digest = regex_lite::Regex::new(r"sha256:[0-9a-f]{64}").expect("regex");
     re_digest.replace_all(&s, "sha256:[DIGEST]").into_owned()
 }
+
+/// Whether libvirt's own checkers are here (virt-xml-validate needs xmllint from libxml2-utils).
+pub fn require_libvirt_tools() -> bool {
+    require_tool("virt-xml-validate") && require_tool("xmllint") && require_tool("virsh")
+}
+
+/// Validates a domain XML against libvirt's schema and defines it on the test driver (no
+/// daemon; the definition lasts this one connection). Returns `virsh dumpxml` of the result.
+pub fn validate_and_define(domain_xml: &Path, name: &str) -> String {
+    let v = Command::new("virt-xml-validate")
+        .arg(domain_xml)
+        .arg("domain")
+        .output()
+        .expect("spawn virt-xml-validate");
+    assert!(
+        v.status.success(),
+        "virt-xml-validate rejected {}:\n{}{}",
+        domain_xml.display(),
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let script = format!(
+        "define {}; dumpxml {name}",
+        exec_quote(&domain_xml.display().to_string())
+    );
+    let d = Command::new("virsh")
+        .args(["-q", "-c", "test:///default", &script])
+        .output()
+        .expect("spawn virsh");
+    assert!(
+        d.status.success(),
+        "virsh define refused {}:\n{}",
+        domain_xml.display(),
+        String::from_utf8_lossy(&d.stderr)
+    );
+    String::from_utf8_lossy(&d.stdout).into_owned()
+}
+
+fn exec_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
