@@ -280,5 +280,7 @@ mod tests {
             text,
             "<a k=\"x&apos;&quot;&lt;&amp;\">\n  <b>1 &lt; 2 &amp; 3</b>\n</a>"
         );
+        let back = super::super::xml::parse(&text).expect("reads back");
+        assert_eq!(back.attr("k"), Some("x'\"<&"));
     }
 }

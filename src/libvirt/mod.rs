@@ -1,7 +1,14 @@
-//! libvirt: [`domain`] plans and [`emit`] writes the domain a converted VM is defined with.
+//! libvirt in both directions: domain XML in ([`import`]: an existing domain becomes a manifest)
+//! and out ([`domain`] plans and [`emit`] writes the domain a converted VM is defined with).
+//!
+//! Both directions read and write XML with quick-xml; input goes through [`xml`], which refuses
+//! DOCTYPEs and entities and bounds what it builds, because a domain XML handed to an
+//! administrator's tool may come from anywhere.
 
 pub mod domain;
 pub mod emit;
+pub mod import;
+pub mod xml;
 
 /// Parses a UUID the way libvirt accepts it (32 hex digits, dashes anywhere between pairs) and
 /// returns the canonical lower-case 8-4-4-4-12 form.

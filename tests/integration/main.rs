@@ -26,5 +26,8 @@ mod text;
 /// SIGINT and SIGTERM during a conversion.
 mod signals;
 
+/// `--libvirt-xml` import of the fixture corpus, round trips to a defined domain, bad domain XML.
+mod libvirt;
+
 /// network_mapping and storage_mapping as they land in the converted VM and its domain XML.
 mod mapping;

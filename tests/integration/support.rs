@@ -216,6 +216,24 @@ pub fn redact(text: &str, dir: &TestDir) -> String {
     re_digest.replace_all(&s, "sha256:[DIGEST]").into_owned()
 }
 
+/// A file under `tests/fixtures/`.
+pub fn fixture(rel: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Snapshot settings that keep golden files next to the libvirt fixtures, named after the
+/// fixture (`tests/fixtures/libvirt/golden/<name>.snap`).
+pub fn golden_settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path("../fixtures/libvirt/golden");
+    s.set_prepend_module_to_snapshot(false);
+    s.set_omit_expression(true);
+    s
+}
+
 /// Whether libvirt's own checkers are here (virt-xml-validate needs xmllint from libxml2-utils).
 pub fn require_libvirt_tools() -> bool {
     require_tool("virt-xml-validate") && require_tool("xmllint") && require_tool("virsh")
@@ -255,4 +273,23 @@ pub fn validate_and_define(domain_xml: &Path, name: &str) -> String {
 
 fn exec_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A loop device over a file, detached when dropped.
+pub struct LoopDevice {
+    pub path: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn attach(file: &Path) -> Self {
+        let out = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(file));
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        Self { path }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
 }
