@@ -786,16 +786,19 @@ pub fn read_xml(path: &Path) -> Result<String, ImportError> {
             size: bytes.len() as u64,
         });
     }
-    String::from_utf8(bytes).map_err(|e| ImportError::Xml {
-        path: path.to_owned(),
-        err: XmlError {
-            line: 0,
-            column: 0,
-            message: format!(
-                "the file is not UTF-8 (invalid byte at offset {}); libvirt writes UTF-8",
-                e.utf8_error().valid_up_to()
-            ),
-        },
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+        let (line, column) = xml::line_col(prefix, valid);
+        ImportError::Xml {
+            path: path.to_owned(),
+            err: XmlError {
+                line,
+                column,
+                message: "the file is not UTF-8; libvirt writes UTF-8 (convert it with iconv)"
+                    .to_owned(),
+            },
+        }
     })
 }
 
@@ -1342,6 +1345,18 @@ mod tests {
         assert_eq!(
             got,
             ["/domain/devices: line 1: <domain> has no <devices>: there are no disks to migrate"]
+        );
+    }
+
+    #[test]
+    fn non_utf8_input_names_the_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("d.xml");
+        std::fs::write(&path, b"<domain>\n  <name>caf\xe9</name>\n</domain>").expect("write");
+        let err = read_xml(&path).expect_err("latin-1");
+        assert!(
+            err.to_string().ends_with("line 2, column 12: the file is not UTF-8; libvirt writes UTF-8 (convert it with iconv)"),
+            "{err}"
         );
     }
 
