@@ -1,5 +1,6 @@
 //! One function per mode: dump the resolved configuration, run one VM from its manifest, or
-//! run a batch.
+//! run a batch, or import a libvirt domain XML into a manifest (`--libvirt-xml`, or
+//! `cmd: libvirt-xml`).
 //!
 //! This is the layer between the command line and the library: it merges `--config` files,
 //! separates tool options from manifest content, sets up logging and signal handling, and turns
@@ -15,6 +16,7 @@ use crate::cli::Cli;
 use crate::config::{self, ConfigError};
 use crate::exec::CancelToken;
 use crate::exit_code;
+use crate::libvirt::import::{self as libvirt_import, ImportError, ImportOptions, ImportOutcome};
 use crate::manifest::{self, Layers, ManifestError};
 use crate::pipeline::{self, VmStatus};
 use crate::plan::{self, PlanError, PlanOptions};
@@ -34,7 +36,17 @@ const OPTION_KEYS: &[&str] = &[
     "log_file",
     "verbose",
     "progress",
+    "cmd",
+    "command",
+    "libvirt_xml",
+    "xml_path",
+    "manifest_filename",
+    "compute_checksums",
 ];
+
+/// The `cmd:` values this version understands (a manifest needs none).
+const COMMANDS: &[&str] = &["libvirt-xml"];
+const DEFAULT_MANIFEST_FILENAME: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -48,6 +60,8 @@ pub enum AppError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
     #[error("could not write the report")]
     Report(#[source] crate::atomic::WriteError),
     #[error("could not set up {what}")]
@@ -66,6 +80,14 @@ impl AppError {
             }
             AppError::Plan(p) if p.is_environment() => exit_code::MISSING_TOOL,
             AppError::Plan(_) => exit_code::INVALID_INPUT,
+            AppError::Import(e) if e.is_environment() => exit_code::MISSING_TOOL,
+            AppError::Import(ImportError::Interrupted) => exit_code::INTERRUPTED,
+            AppError::Import(
+                ImportError::Checksum { .. }
+                | ImportError::Write(_)
+                | ImportError::SelfCheck { .. },
+            ) => exit_code::VM_FAILED,
+            AppError::Import(_) => exit_code::INVALID_INPUT,
             AppError::Batch(BatchError::Tool(_)) => exit_code::MISSING_TOOL,
             AppError::Batch(_) => exit_code::INVALID_INPUT,
             AppError::Report(_) => exit_code::VM_FAILED,
@@ -108,12 +130,35 @@ struct Options {
     log_file: Option<PathBuf>,
     verbose: u8,
     progress: Option<ProgressMode>,
+    cmd: Option<String>,
+    libvirt_xml: Option<PathBuf>,
+    manifest_filename: Option<String>,
+    compute_checksums: Option<bool>,
 }
 
 /// Runs the mode the command line asks for and returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, AppError> {
-    let (options, manifest_docs, config_layer) = gather(&cli)?;
+    let (mut options, manifest_docs, config_layer) = gather(&cli)?;
     init_logging(options.verbose, options.log_file.as_deref())?;
+
+    if let Some(cmd) = options.cmd.as_deref()
+        && !COMMANDS.contains(&cmd)
+    {
+        return Err(AppError::Usage(format!(
+            "unknown cmd '{cmd}': this version of hyper2kvm supports cmd: {} (a manifest needs \
+             no cmd: pass --manifest FILE)",
+            COMMANDS.join(", ")
+        )));
+    }
+    let libvirt_xml = cli.libvirt_xml.clone().or(options.libvirt_xml.take());
+    if options.cmd.as_deref() == Some("libvirt-xml") && libvirt_xml.is_none() {
+        return Err(AppError::Usage(
+            "libvirt-xml mode requires --libvirt-xml <path> or --xml-path <path>".to_owned(),
+        ));
+    }
+    if let Some(xml) = libvirt_xml {
+        return run_libvirt_import(&cli, options, xml, &manifest_docs, &config_layer);
+    }
 
     if let Some(batch_path) = options.batch_manifest.clone() {
         if !manifest_docs.is_empty() || !config_layer.is_empty() {
@@ -166,6 +211,7 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
             vm_id: None,
             batch_id: None,
             guest_env: None,
+            reserved_macs: Default::default(),
         },
     )?;
     if plan.dry_run {
@@ -288,6 +334,167 @@ fn fix_preview_text(p: &crate::guest::repair::RepairOutcome) -> String {
     s
 }
 
+/// `--libvirt-xml`: writes a manifest for an existing domain; converts nothing.
+fn run_libvirt_import(
+    cli: &Cli,
+    options: Options,
+    xml_path: PathBuf,
+    manifest_docs: &[(PathBuf, Map<String, Value>)],
+    config_layer: &Map<String, Value>,
+) -> Result<u8, AppError> {
+    if options.batch_manifest.is_some() {
+        return Err(AppError::Usage(
+            "--libvirt-xml writes one manifest; it cannot run together with --batch-manifest \
+             (import each domain first, then list the manifests in the batch file)"
+                .to_owned(),
+        ));
+    }
+    if let Some((path, _)) = manifest_docs.first() {
+        return Err(AppError::Usage(format!(
+            "--libvirt-xml writes a manifest; it cannot also run the manifest {} (import first, \
+             then run hyper2kvm --manifest on the result)",
+            path.display()
+        )));
+    }
+    if cli.dump_config {
+        return Err(AppError::Usage(
+            "--dump-config does not apply to --libvirt-xml (use --dry-run to print the manifest \
+             without writing it)"
+                .to_owned(),
+        ));
+    }
+    if !config_layer.is_empty() {
+        let keys: Vec<&str> = config_layer.keys().map(String::as_str).collect();
+        return Err(AppError::Usage(format!(
+            "these config keys do not apply to --libvirt-xml: {} (it reads cmd, libvirt_xml, \
+             output_dir, manifest_filename, compute_checksums, overwrite, dry_run)",
+            keys.join(", ")
+        )));
+    }
+    let Some(output_dir) = options.output_dir.clone() else {
+        return Err(AppError::Usage(
+            "--libvirt-xml needs --output-dir DIR (or output_dir in the config): the directory \
+             the manifest is written to, and where the converted disks will go"
+                .to_owned(),
+        ));
+    };
+    let manifest_filename = cli
+        .manifest_filename
+        .clone()
+        .or(options.manifest_filename.clone())
+        .unwrap_or_else(|| DEFAULT_MANIFEST_FILENAME.to_owned());
+    if manifest_filename.contains('/') || matches!(manifest_filename.as_str(), "" | "." | "..") {
+        return Err(AppError::Usage(format!(
+            "--manifest-filename must be a file name, not a path (got '{manifest_filename}'); \
+             the directory is --output-dir"
+        )));
+    }
+    let compute_checksums = if cli.no_compute_checksums {
+        false
+    } else if cli.compute_checksums {
+        true
+    } else {
+        options.compute_checksums.unwrap_or(true)
+    };
+    let opts = ImportOptions {
+        xml_path,
+        output_dir,
+        manifest_filename,
+        compute_checksums,
+        overwrite: options.overwrite,
+        dry_run: options.dry_run,
+    };
+    let cancel = CancelToken::new();
+    install_signal_handlers(&cancel)?;
+    let display = Display::start(options.progress.unwrap_or(cli.progress), 1);
+    let result = libvirt_import::run(&opts, &cancel, &display.sink());
+    display.finish();
+    let outcome = result?;
+    print_text(&import_summary(&outcome));
+    if !outcome.written {
+        print_json(&outcome.manifest);
+    }
+    Ok(exit_code::SUCCESS)
+}
+
+/// What an import found, and the command to run next.
+pub fn import_summary(o: &ImportOutcome) -> String {
+    use crate::pipeline::human_bytes;
+    let f = &o.facts;
+    let mut s = String::new();
+    let xml = o
+        .manifest
+        .pointer("/source/libvirt_xml_path")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    s.push_str(&format!("Imported libvirt domain {} from {xml}\n", f.name));
+    let vm = o.manifest.get("vm").cloned().unwrap_or_default();
+    let text = |k: &str| {
+        vm.get(k)
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+    };
+    s.push_str(&format!(
+        "  vm: {} vCPUs, {} GiB, firmware {}{}{}\n",
+        text("cpu").unwrap_or_else(|| "?".to_owned()),
+        text("mem_gb").unwrap_or_else(|| "?".to_owned()),
+        text("firmware").unwrap_or_default(),
+        if f.secureboot { " (Secure Boot)" } else { "" },
+        text("os_hint")
+            .map(|h| format!(", os_hint {h}"))
+            .unwrap_or_default()
+    ));
+    for (i, d) in o.disks.iter().enumerate() {
+        s.push_str(&format!(
+            "  disk {}: {}, {}, {} (virtual {}){}: {}\n",
+            d.facts.id,
+            if i == 0 { "boot" } else { "data" },
+            d.facts.format,
+            human_bytes(d.bytes),
+            human_bytes(d.virtual_size),
+            if d.checksum.is_some() {
+                ", checksummed"
+            } else {
+                ""
+            },
+            d.facts.path.display()
+        ));
+    }
+    for n in &f.nics {
+        s.push_str(&format!(
+            "  nic {}: {}{}{}{}\n",
+            n.id,
+            n.kind,
+            n.network
+                .as_deref()
+                .map(|net| format!(" {net}"))
+                .unwrap_or_default(),
+            n.mac.map(|m| format!(", mac {m}")).unwrap_or_default(),
+            n.model
+                .as_deref()
+                .map(|m| format!(", model {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    for skipped in &o.skipped {
+        s.push_str(&format!("  warning: not imported: {skipped}\n"));
+    }
+    for note in &o.notes {
+        s.push_str(&format!("  note: {note}\n"));
+    }
+    let path = crate::exec::quote_argv(&[o.manifest_path.display().to_string()]);
+    if o.written {
+        s.push_str(&format!("Manifest: {path}\n"));
+        s.push_str(&format!(
+            "Next steps: hyper2kvm --manifest {path}   (add --dry-run to see the plan first)\n"
+        ));
+    } else {
+        s.push_str(&format!(
+            "Dry run: {path} was not written; the manifest follows.\n"
+        ));
+    }
+    s
+}
+
 /// The short account printed after a run (the report has the details).
 pub fn summary_text(plan: &plan::VmPlan, outcome: &pipeline::VmOutcome) -> String {
     let mut s = String::new();
@@ -303,7 +510,11 @@ pub fn summary_text(plan: &plan::VmPlan, outcome: &pipeline::VmOutcome) -> Strin
     for a in &outcome.artifacts {
         s.push_str(&format!(
             "  {} -> {} ({}, {})\n",
-            a.disk_id,
+            if a.disk_id.is_empty() {
+                a.kind
+            } else {
+                &a.disk_id
+            },
             a.path.display(),
             a.format,
             a.size_human
@@ -473,6 +684,23 @@ fn take_options(
                     .as_u64()
                     .and_then(|v| u8::try_from(v).ok())
                     .ok_or_else(|| bad(key, "an integer from 0 to 3"))?
+            }
+            "cmd" | "command" => {
+                let s = value.as_str().ok_or_else(|| bad(key, "a command name"))?;
+                // The Python tool's configs spell it either way.
+                options.cmd = Some(s.replace('_', "-"));
+            }
+            "libvirt_xml" | "xml_path" => {
+                let s = value.as_str().ok_or_else(|| bad(key, "a path"))?;
+                options.libvirt_xml = Some(config::resolve_relative(base, s));
+            }
+            "manifest_filename" => {
+                let s = value.as_str().ok_or_else(|| bad(key, "a file name"))?;
+                options.manifest_filename = Some(s.to_owned());
+            }
+            "compute_checksums" => {
+                options.compute_checksums =
+                    Some(value.as_bool().ok_or_else(|| bad(key, "a boolean"))?)
             }
             "progress" => {
                 let s = value.as_str().unwrap_or_default();

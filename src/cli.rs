@@ -15,7 +15,7 @@ use crate::ui::ProgressMode;
     name = "hyper2kvm",
     version,
     about,
-    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
+    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n  hyper2kvm --libvirt-xml web01.xml --output-dir /srv/migrate/web01\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
 )]
 pub struct Cli {
     /// Configuration or manifest file (JSON or YAML); repeatable, later files win. A file that
@@ -78,4 +78,21 @@ pub struct Cli {
     /// Also write the log to this file (appended).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+
+    /// Import a libvirt domain XML (as written by `virsh dumpxml`): write a manifest for it into
+    /// --output-dir instead of converting anything.
+    #[arg(long, value_name = "FILE", visible_alias = "xml-path")]
+    pub libvirt_xml: Option<PathBuf>,
+
+    /// File name of the manifest --libvirt-xml writes [default: manifest.json].
+    #[arg(long, value_name = "NAME")]
+    pub manifest_filename: Option<String>,
+
+    /// With --libvirt-xml, record each disk's SHA-256 in the manifest (the default).
+    #[arg(long, overrides_with = "no_compute_checksums")]
+    pub compute_checksums: bool,
+
+    /// With --libvirt-xml, skip the checksums (the manifest then has no checksum keys).
+    #[arg(long, overrides_with = "compute_checksums")]
+    pub no_compute_checksums: bool,
 }

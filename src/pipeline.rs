@@ -174,7 +174,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
     use HookStage as H;
     /// (stage, enabled, function, hooks fired before it, hooks fired after it)
     type Step = (&'static str, bool, StageFn, Option<H>, Option<H>);
-    let order: [Step; 5] = [
+    let order: [Step; 6] = [
         (
             "load_manifest",
             true,
@@ -203,6 +203,13 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             stage_validate,
             None,
             Some(H::PostValidate),
+        ),
+        (
+            "domain_xml",
+            plan.domain.is_some(),
+            stage_domain,
+            None,
+            None,
         ),
     ];
     for (name, enabled, stage, hooks_before, hooks_after) in order {
@@ -526,9 +533,7 @@ fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
     let results: Vec<(String, String, Result<String, checksum::ChecksumError>)> = to_verify
         .par_iter()
         .map(|(_, d, expected)| {
-            let total = std::fs::metadata(&d.given_path)
-                .map(|m| m.len())
-                .unwrap_or(0);
+            let total = disk_size(&d.given_path).unwrap_or(0);
             let actual = checksum::sha256_file(&d.given_path, Some(cancel), |done| {
                 events.send(Event::Progress {
                     vm: plan.vm_id.clone(),
@@ -583,13 +588,12 @@ fn stage_inspect(run: &mut Run<'_>) -> Result<Value, StageFailure> {
     let mut disks = Vec::new();
     for idx in 0..run.plan.disks.len() {
         let disk = &run.plan.disks[idx];
-        let meta = std::fs::metadata(&disk.given_path).map_err(|e| {
+        let actual = disk_size(&disk.given_path).map_err(|e| {
             StageFailure::new(format!(
                 "Disk artifact not found: {} ({e})",
                 disk.given_path.display()
             ))
         })?;
-        let actual = meta.len();
         let size_match = actual == disk.expected_bytes;
         if !size_match {
             let text = format!(
@@ -906,6 +910,16 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         let (Some(output), Some(part)) = (disk.output.clone(), disk.part_path()) else {
             continue;
         };
+        // storage_mapping.disk_mappings may place this disk outside the output directory.
+        if let Some(dir) = output.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StageFailure::new(format!(
+                    "disk {}: cannot create directory {}: {e}",
+                    disk.id,
+                    dir.display()
+                ))
+            })?;
+        }
         // With guest repairs, convert flattens the overlay (repairs plus the untouched source).
         let (source, driver) = match &run.overlays[idx] {
             Some(overlay) => (overlay.clone(), "qcow2".to_owned()),
@@ -1094,6 +1108,39 @@ fn stage_validate(run: &mut Run<'_>) -> Result<Value, StageFailure> {
     }))
 }
 
+/// Writes the libvirt domain for the converted disks (atomically) and records it as an artifact.
+fn stage_domain(run: &mut Run<'_>) -> Result<Value, StageFailure> {
+    let plan = run.plan;
+    let domain = plan.domain.as_ref().expect("stage runs only when planned");
+    let xml = crate::libvirt::emit::domain_xml(domain);
+    crate::atomic::write(&domain.path, xml.as_bytes())
+        .map_err(|e| StageFailure::new(error_chain(&e)))?;
+    let size = xml.len() as u64;
+    run.bytes_written += size;
+    run.artifacts.push(Artifact {
+        kind: "libvirt_domain",
+        path: domain.path.clone(),
+        disk_id: String::new(),
+        format: "xml".to_owned(),
+        size_bytes: size,
+        size_human: human_bytes(size),
+        boot_order_hint: 0,
+        compressed: false,
+    });
+    Ok(serde_json::json!({
+        "path": domain.path,
+        "name": domain.name,
+        "uuid": domain.uuid,
+        "uuid_origin": domain.uuid_origin,
+        "memory_kib": domain.memory_kib,
+        "vcpus": domain.vcpus,
+        "firmware": domain.firmware,
+        "disks": domain.disks,
+        "interfaces": domain.interfaces,
+        "define_with": format!("virsh define {}", crate::exec::quote_argv(&[domain.path.display().to_string()])),
+    }))
+}
+
 trait StdoutSummary {
     fn stdout_summary(&self, stdout: &[u8]) -> String;
 }
@@ -1178,6 +1225,16 @@ pub fn now_iso() -> String {
     let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// The size of a disk image file, or of a block device (whose file size is 0), in bytes.
+pub fn disk_size(path: &Path) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    std::fs::File::open(path)?.seek(SeekFrom::End(0))
 }
 
 /// `1536` → `1.5 KiB`.

@@ -6,6 +6,7 @@
 //! hooks (see [`crate::hooks::plan`]). Everything it finds wrong is reported together. The
 //! pipeline reads only the plan, never the manifest.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,9 @@ use crate::config;
 use crate::exec::{self, Watch};
 use crate::guest::session::GuestEnv;
 use crate::hooks::{self, HooksPlan};
+use crate::libvirt::domain::{self as libvirt_domain, DomainInputs, DomainPlan};
 use crate::manifest::{DiskType, Firmware, Loaded, OutputFormat, Problem, SourceFormat};
+use crate::mapping::{MacAddr, Preallocation};
 use crate::qemu_img::{Compression, ConvertSpec, QemuImg};
 
 /// What the caller adds to a manifest when planning.
@@ -33,6 +36,10 @@ pub struct PlanOptions {
     /// libguestfs and the accelerator it may use; found (and KVM probed) when `None` and the
     /// manifest looks inside the guest. A batch passes one in so the probe runs once.
     pub guest_env: Option<GuestEnv>,
+    /// MACs that other VMs of the same run already use. A regenerated MAC never repeats one, and
+    /// a preserved or overridden MAC that repeats one is a problem. A batch plans its VMs in
+    /// order and adds each plan's [`VmPlan::macs`] here before planning the next.
+    pub reserved_macs: BTreeSet<MacAddr>,
 }
 
 /// Whether a manifest needs libguestfs.
@@ -70,6 +77,8 @@ pub struct VmPlan {
     pub fix: Option<FixPlan>,
     pub convert: Option<ConvertPlan>,
     pub validate: Option<ValidatePlan>,
+    /// The libvirt domain written after a successful conversion.
+    pub domain: Option<DomainPlan>,
     pub overwrite: bool,
     pub dry_run: bool,
     /// Things the admin should know that do not stop the run; they go into the report.
@@ -142,6 +151,8 @@ pub struct ConvertPlan {
     pub parallel_writes: bool,
     /// Check the source with `qemu-img check` first (when inspect did not).
     pub check_source: bool,
+    /// `storage_mapping.preallocate`, passed to qemu-img as `-o preallocation=`.
+    pub preallocation: Option<Preallocation>,
 }
 
 #[derive(Clone, Debug)]
@@ -215,7 +226,13 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         .unwrap_or(stem);
 
     let converting = m.pipeline.convert.enabled;
-    let format = m.output.format;
+    let format = m.storage_mapping.format_override.unwrap_or(m.output.format);
+    if converting && format != m.output.format {
+        notes.push(format!(
+            "storage_mapping.format_override writes {format} instead of output.format {}",
+            m.output.format
+        ));
+    }
     let mut disks: Vec<DiskPlan> =
         m.disks
             .iter()
@@ -231,7 +248,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
                         (Some(f), 1) => f.clone(),
                         _ => format!("{}.{}", d.id, format.name()),
                     };
-                    output_dir.join(name)
+                    disk_output_dir(loaded, &output_dir, &d.id).join(name)
                 });
                 DiskPlan {
                     id: d.id.clone(),
@@ -284,6 +301,66 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
     if let Err(message) = check_dir_writable(&output_dir) {
         problem("output.directory", message);
     }
+    let mapped_dirs: BTreeSet<PathBuf> = m
+        .storage_mapping
+        .disk_mappings
+        .keys()
+        .map(|id| disk_output_dir(loaded, &output_dir, id))
+        .filter(|d| *d != output_dir)
+        .collect();
+    if converting {
+        for dir in &mapped_dirs {
+            if let Err(message) = check_dir_writable(dir) {
+                problem("storage_mapping.disk_mappings", message);
+            }
+        }
+    }
+
+    let preallocation = m.storage_mapping.preallocation();
+    if let (true, Some(mode)) = (converting, preallocation) {
+        let refused = match (format, mode) {
+            _ if m.pipeline.convert.compress && format == OutputFormat::Qcow2 => Some(
+                "qemu-img cannot compress and preallocate at once; turn off \
+                 pipeline.convert.compress or storage_mapping.preallocate"
+                    .to_owned(),
+            ),
+            (OutputFormat::Vdi, _) => Some(
+                "qemu-img ignores preallocation for vdi output; remove storage_mapping.preallocate \
+                 or write qcow2 or raw"
+                    .to_owned(),
+            ),
+            (OutputFormat::Raw, Preallocation::Metadata) => Some(
+                "raw output has no metadata to preallocate; use falloc or full".to_owned(),
+            ),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            problem(
+                "storage_mapping.preallocate",
+                format!("storage_mapping.preallocate {}: {why}", mode.name()),
+            );
+        }
+    }
+
+    let domain = if converting {
+        let planned = libvirt_domain::plan_domain(&DomainInputs {
+            manifest: m,
+            vm_id: &vm_id,
+            vm_name: m.source.vm_name.as_deref().unwrap_or(&vm_id),
+            output_dir: &output_dir,
+            disks: &disks,
+            format,
+            reserved_macs: &opts.reserved_macs,
+            overwrite: opts.overwrite,
+        });
+        notes.extend(planned.notes);
+        for p in planned.problems {
+            problem(&p.path, p.message);
+        }
+        Some(planned.domain)
+    } else {
+        None
+    };
 
     let hooks = hooks::plan(
         &m.hooks,
@@ -394,6 +471,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
             compression,
             parallel_writes: matches!(format, OutputFormat::Qcow2 | OutputFormat::Raw),
             check_source: c.check_image_integrity && !m.pipeline.inspect.enabled,
+            preallocation,
         })
     } else {
         None
@@ -436,6 +514,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         fix,
         convert,
         validate,
+        domain,
         overwrite: opts.overwrite,
         dry_run,
         notes,
@@ -443,6 +522,15 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         guest_env,
         hooks,
     })
+}
+
+/// Where a disk's output goes: its `storage_mapping.disk_mappings` directory (relative to the
+/// manifest), else the output directory.
+fn disk_output_dir(loaded: &Loaded, output_dir: &Path, disk_id: &str) -> PathBuf {
+    match loaded.manifest.storage_mapping.disk_mappings.get(disk_id) {
+        Some(dir) => config::resolve_relative(&loaded.dir, dir),
+        None => output_dir.to_owned(),
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -508,7 +596,16 @@ impl VmPlan {
             output_format: c.format.name(),
             compression: c.compression,
             parallel_writes: c.parallel_writes,
+            preallocation: c.preallocation.map(Preallocation::name),
         })
+    }
+
+    /// The MACs this VM's domain uses (for [`PlanOptions::reserved_macs`] of the next VM).
+    pub fn macs(&self) -> Vec<MacAddr> {
+        self.domain
+            .as_ref()
+            .map(|d| d.macs().collect())
+            .unwrap_or_default()
     }
 
     /// A human-readable account of what a run would do, for `--dry-run`.
@@ -599,7 +696,70 @@ impl VmPlan {
                 }
             }
         }
+        if let Some(dom) = &self.domain {
+            describe_domain(&mut s, dom);
+        }
         s
+    }
+}
+
+fn describe_domain(s: &mut String, dom: &DomainPlan) {
+    use crate::libvirt::domain::{FirmwarePlan, UuidOrigin};
+    let firmware = match &dom.firmware {
+        FirmwarePlan::Bios => "BIOS".to_owned(),
+        FirmwarePlan::Uefi {
+            loader,
+            secure_boot,
+            ..
+        } => format!(
+            "UEFI{} ({loader})",
+            if *secure_boot {
+                " with Secure Boot"
+            } else {
+                ""
+            }
+        ),
+    };
+    let _ = writeln!(s, "  domain {} -> {}", dom.name, dom.path.display());
+    let _ = writeln!(
+        s,
+        "    uuid {} ({}), {} vCPUs, {} MiB, q35, {firmware}",
+        dom.uuid,
+        match dom.uuid_origin {
+            UuidOrigin::Derived => "new",
+            UuidOrigin::Preserved => "preserved",
+        },
+        dom.vcpus,
+        dom.memory_kib / 1024
+    );
+    for d in &dom.disks {
+        let pool = d
+            .pool
+            .as_deref()
+            .map(|p| format!(", pool {p}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "    {}: disk {}, boot order {}{pool}: {}",
+            d.target,
+            d.disk_id,
+            d.boot_order,
+            d.path.display()
+        );
+    }
+    for i in &dom.interfaces {
+        let _ = writeln!(
+            s,
+            "    nic {}: {}, mac {} ({})",
+            i.nic_id,
+            i.connection,
+            i.mac,
+            match i.mac_origin {
+                crate::mapping::MacOrigin::Preserved => "preserved",
+                crate::mapping::MacOrigin::Override => "override",
+                crate::mapping::MacOrigin::Generated => "new",
+            }
+        );
     }
 }
 
@@ -608,5 +768,54 @@ pub fn disk_type_name(t: DiskType) -> &'static str {
         DiskType::Boot => "boot",
         DiskType::Data => "data",
         DiskType::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Two VMs of a batch that both ask for regenerated MACs: the second is planned with the
+    /// first's MACs reserved and gets different ones, even from the same identity.
+    #[test]
+    fn reserved_macs_keep_a_batch_unique() {
+        if which::which("qemu-img").is_err() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.raw"), b"x").expect("write");
+        let doc = json!({"manifest_version": "1.0",
+            "source": {"vm_name": "web01"},
+            "disks": [{"id": "d0", "source_format": "raw", "bytes": 1, "local_path": "a.raw"}],
+            "nics": [{"network": "lan"}, {"network": "lan"}],
+            "network_mapping": {"default_bridge": "br0", "mac_address_policy": "regenerate"},
+            "pipeline": {"convert": {"enabled": true}}});
+        let serde_json::Value::Object(doc) = doc else {
+            panic!("an object")
+        };
+        let loaded = crate::manifest::resolve(
+            &dir.path().join("vm.json"),
+            doc,
+            &crate::manifest::Layers::default(),
+        )
+        .expect("valid");
+        let mut opts = PlanOptions {
+            dry_run: true,
+            ..PlanOptions::default()
+        };
+        let first = plan(&loaded, &opts).expect("plans");
+        let first_macs = first.macs();
+        assert_eq!(first_macs.len(), 2);
+        opts.reserved_macs.extend(first_macs.iter().copied());
+        let second = plan(&loaded, &opts).expect("plans");
+        for mac in second.macs() {
+            assert!(
+                !first_macs.contains(&mac),
+                "{mac} repeated across the batch"
+            );
+        }
+        let again = plan(&loaded, &PlanOptions::default()).expect("plans");
+        assert_eq!(again.macs(), first_macs, "the same run plans the same MACs");
     }
 }

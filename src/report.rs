@@ -125,7 +125,11 @@ pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
             total_errors: outcome.errors.len(),
             total_artifacts: outcome.artifacts.len(),
             input_disks: plan.disks.len(),
-            output_disks: outcome.artifacts.len(),
+            output_disks: outcome
+                .artifacts
+                .iter()
+                .filter(|a| a.kind == "converted_disk")
+                .count(),
             total_hooks: outcome.hooks.len(),
             failed_hooks: outcome.hooks.iter().filter(|h| !h.success).count(),
         },

@@ -15,7 +15,7 @@
 pub mod checkpoint;
 pub mod manifest;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::exec::CancelToken;
 use crate::manifest::{self as vm_manifest, Layers, Loaded};
+use crate::mapping::MacAddr;
 use crate::pipeline::{self, VmOutcome, VmStatus};
 use crate::plan::{self, PlanOptions, VmPlan};
 use crate::report;
@@ -70,6 +71,10 @@ pub struct VmResult {
     pub artifacts: Vec<ArtifactRecord>,
     /// Whether the validate stage ran and passed.
     pub validated: bool,
+    /// The MAC addresses of the emitted domain's NICs; a resumed batch keeps them reserved so a
+    /// VM planned after a reused one never gets the same MAC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<MacAddr>,
     /// Digest of the resolved manifest; resume reuses a result only for the same manifest.
     pub fingerprint: Option<String>,
     /// Taken from the checkpoint of an earlier run (`--batch-resume`), not run again.
@@ -186,6 +191,8 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
     let mut vms = Vec::new();
     // libguestfs is found and KVM probed once, for the first VM that needs them.
     let mut guest_env = None;
+    // MACs of the VMs planned so far, in order, so a regenerated MAC is unique in the batch.
+    let mut reserved_macs: BTreeSet<MacAddr> = BTreeSet::new();
     for entry in &batch.vms {
         if !entry.enabled {
             vms.push((entry.clone(), VmPrep::Skipped));
@@ -201,6 +208,7 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                         reused.from_checkpoint = true;
                         reused.index = entry.index;
                         reused.priority = entry.priority;
+                        reserved_macs.extend(reused.macs.iter().copied());
                         VmPrep::Reuse(Box::new(reused))
                     }
                     _ => {
@@ -217,9 +225,13 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                             vm_id: Some(entry.id.clone()),
                             batch_id: Some(batch.batch_id.clone()),
                             guest_env: guest_env.clone(),
+                            reserved_macs: reserved_macs.clone(),
                         };
                         match plan::plan(&loaded, &plan_opts) {
-                            Ok(p) => VmPrep::Run(Box::new(p), fingerprint),
+                            Ok(p) => {
+                                reserved_macs.extend(p.macs());
+                                VmPrep::Run(Box::new(p), fingerprint)
+                            }
                             Err(plan::PlanError::Tool(t)) => return Err(BatchError::Tool(t)),
                             Err(e) => VmPrep::Failed(e.to_string()),
                         }
@@ -244,6 +256,7 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                 .iter()
                 .filter_map(|d| d.output.clone())
                 .chain(plan.report_path.clone())
+                .chain(plan.domain.as_ref().map(|d| d.path.clone()))
                 .collect(),
             VmPrep::Reuse(r) => r
                 .artifacts
@@ -539,6 +552,7 @@ fn not_run(entry: &VmEntry, status: BatchVmStatus, error: Option<String>) -> VmR
         bytes_written: 0,
         artifacts: Vec::new(),
         validated: false,
+        macs: Vec::new(),
         fingerprint: None,
         from_checkpoint: false,
         pipeline_report: None,
@@ -593,6 +607,7 @@ fn ran(
             .stages
             .iter()
             .any(|s| s.name == "validate" && s.success),
+        macs: plan.macs(),
         fingerprint,
         from_checkpoint: false,
         pipeline_report: None,

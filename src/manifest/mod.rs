@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{self, ConfigError, kind_of};
+use crate::mapping::{NetworkMapping, StorageMapping};
 use crate::profile::{self, Catalog};
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];
@@ -141,11 +142,14 @@ pub struct Manifest {
     pub description: Option<String>,
     #[serde(default)]
     pub hooks: crate::hooks::HookSet,
+    #[serde(default)]
+    pub network_mapping: NetworkMapping,
+    #[serde(default)]
+    pub storage_mapping: StorageMapping,
+    /// How the libvirt domain written after conversion is made.
+    #[serde(default)]
+    pub domain: DomainSection,
     // Sections this build rejects when non-empty (see `schema::TOP_LEVEL`).
-    #[serde(default, skip_serializing)]
-    pub network_mapping: Option<Value>,
-    #[serde(default, skip_serializing)]
-    pub storage_mapping: Option<Value>,
     #[serde(default, skip_serializing)]
     pub libvirt_integration: Option<Value>,
     #[serde(default, skip_serializing)]
@@ -299,8 +303,37 @@ pub struct Nic {
     pub id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The source network (port group, libvirt network, bridge or host device) that
+    /// `network_mapping.source_networks` is looked up by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// How the source connected it, when known (libvirt's interface type).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<NicType>,
+    /// The source's NIC model (e1000, vmxnet3, virtio...), kept for the record: the emitted
+    /// domain always uses virtio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The libvirt interface types a migrated NIC can keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NicType {
+    Bridge,
+    Network,
+    Direct,
+    User,
+}
+
+/// `domain`: choices about the libvirt domain XML written after a conversion.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainSection {
+    /// Reuse `source.uuid` as the domain's UUID instead of deriving a new one. Only for a VM
+    /// whose original will not run on the same libvirt host (libvirt refuses a second domain
+    /// with the same UUID) and whose guest software is tied to the UUID.
+    pub preserve_uuid: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -701,6 +734,11 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
             }
         }
     }
+    crate::mapping::check_disk_mapping_ids(doc, problems);
+    check_preserve_uuid(doc, problems);
+    if let Some(Value::Array(nics)) = doc.get("nics") {
+        crate::mapping::check_nics(nics, problems);
+    }
     if let Some(Value::Array(nics)) = doc.get("nics") {
         for (i, nic) in nics.iter().enumerate() {
             if let Some(mac) = nic.get("mac").and_then(Value::as_str)
@@ -727,6 +765,32 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
             "output.filename names one output file, but the manifest has several disks; \
              remove it (outputs are named <disk id>.<format>)",
         );
+    }
+}
+
+/// `domain.preserve_uuid` needs a UUID to preserve.
+fn check_preserve_uuid(doc: &Map<String, Value>, problems: &mut Problems) {
+    let wanted = doc
+        .get("domain")
+        .and_then(|d| d.get("preserve_uuid"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if !wanted {
+        return;
+    }
+    match doc.get("source").and_then(|s| s.get("uuid")) {
+        None | Some(Value::Null) => problems.push(
+            "domain.preserve_uuid",
+            "domain.preserve_uuid is true but source.uuid is not set; add the source VM's UUID \
+             as source.uuid, or remove domain.preserve_uuid",
+        ),
+        Some(u) if u.as_str().and_then(crate::libvirt::parse_uuid).is_none() => problems.push(
+            "source.uuid",
+            format!(
+                "source.uuid must be a UUID like 6b3c2a4e-1f0d-4c3a-9b2e-0123456789ab (got {u})"
+            ),
+        ),
+        Some(_) => {}
     }
 }
 

@@ -31,6 +31,8 @@ pub enum Kind {
     ObjectList(&'static [Field]),
     /// A section this build does not implement: only an empty value (or `enabled: false`) passes.
     Unsupported(&'static str),
+    /// A section with its own checker (path, value, problems).
+    Check(fn(&str, &Value, &mut Problems)),
 }
 
 pub struct Field {
@@ -86,11 +88,15 @@ const OPTIONS: &[Field] = &[
     f("verbose", Kind::Int { min: 0, max: 3 }),
     f("report", Kind::Object(REPORT)),
 ];
+pub const NIC_TYPES: &[&str] = &["bridge", "network", "direct", "user"];
 const NIC: &[Field] = &[
     f("id", Kind::Str),
     f("mac", Kind::Str),
     f("network", Kind::Str),
+    f("type", Kind::Enum(NIC_TYPES)),
+    f("model", Kind::Str),
 ];
+const DOMAIN: &[Field] = &[f("preserve_uuid", Kind::Bool)];
 const WARNING: &[Field] = &[
     f("stage", Kind::Str),
     f("message", Kind::Str),
@@ -114,12 +120,13 @@ pub const TOP_LEVEL: &[Field] = &[
     f("description", Kind::Str),
     f(
         "network_mapping",
-        Kind::Unsupported("network_mapping is not supported by this version of hyper2kvm yet"),
+        Kind::Check(crate::mapping::check_network_mapping),
     ),
     f(
         "storage_mapping",
-        Kind::Unsupported("storage_mapping is not supported by this version of hyper2kvm yet"),
+        Kind::Check(crate::mapping::check_storage_mapping),
     ),
+    f("domain", Kind::Object(DOMAIN)),
     f(
         "libvirt_integration",
         Kind::Unsupported("libvirt_integration is not supported by this version of hyper2kvm yet"),
@@ -268,6 +275,7 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
             }
             None => wrong(problems, "a list"),
         },
+        Kind::Check(check) => check(path, value, problems),
         Kind::Unsupported(reason) => {
             let empty = match value {
                 Value::Null => true,

@@ -256,11 +256,20 @@ pub fn summary_text(report: &BatchReport) -> String {
             continue;
         }
         line(title);
-        for m in items {
-            let mut lines = m.message.lines();
+        // The same message for many VMs (a shared default, a shared mistake) is listed once,
+        // with the VMs it concerns, in order of first appearance.
+        let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
+        for m in items.iter() {
+            match grouped.iter_mut().find(|(msg, _)| *msg == m.message) {
+                Some((_, vms)) => vms.push(&m.vm_id),
+                None => grouped.push((&m.message, vec![&m.vm_id])),
+            }
+        }
+        for (message, vms) in grouped {
+            let mut lines = message.lines();
             line(&format!(
                 "  [{}] {}",
-                m.vm_id,
+                vm_list(&vms),
                 lines.next().unwrap_or_default()
             ));
             for rest in lines {
@@ -271,4 +280,13 @@ pub fn summary_text(report: &BatchReport) -> String {
     }
     line(&eq);
     s
+}
+
+/// `vm1`, `vm1, vm2`, or `vm1, vm2, vm3, vm4, vm5 and 7 more`.
+fn vm_list(vms: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    if vms.len() <= SHOWN + 1 {
+        return vms.join(", ");
+    }
+    format!("{} and {} more", vms[..SHOWN].join(", "), vms.len() - SHOWN)
 }

@@ -142,7 +142,7 @@ fn unsupported_sections_are_rejected_not_ignored() {
     let err = rejected(
         &dir,
         "vm.yaml",
-        "manifest_version: \"1.0\"\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\nhooks:\n  pre_fix:\n    - {type: script, path: /bin/true}\nnetwork_mapping:\n  default_bridge: br0\n",
+        "manifest_version: \"1.0\"\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\nhooks:\n  pre_fix:\n    - {type: script, path: /bin/true}\nlibvirt_integration:\n  define_domain: true\n",
     );
     insta::assert_snapshot!(err);
 }

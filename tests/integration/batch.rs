@@ -1,5 +1,7 @@
 //! Batch mode: many VMs in parallel, isolation, ordering, stop rules, reports, resume, signals.
 
+use std::os::unix::fs::PermissionsExt;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -118,14 +120,20 @@ fn twelve_vms_three_failures_parallel_four() {
                     .expect("open");
                 f.set_len(file_size(&disk) / 2).expect("truncate");
             }
-            // The real format differs from source_format.
+            // The conversion succeeds, then a post_convert hook overwrites 64 KiB of the
+            // output, as a faulty storage path would: only validate can notice.
             9 => {
-                let text = std::fs::read_to_string(&manifest).expect("read");
-                std::fs::write(
-                    &manifest,
-                    text.replace("source_format: vhdx", "source_format: vdi"),
-                )
-                .expect("write");
+                let script = dir.write(
+                    "vms/corrupt.sh",
+                    "#!/bin/sh\nexec qemu-io -f qcow2 -c 'write -P 0x5a 0 64k' \"$1\" >/dev/null\n",
+                );
+                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod");
+                let mut text = std::fs::read_to_string(&manifest).expect("read");
+                text.push_str(
+                    "hooks:\n  post_convert:\n    - {type: script, path: corrupt.sh, args: [\"{{ output_path }}\"]}\n",
+                );
+                std::fs::write(&manifest, text).expect("write");
             }
             _ => good.push((name.clone(), disk, driver)),
         }
@@ -157,7 +165,7 @@ fn twelve_vms_three_failures_parallel_four() {
             "succeeded"
         );
     }
-    for failed in ["vm03", "vm06", "vm09"] {
+    for failed in ["vm03", "vm06"] {
         let files = tree(&out.join(failed));
         assert!(
             files
@@ -193,19 +201,45 @@ fn twelve_vms_three_failures_parallel_four() {
             .unwrap_or_default()
             .contains("failed qemu-img check")
     );
+    // The corrupted output stays for inspection, but the VM failed in validate, after its
+    // hook ran, and its own report says why.
+    let vm09 = read_json(&out.join("vm09/report.json"));
+    assert_eq!(vm09["status"], "failed");
     assert!(
         results[9]["error"]
             .as_str()
             .unwrap_or_default()
-            .contains("qemu-img detects vhdx")
+            .contains("the output's content differs from the source"),
+        "{}",
+        results[9]["error"]
     );
+    let vm09_stages: Vec<&str> = results[9]["stage_durations"]
+        .as_array()
+        .expect("timings")
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        vm09_stages,
+        ["load_manifest", "inspect", "convert", "validate"]
+    );
+    assert_eq!(vm09["hooks"][0]["stage"], "post_convert", "{vm09:#}");
     let stages: Vec<&str> = results[0]["stage_durations"]
         .as_array()
         .expect("timings")
         .iter()
         .map(|s| s["stage"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(stages, ["load_manifest", "inspect", "convert", "validate"]);
+    assert_eq!(
+        stages,
+        [
+            "load_manifest",
+            "inspect",
+            "convert",
+            "validate",
+            "domain_xml"
+        ]
+    );
     assert!(report["batch"]["bytes_written"].as_u64().unwrap_or(0) > 0);
 
     // The summary is stable once times are redacted; durations vary, so they are too.

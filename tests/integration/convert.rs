@@ -79,8 +79,12 @@ fn convert_one(source: &str) {
         );
         assert_eq!(
             tree(&out_dir),
-            [format!("d0.{out_format}"), "report.json".to_owned()],
-            "only the output and the report are left"
+            [
+                format!("d0.{out_format}"),
+                "report.json".to_owned(),
+                "testvm.xml".to_owned()
+            ],
+            "only the output, the report and the domain XML are left"
         );
         let report = read_json(&out_dir.join("report.json"));
         assert_eq!(report["status"], "succeeded");
@@ -268,7 +272,7 @@ fn output_dir_flag_wins() {
         .arg("--output-dir")
         .arg(&out));
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    assert_eq!(tree(&out), ["d0.raw", "report.json"]);
+    assert_eq!(tree(&out), ["d0.raw", "report.json", "testvm.xml"]);
     assert!(!dir.join("from-manifest").exists());
 }
 
@@ -337,7 +341,10 @@ fn configs_merge_later_wins() {
     ]));
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     // The manifest's own output.format beats the config layer.
-    assert_eq!(tree(&dir.join("site-out")), ["d0.qcow2", "report.json"]);
+    assert_eq!(
+        tree(&dir.join("site-out")),
+        ["d0.qcow2", "report.json", "testvm.xml"]
+    );
     assert_eq!(
         r.stderr, "",
         "progress: none from the config silences progress"
@@ -369,7 +376,7 @@ fn report_path_and_disabled_report() {
         .arg("--output-dir")
         .arg(&out2));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(tree(&out2), ["d0.qcow2"]);
+    assert_eq!(tree(&out2), ["d0.qcow2", "testvm.xml"]);
 }
 
 /// Stages run only when enabled: with nothing enabled the manifest is only loaded and checked.

@@ -96,7 +96,7 @@ fn debian_production_run() {
     let out = dir.join("output");
     assert_eq!(
         tree(&out),
-        ["boot.qcow2", "report.json"],
+        ["boot.qcow2", "guest.xml", "report.json"],
         "no overlay or work files left"
     );
     assert!(

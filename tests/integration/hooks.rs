@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::guests::{Guest, phony_guest};
 use crate::http_listener::Listener;
 use crate::support::*;
 
@@ -151,7 +152,8 @@ fn every_hook_stage_fires_once_in_pipeline_order() {
         .lines()
         .map(str::to_owned)
         .collect();
-    // pre_fix/post_fix have their place in the order but fire only once fix exists.
+    // Fix is off here, so pre_fix/post_fix do not fire and a warning says so (with fix on, see
+    // fix_hooks_fire_once_around_the_real_fix_stage).
     assert_eq!(
         lines,
         [
@@ -192,6 +194,64 @@ fn every_hook_stage_fires_once_in_pipeline_order() {
     assert!(
         warnings.contains("hooks.pre_fix: 1 hook will not run because pipeline.fix is not enabled"),
         "{warnings}"
+    );
+}
+
+/// With guest repair on, pre_fix and post_fix fire too: all seven stages, once each, in
+/// pipeline order, around a real fix stage on a phony Debian guest.
+#[test]
+fn fix_hooks_fire_once_around_the_real_fix_stage() {
+    if !require_tool("qemu-img") || !require_tool("guestfish") {
+        return;
+    }
+    let dir = TestDir::new();
+    phony_guest(Guest::Debian, &dir.join("disk.raw"));
+    let log = dir.join("stages.log");
+    script(
+        &dir,
+        "log.sh",
+        &format!("#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\n", log.display()),
+    );
+    let hook = json!([{"type": "script", "path": "log.sh", "args": ["{{ stage }}"]}]);
+    let hooks: serde_json::Map<String, Value> = STAGES
+        .iter()
+        .map(|s| ((*s).to_owned(), hook.clone()))
+        .collect();
+    let m = json!({
+        "manifest_version": "1.0",
+        "source": {"provider": "vsphere", "vm_name": "guest"},
+        "disks": [{"id": "d0", "source_format": "raw",
+                   "bytes": file_size(&dir.join("disk.raw")), "local_path": "disk.raw"}],
+        "pipeline": {"inspect": {"enabled": true},
+                     "fix": {"enabled": true, "regen_initramfs": false},
+                     "convert": {"enabled": true}, "validate": {"enabled": true}},
+        "hooks": hooks,
+    });
+    let path = dir.join("vm.json");
+    write_json(&path, &m);
+    let r = run(&mut hyper2kvm_on(&path));
+    assert_eq!(r.code, Some(0), "{}", show(&r));
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, STAGES);
+    let rep = report(&dir);
+    // Each hook ran inside the stage order: the report lists hooks and stages in run order.
+    let fired: Vec<&str> = rep["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .map(|h| h["stage"].as_str().expect("stage"))
+        .collect();
+    assert_eq!(fired, STAGES);
+    let fix = rep["pipeline"]["stages"]["fix"].clone();
+    assert_eq!(fix["success"], true, "{fix:#}");
+    assert!(
+        rep["warnings"].to_string().find("hooks.").is_none(),
+        "no hook stage is skipped: {}",
+        rep["warnings"]
     );
 }
 

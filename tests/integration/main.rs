@@ -41,3 +41,8 @@ mod hooks;
 
 /// A tiny HTTP listener on 127.0.0.1 that records requests, for the http hook tests.
 mod http_listener;
+/// `--libvirt-xml` import of the fixture corpus, round trips to a defined domain, bad domain XML.
+mod libvirt;
+
+/// network_mapping and storage_mapping as they land in the converted VM and its domain XML.
+mod mapping;

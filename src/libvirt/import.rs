@@ -1,0 +1,1393 @@
+//! `--libvirt-xml`: an existing libvirt domain definition becomes an Artifact Manifest.
+//!
+//! The import runs in phases, and nothing is written unless all of them pass:
+//! 1. read the file (at most [`MAX_XML_BYTES`], the limit `virsh define` itself applies) and parse
+//!    it with the refusing reader of [`super::xml`];
+//! 2. [`read_domain`], a pure function of the element tree, collects every fact and every
+//!    problem at once (unknown memory unit, invalid MAC, no `<devices>`...), each problem named
+//!    by its element path and line;
+//! 3. each disk is looked at on disk: missing files are listed and skipped (an error when no disk
+//!    remains), the size comes from the file or, for a block device, from the device itself, and
+//!    the virtual size from `qemu-img info`;
+//! 4. checksums are computed in parallel across disks (unless turned off, in which case the
+//!    manifest has no `checksum` key at all);
+//! 5. the manifest is validated with the same loader `--manifest` uses, then written atomically.
+//!
+//! Where this differs from the Python tool: libvirt's full unit table, `<boot order>` and
+//! `<os><boot dev>`, block devices, volume/network disks reported instead of dropped, and a
+//! manifest the loader accepts as it is (`vm.firmware`, `vm.os_hint`, no `null` checksum).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::{Map, Value, json};
+
+use super::xml::{self, Element, XmlError};
+use crate::checksum;
+use crate::config;
+use crate::exec::{self, CancelToken, Watch};
+use crate::manifest::{self, Firmware, Layers, Problem, SourceFormat};
+use crate::mapping::MacAddr;
+use crate::qemu_img::{ImageInfo, QemuImg};
+use crate::ui::{Event, EventSink};
+
+/// `virsh define` reads at most 10 MiB (VSH_MAX_XML_FILE); a real domain is a few KiB. Larger
+/// input is refused before it is read, so a huge or endless file cannot exhaust memory.
+pub const MAX_XML_BYTES: u64 = 10 * 1024 * 1024;
+
+const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// What the caller asks of an import.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    pub xml_path: PathBuf,
+    /// Where the manifest goes, and the `output.directory` it names.
+    pub output_dir: PathBuf,
+    pub manifest_filename: String,
+    pub compute_checksums: bool,
+    pub overwrite: bool,
+    /// Build and return the manifest, write nothing, hash nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("Domain XML not found: {}", path.display())]
+    NotFound { path: PathBuf },
+    #[error("Domain XML is not a file: {}", path.display())]
+    NotAFile { path: PathBuf },
+    #[error(
+        "domain XML {} is {size} bytes; the limit is {MAX_XML_BYTES} bytes (virsh define's own \
+         limit; a domain definition is a few KiB)",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("Failed to read domain XML {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Failed to parse domain XML {}: {err}", path.display())]
+    Xml { path: PathBuf, err: XmlError },
+    #[error(
+        "invalid domain XML {} ({} problem{}):\n{}",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        manifest::render_problems(problems)
+    )]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("No disks found in domain XML {}{}", path.display(), listed(skipped))]
+    NoDisks { path: PathBuf, skipped: Vec<String> },
+    #[error(
+        "{} already exists; remove it or pass --overwrite",
+        path.display()
+    )]
+    Exists { path: PathBuf },
+    #[error(transparent)]
+    Tool(#[from] exec::ExecError),
+    #[error("could not compute the checksum of disk {disk}")]
+    Checksum {
+        disk: String,
+        #[source]
+        source: checksum::ChecksumError,
+    },
+    #[error("interrupted")]
+    Interrupted,
+    #[error(
+        "the manifest generated from {} does not load (a defect of hyper2kvm; please report it)",
+        path.display()
+    )]
+    SelfCheck {
+        path: PathBuf,
+        #[source]
+        source: Box<manifest::ManifestError>,
+    },
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
+}
+
+impl ImportError {
+    /// Whether the machine, not the input, is at fault (a missing tool).
+    pub fn is_environment(&self) -> bool {
+        matches!(self, ImportError::Tool(_))
+    }
+}
+
+fn listed(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; every disk was skipped:\n{}",
+            skipped
+                .iter()
+                .map(|s| format!("  - {s}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: the element tree → facts.
+
+/// How a disk's source is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    File,
+    Block,
+}
+
+impl SourceKind {
+    fn name(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::Block => "block",
+        }
+    }
+}
+
+/// A disk the import can use, in the domain's boot order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskFacts {
+    pub id: String,
+    /// `/domain/devices/disk[N]` with its line, for messages.
+    pub element: String,
+    pub kind: SourceKind,
+    pub path: PathBuf,
+    pub format: SourceFormat,
+    pub bus: Option<String>,
+    /// The domain's own `<boot order>`, when it has one.
+    pub boot_order: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicFacts {
+    pub id: String,
+    pub kind: String,
+    pub network: Option<String>,
+    pub mac: Option<MacAddr>,
+    pub model: Option<String>,
+}
+
+/// Everything read from the domain XML.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DomainFacts {
+    pub name: String,
+    pub uuid: Option<String>,
+    pub domain_type: Option<String>,
+    pub memory_bytes: Option<u64>,
+    pub current_memory_bytes: Option<u64>,
+    pub vcpus: Option<u32>,
+    pub vcpus_max: Option<u32>,
+    pub firmware: Option<Firmware>,
+    pub secureboot: bool,
+    pub libosinfo_id: Option<String>,
+    /// The source VM's own UEFI variable store (its boot entries).
+    pub nvram: Option<String>,
+    pub os_hint: Option<String>,
+    pub os_version: Option<String>,
+    /// In boot order.
+    pub disks: Vec<DiskFacts>,
+    pub nics: Vec<NicFacts>,
+    /// Disks that cannot be migrated, each with why (volume and network sources, unknown
+    /// formats); they are listed, never silently dropped.
+    pub unsupported: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// An element for a message: its path and line.
+fn at(el: &Element, path: &str) -> String {
+    format!("{path}, line {}", el.line)
+}
+
+/// A problem's message, led by the line of the element it is about.
+fn located(el: &Element, message: impl std::fmt::Display) -> String {
+    format!("line {}: {message}", el.line)
+}
+
+/// Reads a domain element tree, reporting every problem at once.
+pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Problem>> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(Problem { path, message });
+    let mut facts = DomainFacts::default();
+
+    if root.name != "domain" {
+        problem(
+            format!("/{}", root.name),
+            located(
+                root,
+                format!(
+                    "the root element is <{}>, expected <domain> (a file written by virsh \
+                     dumpxml)",
+                    root.name
+                ),
+            ),
+        );
+        return Err(problems);
+    }
+    facts.domain_type = root.attr("type").map(str::to_owned);
+
+    match root.child("name").and_then(Element::text) {
+        Some(n) => facts.name = n.to_owned(),
+        None => problem(
+            "/domain/name".to_owned(),
+            located(root, "<domain> has no <name>; libvirt requires one"),
+        ),
+    }
+    if let Some(u) = root.child("uuid") {
+        match u.text().and_then(super::parse_uuid) {
+            Some(uuid) => facts.uuid = Some(uuid),
+            None => problem(
+                "/domain/uuid".to_owned(),
+                located(
+                    u,
+                    format!(
+                        "<uuid> '{}' is not a UUID (expected 32 hex digits, like \
+                         6b3c2a4e-1f0d-4c3a-9b2e-0123456789ab)",
+                        u.text.trim()
+                    ),
+                ),
+            ),
+        }
+    }
+
+    for (tag, slot) in [("memory", 0), ("currentMemory", 1)] {
+        let Some(el) = root.child(tag) else { continue };
+        match memory_bytes(el) {
+            Ok(bytes) => {
+                if slot == 0 {
+                    facts.memory_bytes = Some(bytes);
+                } else {
+                    facts.current_memory_bytes = Some(bytes);
+                }
+            }
+            Err(message) => problem(format!("/domain/{tag}"), located(el, message)),
+        }
+    }
+
+    if let Some(el) = root.child("vcpu") {
+        let path = "/domain/vcpu".to_owned();
+        let max = el.text().map(|t| t.parse::<u32>());
+        match max {
+            Some(Ok(n)) if n >= 1 => facts.vcpus_max = Some(n),
+            _ => problem(
+                path.clone(),
+                located(
+                    el,
+                    format!(
+                        "<vcpu> must be a whole number of vCPUs >= 1 (got '{}')",
+                        el.text.trim()
+                    ),
+                ),
+            ),
+        }
+        match el.attr("current").map(str::parse::<u32>) {
+            None => facts.vcpus = facts.vcpus_max,
+            Some(Ok(n)) if n >= 1 => {
+                facts.vcpus = Some(n);
+                if facts.vcpus_max.is_some_and(|m| m != n) {
+                    facts.notes.push(format!(
+                        "<vcpu current='{n}'> of {}: vm.cpu is {n}, the count the guest runs with",
+                        el.text.trim()
+                    ));
+                }
+            }
+            Some(_) => problem(
+                path,
+                located(
+                    el,
+                    format!(
+                        "<vcpu current='{}'> must be a whole number >= 1",
+                        el.attr("current").unwrap_or_default()
+                    ),
+                ),
+            ),
+        }
+    }
+
+    read_os(root, &mut facts, &mut problem);
+    read_libosinfo(root, &mut facts);
+
+    let Some(devices) = root.child("devices") else {
+        problem(
+            "/domain/devices".to_owned(),
+            located(
+                root,
+                "<domain> has no <devices>: there are no disks to migrate",
+            ),
+        );
+        return Err(problems);
+    };
+    read_disks(devices, xml_dir, &mut facts, &mut problem);
+    read_interfaces(devices, &mut facts, &mut problem);
+
+    if problems.is_empty() {
+        Ok(facts)
+    } else {
+        Err(problems)
+    }
+}
+
+/// libvirt's scaled-integer rule (virScaleInteger): no unit is KiB; `b`, `byte`, `bytes` are
+/// bytes; a bare letter or `<letter>iB` is a power of 1024; `<letter>B` is a power of 1000; all
+/// case-insensitive; letters k, m, g, t, p, e.
+pub fn memory_bytes(el: &Element) -> Result<u64, String> {
+    let tag = &el.name;
+    let text = el.text.trim();
+    let value: u64 = text
+        .parse()
+        .map_err(|_| format!("<{tag}> must be a whole number (got '{text}')"))?;
+    let unit = el.attr("unit").unwrap_or("KiB");
+    let scale = unit_scale(unit).ok_or_else(|| {
+        format!(
+            "<{tag} unit='{unit}'>: unknown unit; libvirt's units are b, bytes, KB, k, KiB, MB, M, \
+             MiB, GB, G, GiB, TB, T, TiB, PB, P, PiB, EB, E, EiB"
+        )
+    })?;
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("<{tag}> {value} {unit} does not fit in 64 bits"))
+}
+
+fn unit_scale(unit: &str) -> Option<u64> {
+    let lower = unit.to_ascii_lowercase();
+    if matches!(lower.as_str(), "b" | "byte" | "bytes") {
+        return Some(1);
+    }
+    let mut chars = lower.chars();
+    let letter = chars.next()?;
+    let base: u64 = match chars.as_str() {
+        "" | "ib" => 1024,
+        "b" => 1000,
+        _ => return None,
+    };
+    let power = match letter {
+        'k' => 1,
+        'm' => 2,
+        'g' => 3,
+        't' => 4,
+        'p' => 5,
+        'e' => 6,
+        _ => return None,
+    };
+    Some(base.pow(power))
+}
+
+fn read_os(root: &Element, facts: &mut DomainFacts, problem: &mut impl FnMut(String, String)) {
+    let Some(os) = root.child("os") else {
+        return;
+    };
+    if let Some(t) = os.child("type").and_then(Element::text)
+        && t != "hvm"
+    {
+        problem(
+            "/domain/os/type".to_owned(),
+            located(
+                os,
+                format!(
+                    "<os><type> is '{t}'; only full virtualisation (hvm) guests can move to KVM"
+                ),
+            ),
+        );
+    }
+    let loader = os.child("loader");
+    let loader_path = loader.and_then(Element::text).map(str::to_ascii_lowercase);
+    let uefi = os
+        .attr("firmware")
+        .is_some_and(|f| f.eq_ignore_ascii_case("efi"))
+        || loader
+            .and_then(|l| l.attr("type"))
+            .is_some_and(|t| t.eq_ignore_ascii_case("pflash"))
+        || loader_path
+            .as_deref()
+            .is_some_and(|p| p.contains("ovmf") || p.contains("edk2"));
+    facts.firmware = Some(if uefi { Firmware::Uefi } else { Firmware::Bios });
+    let feature = os
+        .child("firmware")
+        .into_iter()
+        .flat_map(|f| f.children_named("feature"))
+        .find(|f| f.attr("name") == Some("secure-boot"))
+        .and_then(|f| f.attr("enabled"));
+    facts.secureboot = uefi
+        && match feature {
+            Some(v) => v == "yes",
+            // Without the feature element, a secure (SMM-only) loader is libvirt's own sign of
+            // a Secure Boot build.
+            None => loader.and_then(|l| l.attr("secure")) == Some("yes"),
+        };
+    if uefi && let Some(nvram) = os.child("nvram").and_then(Element::text) {
+        facts.nvram = Some(nvram.to_owned());
+        facts.notes.push(format!(
+            "the source's UEFI variables (its boot entries) are in {nvram}; the new domain starts \
+             from the firmware's template and boots the default path \\EFI\\BOOT\\BOOTX64.EFI. \
+             If the guest does not boot, copy that file over the new domain's nvram"
+        ));
+    }
+    let devs: Vec<&str> = os
+        .children_named("boot")
+        .filter_map(|b| b.attr("dev"))
+        .collect();
+    if !devs.is_empty() && !devs.contains(&"hd") {
+        facts.notes.push(format!(
+            "the domain boots from {} and never from a disk; its first disk is still marked as \
+             the boot disk",
+            devs.join(", ")
+        ));
+    }
+}
+
+fn read_libosinfo(root: &Element, facts: &mut DomainFacts) {
+    let Some(meta) = root.child("metadata") else {
+        return;
+    };
+    let id = meta
+        .children_named("libosinfo")
+        .filter(|l| l.namespace.as_deref().is_none_or(|n| n == LIBOSINFO_NS))
+        .flat_map(|l| l.children_named("os"))
+        .find_map(|os| os.attr("id"));
+    let Some(id) = id else { return };
+    facts.libosinfo_id = Some(id.to_owned());
+    match os_hint_of(id) {
+        Some((hint, version)) => {
+            facts.os_hint = Some(hint);
+            facts.os_version = version;
+        }
+        None => facts.notes.push(format!(
+            "libosinfo OS id '{id}' is not of the form http://<vendor>/<os>/<version>; vm.os_hint \
+             is left unset"
+        )),
+    }
+}
+
+/// `http://ubuntu.com/ubuntu/22.04` → (`ubuntu22`, `22.04`); `http://microsoft.com/win/2k19` →
+/// (`windows2019`, `2019`). The hint is the OS and its major version, the form upstream's
+/// manifests use (`rhel9`, `ubuntu22`).
+pub fn os_hint_of(id: &str) -> Option<(String, Option<String>)> {
+    let rest = id.split_once("://")?.1;
+    let mut parts = rest.split('/').filter(|p| !p.is_empty());
+    parts.next()?; // the vendor's host
+    let os = parts.next()?.to_ascii_lowercase();
+    let version = parts.collect::<Vec<_>>().join(".");
+    let family = if os == "win" {
+        "windows".to_owned()
+    } else {
+        os
+    };
+    let version = (!version.is_empty()).then(|| {
+        // Windows Server ids spell the year "2k19"; say what the admin would.
+        match version.strip_prefix("2k") {
+            Some(y) if family == "windows" => format!("20{y}"),
+            _ => version,
+        }
+    });
+    let major: String = version
+        .as_deref()
+        .unwrap_or("")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((format!("{family}{major}"), version))
+}
+
+fn read_disks(
+    devices: &Element,
+    xml_dir: &Path,
+    facts: &mut DomainFacts,
+    problem: &mut impl FnMut(String, String),
+) {
+    let mut found: Vec<(usize, DiskFacts)> = Vec::new();
+    let mut ids = BTreeSet::new();
+    let mut media = Vec::new();
+    for (i, disk) in devices.children_named("disk").enumerate() {
+        let xpath = format!("/domain/devices/disk[{}]", i + 1);
+        let element = at(disk, &xpath);
+        let device = disk.attr("device").unwrap_or("disk");
+        let target = disk.child("target").and_then(|t| t.attr("dev"));
+        let label = target.map_or_else(|| element.clone(), |t| format!("{t} ({element})"));
+        if matches!(device, "cdrom" | "floppy") {
+            media.push(format!("{device} {}", target.unwrap_or("?")));
+            continue;
+        }
+        let kind = disk.attr("type").unwrap_or("file");
+        let source = disk.child("source");
+        let path = match (kind, source) {
+            ("file", Some(s)) => s.attr("file"),
+            ("block", Some(s)) => s.attr("dev"),
+            ("volume", s) => {
+                let (pool, vol) = s.map_or(("?", "?"), |s| {
+                    (
+                        s.attr("pool").unwrap_or("?"),
+                        s.attr("volume").unwrap_or("?"),
+                    )
+                });
+                facts.unsupported.push(format!(
+                    "disk {label}: a storage pool volume (pool '{pool}', volume '{vol}') is not \
+                     supported; find its file with `virsh vol-path --pool {pool} {vol}` and \
+                     change the disk to <disk type='file'>"
+                ));
+                continue;
+            }
+            ("network", s) => {
+                let proto = s.and_then(|s| s.attr("protocol")).unwrap_or("?");
+                let name = s.and_then(|s| s.attr("name")).unwrap_or("?");
+                facts.unsupported.push(format!(
+                    "disk {label}: a network disk ({proto} '{name}') is not supported; export \
+                     it to a local file first (qemu-img convert)"
+                ));
+                continue;
+            }
+            (other @ ("file" | "block"), None) => {
+                facts
+                    .unsupported
+                    .push(format!("disk {label}: a {other} disk without a <source>"));
+                continue;
+            }
+            (other, _) => {
+                facts.unsupported.push(format!(
+                    "disk {label}: <disk type='{other}'> is not supported (file and block disks \
+                     are)"
+                ));
+                continue;
+            }
+        };
+        let Some(path) = path.filter(|p| !p.trim().is_empty()) else {
+            let attr = if kind == "file" { "file" } else { "dev" };
+            problem(
+                format!("{xpath}/source/@{attr}"),
+                located(
+                    disk,
+                    format!("<source> of disk {label} has no {attr} attribute"),
+                ),
+            );
+            continue;
+        };
+        let driver = disk.child("driver").and_then(|d| d.attr("type"));
+        // libvirt itself treats a disk without a driver type as raw (it never probes formats).
+        let format = match driver.map_or(Some(SourceFormat::Raw), SourceFormat::from_driver) {
+            Some(f) => f,
+            None => {
+                facts.unsupported.push(format!(
+                    "disk {label}: format '{}' is not one hyper2kvm converts (raw, qcow2, vmdk, \
+                     vpc, vhdx, vdi)",
+                    driver.unwrap_or_default()
+                ));
+                continue;
+            }
+        };
+        let boot_order = match disk.child("boot").and_then(|b| b.attr("order")) {
+            None => None,
+            Some(o) => match o.parse::<u32>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    problem(
+                        format!("{xpath}/boot/@order"),
+                        located(
+                            disk,
+                            format!(
+                                "<boot order='{o}'> of disk {label} must be a whole number >= 1"
+                            ),
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if disk.child("shareable").is_some() {
+            facts.notes.push(format!(
+                "disk {label} is shareable (used by several VMs at once); the migration makes \
+                 this VM its own copy"
+            ));
+        }
+        if disk.child("readonly").is_some() {
+            facts.notes.push(format!(
+                "disk {label} is read-only in the source domain; the migrated disk is writable"
+            ));
+        }
+        let id = match target {
+            Some(t) if manifest::is_id(t) && !ids.contains(t) => t.to_owned(),
+            _ => format!("disk{i}"),
+        };
+        ids.insert(id.clone());
+        found.push((
+            i,
+            DiskFacts {
+                id,
+                element,
+                kind: if kind == "block" {
+                    SourceKind::Block
+                } else {
+                    SourceKind::File
+                },
+                path: config::resolve_relative(xml_dir, path),
+                format,
+                bus: disk
+                    .child("target")
+                    .and_then(|t| t.attr("bus"))
+                    .map(str::to_owned),
+                boot_order,
+            },
+        ));
+    }
+    if !media.is_empty() {
+        facts.notes.push(format!(
+            "removable media are not migrated: {}",
+            media.join(", ")
+        ));
+    }
+    // Disks with a <boot order> first, by that order; the rest in document order, which is the
+    // order <os><boot dev='hd'/> tries them in.
+    found.sort_by_key(|(i, d)| (d.boot_order.is_none(), d.boot_order, *i));
+    facts.disks = found.into_iter().map(|(_, d)| d).collect();
+}
+
+fn read_interfaces(
+    devices: &Element,
+    facts: &mut DomainFacts,
+    problem: &mut impl FnMut(String, String),
+) {
+    for (i, iface) in devices.children_named("interface").enumerate() {
+        let xpath = format!("/domain/devices/interface[{}]", i + 1);
+        let element = at(iface, &xpath);
+        let kind = iface.attr("type").unwrap_or("unknown");
+        let source = iface.child("source");
+        let network = match kind {
+            "network" => source.and_then(|s| s.attr("network")),
+            "bridge" => source.and_then(|s| s.attr("bridge")),
+            "direct" => source.and_then(|s| s.attr("dev")),
+            "user" => None,
+            other => {
+                facts.notes.push(format!(
+                    "interface {element}: type '{other}' cannot be migrated as it is; it is left \
+                     out (add a NIC to the manifest's nics to connect one)"
+                ));
+                continue;
+            }
+        };
+        let mac = match iface.child("mac").and_then(|m| m.attr("address")) {
+            None => None,
+            Some(text) => match MacAddr::parse(text) {
+                Some(mac) if mac.is_unicast() => Some(mac),
+                Some(mac) => {
+                    problem(
+                        format!("{xpath}/mac/@address"),
+                        located(
+                            iface,
+                            format!(
+                                "<mac address='{text}'>: {mac} is a multicast address; a NIC \
+                                 needs a unicast MAC"
+                            ),
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    problem(
+                        format!("{xpath}/mac/@address"),
+                        located(
+                            iface,
+                            format!(
+                                "<mac address='{text}'> is not a MAC address (expected six hex \
+                                 pairs like 52:54:00:12:34:56)"
+                            ),
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        facts.nics.push(NicFacts {
+            id: format!("net{}", facts.nics.len()),
+            kind: kind.to_owned(),
+            network: network.map(str::to_owned),
+            mac,
+            model: iface
+                .child("model")
+                .and_then(|m| m.attr("type"))
+                .map(str::to_owned),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases 1, 3, 4, 5.
+
+/// A disk as found on this machine.
+#[derive(Clone, Debug)]
+pub struct FoundDisk {
+    pub facts: DiskFacts,
+    pub bytes: u64,
+    pub virtual_size: u64,
+    pub checksum: Option<String>,
+}
+
+/// The result of an import.
+#[derive(Debug)]
+pub struct ImportOutcome {
+    pub manifest_path: PathBuf,
+    pub manifest: Value,
+    pub facts: DomainFacts,
+    pub disks: Vec<FoundDisk>,
+    /// Disks that were listed but not imported (missing files, unsupported sources).
+    pub skipped: Vec<String>,
+    pub notes: Vec<String>,
+    pub written: bool,
+}
+
+/// Reads at most [`MAX_XML_BYTES`] of a regular file.
+pub fn read_xml(path: &Path) -> Result<String, ImportError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ImportError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(ImportError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if !meta.is_file() {
+        return Err(ImportError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    if meta.len() > MAX_XML_BYTES {
+        return Err(ImportError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+        });
+    }
+    let read_err = |source| ImportError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    // The file may grow between stat and read; never read past the limit.
+    let mut bytes = Vec::new();
+    file.take(MAX_XML_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_XML_BYTES {
+        return Err(ImportError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
+        let (line, column) = xml::line_col(prefix, valid);
+        ImportError::Xml {
+            path: path.to_owned(),
+            err: XmlError {
+                line,
+                column,
+                message: "the file is not UTF-8; libvirt writes UTF-8 (convert it with iconv)"
+                    .to_owned(),
+            },
+        }
+    })
+}
+
+/// Runs the whole import.
+pub fn run(
+    opts: &ImportOptions,
+    cancel: &CancelToken,
+    events: &EventSink,
+) -> Result<ImportOutcome, ImportError> {
+    let xml_path = config::absolute(&opts.xml_path);
+    let text = read_xml(&xml_path)?;
+    let root = xml::parse(&text).map_err(|err| ImportError::Xml {
+        path: xml_path.clone(),
+        err,
+    })?;
+    let xml_dir = config::dir_of(&xml_path);
+    let facts = read_domain(&root, &xml_dir).map_err(|problems| ImportError::Invalid {
+        path: xml_path.clone(),
+        problems,
+    })?;
+    let mut skipped = facts.unsupported.clone();
+    if facts.disks.is_empty() {
+        return Err(ImportError::NoDisks {
+            path: xml_path,
+            skipped,
+        });
+    }
+
+    let output_dir = config::absolute(&opts.output_dir);
+    let manifest_path = output_dir.join(&opts.manifest_filename);
+    if !opts.dry_run && !opts.overwrite && manifest_path.exists() {
+        return Err(ImportError::Exists {
+            path: manifest_path,
+        });
+    }
+
+    // Phase 3: what is actually on this machine.
+    let qemu_img = QemuImg::locate()?;
+    let mut present = Vec::new();
+    let mut problems = Vec::new();
+    let mut notes = facts.notes.clone();
+    for d in &facts.disks {
+        match std::fs::metadata(&d.path) {
+            Err(_) => {
+                skipped.push(format!(
+                    "disk {} ({}): {} does not exist",
+                    d.id,
+                    d.element,
+                    d.path.display()
+                ));
+                continue;
+            }
+            Ok(m) if m.is_dir() => {
+                skipped.push(format!(
+                    "disk {} ({}): {} is a directory",
+                    d.id,
+                    d.element,
+                    d.path.display()
+                ));
+                continue;
+            }
+            Ok(_) => {}
+        }
+        let bytes = match crate::pipeline::disk_size(&d.path) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(Problem {
+                    path: d.element.clone(),
+                    message: format!(
+                        "disk {}: cannot read the size of {}: {e}",
+                        d.id,
+                        d.path.display()
+                    ),
+                });
+                continue;
+            }
+        };
+        let cmd = qemu_img.info_cmd(&d.path, d.format.driver());
+        let out = exec::run(
+            &cmd,
+            Watch {
+                cancel: Some(cancel),
+                ..Watch::default()
+            },
+        )?;
+        if out.record.status == exec::Status::Cancelled {
+            return Err(ImportError::Interrupted);
+        }
+        if !out.record.success() {
+            problems.push(Problem {
+                path: d.element.clone(),
+                message: format!(
+                    "disk {}: qemu-img cannot read {} as {}: {}",
+                    d.id,
+                    d.path.display(),
+                    d.format,
+                    out.record
+                ),
+            });
+            continue;
+        }
+        let info = match ImageInfo::parse(&out.stdout) {
+            Ok(i) => i,
+            Err(e) => {
+                problems.push(Problem {
+                    path: d.element.clone(),
+                    message: format!("disk {}: {e}", d.id),
+                });
+                continue;
+            }
+        };
+        if let Some(backing) = &info.backing_filename {
+            notes.push(format!(
+                "disk {} has a backing file ({backing}); converting it needs the chain flattened \
+                 first (qemu-img convert), or list the chain's base instead",
+                d.id
+            ));
+        }
+        present.push(FoundDisk {
+            facts: d.clone(),
+            bytes,
+            virtual_size: info.virtual_size,
+            checksum: None,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(ImportError::Invalid {
+            path: xml_path,
+            problems,
+        });
+    }
+    if present.is_empty() {
+        return Err(ImportError::NoDisks {
+            path: xml_path,
+            skipped,
+        });
+    }
+
+    // Phase 4: checksums, one disk per worker.
+    if opts.compute_checksums && !opts.dry_run {
+        checksum_all(&facts.name, &mut present, cancel, events)?;
+    }
+
+    // Phase 5: the manifest, checked by the loader that will read it.
+    let doc = build_manifest(&facts, &present, &skipped, &notes, &xml_path, &output_dir);
+    manifest::resolve(&manifest_path, doc.clone(), &Layers::default()).map_err(|e| {
+        ImportError::SelfCheck {
+            path: xml_path.clone(),
+            source: Box::new(e),
+        }
+    })?;
+    let manifest = Value::Object(doc);
+    if !opts.dry_run {
+        crate::atomic::write_json(&manifest_path, &manifest)?;
+    }
+    Ok(ImportOutcome {
+        manifest_path,
+        manifest,
+        facts,
+        disks: present,
+        skipped,
+        notes,
+        written: !opts.dry_run,
+    })
+}
+
+fn checksum_all(
+    vm: &str,
+    disks: &mut [FoundDisk],
+    cancel: &CancelToken,
+    events: &EventSink,
+) -> Result<(), ImportError> {
+    events.send(Event::VmStarted { vm: vm.to_owned() });
+    events.send(Event::StageStarted {
+        vm: vm.to_owned(),
+        stage: "checksum",
+    });
+    let results: Vec<Result<String, checksum::ChecksumError>> = disks
+        .par_iter()
+        .map(|d| {
+            checksum::sha256_file(&d.facts.path, Some(cancel), |done| {
+                events.send(Event::Progress {
+                    vm: vm.to_owned(),
+                    disk: d.facts.id.clone(),
+                    activity: "checksum",
+                    done,
+                    total: d.bytes,
+                })
+            })
+        })
+        .collect();
+    let ok = results.iter().all(Result::is_ok);
+    events.send(Event::StageFinished {
+        vm: vm.to_owned(),
+        stage: "checksum",
+        success: ok,
+    });
+    events.send(Event::VmFinished {
+        vm: vm.to_owned(),
+        status: if ok {
+            crate::pipeline::VmStatus::Succeeded
+        } else if cancel.is_cancelled() {
+            crate::pipeline::VmStatus::Interrupted
+        } else {
+            crate::pipeline::VmStatus::Failed
+        },
+    });
+    for (d, r) in disks.iter_mut().zip(results) {
+        match r {
+            Ok(sum) => d.checksum = Some(sum),
+            Err(checksum::ChecksumError::Cancelled { .. }) => return Err(ImportError::Interrupted),
+            Err(source) => {
+                return Err(ImportError::Checksum {
+                    disk: d.facts.id.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn utc_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The manifest, keys in the order an admin reads them.
+pub fn build_manifest(
+    facts: &DomainFacts,
+    disks: &[FoundDisk],
+    skipped: &[String],
+    notes: &[String],
+    xml_path: &Path,
+    output_dir: &Path,
+) -> Map<String, Value> {
+    let mut source = Map::new();
+    source.insert("provider".into(), json!("libvirt"));
+    source.insert(
+        "vm_id".into(),
+        json!(facts.uuid.clone().unwrap_or_else(|| facts.name.clone())),
+    );
+    source.insert("vm_name".into(), json!(facts.name));
+    if let Some(u) = &facts.uuid {
+        source.insert("uuid".into(), json!(u));
+    }
+    if let Some(t) = &facts.domain_type {
+        source.insert("hypervisor".into(), json!(t));
+    }
+    source.insert("export_method".into(), json!("libvirt-xml"));
+    source.insert("export_timestamp".into(), json!(utc_now()));
+    source.insert("libvirt_xml_path".into(), json!(xml_path));
+
+    let mut all_notes: Vec<String> = Vec::new();
+    let mut vm = Map::new();
+    if let Some(c) = facts.vcpus {
+        vm.insert("cpu".into(), json!(c));
+    }
+    if let Some(bytes) = facts.memory_bytes.or(facts.current_memory_bytes) {
+        // vm.mem_gb is whole GiB; round up, never give a guest less than it had.
+        let gib = bytes.div_ceil(GIB).max(1);
+        if bytes % GIB != 0 {
+            all_notes.push(format!(
+                "memory is {bytes} bytes; vm.mem_gb rounds it up to {gib} GiB (the exact size is \
+                 in metadata.memory_bytes)"
+            ));
+        }
+        vm.insert("mem_gb".into(), json!(gib));
+    }
+    vm.insert(
+        "firmware".into(),
+        json!(match facts.firmware {
+            Some(Firmware::Uefi) => "uefi",
+            _ => "bios",
+        }),
+    );
+    vm.insert("secureboot".into(), json!(facts.secureboot));
+    if let Some(h) = &facts.os_hint {
+        vm.insert("os_hint".into(), json!(h));
+    }
+    if let Some(v) = &facts.os_version {
+        vm.insert("os_version".into(), json!(v));
+    }
+
+    let mut disk_meta = Map::new();
+    let disk_entries: Vec<Value> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut e = Map::new();
+            e.insert("id".into(), json!(d.facts.id));
+            e.insert("source_format".into(), json!(d.facts.format.name()));
+            e.insert("bytes".into(), json!(d.bytes));
+            e.insert("local_path".into(), json!(d.facts.path));
+            if let Some(sum) = &d.checksum {
+                e.insert("checksum".into(), json!(sum));
+            }
+            e.insert("boot_order_hint".into(), json!(i));
+            e.insert(
+                "disk_type".into(),
+                json!(if i == 0 { "boot" } else { "data" }),
+            );
+            let mut m = Map::new();
+            m.insert("virtual_size".into(), json!(d.virtual_size));
+            m.insert("source_type".into(), json!(d.facts.kind.name()));
+            if let Some(b) = &d.facts.bus {
+                m.insert("bus".into(), json!(b));
+            }
+            if let Some(o) = d.facts.boot_order {
+                m.insert("boot_order".into(), json!(o));
+            }
+            disk_meta.insert(d.facts.id.clone(), Value::Object(m));
+            Value::Object(e)
+        })
+        .collect();
+
+    let nics: Vec<Value> = facts
+        .nics
+        .iter()
+        .map(|n| {
+            let mut e = Map::new();
+            e.insert("id".into(), json!(n.id));
+            if let Some(m) = n.mac {
+                e.insert("mac".into(), json!(m.to_string()));
+            }
+            if let Some(net) = &n.network {
+                e.insert("network".into(), json!(net));
+            }
+            e.insert("type".into(), json!(n.kind));
+            if let Some(model) = &n.model {
+                e.insert("model".into(), json!(model));
+            }
+            Value::Object(e)
+        })
+        .collect();
+
+    all_notes.extend(notes.iter().cloned());
+    all_notes.extend(skipped.iter().map(|s| format!("not imported: {s}")));
+
+    let mut metadata = Map::new();
+    if let Some(b) = facts.memory_bytes {
+        metadata.insert("memory_bytes".into(), json!(b));
+    }
+    if let Some(b) = facts.current_memory_bytes {
+        metadata.insert("current_memory_bytes".into(), json!(b));
+    }
+    if let Some(v) = facts.vcpus_max {
+        metadata.insert("vcpus".into(), json!(v));
+    }
+    if let Some(id) = &facts.libosinfo_id {
+        metadata.insert("libosinfo_id".into(), json!(id));
+    }
+    if let Some(nvram) = &facts.nvram {
+        metadata.insert("nvram".into(), json!(nvram));
+    }
+    metadata.insert("disks".into(), Value::Object(disk_meta));
+
+    let mut doc = Map::new();
+    doc.insert("manifest_version".into(), json!("1.0"));
+    doc.insert("source".into(), Value::Object(source));
+    doc.insert("vm".into(), Value::Object(vm));
+    doc.insert("disks".into(), Value::Array(disk_entries));
+    doc.insert("nics".into(), Value::Array(nics));
+    doc.insert("notes".into(), json!(all_notes));
+    doc.insert("metadata".into(), Value::Object(metadata));
+    // Guest repair is not available in this build (the planner refuses it), so the manifest
+    // leaves it off; compression is off because the output is meant to run, not to be archived.
+    doc.insert(
+        "pipeline".into(),
+        json!({
+            "inspect": {"enabled": true},
+            "fix": {"enabled": false},
+            "convert": {"enabled": true, "compress": false},
+            "validate": {"enabled": true, "check_image_integrity": true}
+        }),
+    );
+    doc.insert(
+        "output".into(),
+        json!({"directory": output_dir, "format": "qcow2"}),
+    );
+    doc
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn el(tag: &str, unit: Option<&str>, text: &str) -> Element {
+        Element {
+            name: tag.to_owned(),
+            attrs: unit
+                .map(|u| vec![("unit".to_owned(), u.to_owned())])
+                .unwrap_or_default(),
+            text: text.to_owned(),
+            line: 1,
+            ..Element::default()
+        }
+    }
+
+    #[test]
+    fn libvirt_unit_table() {
+        let cases: &[(&str, u64)] = &[
+            ("b", 1),
+            ("bytes", 1),
+            ("byte", 1),
+            ("KB", 1000),
+            ("k", 1024),
+            ("KiB", 1024),
+            ("MB", 1000 * 1000),
+            ("M", 1 << 20),
+            ("MiB", 1 << 20),
+            ("GB", 1_000_000_000),
+            ("G", 1 << 30),
+            ("GiB", 1 << 30),
+            ("TB", 1_000_000_000_000),
+            ("T", 1 << 40),
+            ("TiB", 1 << 40),
+            ("PB", 1_000_000_000_000_000),
+            ("P", 1 << 50),
+            ("PiB", 1 << 50),
+            ("EB", 1_000_000_000_000_000_000),
+            ("E", 1 << 60),
+            ("EiB", 1 << 60),
+            ("gib", 1 << 30),
+            ("kb", 1000),
+        ];
+        for (unit, scale) in cases {
+            assert_eq!(
+                memory_bytes(&el("memory", Some(unit), "2")),
+                Ok(2 * scale),
+                "{unit}"
+            );
+        }
+        assert_eq!(memory_bytes(&el("memory", None, " 1024 ")), Ok(1 << 20));
+        for bad in ["KiBs", "Q", "", "kbb", "iB"] {
+            assert!(
+                memory_bytes(&el("memory", Some(bad), "1"))
+                    .expect_err(bad)
+                    .contains("unknown unit"),
+                "{bad}"
+            );
+        }
+        assert!(
+            memory_bytes(&el("memory", Some("EiB"), "16")).is_err(),
+            "overflow"
+        );
+        assert!(
+            memory_bytes(&el("memory", None, "4G")).is_err(),
+            "text with a unit"
+        );
+    }
+
+    #[test]
+    fn libosinfo_ids_become_hints() {
+        let cases = [
+            ("http://ubuntu.com/ubuntu/22.04", "ubuntu22", Some("22.04")),
+            ("http://redhat.com/rhel/9.2", "rhel9", Some("9.2")),
+            ("http://debian.org/debian/12", "debian12", Some("12")),
+            ("http://microsoft.com/win/10", "windows10", Some("10")),
+            ("http://microsoft.com/win/2k19", "windows2019", Some("2019")),
+            (
+                "http://fedoraproject.org/fedora/rawhide",
+                "fedora",
+                Some("rawhide"),
+            ),
+            (
+                "http://centos.org/centos-stream/9",
+                "centos-stream9",
+                Some("9"),
+            ),
+            ("http://archlinux.org/archlinux", "archlinux", None),
+        ];
+        for (id, hint, version) in cases {
+            assert_eq!(
+                os_hint_of(id),
+                Some((hint.to_owned(), version.map(str::to_owned))),
+                "{id}"
+            );
+        }
+        assert_eq!(os_hint_of("ubuntu22.04"), None);
+    }
+
+    fn facts_of(xml: &str) -> Result<DomainFacts, Vec<String>> {
+        let root = xml::parse(xml).expect("well-formed");
+        read_domain(&root, Path::new("/images"))
+            .map_err(|p| p.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn boot_order_elements_decide_the_disk_order() {
+        let f = facts_of(
+            "<domain type='kvm'><name>vm</name><devices>
+               <disk type='file' device='disk'><source file='data.qcow2'/><driver type='qcow2'/><target dev='vda'/></disk>
+               <disk type='file' device='cdrom'><target dev='sda'/></disk>
+               <disk type='file'><source file='/img/boot.raw'/><target dev='vdb'/><boot order='1'/></disk>
+               <disk type='block' device='lun'><source dev='/dev/sdz'/><target dev='sdb'/><boot order='2'/></disk>
+             </devices></domain>",
+        )
+        .expect("valid");
+        let order: Vec<(&str, &str)> = f
+            .disks
+            .iter()
+            .map(|d| (d.id.as_str(), d.path.to_str().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("vdb", "/img/boot.raw"),
+                ("sdb", "/dev/sdz"),
+                ("vda", "/images/data.qcow2")
+            ]
+        );
+        assert_eq!(f.disks[0].format, SourceFormat::Raw);
+        assert_eq!(f.disks[1].kind, SourceKind::Block);
+        assert!(f.notes.iter().any(|n| n.contains("cdrom sda")));
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_element() {
+        let got = facts_of(
+            "<domain>\n<uuid>nope</uuid>\n<memory unit='KiBs'>1</memory>\n<currentMemory>x</currentMemory>\n<vcpu>0</vcpu>\n<devices>\n<interface type='bridge'><mac address='52:54:00:zz:00:01'/></interface>\n<interface type='network'><mac address='01:00:5e:00:00:01'/></interface>\n</devices></domain>",
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            got,
+            [
+                "/domain/name: line 1: <domain> has no <name>; libvirt requires one",
+                "/domain/uuid: line 2: <uuid> 'nope' is not a UUID (expected 32 hex digits, like 6b3c2a4e-1f0d-4c3a-9b2e-0123456789ab)",
+                "/domain/memory: line 3: <memory unit='KiBs'>: unknown unit; libvirt's units are b, bytes, KB, k, KiB, MB, M, MiB, GB, G, GiB, TB, T, TiB, PB, P, PiB, EB, E, EiB",
+                "/domain/currentMemory: line 4: <currentMemory> must be a whole number (got 'x')",
+                "/domain/vcpu: line 5: <vcpu> must be a whole number of vCPUs >= 1 (got '0')",
+                "/domain/devices/interface[1]/mac/@address: line 7: <mac address='52:54:00:zz:00:01'> is not a MAC address (expected six hex pairs like 52:54:00:12:34:56)",
+                "/domain/devices/interface[2]/mac/@address: line 8: <mac address='01:00:5e:00:00:01'>: 01:00:5e:00:00:01 is a multicast address; a NIC needs a unicast MAC",
+            ]
+        );
+        let got = facts_of("<domain><name>x</name></domain>").expect_err("no devices");
+        assert_eq!(
+            got,
+            ["/domain/devices: line 1: <domain> has no <devices>: there are no disks to migrate"]
+        );
+    }
+
+    #[test]
+    fn non_utf8_input_names_the_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("d.xml");
+        std::fs::write(&path, b"<domain>\n  <name>caf\xe9</name>\n</domain>").expect("write");
+        let err = read_xml(&path).expect_err("latin-1");
+        assert!(
+            err.to_string().ends_with("line 2, column 12: the file is not UTF-8; libvirt writes UTF-8 (convert it with iconv)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn firmware_detection() {
+        let fw = |os: &str| {
+            let f =
+                facts_of(&format!("<domain><name>x</name>{os}<devices/></domain>")).expect("valid");
+            (f.firmware, f.secureboot)
+        };
+        assert_eq!(fw(""), (None, false));
+        assert_eq!(
+            fw("<os><type>hvm</type></os>"),
+            (Some(Firmware::Bios), false)
+        );
+        assert_eq!(fw("<os firmware='efi'/>"), (Some(Firmware::Uefi), false));
+        assert_eq!(
+            fw(
+                "<os firmware='efi'><firmware><feature enabled='yes' name='secure-boot'/></firmware></os>"
+            ),
+            (Some(Firmware::Uefi), true)
+        );
+        assert_eq!(
+            fw(
+                "<os><loader readonly='yes' type='pflash' secure='yes'>/usr/share/OVMF/OVMF_CODE_4M.ms.fd</loader></os>"
+            ),
+            (Some(Firmware::Uefi), true)
+        );
+        assert_eq!(
+            fw("<os><loader>/usr/share/edk2/ovmf/OVMF_CODE.fd</loader></os>"),
+            (Some(Firmware::Uefi), false)
+        );
+    }
+}

@@ -1,0 +1,629 @@
+//! `--libvirt-xml`: the corpus of domain XMLs in tests/fixtures/libvirt, each imported into a
+//! manifest (golden file), converted with real images, and the emitted domain (golden file)
+//! validated by libvirt's schema and defined on the test driver. Bad inputs: exit 2, the element
+//! named, nothing written.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+/// Writes fixture `name` into `dir` with `@DIR@` (and any extra placeholders) filled in.
+fn place_fixture(dir: &TestDir, name: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let mut text =
+        fixture(&format!("libvirt/{name}.xml")).replace("@DIR@", &dir.path().display().to_string());
+    for (k, v) in extra {
+        text = text.replace(k, v);
+    }
+    dir.write("domain.xml", &text)
+}
+
+/// `hyper2kvm --libvirt-xml <xml> --output-dir <dir>/out`
+fn import(dir: &TestDir, xml: &Path) -> Run {
+    run(hyper2kvm()
+        .arg("--libvirt-xml")
+        .arg(xml)
+        .arg("--output-dir")
+        .arg(dir.join("out"))
+        .args(["--progress", "none"]))
+}
+
+/// The manifest as a golden file: run-specific text replaced.
+fn redacted_manifest(dir: &TestDir, path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("manifest written");
+    let text = redact(&text, dir);
+    let stamp = regex_lite::Regex::new(r#""export_timestamp": "[^"]+""#).expect("regex");
+    stamp
+        .replace_all(&text, r#""export_timestamp": "[TIMESTAMP]""#)
+        .into_owned()
+}
+
+/// Imports fixture `name` (its disks made first by `make_disks`), checks the manifest against
+/// its golden file, converts it, checks the domain against its golden file, and has libvirt
+/// validate and define it. Returns the test directory and the domain XML path.
+fn round_trip(
+    name: &str,
+    domain_name: &str,
+    make_disks: impl FnOnce(&TestDir),
+) -> (TestDir, PathBuf) {
+    let dir = TestDir::new();
+    make_disks(&dir);
+    let xml = place_fixture(&dir, name, &[]);
+    let r = import(&dir, &xml);
+    assert_eq!(r.code, Some(0), "import failed:\n{}{}", r.stdout, r.stderr);
+    let manifest = dir.join("out/manifest.json");
+    golden_settings().bind(|| {
+        insta::assert_snapshot!(
+            format!("{name}.manifest"),
+            redacted_manifest(&dir, &manifest)
+        );
+    });
+
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--progress", "none"]));
+    assert_eq!(
+        r.code,
+        Some(0),
+        "conversion failed:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
+    let domain = dir.join(&format!("out/{domain_name}.xml"));
+    let text = std::fs::read_to_string(&domain).expect("domain XML written");
+    golden_settings().bind(|| {
+        insta::assert_snapshot!(format!("{name}.domain"), redact(&text, &dir));
+    });
+    let report = read_json(&dir.join("out/report.json"));
+    let kinds: Vec<&str> = report["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .filter_map(|a| a["type"].as_str())
+        .collect();
+    assert_eq!(kinds.last(), Some(&"libvirt_domain"), "{kinds:?}");
+    if require_libvirt_tools() {
+        let defined = validate_and_define(&domain, domain_name);
+        assert!(
+            defined.contains(&format!("<name>{domain_name}</name>")),
+            "{defined}"
+        );
+    }
+    (dir, domain)
+}
+
+fn tools() -> bool {
+    require_tool("qemu-img") && require_tool("qemu-io")
+}
+
+#[test]
+fn bios_network_round_trip() {
+    if !tools() {
+        return;
+    }
+    round_trip("bios-network", "bios-vm", |d| {
+        make_image(&d.join("bios-vm.qcow2"), "qcow2", None)
+    });
+}
+
+#[test]
+fn uefi_bridge_round_trip() {
+    if !tools() {
+        return;
+    }
+    round_trip("uefi-bridge", "uefi-vm", |d| {
+        make_image(&d.join("uefi-vm.raw"), "raw", None)
+    });
+}
+
+#[test]
+fn secureboot_windows_round_trip() {
+    if !tools() {
+        return;
+    }
+    let (_dir, domain) = round_trip("secureboot-windows", "win2k19", |d| {
+        make_image(&d.join("win2k19.qcow2"), "qcow2", None)
+    });
+    let text = std::fs::read_to_string(domain).expect("read");
+    assert!(text.contains("secure=\"yes\""), "{text}");
+    assert!(text.contains("<smm state=\"on\"/>"), "{text}");
+    assert!(text.contains("<clock offset=\"localtime\"/>"), "{text}");
+}
+
+#[test]
+fn multi_disk_boot_order_round_trip() {
+    if !tools() {
+        return;
+    }
+    let (dir, domain) = round_trip("multi-disk-boot-order", "multi-vm", |d| {
+        for (file, driver) in [
+            ("data1.qcow2", "qcow2"),
+            ("boot.qcow2", "qcow2"),
+            ("data2.raw", "raw"),
+            ("scratch.qcow2", "qcow2"),
+        ] {
+            make_image(&d.join(file), driver, None);
+        }
+    });
+    let m = read_json(&dir.join("out/manifest.json"));
+    let ids: Vec<&str> = m["disks"]
+        .as_array()
+        .expect("disks")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["vdb", "sda", "vda", "vdc"],
+        "<boot order> first, then document order"
+    );
+    let text = std::fs::read_to_string(domain).expect("read");
+    let vda = text.find("out/vdb.qcow2").expect("boot disk emitted");
+    let vdd = text.find("out/vdc.qcow2").expect("last disk emitted");
+    assert!(vda < vdd);
+    // Every converted disk is identical to its source.
+    for (id, file, driver) in [
+        ("vdb", "boot.qcow2", "qcow2"),
+        ("sda", "scratch.qcow2", "qcow2"),
+        ("vda", "data1.qcow2", "qcow2"),
+        ("vdc", "data2.raw", "raw"),
+    ] {
+        assert!(
+            identical(
+                &dir.join(file),
+                driver,
+                &dir.join(&format!("out/{id}.qcow2")),
+                "qcow2"
+            ),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn import_summary_names_the_next_command() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    for (file, driver) in [
+        ("data1.qcow2", "qcow2"),
+        ("boot.qcow2", "qcow2"),
+        ("data2.raw", "raw"),
+        ("scratch.qcow2", "qcow2"),
+    ] {
+        make_image(&dir.join(file), driver, None);
+    }
+    let xml = place_fixture(&dir, "multi-disk-boot-order", &[]);
+    let r = import(&dir, &xml);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    insta::assert_snapshot!(redact(&r.stdout, &dir));
+}
+
+#[test]
+fn block_device_backed_by_a_file() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    let backing = dir.join("block.img");
+    make_image(&backing, "raw", None);
+    let xml = place_fixture(
+        &dir,
+        "block-device",
+        &[("@BLOCK@", &backing.display().to_string())],
+    );
+    let r = import(&dir, &xml);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    golden_settings().bind(|| {
+        insta::assert_snapshot!(
+            "block-device.manifest",
+            redacted_manifest(&dir, &dir.join("out/manifest.json"))
+        );
+    });
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(dir.join("out/manifest.json"))
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(identical(
+        &backing,
+        "raw",
+        &dir.join("out/vda.qcow2"),
+        "qcow2"
+    ));
+}
+
+/// A real block device: its size is read from the device (stat says 0), and it converts.
+#[test]
+fn block_device_on_a_loop_device() {
+    if !tools() || !require_root() || !require_tool("losetup") {
+        return;
+    }
+    let dir = TestDir::new();
+    let backing = dir.join("block.img");
+    make_image(&backing, "raw", None);
+    let dev = LoopDevice::attach(&backing);
+    let xml = place_fixture(
+        &dir,
+        "block-device",
+        &[("@BLOCK@", &dev.path.display().to_string())],
+    );
+    let r = import(&dir, &xml);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let m = read_json(&dir.join("out/manifest.json"));
+    assert_eq!(
+        m["disks"][0]["bytes"],
+        64 * 1024 * 1024,
+        "size read from the device"
+    );
+    assert_eq!(m["disks"][0]["local_path"], dev.path.display().to_string());
+    assert_eq!(m["metadata"]["disks"]["vda"]["source_type"], "block");
+    assert_eq!(m["disks"][0]["checksum"], sha256(&backing));
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(dir.join("out/manifest.json"))
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        !r.stdout.contains("bytes,"),
+        "no size-mismatch warning for a device: {}",
+        r.stdout
+    );
+    assert!(identical(
+        &backing,
+        "raw",
+        &dir.join("out/vda.qcow2"),
+        "qcow2"
+    ));
+}
+
+/// libvirt's whole unit table, each through the binary.
+#[test]
+fn every_memory_unit() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    run_ok(
+        std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "raw"])
+            .arg(dir.join("disk.raw"))
+            .arg("1M"),
+    );
+    let cases: &[(&str, u64, u64, u64)] = &[
+        // unit, value, bytes, vm.mem_gb
+        ("b", 1 << 30, 1 << 30, 1),
+        ("bytes", 3 << 30, 3 << 30, 3),
+        ("KB", 2_000_000, 2_000_000_000, 2),
+        ("k", 1 << 20, 1 << 30, 1),
+        ("KiB", 2 << 20, 2 << 30, 2),
+        ("MB", 1500, 1_500_000_000, 2),
+        ("M", 1024, 1 << 30, 1),
+        ("MiB", 4096, 4 << 30, 4),
+        ("GB", 2, 2_000_000_000, 2),
+        ("G", 2, 2 << 30, 2),
+        ("GiB", 16, 16 << 30, 16),
+        ("TB", 1, 1_000_000_000_000, 932),
+        ("T", 1, 1 << 40, 1024),
+        ("TiB", 1, 1 << 40, 1024),
+    ];
+    for (unit, value, bytes, gib) in cases {
+        let xml = place_fixture(
+            &dir,
+            "memory-unit",
+            &[("@UNIT@", unit), ("@VALUE@", &value.to_string())],
+        );
+        let out = dir.join(&format!("out-{unit}"));
+        let r = run(hyper2kvm()
+            .arg("--libvirt-xml")
+            .arg(&xml)
+            .arg("--output-dir")
+            .arg(&out)
+            .arg("--no-compute-checksums"));
+        assert_eq!(r.code, Some(0), "{unit}: {}", r.stderr);
+        let m = read_json(&out.join("manifest.json"));
+        assert_eq!(m["metadata"]["memory_bytes"], *bytes, "{unit}");
+        assert_eq!(m["vm"]["mem_gb"], *gib, "{unit}");
+    }
+}
+
+/// Config-file form: `cmd: libvirt-xml`, paths relative to the config, another manifest name,
+/// checksums off (no checksum key at all); and the `--xml-path` alias.
+#[test]
+fn config_cmd_and_aliases() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("bios-vm.qcow2"), "qcow2", None);
+    place_fixture(&dir, "bios-network", &[]);
+    let config = dir.write(
+        "import.yaml",
+        "cmd: libvirt-xml\nlibvirt_xml: domain.xml\noutput_dir: migrated\nmanifest_filename: vm.json\ncompute_checksums: false\nprogress: none\n",
+    );
+    let r = run(hyper2kvm().arg("--config").arg(&config));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let manifest = dir.join("migrated/vm.json");
+    let text = std::fs::read_to_string(&manifest).expect("written under its configured name");
+    assert!(!text.contains("checksum"), "{text}");
+    assert!(
+        r.stdout.contains(&format!(
+            "Next steps: hyper2kvm --manifest {}",
+            manifest.display()
+        )),
+        "{}",
+        r.stdout
+    );
+    // The manifest loads as it is.
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dump-config"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+
+    // --xml-path, and the command line's --compute-checksums beats nothing; a second import
+    // into the same place needs --overwrite.
+    let again = run(hyper2kvm()
+        .arg("--xml-path")
+        .arg(dir.join("domain.xml"))
+        .arg("--output-dir")
+        .arg(dir.join("migrated"))
+        .args(["--manifest-filename", "vm.json", "--progress", "none"]));
+    assert_eq!(again.code, Some(2));
+    assert!(
+        again
+            .stderr
+            .contains("already exists; remove it or pass --overwrite"),
+        "{}",
+        again.stderr
+    );
+    let again = run(hyper2kvm()
+        .arg("--xml-path")
+        .arg(dir.join("domain.xml"))
+        .arg("--output-dir")
+        .arg(dir.join("migrated"))
+        .args([
+            "--manifest-filename",
+            "vm.json",
+            "--overwrite",
+            "--progress",
+            "none",
+        ]));
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    let m = read_json(&manifest);
+    assert_eq!(
+        m["disks"][0]["checksum"],
+        sha256(&dir.join("bios-vm.qcow2"))
+    );
+}
+
+#[test]
+fn dry_run_prints_the_manifest_and_writes_nothing() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("bios-vm.qcow2"), "qcow2", None);
+    let xml = place_fixture(&dir, "bios-network", &[]);
+    let r = run(hyper2kvm()
+        .arg("--libvirt-xml")
+        .arg(&xml)
+        .arg("--output-dir")
+        .arg(dir.join("out"))
+        .arg("--dry-run"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!dir.join("out").exists());
+    assert!(
+        r.stdout.contains("was not written; the manifest follows"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("\"manifest_version\": \"1.0\""),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn usage_errors() {
+    let dir = TestDir::new();
+    let xml = dir.write("d.xml", "<domain/>");
+    let r = run(hyper2kvm().arg("--libvirt-xml").arg(&xml));
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(r.stderr, @"error: --libvirt-xml needs --output-dir DIR (or output_dir in the config): the directory the manifest is written to, and where the converted disks will go");
+    let cfg = dir.write("c.yaml", "cmd: libvirt-xml\noutput_dir: out\n");
+    let r = run(hyper2kvm().arg("--config").arg(&cfg));
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(r.stderr, @"error: libvirt-xml mode requires --libvirt-xml <path> or --xml-path <path>");
+    let cfg = dir.write("c2.yaml", "cmd: local\n");
+    let r = run(hyper2kvm().arg("--config").arg(&cfg));
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(r.stderr, @"error: unknown cmd 'local': this version of hyper2kvm supports cmd: libvirt-xml (a manifest needs no cmd: pass --manifest FILE)");
+    let r = run(hyper2kvm().arg("--libvirt-xml").arg(&xml).args([
+        "--output-dir",
+        "x",
+        "--manifest-filename",
+        "../m.json",
+    ]));
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("must be a file name, not a path"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        tree(dir.path()),
+        ["c.yaml", "c2.yaml", "d.xml"],
+        "nothing written"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: exit 2, a message naming the element, nothing written.
+
+fn rejected(dir: &TestDir, xml: &str) -> String {
+    let path = dir.write("domain.xml", xml);
+    rejected_file(dir, &path)
+}
+
+fn rejected_file(dir: &TestDir, path: &Path) -> String {
+    let before = tree(dir.path());
+    let r = import(dir, path);
+    assert_eq!(
+        r.code,
+        Some(2),
+        "expected exit 2:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(r.stdout, "", "nothing on stdout");
+    assert_eq!(tree(dir.path()), before, "nothing was written");
+    assert!(!dir.join("out").exists(), "no output directory");
+    redact(&r.stderr, dir)
+}
+
+#[test]
+fn not_xml() {
+    let dir = TestDir::new();
+    let err = rejected(&dir, "{\"manifest_version\": \"1.0\", \"disks\": []}\n");
+    insta::assert_snapshot!(err, @r#"error: Failed to parse domain XML [TMP]/domain.xml: line 1, column 1: text outside the root element ('{"manifest_version": "1.0", "disks": []}'); this is not an XML document"#);
+}
+
+#[test]
+fn truncated_xml() {
+    let dir = TestDir::new();
+    let full = fixture("libvirt/bios-network.xml");
+    let cut = &full[..full.find("<source file").expect("has a disk")];
+    let err = rejected(&dir, cut);
+    insta::assert_snapshot!(err, @"error: Failed to parse domain XML [TMP]/domain.xml: line 28, column 7: the document ends inside <disk> (opened at line 26): the file is truncated");
+}
+
+#[test]
+fn doctype_with_entities_is_refused() {
+    let dir = TestDir::new();
+    let laughs = "<?xml version=\"1.0\"?>\n<!DOCTYPE domain [\n <!ENTITY lol \"lol\">\n <!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">\n <!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">\n]>\n<domain><name>&lol3;</name></domain>\n";
+    let err = rejected(&dir, laughs);
+    insta::assert_snapshot!(err, @"error: Failed to parse domain XML [TMP]/domain.xml: line 2, column 1: a DOCTYPE declaration is refused: it can declare entities (expansion bombs, external files); libvirt never writes one");
+    let external = "<!DOCTYPE domain [<!ENTITY pw SYSTEM \"file:///etc/passwd\">]><domain><name>&pw;</name></domain>";
+    let err = rejected(&dir, external);
+    assert!(err.contains("DOCTYPE declaration is refused"), "{err}");
+    let undeclared = "<domain>\n  <name>&pw;</name>\n</domain>";
+    let err = rejected(&dir, undeclared);
+    insta::assert_snapshot!(err, @"error: Failed to parse domain XML [TMP]/domain.xml: line 2, column 9: reference to the entity &pw; refused: only XML's predefined entities are allowed (entities are never expanded)");
+}
+
+/// 50 MB is refused from its size alone: it is never read into memory.
+#[test]
+fn fifty_megabyte_xml_is_refused_unread() {
+    let dir = TestDir::new();
+    let path = dir.join("domain.xml");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+        f.write_all(b"<domain><name>big</name><description>")
+            .expect("write");
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..50 {
+            f.write_all(&chunk).expect("write");
+        }
+        f.write_all(b"</description><devices/></domain>\n")
+            .expect("write");
+    }
+    let started = std::time::Instant::now();
+    let err = rejected_file(&dir, &path);
+    assert!(started.elapsed().as_secs() < 5, "refused quickly");
+    insta::assert_snapshot!(err, @"error: domain XML [TMP]/domain.xml is 52428871 bytes; the limit is 10485760 bytes (virsh define's own limit; a domain definition is a few KiB)");
+}
+
+#[test]
+fn no_devices() {
+    let dir = TestDir::new();
+    let err = rejected(
+        &dir,
+        "<domain type='kvm'>\n  <name>x</name>\n  <memory>1048576</memory>\n</domain>\n",
+    );
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (1 problem):
+      - /domain/devices: line 1: <domain> has no <devices>: there are no disks to migrate
+    ");
+}
+
+#[test]
+fn no_disks() {
+    let dir = TestDir::new();
+    let err = rejected(
+        &dir,
+        "<domain type='kvm'><name>x</name><devices>\n<disk type='file' device='cdrom'><target dev='sda'/></disk>\n<disk type='volume'><source pool='p' volume='v'/><target dev='vda'/></disk>\n</devices></domain>",
+    );
+    insta::assert_snapshot!(err, @r"
+    error: No disks found in domain XML [TMP]/domain.xml; every disk was skipped:
+      - disk vda (/domain/devices/disk[2], line 3): a storage pool volume (pool 'p', volume 'v') is not supported; find its file with `virsh vol-path --pool p v` and change the disk to <disk type='file'>
+    ");
+}
+
+#[test]
+fn missing_disk_files_are_listed() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    let xml = "<domain type='kvm'><name>x</name><devices>\n<disk type='file'><driver type='qcow2'/><source file='@DIR@/a.qcow2'/><target dev='vda'/></disk>\n<disk type='block'><source dev='@DIR@/b.raw'/><target dev='vdb'/></disk>\n</devices></domain>"
+        .replace("@DIR@", &dir.path().display().to_string());
+    let err = rejected(&dir, &xml);
+    insta::assert_snapshot!(err, @r"
+    error: No disks found in domain XML [TMP]/domain.xml; every disk was skipped:
+      - disk vda (/domain/devices/disk[1], line 2): [TMP]/a.qcow2 does not exist
+      - disk vdb (/domain/devices/disk[2], line 3): [TMP]/b.raw does not exist
+    ");
+
+    // With one disk left, the import goes on and says what it left out.
+    make_image(&dir.join("a.qcow2"), "qcow2", None);
+    let r = import(&dir, &dir.join("domain.xml"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("warning: not imported: disk vdb (/domain/devices/disk[2], line 3)"),
+        "{}",
+        r.stdout
+    );
+    let m = read_json(&dir.join("out/manifest.json"));
+    assert_eq!(m["disks"].as_array().map(Vec::len), Some(1));
+    assert!(
+        m["notes"].to_string().contains("b.raw does not exist"),
+        "{}",
+        m["notes"]
+    );
+}
+
+#[test]
+fn invalid_macs_and_unknown_memory_unit_all_at_once() {
+    let dir = TestDir::new();
+    let err = rejected(
+        &dir,
+        "<domain type='kvm'>\n<name>x</name>\n<memory unit='KiBs'>1024</memory>\n<devices>\n<disk type='file'><source file='/nonexistent/a.raw'/><target dev='vda'/></disk>\n<interface type='bridge'><mac address='52:54:00:zz:00:01'/><source bridge='br0'/></interface>\n<interface type='network'><mac address='01:00:5e:00:00:01'/><source network='default'/></interface>\n</devices>\n</domain>\n",
+    );
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (3 problems):
+      - /domain/memory: line 3: <memory unit='KiBs'>: unknown unit; libvirt's units are b, bytes, KB, k, KiB, MB, M, MiB, GB, G, GiB, TB, T, TiB, PB, P, PiB, EB, E, EiB
+      - /domain/devices/interface[1]/mac/@address: line 6: <mac address='52:54:00:zz:00:01'> is not a MAC address (expected six hex pairs like 52:54:00:12:34:56)
+      - /domain/devices/interface[2]/mac/@address: line 7: <mac address='01:00:5e:00:00:01'>: 01:00:5e:00:00:01 is a multicast address; a NIC needs a unicast MAC
+    ");
+}
+
+#[test]
+fn wrong_root_and_missing_file() {
+    let dir = TestDir::new();
+    let err = rejected(&dir, "<network><name>default</name></network>");
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (1 problem):
+      - /network: line 1: the root element is <network>, expected <domain> (a file written by virsh dumpxml)
+    ");
+    let r = import(&dir, &dir.join("nope.xml"));
+    assert_eq!(r.code, Some(2));
+    assert_eq!(
+        redact(&r.stderr, &dir),
+        "error: Domain XML not found: [TMP]/nope.xml\n"
+    );
+}
