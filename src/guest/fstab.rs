@@ -20,6 +20,7 @@
 
 use crate::guest::{Devices, FileChange, Rewrite, is_unstable_spec};
 use crate::manifest::FstabMode;
+use std::collections::BTreeSet;
 
 /// Mountpoints of kernel filesystems: their "device" column is a placeholder, never a disk.
 const PSEUDO_MOUNTPOINTS: &[&str] = &[
@@ -160,6 +161,10 @@ fn rewrite_table(table: Table, text: &str, mode: FstabMode, devices: &Devices) -
             Table::Fstab => root_link_disk(text),
             Table::Crypttab => None,
         },
+        claimed: match table {
+            Table::Fstab => claimed_devices(text, devices),
+            Table::Crypttab => BTreeSet::new(),
+        },
     };
     for (index, (content, eol)) in split_lines(text).enumerate() {
         let line_no = index + 1;
@@ -217,7 +222,11 @@ fn rewrite_line(table: Table, content: &str, mode: FstabMode, resolver: &Resolve
     if !wanted {
         return LineOutcome::Keep;
     }
-    let (device, how) = match resolver.resolve(spec, mountpoint) {
+    let fstype = match table {
+        Table::Fstab => columns.get(2).copied(),
+        Table::Crypttab => None,
+    };
+    let (device, how) = match resolver.resolve(spec, mountpoint, fstype) {
         Ok(found) => found,
         Err(why) => return LineOutcome::Note(format!("{spec} {why}")),
     };
@@ -250,6 +259,8 @@ struct Resolver<'a> {
     /// The by-path/by-id disk link (without `-partN`) that the `/` line uses, when it uses one:
     /// the only link whose disk is known offline.
     root_link_disk: Option<String>,
+    /// Devices another fstab line already names (by kernel name, stable id, or as `/`).
+    claimed: BTreeSet<String>,
 }
 
 impl Resolver<'_> {
@@ -259,6 +270,7 @@ impl Resolver<'_> {
         &self,
         spec: &str,
         mountpoint: Option<&str>,
+        fstype: Option<&str>,
     ) -> Result<(String, Option<String>), String> {
         let by_name = Devices::appliance_name(spec);
         // Whatever the `/` line says, the filesystem mounted there is the root device that
@@ -281,9 +293,21 @@ impl Resolver<'_> {
             return Err("cannot be mapped to a device offline".to_string());
         };
         if self.root_link_disk.as_deref() != Some(disk_link) {
+            // The link's disk is unknown, but its partition number and the line's filesystem
+            // type may single out one device that no other line names.
+            if let (Some(n), Some(fstype)) = (part, fstype)
+                && let Some(device) = self.only_unclaimed(n, fstype)
+            {
+                return Ok((
+                    device,
+                    Some(format!(
+                        "inferred: the only {fstype} partition {n} no other fstab line names"
+                    )),
+                ));
+            }
             return Err(
                 "is a link that cannot be followed offline (only links to the root filesystem's \
-                 disk can be inferred)"
+                 disk, or to the one unnamed partition of that number and type, can be inferred)"
                     .to_string(),
             );
         }
@@ -303,6 +327,65 @@ impl Resolver<'_> {
             ),
         })
     }
+}
+
+impl Resolver<'_> {
+    /// The one device that is partition `n` of some disk, holds `fstype`, and is not named by
+    /// another line; `None` when there is no such device or more than one.
+    fn only_unclaimed(&self, n: u32, fstype: &str) -> Option<String> {
+        let mut candidates = self.devices.by_name.iter().filter(|(name, ids)| {
+            partition_number(name) == Some(n)
+                && ids.fstype.as_deref() == Some(fstype)
+                && !self.claimed.contains(*name)
+        });
+        let (first, _) = candidates.next()?;
+        candidates.next().is_none().then(|| first.clone())
+    }
+}
+
+/// `/dev/sdb12` → 12; whole disks and other names → `None`.
+fn partition_number(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("/dev/sd")?;
+    let digits = rest.trim_start_matches(|c: char| c.is_ascii_lowercase());
+    if digits.len() == rest.len() || digits.is_empty() {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The devices an fstab already names in a way that can be known offline: kernel names,
+/// stable ids (`UUID=`, `LABEL=` ...) and the root filesystem.
+fn claimed_devices(text: &str, devices: &Devices) -> BTreeSet<String> {
+    let mut claimed: BTreeSet<String> = devices.root.iter().cloned().collect();
+    for (content, _) in split_lines(text) {
+        let Some(spec) = content.split_whitespace().next() else {
+            continue;
+        };
+        if spec.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = Devices::appliance_name(spec) {
+            claimed.insert(name);
+            continue;
+        }
+        let Some((key, value)) = spec.split_once('=') else {
+            continue;
+        };
+        let value = value.trim_matches('"');
+        for (name, ids) in &devices.by_name {
+            let id = match key {
+                "UUID" => &ids.uuid,
+                "PARTUUID" => &ids.partuuid,
+                "LABEL" => &ids.label,
+                "PARTLABEL" => &ids.partlabel,
+                _ => continue,
+            };
+            if id.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(value)) {
+                claimed.insert(name.clone());
+            }
+        }
+    }
+    claimed
 }
 
 /// Splits a by-path/by-id link into the disk's link and the partition number, if any:
@@ -492,6 +575,68 @@ nfs01:/export/home /mnt/home nfs defaults,_netdev 0 0
         ] {
             assert!(r.text.contains(line), "{line}");
         }
+    }
+
+    /// A VMware guest with two disks: root and swap on sda, /data on sdb; the links of other
+    /// disks are inferred when partition number and type single out one unnamed device.
+    #[test]
+    fn links_to_other_disks_are_inferred_only_when_unambiguous() {
+        let typed = |uuid: &str, fstype: &str| DeviceIds {
+            uuid: Some(uuid.to_string()),
+            fstype: Some(fstype.to_string()),
+            ..DeviceIds::default()
+        };
+        let mut d = Devices {
+            root: Some("/dev/sda1".to_string()),
+            ..Devices::default()
+        };
+        d.by_name.insert("/dev/sda1".into(), typed("aaaa", "ext4"));
+        d.by_name.insert("/dev/sda2".into(), typed("bbbb", "swap"));
+        d.by_name.insert("/dev/sdb1".into(), typed("cccc", "xfs"));
+        let text = "/dev/sda1 / ext4 defaults 0 1\n\
+                    /dev/disk/by-path/pci-0000:00:10.0-scsi-0:0:0:0-part2 none swap sw 0 0\n\
+                    /dev/disk/by-path/pci-0000:00:10.0-scsi-0:0:1:0-part1 /data xfs defaults 0 2\n\
+                    /dev/disk/by-id/wwn-0x5000c500a1b2c3d4-part1 /old ext4 defaults 0 2\n";
+        let r = rewrite_fstab(text, FstabMode::StabilizeAll, &d);
+        let after: Vec<&str> = r.changes.iter().map(|c| c.after.as_str()).collect();
+        assert_eq!(
+            after,
+            [
+                "UUID=aaaa\t/\text4\tdefaults\t0\t1",
+                "UUID=bbbb\tnone\tswap\tsw\t0\t0",
+                "UUID=cccc\t/data\txfs\tdefaults\t0\t2"
+            ]
+        );
+        assert_eq!(
+            r.changes[1].reason,
+            "/dev/disk/by-path/pci-0000:00:10.0-scsi-0:0:0:0-part2 -> UUID (inferred: the only \
+             swap partition 2 no other fstab line names)"
+        );
+        // No unnamed ext4 partition 1 is left (sda1 is /): that line stays, with a note.
+        assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+        assert!(
+            r.notes[0].starts_with("fstab line 4: /dev/disk/by-id/wwn-"),
+            "{}",
+            r.notes[0]
+        );
+
+        // Two unnamed swap partitions numbered 2: which one the link meant cannot be known.
+        d.by_name.insert("/dev/sdb2".into(), typed("dddd", "swap"));
+        let r = rewrite_fstab(text, FstabMode::StabilizeAll, &d);
+        assert!(
+            r.notes.iter().any(|n| n.starts_with("fstab line 2: ")),
+            "{:?}",
+            r.notes
+        );
+        // And a UUID line elsewhere claims its device: sdb2 is named, sda2 is the one left.
+        let named = format!("{text}UUID=dddd none swap sw 0 0\n");
+        let r = rewrite_fstab(&named, FstabMode::StabilizeAll, &d);
+        assert!(
+            r.changes
+                .iter()
+                .any(|c| c.after.starts_with("UUID=bbbb\tnone")),
+            "{r:#?}"
+        );
     }
 
     #[test]
