@@ -549,28 +549,41 @@ fn read_stdout(
 /// A background service started through a command that prints one line and leaves a daemon
 /// behind in its process group (`guestfish --listen`). The group is killed when the handle is
 /// dropped, so no daemon outlives the run that started it.
+///
+/// The daemon's stderr goes to a file rather than a pipe: what a daemon reports about a request
+/// (guestfish prints a remote command's error on the server's stderr, not the client's) is in
+/// the file by the time the request returns, so [`Daemon::new_stderr`] reads it without a race.
 #[derive(Debug)]
 pub struct Daemon {
     pgid: Pid,
     record: CommandRecord,
+    stderr_log: PathBuf,
+    stderr_seen: u64,
 }
 
 impl Daemon {
     /// Starts `cmd` and returns the handle and the first line it printed on stdout.
+    ///
+    /// The daemon's stderr is written to `stderr_log` (created or truncated).
     pub fn start(
         cmd: &Command,
         first_line_timeout: Duration,
+        stderr_log: &Path,
     ) -> Result<(Daemon, String), ExecError> {
         use std::io::{BufRead, BufReader};
         let argv = cmd.argv();
         let command_line = quote_argv(&argv);
         tracing::info!(command = %command_line, "starting");
+        let log = std::fs::File::create(stderr_log).map_err(|source| ExecError::Spawn {
+            command: format!("{command_line} (stderr to {})", stderr_log.display()),
+            source,
+        })?;
         let mut proc = std::process::Command::new(&cmd.program);
         proc.args(&cmd.args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .process_group(0);
         if let Some(dir) = &cmd.cwd {
             proc.current_dir(dir);
@@ -582,7 +595,6 @@ impl Daemon {
         })?;
         let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         let stdout = child.stdout.take().expect("stdout was piped");
-        let stderr = child.stderr.take().expect("stderr was piped");
         let (tx, rx) = std::sync::mpsc::channel();
         // The daemon keeps the pipes open for its whole life: read them on detached threads.
         thread::spawn(move || {
@@ -592,16 +604,16 @@ impl Daemon {
             let _ = tx.send(line);
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        let (etx, erx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let _ = etx.send(read_tail(stderr, STDERR_TAIL_BYTES));
-        });
         let line = rx.recv_timeout(first_line_timeout).unwrap_or_default();
+        if line.is_empty() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
         // The foreground process exits once the daemon is ready; reap it.
         let status = child.wait().map(exit_status).unwrap_or(Status::Exited(-1));
         let stderr_tail = if line.is_empty() {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            erx.recv_timeout(Duration::from_secs(1)).unwrap_or_default()
+            std::fs::File::open(stderr_log)
+                .map(|f| read_tail(f, STDERR_TAIL_BYTES))
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -615,7 +627,30 @@ impl Daemon {
             duration_seconds: round_ms(started.elapsed()),
             stderr_tail: String::from_utf8_lossy(&stderr_tail).into_owned(),
         };
-        Ok((Daemon { pgid, record }, line.trim().to_owned()))
+        let stderr_seen = std::fs::metadata(stderr_log).map_or(0, |m| m.len());
+        Ok((
+            Daemon {
+                pgid,
+                record,
+                stderr_log: stderr_log.to_owned(),
+                stderr_seen,
+            },
+            line.trim().to_owned(),
+        ))
+    }
+
+    /// What the daemon wrote on stderr since the last call (lossy UTF-8).
+    pub fn new_stderr(&mut self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.stderr_log) else {
+            return String::new();
+        };
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(self.stderr_seen)).is_err() || f.read_to_end(&mut buf).is_err() {
+            return String::new();
+        }
+        self.stderr_seen += buf.len() as u64;
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     /// How the start went (exit status of the foreground process, duration, stderr).
@@ -728,7 +763,9 @@ mod tests {
             marker.to_string_lossy()
         );
         let cmd = Command::new("/bin/sh").args(["-c", &script]);
-        let (daemon, line) = Daemon::start(&cmd, Duration::from_secs(5)).expect("starts");
+        let (daemon, line) =
+            Daemon::start(&cmd, Duration::from_secs(5), &dir.path().join("stderr"))
+                .expect("starts");
         assert_eq!(line, "ready");
         thread::sleep(Duration::from_millis(300));
         assert!(marker.exists());
@@ -736,6 +773,30 @@ mod tests {
         std::fs::remove_file(&marker).expect("rm");
         thread::sleep(Duration::from_millis(400));
         assert!(!marker.exists(), "the daemon outlived its handle");
+    }
+
+    #[test]
+    fn daemon_stderr_is_read_as_it_grows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flag = dir.path().join("go");
+        let script = format!(
+            "(while [ ! -e {} ]; do sleep 0.05; done; echo oops >&2; sleep 5) & echo ready",
+            flag.to_string_lossy()
+        );
+        let cmd = Command::new("/bin/sh").args(["-c", &script]);
+        let (mut daemon, _) =
+            Daemon::start(&cmd, Duration::from_secs(5), &dir.path().join("stderr"))
+                .expect("starts");
+        assert_eq!(daemon.new_stderr(), "");
+        std::fs::write(&flag, "").expect("flag");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = String::new();
+        while got.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            got = daemon.new_stderr();
+        }
+        assert_eq!(got, "oops\n");
+        assert_eq!(daemon.new_stderr(), "", "each line is returned once");
     }
 
     #[test]

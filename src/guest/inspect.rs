@@ -30,6 +30,26 @@ pub struct GuestInfo {
     pub kernels: Vec<String>,
     /// Devices holding LUKS-encrypted volumes.
     pub encrypted: Vec<String>,
+    /// Data filesystems of the guest's fstab that were not mounted, and why (a device that is
+    /// not among the VM's disks, or that would not mount). Repairs never write there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_mounted: Vec<String>,
+}
+
+/// Mount points whose files a repair may read or write: these must mount. Any other
+/// filesystem (`/data`, `/srv`, `/home`...) is mounted when it can be and skipped otherwise.
+fn is_system_mountpoint(mp: &str) -> bool {
+    const SYSTEM: &[&str] = &[
+        "/",
+        "/boot",
+        "/boot/efi",
+        "/etc",
+        "/usr",
+        "/var",
+        "/lib",
+        "/lib64",
+    ];
+    SYSTEM.contains(&mp) || mp.starts_with("/usr/")
 }
 
 impl GuestInfo {
@@ -51,6 +71,16 @@ pub enum InspectError {
         encrypted_hint(encrypted)
     )]
     NoOs { encrypted: Vec<String> },
+    #[error(
+        "no operating system was found on the disks, and {} cannot be mounted: the filesystem \
+         may be corrupt (check a copy with fsck); nothing was changed. {}",
+        unmountable.iter().map(|(dev, fs, _)| format!("{dev} ({fs})")).collect::<Vec<_>>().join(", "),
+        unmountable.iter().map(|(dev, _, msg)| format!("{dev}: {msg}")).collect::<Vec<_>>().join("; ")
+    )]
+    Unmountable {
+        /// (device, filesystem type, mount error) of each filesystem that would not mount.
+        unmountable: Vec<(String, String, String)>,
+    },
     #[error(
         "several operating systems were found (roots: {}); hyper2kvm repairs one per VM, so \
          split the disks into one manifest per operating system",
@@ -113,7 +143,15 @@ pub fn inspect(session: &mut Session<'_>) -> Result<GuestInfo, InspectError> {
     }
     let roots = session.lines(&["inspect-os"])?;
     let root = match roots.as_slice() {
-        [] => return Err(InspectError::NoOs { encrypted }),
+        [] => {
+            // Inspection skips filesystems it cannot mount, so a corrupt root looks like no
+            // OS at all. Name the filesystems that would not mount instead.
+            let unmountable = unmountable(session, &filesystems)?;
+            if unmountable.is_empty() {
+                return Err(InspectError::NoOs { encrypted });
+            }
+            return Err(InspectError::Unmountable { unmountable });
+        }
         [one] => one.clone(),
         many => {
             return Err(InspectError::SeveralRoots {
@@ -161,7 +199,45 @@ pub fn inspect(session: &mut Session<'_>) -> Result<GuestInfo, InspectError> {
         firmware_hint: if esp_present { "uefi" } else { "bios" },
         kernels: Vec::new(),
         encrypted,
+        not_mounted: Vec::new(),
     })
+}
+
+/// The filesystems (with a type that can hold an OS) that refuse to mount read-only, with the
+/// error each gave.
+fn unmountable(
+    session: &mut Session<'_>,
+    filesystems: &[(String, String)],
+) -> Result<Vec<(String, String, String)>, GuestError> {
+    let mut failed = Vec::new();
+    for (dev, fs) in filesystems {
+        if matches!(fs.as_str(), "" | "unknown" | "swap" | "crypto_LUKS") {
+            continue;
+        }
+        match session.call(&["mount-ro", dev, "/"]) {
+            Ok(_) => {
+                session.call(&["umount-all"])?;
+            }
+            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled),
+            Err(e) => {
+                let message = match e {
+                    GuestError::Command { message, .. } => message,
+                    other => other.to_string(),
+                };
+                failed.push((dev.clone(), fs.clone(), one_line(&message)));
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// The gist of a libguestfs error: the first line, without the `libguestfs: error:` prefix.
+fn one_line(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default().trim();
+    first
+        .strip_prefix("libguestfs: error: ")
+        .unwrap_or(first)
+        .to_owned()
 }
 
 /// Mounts the guest's filesystems (shortest mount point first) and lists its kernels.
@@ -176,20 +252,49 @@ pub fn mount(
         });
     }
     let verb = if readonly { "mount-ro" } else { "mount" };
+    let present: Vec<String> = info.filesystems.iter().map(|(d, _)| d.clone()).collect();
+    let mut skipped_under: Vec<String> = Vec::new();
     for (mp, dev) in info.mountpoints.clone() {
+        let system = is_system_mountpoint(&mp);
+        if skipped_under
+            .iter()
+            .any(|s| mp.starts_with(&format!("{s}/")))
+        {
+            info.not_mounted.push(format!(
+                "{mp} ({dev}): under {mp}'s parent, which was not mounted"
+            ));
+            continue;
+        }
+        if !system && !present.contains(&dev) {
+            // libguestfs maps an fstab line to a device name even when no disk of this VM
+            // holds it (a `nofail` data disk that was not migrated, say).
+            info.not_mounted.push(format!(
+                "{mp} ({dev}): no disk of this VM holds {dev}; not mounted"
+            ));
+            skipped_under.push(mp);
+            continue;
+        }
         if let Err(e) = session.call(&[verb, &dev, &mp]) {
             if matches!(e, GuestError::Cancelled) {
                 return Err(e.into());
             }
-            // The root must mount; a missing or broken secondary filesystem is fatal too, since
-            // its files (e.g. /boot) may be what needs repair.
+            let message = match e {
+                GuestError::Command { message, .. } => message,
+                other => other.to_string(),
+            };
+            if !system {
+                info.not_mounted.push(format!(
+                    "{mp} ({dev}): not mounted, so nothing there is read or changed: {}",
+                    one_line(&message)
+                ));
+                skipped_under.push(mp);
+                continue;
+            }
+            // The root and the system filesystems must mount: their files are what is repaired.
             return Err(InspectError::Mount {
                 device: dev,
                 mountpoint: mp,
-                message: match e {
-                    GuestError::Command { message, .. } => message,
-                    other => other.to_string(),
-                },
+                message,
             });
         }
     }

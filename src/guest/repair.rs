@@ -70,13 +70,14 @@ pub fn repair(
         return Ok(RepairOutcome {
             dry_run,
             skipped: Some(format!(
-                "{} is a Windows guest; the Linux repairs (fstab, bootloader, initramfs, network, \
+                "Windows guest ({}): the Linux repairs (fstab, bootloader, initramfs, network, \
                  VMware tools) do not apply and Windows virtio driver injection is not available \
                  in this version",
-                if info.product_name.is_empty() {
-                    "the guest"
+                // Inspection says "unknown" when the registry gave no product name.
+                if matches!(info.product_name.as_str(), "" | "unknown") {
+                    format!("root {}", info.root)
                 } else {
-                    &info.product_name
+                    format!("{}, root {}", info.product_name, info.root)
                 }
             )),
             guest: info,
@@ -93,6 +94,11 @@ pub fn repair(
         });
     }
     inspect::mount(session, &mut info, dry_run)?;
+    let not_mounted: Vec<String> = info
+        .not_mounted
+        .iter()
+        .map(|n| format!("guest filesystem {n}"))
+        .collect();
     let devices = inspect::devices(session, &info)?;
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
@@ -106,6 +112,7 @@ pub fn repair(
         stamp,
         out: RepairOutcome {
             dry_run,
+            notes: not_mounted,
             ..RepairOutcome::default()
         },
     };
@@ -358,9 +365,36 @@ impl Repair<'_, '_> {
                 self.run_tool("vmware_tools", argv)?;
             }
         }
+        if pm == Some(vmware_tools::PackageManager::Rpm) {
+            self.rpm_remove_vmware_tools()?;
+        }
         let leftovers_exist = self.existing(vmware_tools::LEFTOVER_PATHS)?;
         for path in vmware_tools::leftovers(&|p| leftovers_exist.iter().any(|e| e == p)) {
             self.remove(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the VMware tools packages with the guest's own rpm, so its database stays true.
+    /// Without an rpm binary in the guest only the files go (see `vmware_tools`), and the
+    /// report says the database still lists them.
+    fn rpm_remove_vmware_tools(&mut self) -> Result<(), RepairError> {
+        if self.existing(vmware_tools::RPM_BINARIES)?.is_empty() {
+            self.out.notes.push(
+                "the guest has an rpm database but no rpm binary: the VMware tools files are \
+                 removed, and the database still lists their packages until `rpm -e` runs in \
+                 the guest"
+                    .to_owned(),
+            );
+            return Ok(());
+        }
+        let listed = self
+            .session
+            .call(&["sh", &vmware_tools::rpm_query_script()])?;
+        let packages = vmware_tools::installed_rpm_packages(&listed);
+        if !packages.is_empty() {
+            let argv = vmware_tools::removal_command(vmware_tools::PackageManager::Rpm, &packages);
+            self.run_tool("vmware_tools", argv)?;
         }
         Ok(())
     }

@@ -95,7 +95,11 @@ impl<'a> Session<'a> {
                 what: "the guest session".to_owned(),
                 source,
             })?;
-        let (daemon, line) = Daemon::start(&env.command().arg("--listen"), LISTEN_TIMEOUT)?;
+        let (daemon, line) = Daemon::start(
+            &env.command().arg("--listen"),
+            LISTEN_TIMEOUT,
+            &scratch.path().join("guestfish-server.stderr"),
+        )?;
         let pid = line
             .strip_prefix("GUESTFISH_PID=")
             .and_then(|rest| rest.split(';').next())
@@ -158,7 +162,16 @@ impl<'a> Session<'a> {
                 ..Watch::default()
             },
         )?;
-        let record = out.record;
+        let mut record = out.record;
+        // A '-'-prefixed remote command that fails exits 0 and its error lands on the server's
+        // stderr, so that is where failures are found.
+        let server = self.daemon.new_stderr();
+        if !server.trim().is_empty() {
+            if !record.stderr_tail.is_empty() && !record.stderr_tail.ends_with('\n') {
+                record.stderr_tail.push('\n');
+            }
+            record.stderr_tail.push_str(&server);
+        }
         self.records.push(record.clone());
         if record.status == Status::Cancelled {
             return Err(GuestError::Cancelled);
@@ -170,7 +183,9 @@ impl<'a> Session<'a> {
         if failed {
             let message = stderr
                 .lines()
-                .filter(|l| !l.is_empty())
+                .map(str::trim)
+                // mount(8)'s pointer to the appliance's kernel log, which the user cannot read.
+                .filter(|l| !l.is_empty() && !l.starts_with("dmesg(1) may have more information"))
                 .map(|l| l.trim_start_matches("libguestfs: error: "))
                 .collect::<Vec<_>>()
                 .join("; ");

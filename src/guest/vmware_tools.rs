@@ -102,6 +102,20 @@ pub fn rpm_query_command() -> Vec<String> {
     argv
 }
 
+/// [`rpm_query_command`] as one `sh -c` script that always succeeds (rpm exits non-zero when
+/// any listed package is missing, which here is the normal case) and keeps stderr out.
+pub fn rpm_query_script() -> String {
+    let quoted: Vec<String> = rpm_query_command()
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    format!("{} 2>/dev/null; true", quoted.join(" "))
+}
+
+/// Where the guest's rpm binary may live; without it the packages cannot be removed through
+/// rpm from outside the guest.
+pub const RPM_BINARIES: &[&str] = &["/usr/bin/rpm", "/bin/rpm"];
+
 /// The installed [`PACKAGES`] from the stdout of [`rpm_query_command`]; the "package ... is
 /// not installed" lines are ignored.
 pub fn installed_rpm_packages(stdout: &str) -> Vec<String> {
@@ -358,6 +372,16 @@ Status: install ok half-configured
             ]
         );
         assert!(removal_command(PackageManager::Rpm, &[]).is_empty());
+    }
+
+    #[test]
+    fn rpm_query_script_quotes_every_word() {
+        let script = rpm_query_script();
+        assert!(
+            script.starts_with("'rpm' '-q' '--qf' '%{NAME}\\n' 'open-vm-tools'"),
+            "{script}"
+        );
+        assert!(script.ends_with(" 2>/dev/null; true"), "{script}");
     }
 
     #[test]

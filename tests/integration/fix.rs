@@ -191,7 +191,7 @@ fn rhel_xfs_dracut_bls() {
         &dir,
         &src,
         "raw",
-        "pipeline:\n  fix: {enabled: true}\n  convert: {enabled: true}",
+        "pipeline:\n  fix: {enabled: true, remove_vmware_tools: true}\n  convert: {enabled: true}",
     );
     let r = run(hyper2kvm()
         .arg("--manifest")
@@ -210,6 +210,8 @@ fn rhel_xfs_dracut_bls() {
             "/etc/dracut.conf.d/hyper2kvm-virtio.conf",
             "/.autorelabel",
             "/var/log/h2k-tools.log",
+            "/etc/vmware-tools/tools.conf",
+            "/usr/lib/systemd/system/vmtoolsd.service",
         ],
     );
     let root = uuid_of(&files["blkid:/dev/sda1"]);
@@ -224,7 +226,18 @@ fn rhel_xfs_dracut_bls() {
         files.contains_key("/.autorelabel"),
         "SELinux relabel requested"
     );
-    assert!(files["/var/log/h2k-tools.log"].contains("dracut -f"));
+    let log = &files["/var/log/h2k-tools.log"];
+    assert!(log.contains("dracut -f"), "{log}");
+    // The guest's rpm was asked, and removed exactly the package it has.
+    // (the fake rpm's echo turns the query format's `\n` into a line break)
+    assert!(log.contains("rpm -q --qf %{NAME}"), "{log}");
+    assert!(
+        log.contains(" open-vm-tools open-vm-tools-desktop "),
+        "{log}"
+    );
+    assert!(log.contains("rpm -e --nodeps open-vm-tools\n"), "{log}");
+    assert!(!files.contains_key("/etc/vmware-tools/tools.conf"));
+    assert!(!files.contains_key("/usr/lib/systemd/system/vmtoolsd.service"));
 }
 
 /// `--dry-run` with fix: the changes are computed from a read-only view and printed; nothing
@@ -277,7 +290,7 @@ fn suse_in_place_with_backup() {
         &dir,
         &src,
         "raw",
-        "pipeline:\n  fix: {enabled: true, backup: true}",
+        "pipeline:\n  fix: {enabled: true, backup: true, remove_vmware_tools: true}",
     );
     let r = run(hyper2kvm()
         .arg("--manifest")
@@ -313,12 +326,24 @@ fn suse_in_place_with_backup() {
         report["pipeline"]["stages"]["fix"]["result"]["mode"],
         "in_place"
     );
+    // No rpm binary in this guest: its rpm database cannot be updated, and the report says so.
+    let notes = report["pipeline"]["stages"]["fix"]["result"]["notes"].to_string();
+    assert!(
+        notes.contains("an rpm database but no rpm binary"),
+        "{notes}"
+    );
 }
 
 /// Guests that cannot be repaired fail the VM with a clear error and leave the source alone.
 fn refused(guest: Guest) -> String {
+    refused_after(guest, |_| {})
+}
+
+/// Like [`refused`], on a copy of the guest that `damage` changed first.
+fn refused_after(guest: Guest, damage: impl FnOnce(&Path)) -> String {
     let dir = TestDir::new();
     let src = source(&dir, guest, "bad", false);
+    damage(&src);
     let before = sha256(&src);
     let path = manifest(
         &dir,
@@ -349,6 +374,27 @@ fn no_operating_system() {
     insta::assert_snapshot!(refused(Guest::NoOs), @"no operating system was found on the disks; nothing was changed");
 }
 
+/// A root filesystem whose group descriptors are garbage: its superblock still says ext4, so
+/// inspection finds the filesystem but cannot mount it, and the error names the device.
+#[test]
+fn corrupt_root_filesystem_is_named() {
+    if !tools() {
+        return;
+    }
+    let message = refused_after(Guest::Debian, |disk| {
+        use std::io::{Seek, SeekFrom, Write};
+        // sda1 starts at sector 2048; its group descriptors follow the superblock (bytes
+        // 1024..2047) at byte 2048 (1 KiB blocks) or 4096 (4 KiB blocks).
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(disk)
+            .expect("open");
+        f.seek(SeekFrom::Start(2048 * 512 + 2048)).expect("seek");
+        f.write_all(&[0xff; 6144]).expect("write");
+    });
+    insta::assert_snapshot!(message, @"no operating system was found on the disks, and /dev/sda1 (ext4) cannot be mounted: the filesystem may be corrupt (check a copy with fsck); nothing was changed. /dev/sda1: mount_ro: mount exited with status 32: mount: /sysroot: mount(2) system call failed: Structure needs cleaning.");
+}
+
 #[test]
 fn several_roots() {
     if !tools() {
@@ -363,6 +409,38 @@ fn encrypted_volume_without_a_key() {
         return;
     }
     insta::assert_snapshot!(refused(Guest::Luks), @"no operating system was found on the disks (encrypted LUKS volumes /dev/sda2 may hide it; no key was given); nothing was changed");
+}
+
+/// A Windows guest is recognised; the Linux repairs are skipped with a note, and the disk is
+/// still converted.
+#[test]
+fn windows_guest_skips_the_linux_repairs() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = source(&dir, Guest::Windows, "win", true);
+    let before = sha256(&src);
+    let path = manifest(
+        &dir,
+        &src,
+        "vmdk",
+        "pipeline:\n  inspect: {enabled: true, collect_guest_info: true}\n  fix: {enabled: true, remove_vmware_tools: true}\n  convert: {enabled: true}\n  validate: {enabled: true}",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(sha256(&src), before);
+    let report = read_json(&dir.join("output/report.json"));
+    let fix = &report["pipeline"]["stages"]["fix"]["result"];
+    assert_eq!(fix["guest"]["os_type"], "windows", "{fix:#}");
+    assert_eq!(fix["guest"]["distro"], "windows", "{fix:#}");
+    assert_eq!(fix["changes"].as_array().map(Vec::len), Some(0), "{fix:#}");
+    insta::assert_snapshot!(fix["skipped"].as_str().unwrap_or_default(), @"Windows guest (root /dev/sda1): the Linux repairs (fstab, bootloader, initramfs, network, VMware tools) do not apply and Windows virtio driver injection is not available in this version");
+    let guest = &report["pipeline"]["stages"]["inspect"]["result"]["guest"];
+    assert_eq!(guest["os_type"], "windows", "{guest:#}");
 }
 
 /// Without libguestfs, a manifest that needs it is one clear line naming the package.

@@ -29,6 +29,24 @@ pub enum Guest {
     TwoRoots,
     /// A Debian /boot and a LUKS-encrypted second partition.
     Luks,
+    /// Windows as libguestfs inspection recognises it: an NTFS partition with
+    /// `Windows/System32/config` and a 64-bit PE `cmd.exe` (no registry hives).
+    Windows,
+}
+
+/// The smallest file `file(1)` calls "PE32+ executable (console) x86-64": a DOS header whose
+/// e_lfanew points at a PE signature, an x86-64 COFF header and a PE32+ optional header.
+fn pe32_plus() -> Vec<u8> {
+    let mut b = vec![0u8; 512];
+    b[0..2].copy_from_slice(b"MZ");
+    b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    b[0x80..0x84].copy_from_slice(b"PE\0\0");
+    b[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes()); // machine: x86-64
+    b[0x94..0x96].copy_from_slice(&240u16.to_le_bytes()); // size of the optional header
+    b[0x96..0x98].copy_from_slice(&0x0022u16.to_le_bytes()); // executable, large address aware
+    b[0x98..0x9a].copy_from_slice(&0x020bu16.to_le_bytes()); // PE32+
+    b[0x98 + 68..0x98 + 70].copy_from_slice(&3u16.to_le_bytes()); // subsystem: console
+    b
 }
 
 const DASH: &str = "/usr/bin/dash";
@@ -71,6 +89,15 @@ fn files(guest: Guest) -> Vec<(String, String, bool)> {
         ),
         Guest::NoOs => {
             add("/data/readme.txt", "not an operating system\n");
+            return f;
+        }
+        Guest::Windows => {
+            add("/Windows/System32/config/.keep", "");
+            add(
+                "/Windows/System32/drivers/etc/hosts",
+                "127.0.0.1 localhost\r\n",
+            );
+            add("/Program Files/VMware/VMware Tools/vmtoolsd.exe", "");
             return f;
         }
     };
@@ -126,6 +153,19 @@ fn files(guest: Guest) -> Vec<(String, String, bool)> {
                     "TYPE=Ethernet\nBOOTPROTO=dhcp\nNAME=ens192\nDEVICE=ens192\nHWADDR=00:50:56:ab:cd:ef\nONBOOT=yes\n",
                 );
                 add("/var/lib/rpm/.keep", "");
+                // rpm knows open-vm-tools (and no other VMware package) and logs removals.
+                add(
+                    "/usr/bin/rpm",
+                    "#!/bin/sh\necho \"rpm $*\" >> /var/log/h2k-tools.log\n\
+                     if [ \"$1\" = -q ]; then\n  shift 3\n  for p in \"$@\"; do\n    \
+                     if [ \"$p\" = open-vm-tools ]; then echo open-vm-tools; \
+                     else echo \"package $p is not installed\"; fi\n  done\n  exit 1\nfi\nexit 0\n",
+                );
+                add("/etc/vmware-tools/tools.conf", "[logging]\nlog = true\n");
+                add(
+                    "/usr/lib/systemd/system/vmtoolsd.service",
+                    "[Unit]\nDescription=Service for virtual machines hosted on VMware\n",
+                );
             } else {
                 add(
                     "/etc/default/grub",
@@ -221,6 +261,13 @@ fn script(guest: Guest, tree: &Path) -> String {
             }
             return s;
         }
+        Guest::Windows => {
+            s.push_str("part-add /dev/sda p 2048 -2048\nmkfs ntfs /dev/sda1\nmount /dev/sda1 /\n");
+            s.push_str(&format!(
+                "copy-in {t}/Windows \"{t}/Program Files\" /\numount-all\n"
+            ));
+            return s;
+        }
         Guest::Luks => {
             s.push_str("part-add /dev/sda p 2048 204799\npart-add /dev/sda p 204800 -2048\n");
             // Fill /boot first: after luks-format the appliance loses the mount.
@@ -259,6 +306,9 @@ fn script(guest: Guest, tree: &Path) -> String {
 /// The recipe a cached image is keyed by.
 fn recipe(guest: Guest) -> String {
     let mut r = format!("v3 {guest:?}\n{}\n", script(guest, Path::new("/TREE")));
+    if guest == Guest::Windows {
+        r.push_str(&format!("cmd.exe {:?}\n", pe32_plus()));
+    }
     for (p, c, x) in files(guest) {
         r.push_str(&format!("{p} {x} {c}\n"));
     }
@@ -313,7 +363,10 @@ fn build(guest: Guest, dir: &Path) {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
     }
-    if guest != Guest::NoOs {
+    if guest == Guest::Windows {
+        std::fs::write(tree.join("Windows/System32/cmd.exe"), pe32_plus()).expect("cmd.exe");
+    }
+    if !matches!(guest, Guest::NoOs | Guest::Windows) {
         for (src, dst) in [
             (DASH, "usr/bin/dash"),
             (LIBC, "usr/lib/x86_64-linux-gnu/libc.so.6"),
