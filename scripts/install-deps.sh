@@ -35,6 +35,8 @@ if [ "$level" = full ]; then
   want guestfish libguestfs-tools
   # The appliance formats and repairs XFS guests only with this package.
   dpkg-query -W -f='${Status}' libguestfs-xfs 2>/dev/null | grep -q "ok installed" || need+=(libguestfs-xfs)
+  # NTFS (the Windows guest fixture, Windows inspection) comes from the host's ntfs-3g.
+  want mkntfs ntfs-3g
   want virt-customize libguestfs-tools
   want virt-xml-validate libvirt-clients
   want virsh libvirt-clients
