@@ -217,6 +217,19 @@ impl Repair<'_, '_> {
                 paths.push(format!("{}/{entry}", bootloader::BLS_DIR));
             }
         }
+        // grub-mkconfig sources these after /etc/default/grub, so a root= there wins.
+        let mut dropins: Vec<String> = self
+            .session
+            .ls(bootloader::GRUB_DEFAULTS_DIR)?
+            .into_iter()
+            .filter(|e| e.ends_with(".cfg"))
+            .collect();
+        dropins.sort();
+        paths.extend(
+            dropins
+                .into_iter()
+                .map(|e| format!("{}/{e}", bootloader::GRUB_DEFAULTS_DIR)),
+        );
         for path in paths {
             if let Some(text) = self.session.read(&path)? {
                 let rewrite = bootloader::rewrite_cmdlines(&path, &text, &root_spec, devices);
@@ -368,7 +381,14 @@ impl Repair<'_, '_> {
         if pm == Some(vmware_tools::PackageManager::Rpm) {
             self.rpm_remove_vmware_tools()?;
         }
-        let leftovers_exist = self.existing(vmware_tools::LEFTOVER_PATHS)?;
+        // A `.wants` link whose unit the package removal took is dangling, and still a leftover.
+        let mut leftovers_exist = self.existing(vmware_tools::LEFTOVER_PATHS)?;
+        for p in vmware_tools::LEFTOVER_PATHS {
+            let link = p.contains(".wants/") || p.contains(".requires/");
+            if link && !leftovers_exist.iter().any(|e| e == p) && self.session.is_symlink(p)? {
+                leftovers_exist.push((*p).to_owned());
+            }
+        }
         for path in vmware_tools::leftovers(&|p| leftovers_exist.iter().any(|e| e == p)) {
             self.remove(&path)?;
         }

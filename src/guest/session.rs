@@ -224,6 +224,11 @@ impl<'a> Session<'a> {
         self.boolean(&["is-dir", path, "followsymlinks:true"])
     }
 
+    /// Whether `path` is a symbolic link, dangling or not.
+    pub fn is_symlink(&mut self, path: &str) -> Result<bool, GuestError> {
+        self.boolean(&["is-symlink", path])
+    }
+
     pub fn exists(&mut self, path: &str) -> Result<bool, GuestError> {
         self.boolean(&["exists", path])
     }

@@ -154,8 +154,11 @@ fn debian_production_run() {
     assert!(!files["/etc/netplan/01-netcfg.yaml"].contains("macaddress"));
     assert!(!files.contains_key("/etc/udev/rules.d/70-persistent-net.rules"));
     assert!(!files.contains_key("/etc/vmware-tools/tools.conf"));
+    // The enablement link dangled (its unit was gone) and is removed all the same.
     assert!(
-        !files.contains_key("/etc/systemd/system/multi-user.target.wants/open-vm-tools.service")
+        !files
+            .contains_key("link:/etc/systemd/system/multi-user.target.wants/open-vm-tools.service"),
+        "dangling VMware tools link left"
     );
     let log = &files["/var/log/h2k-tools.log"];
     assert!(
@@ -268,6 +271,12 @@ fn ubuntu_dry_run_prints_changes() {
         r.stdout
     );
     assert!(r.stdout.contains("/etc/fstab:3"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("/etc/default/grub.d/50-cloudimg-settings.cfg:1"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("- /dev/sda1"), "{}", r.stdout);
     assert!(
         r.stdout

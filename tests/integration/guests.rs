@@ -230,10 +230,20 @@ fn files(guest: Guest) -> Vec<(String, String, bool)> {
                 "SUBSYSTEM==\"net\", ACTION==\"add\", ATTR{address}==\"00:50:56:aa:bb:cc\", NAME=\"eth0\"\n",
             );
             add("/etc/vmware-tools/tools.conf", "[logging]\n");
-            add(
-                "/lib/systemd/system/open-vm-tools.service",
-                "[Unit]\nDescription=open-vm-tools\n",
-            );
+            if guest == Guest::Ubuntu {
+                add(
+                    "/lib/systemd/system/open-vm-tools.service",
+                    "[Unit]\nDescription=open-vm-tools\n",
+                );
+                // Cloud images set the console (and here a root=) in a drop-in that
+                // grub-mkconfig reads after /etc/default/grub.
+                add(
+                    "/etc/default/grub.d/50-cloudimg-settings.cfg",
+                    "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 root=/dev/sda1\"\n",
+                );
+            }
+            // On Debian the unit file is already gone (a half-done uninstall): its
+            // multi-user.target.wants link dangles.
         }
     }
     for (path, _, exec) in f.iter_mut() {
@@ -448,7 +458,9 @@ pub fn read_back(
 ) -> std::collections::BTreeMap<String, String> {
     let mut script = String::from("run\nmount-ro /dev/sda1 /\n");
     for p in paths {
-        script.push_str(&format!("echo ==H2K== {p}\n-exists {p}\n-cat {p}\n"));
+        script.push_str(&format!(
+            "echo ==H2K== {p}\n-exists {p}\n-cat {p}\necho ==H2K== link:{p}\n-is-symlink {p}\n"
+        ));
     }
     for dev in ["/dev/sda1", "/dev/sda2"] {
         script.push_str(&format!("echo ==H2K== blkid:{dev}\n-blkid {dev}\n"));
@@ -478,6 +490,13 @@ pub fn read_back(
         let name = name.trim().to_owned();
         if name.starts_with("blkid:") {
             files.insert(name, body.to_owned());
+            continue;
+        }
+        // `link:<path>` is there when the path is a symbolic link, even a dangling one.
+        if name.starts_with("link:") {
+            if body.trim() == "true" {
+                files.insert(name, String::new());
+            }
             continue;
         }
         // `exists` prints true/false before the content.
