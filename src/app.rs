@@ -309,6 +309,10 @@ pub fn summary_text(plan: &plan::VmPlan, outcome: &pipeline::VmOutcome) -> Strin
             a.size_human
         ));
     }
+    let validate = outcome.stages.iter().find(|st| st.name == "validate");
+    if let Some(line) = crate::boot_test::summary_line(validate.and_then(|v| v.result.as_ref())) {
+        s.push_str(&line);
+    }
     for w in &outcome.warnings {
         s.push_str(&format!("  warning ({}): {}\n", w.stage, w.message));
     }

@@ -148,12 +148,16 @@ pub struct ConvertPlan {
 pub struct ValidatePlan {
     /// `qemu-img compare` source against output.
     pub compare: bool,
+    /// Boot the outputs once (`pipeline.validate.boot_test`).
+    pub boot_test: Option<crate::boot_test::BootTestPlan>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
     Tool(#[from] exec::ExecError),
+    #[error(transparent)]
+    BootTest(#[from] crate::boot_test::BootTestError),
     #[error(
         "cannot plan {path} ({} problem{}):\n{}",
         problems.len(),
@@ -169,7 +173,14 @@ pub enum PlanError {
 impl PlanError {
     /// Whether the problem is the machine's (a missing tool) rather than the input's.
     pub fn is_environment(&self) -> bool {
-        matches!(self, PlanError::Tool(_))
+        matches!(
+            self,
+            PlanError::Tool(_)
+                | PlanError::BootTest(
+                    crate::boot_test::BootTestError::Tool(_)
+                        | crate::boot_test::BootTestError::OvmfMissing { .. }
+                )
+        )
     }
 }
 
@@ -407,11 +418,30 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
             );
             None
         } else {
+            let boot_test = m.pipeline.validate.boot_test.enabled.then(|| {
+                crate::boot_test::plan(
+                    crate::boot_test::PlanInput {
+                        settings: &m.pipeline.validate.boot_test,
+                        vm: &m.vm,
+                        disks: boot_disks(&disks, format),
+                        console_log: output_dir.join(format!("{vm_id}.boot-test-console.log")),
+                        accel: guest_env.as_ref().map(|g| g.accel),
+                    },
+                    &mut notes,
+                )
+            });
             Some(ValidatePlan {
                 compare: m.pipeline.validate.check_image_integrity,
+                boot_test: boot_test.transpose()?,
             })
         }
     } else {
+        if m.pipeline.validate.boot_test.enabled {
+            notes.push(
+                "pipeline.validate.boot_test is enabled but validate is not; no boot test runs"
+                    .to_owned(),
+            );
+        }
         None
     };
 
@@ -443,6 +473,20 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         guest_env,
         hooks,
     })
+}
+
+/// The outputs the boot test attaches, in boot order.
+fn boot_disks(disks: &[DiskPlan], format: OutputFormat) -> Vec<crate::boot_test::BootDisk> {
+    disks
+        .iter()
+        .filter_map(|d| {
+            d.output.as_ref().map(|o| crate::boot_test::BootDisk {
+                id: d.id.clone(),
+                path: o.clone(),
+                format: format.name(),
+            })
+        })
+        .collect()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -597,6 +641,11 @@ impl VmPlan {
                         let _ = writeln!(s, "    $ {}", q.compare_cmd(&d.source, driver, out, fmt));
                     }
                 }
+            }
+        }
+        if let Some(bt) = self.validate.as_ref().and_then(|v| v.boot_test.as_ref()) {
+            for line in bt.describe() {
+                let _ = writeln!(s, "  {line}");
             }
         }
         s
