@@ -41,3 +41,7 @@ mod hooks;
 
 /// A tiny HTTP listener on 127.0.0.1 that records requests, for the http hook tests.
 mod http_listener;
+
+/// Booting converted VMs: the real Debian guest end to end (production, no fix, a batch), and
+/// the boot test's bad input.
+mod boot;
