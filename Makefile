@@ -1,5 +1,6 @@
 # hyper2kvm developer entry points.
-#   make demo       install what is missing, build, make sample disks with real filesystems, convert them
+#   make demo       install what is missing, build, convert sample disks and a real Debian guest
+#                   (repaired and booted; the real guest needs root)
 #   make test       the whole test suite (what CI runs): fmt, clippy, unit and integration tests
 #   make test-fast  the same without the slow end-to-end tests
 
@@ -22,7 +23,7 @@ deps-core:
 deps:
 	$(SUDO) scripts/install-deps.sh full
 
-demo: deps-core release
+demo: deps release
 	scripts/demo.sh
 
 lint:

@@ -2,14 +2,22 @@
 # hyper2kvm demo: build three small VMs with real guest filesystems, describe each with an
 # Artifact Manifest v1, convert them to qcow2 with the release binary, and check the results.
 #
-# Runs as root or as a normal user: no libguestfs, no loop devices, no mount. The ext4
+# Part 1 runs as root or as a normal user: no libguestfs, no loop devices, no mount. The ext4
 # filesystems are written straight into the partition of a raw image with `mkfs.ext4 -d`.
+#
+# Part 2 (root only) is a real conversion end to end: a Debian 12 guest that looks like a VMware
+# VM (scripts/build-test-guest.sh: fstab and grub.cfg say root=/dev/sda1; built once and cached)
+# is converted twice with the boot test on: without repairs it does not boot on virtio, with the
+# production profile (inspect, fix, convert, validate) it reaches its login prompt. Under TCG
+# this takes several minutes, most of it the initramfs rebuild in the libguestfs appliance.
 #
 # Usage: scripts/demo.sh        (normally through `make demo`, which installs the tools and builds)
 #
 # Layout of demo-output/ (recreated on every run):
 #   <vm>/                  source disks (VMDK, VHDX or VHD) and the VM's manifest
 #   converted/<vm>/        the qcow2 outputs and report.json
+#   debian12-vmware/       part 2: manifests, and converted/<unrepaired|repaired>/ with the
+#                          outputs, report.json and the boot test's console log
 set -euo pipefail
 
 export LC_ALL=C
@@ -371,9 +379,110 @@ for vm in "${vms[@]}"; do
   rm -f "$tmp"
 done
 
+# ---------------------------------------------------------------------------------------------
+# Part 2: a real guest, converted without and with repairs, and booted.
+
+real_done=0
+# boot_line <report>: the boot test's result, reason and the console lines that decided it.
+boot_line() {
+  python3 - "$1" <<'PY'
+import json, sys
+stage = json.load(open(sys.argv[1]))["pipeline"]["stages"].get("validate", {})
+bt = (stage.get("result") or {}).get("boot_test")
+if not bt:
+    print("  no boot test result in the report")
+    sys.exit()
+print(f"  boot test: {bt['result']} ({bt['reason']}, {bt['accel']}, {bt['firmware']}) after {bt['seconds']} s")
+print(f"  {bt['message']}")
+print("  last console lines:")
+for line in [l for l in bt["console_tail"] if l.strip()][-6:]:
+    print(f"    | {line}")
+PY
+}
+
+heading "Part 2: a real Debian 12 guest, exported from VMware, booted on KVM"
+if [ "$(id -u)" -ne 0 ]; then
+  note "skipped: building and repairing a real guest needs root (debootstrap, libguestfs);"
+  note "run 'sudo make demo' to see it"
+else
+  note "building the guest once (debootstrap; about 4-5 minutes the first time, then cached) ..."
+  guest="$("$repo_root/scripts/build-test-guest.sh" | tail -n1)"
+  note "guest: $guest ($(human "$(stat -c %s "$guest")"), streamOptimized VMDK)"
+  note "its /etc/fstab and grub.cfg name the root /dev/sda1, as on VMware; on virtio it is /dev/vda1"
+  real="$out/debian12-vmware"
+  mkdir -p "$real"
+  for variant in unrepaired repaired; do
+    {
+      cat <<EOF
+# Artifact Manifest v1 (written by scripts/demo.sh): the real guest, $variant
+manifest_version: "1.0"
+source: {provider: vsphere, vm_name: debian12-$variant}
+vm: {cpu: 1, mem_gb: 1, firmware: bios, os_hint: linux, os_version: "Debian 12"}
+disks:
+  - id: boot
+    source_format: vmdk
+    bytes: $(stat -c %s "$guest")
+    local_path: $guest
+    boot_order_hint: 0
+    disk_type: boot
+profile: production
+EOF
+      if [ "$variant" = unrepaired ]; then
+        printf 'profile_overrides:\n  pipeline:\n    fix: {enabled: false}   # no guest repair\n'
+      fi
+      cat <<EOF
+pipeline:
+  validate:
+    boot_test: {enabled: true, timeout: 900, success_pattern: 'login: *\$'}
+output:
+  directory: converted/$variant
+EOF
+    } >"$real/$variant.yaml"
+  done
+  printf '\n--- %s ---\n' "$(rel "$real/repaired.yaml")"
+  cat "$real/repaired.yaml"
+
+  heading "Converting it without repairs (fix disabled): the boot test must fail"
+  r=0
+  "$bin" --manifest "$real/unrepaired.yaml" --progress lines || r=$?
+  note "exit code $r (1 expected: the VM failed its boot test)"
+  report="$real/converted/unrepaired/report.json"
+  [ ! -f "$report" ] || boot_line "$report"
+  [ "$r" -eq 1 ] || failed=1
+
+  heading "Converting it with the production profile: inspect, fix, convert, validate, boot"
+  note "(several minutes under TCG: the guest's initramfs is rebuilt in the libguestfs appliance)"
+  r=0
+  "$bin" --manifest "$real/repaired.yaml" --progress lines || r=$?
+  note "exit code $r"
+  report="$real/converted/repaired/report.json"
+  if [ -f "$report" ]; then
+    echo "  what the fix stage changed in the guest's root and boot configuration:"
+    python3 - "$report" <<'PY'
+import json, sys
+fix = json.load(open(sys.argv[1]))["pipeline"]["stages"].get("fix", {}).get("result") or {}
+seen = set()
+for c in fix.get("changes", []):
+    key = (c["path"], c["before"].strip(), c["after"].strip())
+    # grub.cfg is rewritten, regenerated by the guest's grub-mkconfig and rewritten again.
+    if c["path"] in ("/etc/fstab", "/boot/grub/grub.cfg") and key not in seen:
+        seen.add(key)
+        print(f"    {c['path']} ({c['reason']})")
+        print(f"      - {key[1]}")
+        print(f"      + {key[2]}")
+PY
+    boot_line "$report"
+  fi
+  [ "$r" -eq 0 ] || failed=1
+  real_done=1
+fi
+
 echo
 if [ "$failed" -ne 0 ]; then
   echo "Demo FAILED: see the output above and the report.json files."
   exit 1
 fi
 echo "Demo finished: ${#vms[@]} VMs, ${#all_disks[@]} disks converted to qcow2 under $(rel "$out")/converted/."
+if [ "$real_done" -eq 1 ]; then
+  echo "The real Debian guest booted to its login prompt only after repair: $(rel "$out")/debian12-vmware/."
+fi

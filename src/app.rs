@@ -88,7 +88,9 @@ impl AppError {
                 | ImportError::SelfCheck { .. },
             ) => exit_code::VM_FAILED,
             AppError::Import(_) => exit_code::INVALID_INPUT,
-            AppError::Batch(BatchError::Tool(_)) => exit_code::MISSING_TOOL,
+            AppError::Batch(BatchError::Tool(_) | BatchError::BootTestTool(_)) => {
+                exit_code::MISSING_TOOL
+            }
             AppError::Batch(_) => exit_code::INVALID_INPUT,
             AppError::Report(_) => exit_code::VM_FAILED,
             // Nothing has been touched yet (log file, signal handlers).
@@ -519,6 +521,10 @@ pub fn summary_text(plan: &plan::VmPlan, outcome: &pipeline::VmOutcome) -> Strin
             a.format,
             a.size_human
         ));
+    }
+    let validate = outcome.stages.iter().find(|st| st.name == "validate");
+    if let Some(line) = crate::boot_test::summary_line(validate.and_then(|v| v.result.as_ref())) {
+        s.push_str(&line);
     }
     for w in &outcome.warnings {
         s.push_str(&format!("  warning ({}): {}\n", w.stage, w.message));

@@ -11,6 +11,7 @@ pub mod accel;
 pub mod app;
 pub mod atomic;
 pub mod batch;
+pub mod boot_test;
 pub mod checksum;
 pub mod cli;
 pub mod config;

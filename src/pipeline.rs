@@ -96,6 +96,8 @@ impl VmOutcome {
 struct StageFailure {
     message: String,
     interrupted: bool,
+    /// What the stage found before it failed (a failed boot test's console), for the report.
+    result: Option<Value>,
 }
 
 impl StageFailure {
@@ -103,6 +105,7 @@ impl StageFailure {
         Self {
             message: message.into(),
             interrupted: false,
+            result: None,
         }
     }
 
@@ -110,6 +113,7 @@ impl StageFailure {
         Self {
             message: "interrupted".to_owned(),
             interrupted: true,
+            result: None,
         }
     }
 }
@@ -255,7 +259,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
                     name,
                     success: false,
                     duration,
-                    result: None,
+                    result: failure.result.clone(),
                     error: Some(failure.message.clone()),
                     commands,
                 });
@@ -343,6 +347,7 @@ impl Run<'_> {
             Some(f) => Err(StageFailure {
                 message: f.message,
                 interrupted: f.interrupted,
+                result: None,
             }),
         }
     }
@@ -1101,11 +1106,63 @@ fn stage_validate(run: &mut Run<'_>) -> Result<Value, StageFailure> {
     if !failures.is_empty() {
         return Err(StageFailure::new(failures.join("; ")));
     }
-    Ok(serde_json::json!({
+    let mut result = serde_json::json!({
         "disks_validated": results.len(),
         "all_passed": true,
         "validation_results": results,
-    }))
+    });
+    if let Some(boot_test) = &validate.boot_test {
+        run_boot_test(run, boot_test, &mut result)?;
+    }
+    Ok(result)
+}
+
+/// Boots the outputs once; a guest that does not boot fails the stage, with the console in its
+/// result.
+fn run_boot_test(
+    run: &mut Run<'_>,
+    plan: &crate::boot_test::BootTestPlan,
+    result: &mut Value,
+) -> Result<(), StageFailure> {
+    use crate::boot_test::BootResult;
+    let vm = run.plan.vm_id.clone();
+    run.events.send(Event::StageStarted {
+        vm: vm.clone(),
+        stage: "boot_test",
+    });
+    let ran = crate::boot_test::run(plan, run.cancel)
+        .map_err(|e| StageFailure::new(format!("boot test: {e}")));
+    let ran = match ran {
+        Ok(r) => r,
+        Err(f) => {
+            run.events.send(Event::StageFinished {
+                vm,
+                stage: "boot_test",
+                success: false,
+            });
+            return Err(f);
+        }
+    };
+    run.commands.extend(ran.record);
+    let outcome = ran.outcome;
+    run.events.send(Event::StageFinished {
+        vm,
+        stage: "boot_test",
+        success: outcome.result == BootResult::Passed,
+    });
+    result["boot_test"] = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+    match outcome.result {
+        BootResult::Passed => Ok(()),
+        BootResult::Interrupted => Err(StageFailure::interrupted()),
+        BootResult::Failed => {
+            result["all_passed"] = Value::Bool(false);
+            Err(StageFailure {
+                message: format!("boot test failed: {}", outcome.message),
+                interrupted: false,
+                result: Some(result.clone()),
+            })
+        }
+    }
 }
 
 /// Writes the libvirt domain for the converted disks (atomically) and records it as an artifact.

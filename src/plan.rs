@@ -159,12 +159,16 @@ pub struct ConvertPlan {
 pub struct ValidatePlan {
     /// `qemu-img compare` source against output.
     pub compare: bool,
+    /// Boot the outputs once (`pipeline.validate.boot_test`).
+    pub boot_test: Option<crate::boot_test::BootTestPlan>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
     Tool(#[from] exec::ExecError),
+    #[error(transparent)]
+    BootTest(#[from] crate::boot_test::BootTestError),
     #[error(
         "cannot plan {path} ({} problem{}):\n{}",
         problems.len(),
@@ -180,7 +184,11 @@ pub enum PlanError {
 impl PlanError {
     /// Whether the problem is the machine's (a missing tool) rather than the input's.
     pub fn is_environment(&self) -> bool {
-        matches!(self, PlanError::Tool(_))
+        match self {
+            PlanError::Tool(_) => true,
+            PlanError::BootTest(e) => e.is_environment(),
+            PlanError::Invalid { .. } => false,
+        }
     }
 }
 
@@ -485,11 +493,30 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
             );
             None
         } else {
+            let boot_test = m.pipeline.validate.boot_test.enabled.then(|| {
+                crate::boot_test::plan(
+                    crate::boot_test::PlanInput {
+                        settings: &m.pipeline.validate.boot_test,
+                        vm: &m.vm,
+                        disks: boot_disks(&disks, format),
+                        console_log: output_dir.join(format!("{vm_id}.boot-test-console.log")),
+                        accel: guest_env.as_ref().map(|g| g.accel),
+                    },
+                    &mut notes,
+                )
+            });
             Some(ValidatePlan {
                 compare: m.pipeline.validate.check_image_integrity,
+                boot_test: boot_test.transpose()?,
             })
         }
     } else {
+        if m.pipeline.validate.boot_test.enabled {
+            notes.push(
+                "pipeline.validate.boot_test is enabled but validate is not; no boot test runs"
+                    .to_owned(),
+            );
+        }
         None
     };
 
@@ -531,6 +558,20 @@ fn disk_output_dir(loaded: &Loaded, output_dir: &Path, disk_id: &str) -> PathBuf
         Some(dir) => config::resolve_relative(&loaded.dir, dir),
         None => output_dir.to_owned(),
     }
+}
+
+/// The outputs the boot test attaches, in boot order.
+fn boot_disks(disks: &[DiskPlan], format: OutputFormat) -> Vec<crate::boot_test::BootDisk> {
+    disks
+        .iter()
+        .filter_map(|d| {
+            d.output.as_ref().map(|o| crate::boot_test::BootDisk {
+                id: d.id.clone(),
+                path: o.clone(),
+                format: format.name(),
+            })
+        })
+        .collect()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -698,6 +739,11 @@ impl VmPlan {
         }
         if let Some(dom) = &self.domain {
             describe_domain(&mut s, dom);
+        }
+        if let Some(bt) = self.validate.as_ref().and_then(|v| v.boot_test.as_ref()) {
+            for line in bt.describe() {
+                let _ = writeln!(s, "  {line}");
+            }
         }
         s
     }

@@ -123,6 +123,9 @@ pub enum BatchError {
     },
     #[error(transparent)]
     Tool(#[from] crate::exec::ExecError),
+    /// The boot test cannot run on this host (no qemu-system, no OVMF for a UEFI VM).
+    #[error(transparent)]
+    BootTestTool(crate::boot_test::BootTestError),
 }
 
 /// The finished batch, ready for reporting.
@@ -233,6 +236,11 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                                 VmPrep::Run(Box::new(p), fingerprint)
                             }
                             Err(plan::PlanError::Tool(t)) => return Err(BatchError::Tool(t)),
+                            // A host without what the boot test needs fails every VM that
+                            // asks for it: stop before the first disk, like a missing tool.
+                            Err(plan::PlanError::BootTest(e)) if e.is_environment() => {
+                                return Err(BatchError::BootTestTool(e));
+                            }
                             Err(e) => VmPrep::Failed(e.to_string()),
                         }
                     }

@@ -428,6 +428,8 @@ pub struct ValidateStage {
     pub enabled: bool,
     /// Compare the output's content with the source (`qemu-img compare`).
     pub check_image_integrity: bool,
+    /// Boot the outputs once and read the serial console.
+    pub boot_test: crate::boot_test::BootTestSettings,
 }
 
 impl Default for ValidateStage {
@@ -435,6 +437,7 @@ impl Default for ValidateStage {
         Self {
             enabled: false,
             check_image_integrity: true,
+            boot_test: crate::boot_test::BootTestSettings::default(),
         }
     }
 }

@@ -29,6 +29,10 @@ pub enum Kind {
     StrMap,
     StrList,
     ObjectList(&'static [Field]),
+    /// A regular expression (checked by compiling it); `nullable`: null means unset.
+    Regex {
+        nullable: bool,
+    },
     /// A section this build does not implement: only an empty value (or `enabled: false`) passes.
     Unsupported(&'static str),
     /// A section with its own checker (path, value, problems).
@@ -67,9 +71,30 @@ const CONVERT: &[Field] = &[
     f("compress_level", Kind::Int { min: 1, max: 9 }),
     f("check_image_integrity", Kind::Bool),
 ];
+const BOOT_TEST: &[Field] = &[
+    f("enabled", Kind::Bool),
+    f(
+        "timeout",
+        Kind::Int {
+            min: 1,
+            max: 86_400,
+        },
+    ),
+    f("success_pattern", Kind::Regex { nullable: false }),
+    f("failure_pattern", Kind::Regex { nullable: true }),
+    f(
+        "memory_mb",
+        Kind::Int {
+            min: 128,
+            max: 1_048_576,
+        },
+    ),
+    f("cpus", Kind::Int { min: 1, max: 64 }),
+];
 const VALIDATE: &[Field] = &[
     f("enabled", Kind::Bool),
     f("check_image_integrity", Kind::Bool),
+    f("boot_test", Kind::Object(BOOT_TEST)),
 ];
 pub const PIPELINE: &[Field] = &[
     f("inspect", Kind::Object(INSPECT)),
@@ -276,6 +301,15 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
             None => wrong(problems, "a list"),
         },
         Kind::Check(check) => check(path, value, problems),
+        Kind::Regex { nullable } => match value.as_str() {
+            Some(pattern) => {
+                if let Err(why) = crate::boot_test::check_pattern(pattern) {
+                    problems.push(path, format!("{path} {why}"));
+                }
+            }
+            None if value.is_null() && *nullable => {}
+            None => wrong(problems, "a regular expression (a string)"),
+        },
         Kind::Unsupported(reason) => {
             let empty = match value {
                 Value::Null => true,

@@ -46,3 +46,7 @@ mod libvirt;
 
 /// network_mapping and storage_mapping as they land in the converted VM and its domain XML.
 mod mapping;
+
+/// Booting converted VMs: the real Debian guest end to end (production, no fix, a batch), and
+/// the boot test's bad input.
+mod boot;

@@ -315,3 +315,50 @@ impl Drop for LoopDevice {
         let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
     }
 }
+
+/// Whether slow end-to-end tests are skipped (`make test-fast` sets HYPER2KVM_SKIP_SLOW=1).
+pub fn skip_slow() -> bool {
+    if std::env::var("HYPER2KVM_SKIP_SLOW").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED: a slow end-to-end test (HYPER2KVM_SKIP_SLOW=1)");
+        return true;
+    }
+    false
+}
+
+/// The real Debian 12 guest of `scripts/build-test-guest.sh` (a streamOptimized VMDK whose fstab
+/// and grub.cfg say /dev/sda1), built by that script on first use and cached outside the
+/// checkout; the demo and benchmarks call the same script, so they share the cache.
+/// `None` when a tool or root is missing (a failure under CI).
+pub fn debian_guest() -> Option<PathBuf> {
+    let tools = [
+        "debootstrap",
+        "qemu-img",
+        "sfdisk",
+        "mkfs.ext4",
+        "guestfish",
+        "qemu-system-x86_64",
+    ];
+    if !require_root() || !tools.iter().all(|t| require_tool(t)) {
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-guest.sh");
+    let out = Command::new(&script)
+        .output()
+        .expect("run build-test-guest.sh");
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("the script prints the path")
+            .trim(),
+    );
+    assert!(path.is_absolute() && path.is_file(), "{stdout}");
+    Some(path)
+}

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Builds (once) a real Debian 12 guest that looks like a VMware guest, for the boot tests, the
+# demo and benchmarks: debootstrap minbase with a kernel, systemd and GRUB on an MBR disk with
+# one ext4 partition; /etc/fstab and the kernel command line in grub.cfg name the root
+# /dev/sda1 (as on VMware's SCSI/SATA disks), the console is on the serial port, and the disk is
+# saved as a streamOptimized VMDK (what a vSphere export gives). On KVM's virtio-blk the disk is
+# /dev/vda, so this guest does not boot there until hyper2kvm's fix stage has repaired it.
+#
+# Contract: prints the absolute path of the cached VMDK as the LAST line of stdout (everything
+# else goes to stderr), building it only when it is missing. The cache is
+#   ${HYPER2KVM_TEST_CACHE:-~/.cache/hyper2kvm-test}/debian-guest-<hash of this recipe>/disk.vmdk
+# built in a temporary directory next to it and renamed into place, so a half-built guest is
+# never seen; concurrent callers wait for one build (flock). Editing the recipe (anything but
+# comments) changes the hash and builds a new guest.
+#
+# Needs root (debootstrap, device nodes in the guest tree) and the packages debootstrap,
+# qemu-utils, fdisk, e2fsprogs and libguestfs-tools (scripts/install-deps.sh full). Takes about
+# 3 minutes and 1.5 GB of scratch space; the cached VMDK is about 350 MB.
+#
+# Usage: scripts/build-test-guest.sh
+set -euo pipefail
+export LC_ALL=C
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+script="$(realpath -- "${BASH_SOURCE[0]}")"
+say() { printf 'build-test-guest: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# The recipe is this file without its comments: comment edits do not rebuild the guest.
+recipe_hash="$(grep -v '^[[:space:]]*#' "$script" | sha256sum | cut -c1-16)"
+cache_root="${HYPER2KVM_TEST_CACHE:-${HOME:-/root}/.cache/hyper2kvm-test}"
+final="$cache_root/debian-guest-$recipe_hash"
+
+if [ -f "$final/disk.vmdk" ]; then
+  printf '%s\n' "$final/disk.vmdk"
+  exit 0
+fi
+
+[ "$(id -u)" -eq 0 ] || die "building the guest needs root (debootstrap); run it as root"
+for tool in debootstrap qemu-img sfdisk mkfs.ext4 e2fsck dumpe2fs guestfish flock sha256sum; do
+  command -v "$tool" >/dev/null 2>&1 ||
+    die "'$tool' is not installed; run scripts/install-deps.sh full"
+done
+
+mkdir -p "$cache_root"
+exec 9>"$cache_root/debian-guest-$recipe_hash.lock"
+flock 9
+if [ -f "$final/disk.vmdk" ]; then # another caller built it while we waited
+  printf '%s\n' "$final/disk.vmdk"
+  exit 0
+fi
+
+work="$(mktemp -d "$cache_root/.debian-guest-$recipe_hash.build.XXXXXX")"
+cleanup() { rm -rf -- "$work"; }
+trap cleanup EXIT
+started=$SECONDS
+
+# The mirror of the machine's existing Debian entry (deb822 first, then one-line format).
+mirror="$(grep -rhs '^URIs:.*debian' /etc/apt/sources.list.d/*.sources | grep -v security |
+  head -n1 | awk '{print $2}')"
+[ -n "$mirror" ] ||
+  mirror="$(grep -hs '^deb .*debian' /etc/apt/sources.list | grep -v security | head -n1 | awk '{print $2}')"
+[ -n "$mirror" ] || mirror="http://deb.debian.org/debian"
+
+hostname=h2k-debian12
+root="$work/root"
+say "debootstrap bookworm (minbase + kernel, GRUB, systemd) from $mirror"
+debootstrap --variant=minbase \
+  --include=linux-image-amd64,grub-pc,systemd-sysv,initramfs-tools,udev \
+  bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+  tail -n 30 "$work/debootstrap.log" >&2
+  die "debootstrap failed"
+}
+
+kernel="$(basename "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -n1)")"
+kver="${kernel#vmlinuz-}"
+[ -f "$root/boot/initrd.img-$kver" ] || die "debootstrap left no initramfs for $kver"
+
+# What a VMware guest installed with device names looks like.
+printf '%s\n' "$hostname" >"$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$hostname" >"$root/etc/hosts"
+cat >"$root/etc/fstab" <<'EOF'
+# /etc/fstab: static file system information.
+# <file system> <mount point>   <type>  <options>       <dump>  <pass>
+/dev/sda1       /               ext4    errors=remount-ro 0       1
+EOF
+cat >"$root/etc/default/grub" <<'EOF'
+# If you change this file, run 'update-grub' afterwards to update
+# /boot/grub/grub.cfg.
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=ttyS0,115200"
+GRUB_TERMINAL="serial console"
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+# The admin wanted kernel device names on the kernel command line.
+GRUB_DISABLE_LINUX_UUID=true
+EOF
+# As grub-mkconfig writes it on VMware with GRUB_DISABLE_LINUX_UUID=true.
+cat >"$root/boot/grub/grub.cfg" <<EOF
+# Generated for the hyper2kvm test guest (as grub-mkconfig would on VMware)
+set default=0
+set timeout=1
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+insmod part_msdos
+insmod ext2
+set root='hd0,msdos1'
+menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --class os {
+	insmod part_msdos
+	insmod ext2
+	set root='hd0,msdos1'
+	echo	'Loading Linux $kver ...'
+	linux	/boot/vmlinuz-$kver root=/dev/sda1 ro console=ttyS0,115200
+	echo	'Loading initial ramdisk ...'
+	initrd	/boot/initrd.img-$kver
+}
+EOF
+# A login prompt on the serial console (systemd would also start it for console=ttyS0).
+mkdir -p "$root/etc/systemd/system/getty.target.wants"
+ln -sf /lib/systemd/system/serial-getty@.service \
+  "$root/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+# A fresh machine id on first boot, as after a clone.
+: >"$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+# Package caches are not part of the guest.
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root/debootstrap"
+
+# MBR disk, one bootable Linux partition from 1 MiB to the end, ext4 filled from the tree
+# (mke2fs -d: no loop device, no mount). 3 GiB leaves more than 1 GiB free in the root
+# filesystem, which an initramfs rebuild needs.
+disk_mib=3072
+part_offset=1048576
+raw="$work/disk.raw"
+truncate -s "${disk_mib}M" "$raw"
+printf 'label: dos\nstart=%d, type=83, bootable\n' $((part_offset / 512)) | sfdisk -q "$raw"
+say "writing the root filesystem ($(du -sh "$root" | cut -f1) of files)"
+mkfs.ext4 -q -F -b 4096 -L rootfs -d "$root" -E "offset=$part_offset" \
+  "$raw" "$((disk_mib * 1024 - part_offset / 1024))k"
+e2fsck -fn "$raw?offset=$part_offset" >/dev/null 2>&1 || die "e2fsck found problems in the new filesystem"
+free_bytes="$(dumpe2fs -h "$raw?offset=$part_offset" 2>/dev/null |
+  awk -F: '/^Free blocks/{f=$2} /^Block size/{b=$2} END{printf "%d", f*b}')"
+[ "$free_bytes" -ge $((1024 * 1024 * 1024)) ] || die "only $free_bytes bytes free in the root filesystem"
+
+# GRUB's boot code into the MBR and the gap after it, by the guest's own grub-install, run in
+# the libguestfs appliance where the disk is /dev/sda. Then the GRUB_DISABLE_LINUX_UUID-style
+# grub.cfg is checked to still say root=/dev/sda1.
+say "installing GRUB (libguestfs appliance)"
+export LIBGUESTFS_BACKEND="${LIBGUESTFS_BACKEND:-direct}"
+export LIBGUESTFS_BACKEND_SETTINGS="${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}"
+guestfish --format=raw -a "$raw" >"$work/grub-install.log" 2>&1 <<'EOF' || {
+run
+mount /dev/sda1 /
+command "/usr/sbin/grub-install --target=i386-pc /dev/sda"
+-rm-f /boot/grub/device.map
+umount-all
+EOF
+  cat "$work/grub-install.log" >&2
+  die "grub-install failed"
+}
+grep -q 'root=/dev/sda1' "$root/boot/grub/grub.cfg" || die "grub.cfg lost root=/dev/sda1"
+
+say "saving as a streamOptimized VMDK"
+qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized "$raw" "$work/disk.vmdk"
+rm -f "$raw"
+{
+  echo "recipe $recipe_hash, built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - started)) s"
+  echo "kernel $kver; mirror $mirror; disk ${disk_mib} MiB, root /dev/sda1 ext4"
+  echo "root filesystem free: $((free_bytes / 1024 / 1024)) MiB"
+} >"$work/info.txt"
+
+mkdir "$work/guest"
+mv "$work/disk.vmdk" "$work/info.txt" "$work/guest/"
+mv -T "$work/guest" "$final"
+say "built $final/disk.vmdk in $((SECONDS - started)) s ($(du -h "$final/disk.vmdk" | cut -f1))"
+printf '%s\n' "$final/disk.vmdk"

@@ -1,0 +1,963 @@
+//! The boot test (`pipeline.validate.boot_test`): boot each converted VM once and read its
+//! serial console.
+//!
+//! A conversion that exits 0 and a qcow2 that `qemu-img check` likes prove little: a guest whose
+//! grub.cfg still says `root=/dev/sda1` converts cleanly and then waits forever for a disk that is
+//! `/dev/vda1` on virtio. So the outputs are booted with `qemu-system-x86_64` the way the
+//! emitted libvirt domain runs them (q35, virtio-blk disks in boot order, BIOS or OVMF from
+//! `vm.firmware`), with `-snapshot` (writes go to a throw-away overlay; the output never
+//! changes), no network, and the serial console written to a file that a watcher reads while
+//! the guest boots. The test passes when a console line matches `success_pattern`, and fails on
+//! a kernel panic, an emergency or initramfs shell, `failure_pattern`, qemu exiting, or the
+//! timeout. The login prompt is printed without a newline, so the unfinished last line is
+//! matched too.
+//!
+//! Everything is decided when planning ([`plan`]: qemu, KVM or TCG from the probe in
+//! [`crate::accel`], OVMF files, compiled patterns); [`run`] only executes. qemu runs through
+//! [`crate::exec`] in its own process group, which is killed whatever ends the test: a match, the
+//! timeout, qemu's exit, or cancellation (SIGINT/SIGTERM).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::accel::{self, Accel};
+use crate::exec::{self, CancelToken, Command, CommandRecord, ExecError, Status, Tool, Watch};
+use crate::manifest::{Firmware, Vm};
+
+/// How long the guest gets to match `success_pattern` (TCG boots of a small Debian take 1–3
+/// minutes on a busy 2-core machine).
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
+/// A login prompt (printed without a newline) or systemd reaching the multi-user or graphical
+/// target.
+pub const DEFAULT_SUCCESS_PATTERN: &str =
+    r"(?:^|\s)login:\s*$|Reached target.*(?:Multi-User System|Graphical Interface)";
+pub const DEFAULT_MEMORY_MB: u32 = 1024;
+pub const DEFAULT_CPUS: u32 = 1;
+/// Console lines kept in the report.
+pub const TAIL_LINES: usize = 100;
+/// Overrides where OVMF is looked for (hosts with another layout, tests).
+pub const OVMF_DIR_ENV: &str = "HYPER2KVM_OVMF_DIR";
+/// Where Debian's `ovmf` package puts the firmware.
+pub const OVMF_DIRS: &[&str] = &["/usr/share/OVMF"];
+/// Code and variable-store template pairs, preferred first (Debian 12 ships both sizes).
+const OVMF_PAIRS: &[(&str, &str)] = &[
+    ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+    ("OVMF_CODE.fd", "OVMF_VARS.fd"),
+];
+/// The machine type of the domain hyper2kvm emits.
+pub const MACHINE: &str = "q35";
+
+/// A kernel that gave up.
+const PANIC_PATTERN: &str = r"Kernel panic - not syncing";
+/// Firmware that found nothing to boot: SeaBIOS after every device failed, OVMF's boot manager
+/// (OVMF starts its internal shell only when every boot option failed).
+const NO_BOOT_PATTERN: &str =
+    r"No bootable device|No bootable option or device was found|UEFI Interactive Shell";
+/// Shells a boot falls into when it cannot mount its root or reach its target: initramfs-tools,
+/// dracut, systemd emergency and rescue modes.
+const EMERGENCY_PATTERN: &str = r"Dropping to a shell|Gave up waiting for root|You are in emergency mode|Entering emergency mode|Give root password for maintenance|Cannot open access to console, the root account is locked|Reached target .*Emergency Mode|You are in rescue mode|dracut-initqueue.*[Tt]imeout";
+
+/// How often the console file is read.
+const POLL: Duration = Duration::from_millis(200);
+/// How much of the console is kept for the tail and the log file.
+const CONSOLE_KEEP_BYTES: u64 = 4 << 20;
+/// The longest unfinished line matched; a guest that never prints a newline keeps its end.
+const LINE_KEEP_BYTES: usize = 64 * 1024;
+
+/// The manifest's `pipeline.validate.boot_test`. Defaults live here.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootTestSettings {
+    pub enabled: bool,
+    /// Seconds; more than 0.
+    pub timeout: u64,
+    /// A regular expression matched against each console line.
+    pub success_pattern: String,
+    /// An extra regular expression that fails the test (panics and emergency shells always do).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_pattern: Option<String>,
+    pub memory_mb: u32,
+    pub cpus: u32,
+}
+
+impl Default for BootTestSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            timeout: DEFAULT_TIMEOUT_SECONDS,
+            success_pattern: DEFAULT_SUCCESS_PATTERN.to_owned(),
+            failure_pattern: None,
+            memory_mb: DEFAULT_MEMORY_MB,
+            cpus: DEFAULT_CPUS,
+        }
+    }
+}
+
+/// Checks a pattern the way the boot test will compile it; `Err` says what is wrong.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("must not be empty (an empty pattern matches every line)".to_owned());
+    }
+    Regex::new(pattern).map(|_| ()).map_err(|e| {
+        // regex's message spans several lines (pattern, caret, error); keep the error.
+        let text = e.to_string();
+        let last = text.lines().last().unwrap_or("").trim();
+        let last = last.strip_prefix("error: ").unwrap_or(last);
+        format!("is not a valid regular expression ('{pattern}': {last})")
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootTestError {
+    #[error(transparent)]
+    Tool(#[from] ExecError),
+    #[error(
+        "vm.firmware is uefi, so the boot test needs OVMF, but no OVMF_CODE*.fd with its \
+         OVMF_VARS*.fd template was found in {searched}; install the Debian package `ovmf`"
+    )]
+    OvmfMissing { searched: String },
+    #[error("pipeline.validate.boot_test.{field} {message}")]
+    Pattern {
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl BootTestError {
+    /// Something missing on this host rather than wrong in the manifest.
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            BootTestError::Tool(_) | BootTestError::OvmfMissing { .. }
+        )
+    }
+}
+
+/// The firmware the test boots with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FirmwarePlan {
+    /// SeaBIOS, qemu's default.
+    Bios,
+    /// OVMF: read-only code and a template copied to a scratch variable store for each run.
+    Uefi {
+        code: PathBuf,
+        vars_template: PathBuf,
+    },
+}
+
+impl FirmwarePlan {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FirmwarePlan::Bios => "bios",
+            FirmwarePlan::Uefi { .. } => "uefi",
+        }
+    }
+}
+
+/// One disk attached to the test VM.
+#[derive(Clone, Debug)]
+pub struct BootDisk {
+    pub id: String,
+    pub path: PathBuf,
+    /// qemu block driver of the output (`qcow2`, `raw`, `vdi`).
+    pub format: &'static str,
+}
+
+/// Every decision about one boot test.
+#[derive(Clone, Debug)]
+pub struct BootTestPlan {
+    pub qemu: PathBuf,
+    pub accel: Accel,
+    pub accel_reason: String,
+    pub firmware: FirmwarePlan,
+    pub timeout: Duration,
+    pub success: Regex,
+    pub failure: Option<Regex>,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    /// In boot order.
+    pub disks: Vec<BootDisk>,
+    /// Where the whole console (control sequences removed) is written after the run.
+    pub console_log: PathBuf,
+}
+
+/// What planning needs to know.
+pub struct PlanInput<'a> {
+    pub settings: &'a BootTestSettings,
+    pub vm: &'a Vm,
+    /// The converted disks, in boot order.
+    pub disks: Vec<BootDisk>,
+    pub console_log: PathBuf,
+    /// The accelerator already probed for this machine (libguestfs's), if any.
+    pub accel: Option<Accel>,
+}
+
+/// Plans the boot test: finds qemu and (for UEFI) OVMF, decides KVM or TCG, compiles the
+/// patterns. Things the admin should know go to `notes`.
+pub fn plan(input: PlanInput<'_>, notes: &mut Vec<String>) -> Result<BootTestPlan, BootTestError> {
+    let s = input.settings;
+    let qemu = Tool::QemuSystem.locate()?;
+    let firmware = match input.vm.firmware {
+        Firmware::Uefi => {
+            let dirs = ovmf_dirs(std::env::var_os(OVMF_DIR_ENV).map(PathBuf::from));
+            let (code, vars_template) =
+                find_ovmf(&dirs).ok_or_else(|| BootTestError::OvmfMissing {
+                    searched: dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            if input.vm.secureboot {
+                notes.push(
+                    "vm.secureboot is true, but the boot test boots OVMF without Secure Boot"
+                        .to_owned(),
+                );
+            }
+            FirmwarePlan::Uefi {
+                code,
+                vars_template,
+            }
+        }
+        Firmware::Bios => FirmwarePlan::Bios,
+        Firmware::Unknown => {
+            notes.push("vm.firmware is unknown; the boot test boots with BIOS".to_owned());
+            FirmwarePlan::Bios
+        }
+    };
+    let (accel, accel_reason) = match input.accel {
+        Some(a) => (a, "the same probe as the libguestfs appliance".to_owned()),
+        None => {
+            let p = accel::probe(&qemu);
+            (p.accel, p.reason)
+        }
+    };
+    let compile = |field: &'static str, pattern: &str| {
+        check_pattern(pattern).map_err(|message| BootTestError::Pattern { field, message })?;
+        Regex::new(pattern).map_err(|e| BootTestError::Pattern {
+            field,
+            message: e.to_string(),
+        })
+    };
+    Ok(BootTestPlan {
+        qemu,
+        accel,
+        accel_reason,
+        firmware,
+        timeout: Duration::from_secs(s.timeout.max(1)),
+        success: compile("success_pattern", &s.success_pattern)?,
+        failure: s
+            .failure_pattern
+            .as_deref()
+            .map(|p| compile("failure_pattern", p))
+            .transpose()?,
+        memory_mb: s.memory_mb,
+        cpus: s.cpus,
+        disks: input.disks,
+        console_log: input.console_log,
+    })
+}
+
+/// The directories searched for OVMF: the override alone when set, else Debian's.
+pub fn ovmf_dirs(override_dir: Option<PathBuf>) -> Vec<PathBuf> {
+    match override_dir {
+        Some(d) => vec![d],
+        None => OVMF_DIRS.iter().map(PathBuf::from).collect(),
+    }
+}
+
+/// The first code + variable-store pair present in `dirs`.
+pub fn find_ovmf(dirs: &[PathBuf]) -> Option<(PathBuf, PathBuf)> {
+    dirs.iter().find_map(|d| {
+        OVMF_PAIRS.iter().find_map(|(code, vars)| {
+            let (c, v) = (d.join(code), d.join(vars));
+            (c.is_file() && v.is_file()).then_some((c, v))
+        })
+    })
+}
+
+/// qemu's option syntax doubles commas inside a value.
+fn opt_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+impl BootTestPlan {
+    /// The qemu command; `console` receives the serial port, `vars` is the UEFI variable store.
+    pub fn command(&self, console: &Path, vars: Option<&Path>) -> Command {
+        // graphics=off makes SeaBIOS print on the serial port too ("No bootable device").
+        let mut cmd =
+            Command::new(&self.qemu).args(["-machine", &format!("{MACHINE},graphics=off")]);
+        cmd = match self.accel {
+            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+            // `max` has every feature TCG emulates; newer distros need x86-64-v2 or more.
+            Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
+        };
+        cmd = cmd
+            .arg("-m")
+            .arg(self.memory_mb.to_string())
+            .arg("-smp")
+            .arg(self.cpus.to_string())
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-nic",
+                "none",
+                "-no-reboot",
+                "-snapshot",
+            ]);
+        if let FirmwarePlan::Uefi { code, .. } = &self.firmware {
+            cmd = cmd.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                opt_path(code)
+            ));
+            let vars = vars.map_or_else(|| "<copy of the OVMF_VARS template>".to_owned(), opt_path);
+            cmd = cmd
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,unit=1,file={vars}"));
+        }
+        cmd = cmd
+            .arg("-chardev")
+            .arg(format!("file,id=console,path={}", opt_path(console)))
+            .args(["-serial", "chardev:console"]);
+        for (i, d) in self.disks.iter().enumerate() {
+            cmd = cmd
+                .arg("-drive")
+                .arg(format!(
+                    "if=none,id=disk{i},format={},file={}",
+                    d.format,
+                    opt_path(&d.path)
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=disk{i},bootindex={}", i + 1));
+        }
+        cmd
+    }
+
+    /// Lines for `--dry-run`.
+    pub fn describe(&self) -> Vec<String> {
+        let console = Path::new("<scratch dir>/console.log");
+        vec![
+            format!(
+                "boot test ({}, {}, {} MiB, {} vCPU, timeout {} s; passes on /{}/):",
+                accel_name(self.accel),
+                self.firmware.name(),
+                self.memory_mb,
+                self.cpus,
+                self.timeout.as_secs(),
+                self.success.as_str()
+            ),
+            format!("  $ {}", self.command(console, None)),
+            format!("  console log: {}", self.console_log.display()),
+        ]
+    }
+}
+
+fn accel_name(a: Accel) -> &'static str {
+    match a {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    }
+}
+
+/// How the test ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootResult {
+    Passed,
+    Failed,
+    Interrupted,
+}
+
+/// Why it ended that way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    SuccessPattern,
+    KernelPanic,
+    EmergencyShell,
+    NoBootableDevice,
+    FailurePattern,
+    Timeout,
+    QemuExited,
+    Interrupted,
+}
+
+/// What the report keeps about one boot test.
+#[derive(Clone, Debug, Serialize)]
+pub struct BootTestOutcome {
+    pub result: BootResult,
+    pub reason: Reason,
+    /// One sentence for people.
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_line: Option<String>,
+    /// Seconds from qemu's start to the success match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_pass_seconds: Option<f64>,
+    /// Seconds from qemu's start to the decision (the match, the timeout, qemu's exit).
+    pub seconds: f64,
+    pub started_at: String,
+    pub accel: Accel,
+    pub accel_reason: String,
+    pub firmware: &'static str,
+    pub machine: &'static str,
+    pub timeout_seconds: u64,
+    pub command_line: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_log: Option<PathBuf>,
+    /// The last [`TAIL_LINES`] console lines, control sequences removed.
+    pub console_tail: Vec<String>,
+}
+
+/// A run: the outcome and qemu's command record (for the stage's command list).
+#[derive(Debug)]
+pub struct BootTestRun {
+    pub outcome: BootTestOutcome,
+    pub record: Option<CommandRecord>,
+}
+
+#[derive(Clone, Debug)]
+enum Verdict {
+    Matched {
+        reason: Reason,
+        line: String,
+        at: Duration,
+    },
+    Interrupted,
+}
+
+/// Boots the planned VM once. Only a failure to prepare or start qemu is an `Err`; a guest that
+/// does not boot is an outcome with `result: failed`.
+pub fn run(plan: &BootTestPlan, cancel: &CancelToken) -> Result<BootTestRun, String> {
+    let started_at = crate::pipeline::now_iso();
+    let scratch = tempfile::Builder::new()
+        .prefix("hyper2kvm-boot-test-")
+        .tempdir()
+        .map_err(|e| format!("could not create a scratch directory: {e}"))?;
+    let console = scratch.path().join("console.log");
+    let vars = match &plan.firmware {
+        FirmwarePlan::Uefi { vars_template, .. } => {
+            let v = scratch.path().join("OVMF_VARS.fd");
+            std::fs::copy(vars_template, &v).map_err(|e| {
+                format!(
+                    "could not copy the UEFI variable store {}: {e}",
+                    vars_template.display()
+                )
+            })?;
+            Some(v)
+        }
+        FirmwarePlan::Bios => None,
+    };
+    // -snapshot keeps its overlay in TMPDIR: inside the scratch directory, removed with it.
+    let cmd = plan
+        .command(&console, vars.as_deref())
+        .env("TMPDIR", scratch.path())
+        .timeout(plan.timeout);
+    let command_line = cmd.to_string();
+
+    let stop = CancelToken::new();
+    let finished = AtomicBool::new(false);
+    let begun = Instant::now();
+    let (result, verdict) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| watch(&console, plan, cancel, &stop, &finished, begun));
+        let result = exec::run(
+            &cmd,
+            Watch {
+                cancel: Some(&stop),
+                on_stdout_line: None,
+            },
+        );
+        finished.store(true, Ordering::SeqCst);
+        // The watcher only reads a file; it ends within one poll of `finished`.
+        (result, watcher.join().ok().flatten())
+    });
+    let elapsed = begun.elapsed();
+    let out = result.map_err(|e| crate::pipeline::error_chain(&e))?;
+    let record = out.record;
+
+    let text = read_console(&console);
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut tail: Vec<String> = lines
+        .iter()
+        .rev()
+        .skip_while(|l| l.trim().is_empty())
+        .take(TAIL_LINES)
+        .cloned()
+        .collect();
+    tail.reverse();
+    let console_log = match crate::atomic::write(&plan.console_log, text.as_bytes()) {
+        Ok(()) => Some(plan.console_log.clone()),
+        Err(e) => {
+            tracing::warn!("{}", crate::pipeline::error_chain(&e));
+            None
+        }
+    };
+
+    let secs = |d: Duration| (d.as_secs_f64() * 10.0).round() / 10.0;
+    let (result, reason, message, matched_line, at) = match verdict {
+        Some(Verdict::Interrupted) => (
+            BootResult::Interrupted,
+            Reason::Interrupted,
+            "interrupted".to_owned(),
+            None,
+            elapsed,
+        ),
+        Some(Verdict::Matched { reason, line, at }) => {
+            let what = match reason {
+                Reason::SuccessPattern => "the console matched success_pattern",
+                Reason::KernelPanic => "the guest kernel panicked",
+                Reason::EmergencyShell => "the guest dropped to an emergency shell",
+                Reason::NoBootableDevice => "the firmware found nothing to boot",
+                _ => "the console matched failure_pattern",
+            };
+            let result = if reason == Reason::SuccessPattern {
+                BootResult::Passed
+            } else {
+                BootResult::Failed
+            };
+            let message = format!("{what} after {:.1} s: `{}`", secs(at), line.trim());
+            (result, reason, message, Some(line), at)
+        }
+        None if record.status == Status::TimedOut => {
+            let last = lines.iter().rev().find(|l| !l.trim().is_empty());
+            let seen = match last {
+                Some(l) => format!("the last console line was `{}`", l.trim()),
+                None => "the console stayed empty (does the guest use the serial port? its \
+                         kernel command line needs console=ttyS0)"
+                    .to_owned(),
+            };
+            (
+                BootResult::Failed,
+                Reason::Timeout,
+                format!(
+                    "no console line matched success_pattern within {} s; {seen}",
+                    plan.timeout.as_secs()
+                ),
+                None,
+                elapsed,
+            )
+        }
+        None => (
+            BootResult::Failed,
+            Reason::QemuExited,
+            format!("qemu ended before the guest booted: {record}"),
+            None,
+            elapsed,
+        ),
+    };
+    Ok(BootTestRun {
+        outcome: BootTestOutcome {
+            result,
+            reason,
+            message,
+            matched_line: matched_line.map(|l| l.trim().to_owned()),
+            time_to_pass_seconds: (result == BootResult::Passed).then(|| secs(at)),
+            seconds: secs(at),
+            started_at,
+            accel: plan.accel,
+            accel_reason: plan.accel_reason.clone(),
+            firmware: plan.firmware.name(),
+            machine: MACHINE,
+            timeout_seconds: plan.timeout.as_secs(),
+            command_line,
+            console_log,
+            console_tail: tail,
+        },
+        record: Some(record),
+    })
+}
+
+/// Reads the console file as it grows and decides; stops qemu (through `stop`) once it has.
+fn watch(
+    console: &Path,
+    plan: &BootTestPlan,
+    cancel: &CancelToken,
+    stop: &CancelToken,
+    finished: &AtomicBool,
+    begun: Instant,
+) -> Option<Verdict> {
+    let mut scanner = Scanner::new(plan);
+    let mut file: Option<std::fs::File> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Read `finished` first: once it is set, one more read sees everything qemu wrote.
+        let last_round = finished.load(Ordering::SeqCst);
+        if file.is_none() {
+            file = std::fs::File::open(console).ok();
+        }
+        if let Some(f) = file.as_mut() {
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if let Some((reason, line)) = scanner.feed(&buf[..n]) {
+                            stop.cancel();
+                            return Some(Verdict::Matched {
+                                reason,
+                                line,
+                                at: begun.elapsed(),
+                            });
+                        }
+                    }
+                }
+            }
+            if let Some((reason, line)) = scanner.partial() {
+                stop.cancel();
+                return Some(Verdict::Matched {
+                    reason,
+                    line,
+                    at: begun.elapsed(),
+                });
+            }
+        }
+        if cancel.is_cancelled() {
+            stop.cancel();
+            return Some(Verdict::Interrupted);
+        }
+        if last_round {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Splits console bytes into clean lines and matches them, failure patterns first.
+struct Scanner<'a> {
+    plan: &'a BootTestPlan,
+    panic: Regex,
+    emergency: Regex,
+    no_boot: Regex,
+    pending: Vec<u8>,
+    /// The unfinished line as last matched, so it is not matched again unchanged.
+    last_partial: String,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(plan: &'a BootTestPlan) -> Self {
+        Self {
+            plan,
+            panic: Regex::new(PANIC_PATTERN).expect("a constant pattern"),
+            emergency: Regex::new(EMERGENCY_PATTERN).expect("a constant pattern"),
+            no_boot: Regex::new(NO_BOOT_PATTERN).expect("a constant pattern"),
+            pending: Vec::new(),
+            last_partial: String::new(),
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Option<(Reason, String)> {
+        for &b in bytes {
+            if b == b'\n' {
+                let line = clean(&std::mem::take(&mut self.pending));
+                self.last_partial.clear();
+                if let Some(reason) = self.classify(&line) {
+                    return Some((reason, line));
+                }
+            } else {
+                self.pending.push(b);
+                if self.pending.len() > 2 * LINE_KEEP_BYTES {
+                    self.pending.drain(..self.pending.len() - LINE_KEEP_BYTES);
+                }
+            }
+        }
+        None
+    }
+
+    /// The line still being written (a login prompt waits without a newline).
+    fn partial(&mut self) -> Option<(Reason, String)> {
+        let line = clean(&self.pending);
+        if line.trim().is_empty() || line == self.last_partial {
+            return None;
+        }
+        self.last_partial = line.clone();
+        self.classify(&line).map(|r| (r, line))
+    }
+
+    fn classify(&self, line: &str) -> Option<Reason> {
+        if self.panic.is_match(line) {
+            Some(Reason::KernelPanic)
+        } else if self.emergency.is_match(line) {
+            Some(Reason::EmergencyShell)
+        } else if self.no_boot.is_match(line) {
+            Some(Reason::NoBootableDevice)
+        } else if self.plan.failure.as_ref().is_some_and(|f| f.is_match(line)) {
+            Some(Reason::FailurePattern)
+        } else if self.plan.success.is_match(line) {
+            Some(Reason::SuccessPattern)
+        } else {
+            None
+        }
+    }
+}
+
+/// Console bytes as text without terminal control: ANSI escape sequences, carriage returns and
+/// other control characters (but tabs) are removed.
+pub fn clean(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.peek() {
+                // CSI: ESC [ parameters... final byte in @..~
+                Some('[') => {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC etc. are not printed by boot consoles; drop the one following character.
+                Some(_) => {
+                    chars.next();
+                }
+                None => {}
+            },
+            '\t' | '\n' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The console as clean text (its last [`CONSOLE_KEEP_BYTES`]).
+fn read_console(path: &Path) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > CONSOLE_KEEP_BYTES {
+        let _ = f.seek(SeekFrom::Start(len - CONSOLE_KEEP_BYTES));
+    }
+    let mut bytes = Vec::new();
+    let _ = f.read_to_end(&mut bytes);
+    clean(&bytes)
+}
+
+/// The run summary's line for a VM's boot test, from the validate stage's result.
+pub fn summary_line(validate_result: Option<&Value>) -> Option<String> {
+    let bt = validate_result?.get("boot_test")?;
+    let get = |k: &str| bt.get(k).and_then(Value::as_str).unwrap_or("");
+    let seconds = bt.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
+    Some(match get("result") {
+        "passed" => format!(
+            "  boot test: passed in {seconds:.1}s ({}, {}): `{}`\n",
+            get("accel"),
+            get("firmware"),
+            get("matched_line")
+        ),
+        other => {
+            let console = match get("console_log") {
+                "" => String::new(),
+                p => format!("; console: {p}"),
+            };
+            format!(
+                "  boot test: {} ({}) after {seconds:.1}s ({}, {}){console}\n",
+                other.to_uppercase(),
+                get("reason"),
+                get("accel"),
+                get("firmware")
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_plan(success: &str, failure: Option<&str>) -> BootTestPlan {
+        BootTestPlan {
+            qemu: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            accel: Accel::Tcg,
+            accel_reason: "test".to_owned(),
+            firmware: FirmwarePlan::Bios,
+            timeout: Duration::from_secs(300),
+            success: Regex::new(success).expect("regex"),
+            failure: failure.map(|f| Regex::new(f).expect("regex")),
+            memory_mb: 1024,
+            cpus: 1,
+            disks: vec![
+                BootDisk {
+                    id: "boot".to_owned(),
+                    path: PathBuf::from("/out/boot,1.qcow2"),
+                    format: "qcow2",
+                },
+                BootDisk {
+                    id: "data".to_owned(),
+                    path: PathBuf::from("/out/data.raw"),
+                    format: "raw",
+                },
+            ],
+            console_log: PathBuf::from("/out/vm.boot-test-console.log"),
+        }
+    }
+
+    #[test]
+    fn default_success_pattern_matches_prompts_and_targets() {
+        let re = Regex::new(DEFAULT_SUCCESS_PATTERN).expect("regex");
+        assert!(re.is_match("h2k-debian12 login: "));
+        assert!(re.is_match("localhost login:"));
+        assert!(re.is_match("[  OK  ] Reached target multi-user.target - Multi-User System."));
+        assert!(re.is_match("[  OK  ] Reached target Graphical Interface."));
+        assert!(!re.is_match("[  OK  ] Reached target local-fs.target - Local File Systems."));
+        assert!(!re.is_match("Last login: Mon Jan  1 on ttyS0 x"));
+    }
+
+    #[test]
+    fn failures_win_over_success_and_partial_lines_match() {
+        let plan = test_plan(DEFAULT_SUCCESS_PATTERN, Some("OOPS"));
+        let mut s = Scanner::new(&plan);
+        assert_eq!(
+            s.feed(b"Begin: Running /scripts/local-block ... done.\r\n"),
+            None
+        );
+        let (r, line) = s
+            .feed(b"ALERT!  /dev/sda1 does not exist.  Dropping to a shell!\r\n")
+            .expect("decides");
+        assert_eq!(r, Reason::EmergencyShell);
+        assert_eq!(
+            line,
+            "ALERT!  /dev/sda1 does not exist.  Dropping to a shell!"
+        );
+
+        let mut s = Scanner::new(&plan);
+        assert!(s.feed(b"\x1b[0;32m  OK  \x1b[0m] Started x\r\n").is_none());
+        assert!(s.feed(b"\r\nh2k-debian12 log").is_none());
+        assert_eq!(s.partial(), None);
+        assert!(s.feed(b"in: ").is_none());
+        assert_eq!(
+            s.partial(),
+            Some((Reason::SuccessPattern, "h2k-debian12 login: ".to_owned()))
+        );
+
+        let mut s = Scanner::new(&plan);
+        assert_eq!(
+            s.feed(b"[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs\n")
+                .map(|(r, _)| r),
+            Some(Reason::KernelPanic)
+        );
+        let mut s = Scanner::new(&plan);
+        assert_eq!(
+            s.feed(b"No bootable device.\r").map(|(r, _)| r),
+            None,
+            "a carriage return does not end a line"
+        );
+        assert_eq!(s.partial().map(|(r, _)| r), Some(Reason::NoBootableDevice));
+        let mut s = Scanner::new(&plan);
+        assert_eq!(
+            s.feed(b"OOPS something\n").map(|(r, _)| r),
+            Some(Reason::FailurePattern)
+        );
+    }
+
+    #[test]
+    fn clean_removes_terminal_control() {
+        assert_eq!(
+            clean(b"[\x1b[0;32m  OK  \x1b[0m] Reached\r\n\x07x\ty"),
+            "[  OK  ] Reached\nx\ty"
+        );
+    }
+
+    #[test]
+    fn bad_patterns_say_why() {
+        let e = check_pattern("(unclosed").expect_err("invalid");
+        assert!(e.contains("not a valid regular expression"), "{e}");
+        assert!(e.contains("unclosed group"), "{e}");
+        assert!(check_pattern("").is_err());
+        assert!(check_pattern("login:").is_ok());
+    }
+
+    #[test]
+    fn command_boots_virtio_disks_in_order_on_a_snapshot() {
+        let plan = test_plan("x", None);
+        let argv = plan
+            .command(Path::new("/tmp/s/console.log"), None)
+            .argv()
+            .join(" ");
+        assert!(
+            argv.contains("-machine q35,graphics=off -accel tcg -cpu max"),
+            "{argv}"
+        );
+        assert!(argv.contains("-snapshot"), "{argv}");
+        assert!(argv.contains("-nic none"), "{argv}");
+        assert!(
+            argv.contains(
+                "-drive if=none,id=disk0,format=qcow2,file=/out/boot,,1.qcow2 -device virtio-blk-pci,drive=disk0,bootindex=1"
+            ),
+            "{argv}"
+        );
+        assert!(
+            argv.contains("virtio-blk-pci,drive=disk1,bootindex=2"),
+            "{argv}"
+        );
+        assert!(!argv.contains("pflash"), "{argv}");
+
+        let mut uefi = test_plan("x", None);
+        uefi.firmware = FirmwarePlan::Uefi {
+            code: PathBuf::from("/fw/OVMF_CODE_4M.fd"),
+            vars_template: PathBuf::from("/fw/OVMF_VARS_4M.fd"),
+        };
+        let argv = uefi
+            .command(Path::new("/c"), Some(Path::new("/s/vars.fd")))
+            .argv()
+            .join(" ");
+        assert!(
+            argv.contains("if=pflash,format=raw,unit=0,readonly=on,file=/fw/OVMF_CODE_4M.fd"),
+            "{argv}"
+        );
+        assert!(
+            argv.contains("if=pflash,format=raw,unit=1,file=/s/vars.fd"),
+            "{argv}"
+        );
+    }
+
+    #[test]
+    fn ovmf_is_found_in_pairs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dirs = vec![dir.path().to_owned()];
+        assert_eq!(find_ovmf(&dirs), None);
+        std::fs::write(dir.path().join("OVMF_CODE.fd"), b"c").expect("write");
+        assert_eq!(find_ovmf(&dirs), None, "code without a vars template");
+        std::fs::write(dir.path().join("OVMF_VARS.fd"), b"v").expect("write");
+        assert_eq!(
+            find_ovmf(&dirs),
+            Some((
+                dir.path().join("OVMF_CODE.fd"),
+                dir.path().join("OVMF_VARS.fd")
+            ))
+        );
+        assert_eq!(
+            ovmf_dirs(None),
+            vec![PathBuf::from("/usr/share/OVMF")],
+            "Debian's location by default"
+        );
+    }
+
+    #[test]
+    fn summary_lines() {
+        let passed = serde_json::json!({"boot_test": {"result": "passed", "seconds": 81.2,
+            "accel": "tcg", "firmware": "bios", "matched_line": "h2k login:"}});
+        assert_eq!(
+            summary_line(Some(&passed)).as_deref(),
+            Some("  boot test: passed in 81.2s (tcg, bios): `h2k login:`\n")
+        );
+        let failed = serde_json::json!({"boot_test": {"result": "failed", "reason": "timeout",
+            "seconds": 30.0, "accel": "tcg", "firmware": "uefi", "console_log": "/o/c.log"}});
+        assert_eq!(
+            summary_line(Some(&failed)).as_deref(),
+            Some("  boot test: FAILED (timeout) after 30.0s (tcg, uefi); console: /o/c.log\n")
+        );
+        assert_eq!(summary_line(Some(&serde_json::json!({}))), None);
+        assert_eq!(summary_line(None), None);
+    }
+}
