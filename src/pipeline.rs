@@ -96,6 +96,9 @@ impl VmOutcome {
 struct StageFailure {
     message: String,
     interrupted: bool,
+    /// The stage the failure belongs to, when it is not the one running: a checksum verified
+    /// alongside convert fails `load_manifest`.
+    stage: Option<&'static str>,
 }
 
 impl StageFailure {
@@ -103,6 +106,7 @@ impl StageFailure {
         Self {
             message: message.into(),
             interrupted: false,
+            stage: None,
         }
     }
 
@@ -110,8 +114,25 @@ impl StageFailure {
         Self {
             message: "interrupted".to_owned(),
             interrupted: true,
+            stage: None,
         }
     }
+}
+
+/// One disk's checksum: its id, the expected digest, and what the file hashed to.
+type ChecksumResult = (String, String, Result<String, checksum::ChecksumError>);
+
+/// Checksums being verified on a thread of their own while inspect and convert run.
+struct PendingChecksums {
+    handle: std::thread::JoinHandle<Vec<ChecksumResult>>,
+    started: Instant,
+}
+
+/// What became of checksums verified alongside the later stages.
+struct SettledChecksums {
+    verified: Vec<Value>,
+    seconds: f64,
+    failure: Option<String>,
 }
 
 /// What we learnt about a source disk from qemu-img, shared by inspect and convert.
@@ -136,6 +157,24 @@ struct Run<'a> {
     bytes_read: u64,
     bytes_written: u64,
     hooks: Vec<HookOutcome>,
+    /// Checksums still being verified (see [`overlaps_checksums`]).
+    pending_checksums: Option<PendingChecksums>,
+    settled_checksums: Option<SettledChecksums>,
+}
+
+/// Whether the checksums may be verified while inspect and convert run, instead of before
+/// them: reading a source whose digest is not yet known is harmless as long as nothing is
+/// published before it is, so convert holds back its renames until the verification is done.
+/// Only when no hook fires and no repair runs between load_manifest and the first rename, since
+/// those may act on the source's identity; otherwise the checksums are verified first, as
+/// before. On two cores this takes the hashing (one core) off the critical path of a
+/// conversion that leaves a core idle much of the time.
+fn overlaps_checksums(plan: &VmPlan) -> bool {
+    plan.convert.is_some()
+        && plan.fix.is_none()
+        && plan.disks.iter().any(|d| d.checksum.is_some())
+        && !plan.hooks.has(HookStage::PostExtraction)
+        && !plan.hooks.has(HookStage::PreConvert)
 }
 
 /// Runs every planned stage of one VM.
@@ -165,6 +204,8 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
         bytes_read: 0,
         bytes_written: 0,
         hooks: Vec::new(),
+        pending_checksums: None,
+        settled_checksums: None,
     };
     let mut stages = Vec::new();
     let mut errors = Vec::new();
@@ -252,7 +293,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
                     error: Some(failure.message.clone()),
                     commands,
                 });
-                errors.push(message(name, &failure.message));
+                errors.push(message(failure.stage.unwrap_or(name), &failure.message));
                 status = failed_status(&failure, cancel);
                 break;
             }
@@ -263,6 +304,35 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             errors.push(message(h.name(), &failure.message));
             status = failed_status(&failure, cancel);
             break;
+        }
+    }
+
+    // Checksums verified alongside convert: wait for them when an earlier failure left them
+    // running, and record their outcome under load_manifest, where they belong.
+    if run.pending_checksums.is_some()
+        && let Err(failure) = run.settle_checksums()
+        && status == VmStatus::Succeeded
+    {
+        status = failed_status(&failure, cancel);
+    }
+    if let Some(settled) = run.settled_checksums.take()
+        && let Some(load) = stages.iter_mut().find(|s| s.name == "load_manifest")
+    {
+        if let Some(result) = load.result.as_mut() {
+            result["checksums_verified"] = Value::Bool(!settled.verified.is_empty());
+            result["verified_checksums"] = Value::Array(settled.verified);
+            result["checksums_verified_during_convert"] = Value::Bool(true);
+            result["checksum_seconds"] = serde_json::json!(settled.seconds);
+        }
+        if let Some(text) = settled.failure {
+            load.success = false;
+            load.error = Some(text.clone());
+            if !errors
+                .iter()
+                .any(|e: &Message| e.stage == "load_manifest" && e.message == text)
+            {
+                errors.push(message("load_manifest", &text));
+            }
         }
     }
 
@@ -336,7 +406,50 @@ impl Run<'_> {
             Some(f) => Err(StageFailure {
                 message: f.message,
                 interrupted: f.interrupted,
+                stage: None,
             }),
+        }
+    }
+
+    /// Waits for checksums verified alongside convert and checks them. A mismatch is a
+    /// load_manifest failure; it is reported once, however often this is called.
+    fn settle_checksums(&mut self) -> Result<(), StageFailure> {
+        if let Some(pending) = self.pending_checksums.take() {
+            let results = pending.handle.join().unwrap_or_default();
+            let seconds = secs(pending.started);
+            let settled = match check_checksums(results) {
+                Ok(verified) => SettledChecksums {
+                    verified,
+                    seconds,
+                    failure: None,
+                },
+                Err(f) if f.interrupted => {
+                    self.settled_checksums = Some(SettledChecksums {
+                        verified: Vec::new(),
+                        seconds,
+                        failure: None,
+                    });
+                    return Err(f);
+                }
+                Err(f) => SettledChecksums {
+                    verified: Vec::new(),
+                    seconds,
+                    failure: Some(f.message),
+                },
+            };
+            self.settled_checksums = Some(settled);
+        }
+        match self
+            .settled_checksums
+            .as_ref()
+            .and_then(|s| s.failure.clone())
+        {
+            Some(text) => Err(StageFailure {
+                message: text,
+                interrupted: false,
+                stage: Some("load_manifest"),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -515,32 +628,74 @@ impl Run<'_> {
 
 fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
     let plan = run.plan;
-    let to_verify: Vec<(usize, &DiskPlan, &String)> = plan
+    let to_verify: Vec<(String, PathBuf, String)> = plan
         .disks
         .iter()
-        .enumerate()
-        .filter_map(|(i, d)| d.checksum.as_ref().map(|c| (i, d, c)))
+        .filter_map(|d| {
+            d.checksum
+                .as_ref()
+                .map(|c| (d.id.clone(), d.given_path.clone(), c.clone()))
+        })
         .collect();
-    let cancel = run.cancel;
-    let events = run.events;
-    let results: Vec<(String, String, Result<String, checksum::ChecksumError>)> = to_verify
+    run.bytes_read += to_verify
+        .iter()
+        .filter_map(|(_, path, _)| std::fs::metadata(path).ok())
+        .map(|m| m.len())
+        .sum::<u64>();
+    let mut verified = Vec::new();
+    let deferred = overlaps_checksums(plan);
+    if deferred {
+        let (cancel, events, vm) = (run.cancel.clone(), run.events.clone(), plan.vm_id.clone());
+        run.pending_checksums = Some(PendingChecksums {
+            handle: std::thread::spawn(move || hash_disks(&to_verify, &cancel, &events, &vm)),
+            started: Instant::now(),
+        });
+    } else {
+        let results = hash_disks(&to_verify, run.cancel, run.events, &plan.vm_id);
+        verified = check_checksums(results)?;
+    }
+    Ok(serde_json::json!({
+        "manifest_version": plan.manifest_version,
+        "manifest_path": plan.manifest_path,
+        "source_provider": plan.source_provider,
+        "source_vm_id": plan.source_vm_id,
+        "source_vm_name": plan.vm_name,
+        "disks_count": plan.disks.len(),
+        "firmware": plan.firmware,
+        "os_hint": plan.os_hint,
+        "profile": plan.profile_chain.first(),
+        "checksums_verified": !verified.is_empty(),
+        "verified_checksums": verified,
+    }))
+}
+
+/// Hashes the disks (in parallel) and pairs each digest with the one the manifest expects.
+fn hash_disks(
+    to_verify: &[(String, PathBuf, String)],
+    cancel: &CancelToken,
+    events: &EventSink,
+    vm: &str,
+) -> Vec<ChecksumResult> {
+    to_verify
         .par_iter()
-        .map(|(_, d, expected)| {
-            let total = std::fs::metadata(&d.given_path)
-                .map(|m| m.len())
-                .unwrap_or(0);
-            let actual = checksum::sha256_file(&d.given_path, Some(cancel), |done| {
+        .map(|(id, path, expected)| {
+            let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let actual = checksum::sha256_file(path, Some(cancel), |done| {
                 events.send(Event::Progress {
-                    vm: plan.vm_id.clone(),
-                    disk: d.id.clone(),
+                    vm: vm.to_owned(),
+                    disk: id.clone(),
                     activity: "checksum",
                     done,
                     total,
                 })
             });
-            (d.id.clone(), (*expected).clone(), actual)
+            (id.clone(), expected.clone(), actual)
         })
-        .collect();
+        .collect()
+}
+
+/// The verified checksums for the report, or the first failure.
+fn check_checksums(results: Vec<ChecksumResult>) -> Result<Vec<Value>, StageFailure> {
     let mut verified = Vec::new();
     for (id, expected, actual) in results {
         let actual = match actual {
@@ -558,24 +713,7 @@ fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         }
         verified.push(serde_json::json!({"disk_id": id, "checksum": actual}));
     }
-    run.bytes_read += to_verify
-        .iter()
-        .filter_map(|(_, d, _)| std::fs::metadata(&d.given_path).ok())
-        .map(|m| m.len())
-        .sum::<u64>();
-    Ok(serde_json::json!({
-        "manifest_version": plan.manifest_version,
-        "manifest_path": plan.manifest_path,
-        "source_provider": plan.source_provider,
-        "source_vm_id": plan.source_vm_id,
-        "source_vm_name": plan.vm_name,
-        "disks_count": plan.disks.len(),
-        "firmware": plan.firmware,
-        "os_hint": plan.os_hint,
-        "profile": plan.profile_chain.first(),
-        "checksums_verified": !verified.is_empty(),
-        "verified_checksums": verified,
-    }))
+    Ok(verified)
 }
 
 fn stage_inspect(run: &mut Run<'_>) -> Result<Value, StageFailure> {
@@ -805,6 +943,8 @@ pub fn preview_fix(
         artifacts: Vec::new(),
         bytes_read: 0,
         bytes_written: 0,
+        pending_checksums: None,
+        settled_checksums: None,
     };
     let env = guest_env(plan).map_err(|f| f.message)?;
     let mut drives = Vec::new();
@@ -943,6 +1083,11 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                 disk.id, out.record
             )));
         }
+        // Nothing is published before the source is known to be the one the manifest names.
+        if let Err(f) = run.settle_checksums() {
+            remove_part(&part);
+            return Err(f);
+        }
         if let Err(e) = finalize(&part, &output, plan.overwrite) {
             remove_part(&part);
             return Err(StageFailure::new(format!("disk {}: {e}", disk.id)));
@@ -1058,7 +1203,11 @@ fn stage_validate(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                     (plan.disks[idx].source.clone(), driver)
                 }
             };
-            let out = run.exec(&q.compare_cmd(&source, &driver, &output, format), None)?;
+            let cmd = q.compare_cmd(
+                (&source, &driver, plan.aio(&source)),
+                (&output, format, plan.aio(&output)),
+            );
+            let out = run.exec(&cmd, None)?;
             match out.record.exit_code() {
                 Some(0) => content = "identical",
                 Some(1) => {

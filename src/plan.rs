@@ -14,7 +14,7 @@ use crate::exec::{self, Watch};
 use crate::guest::session::GuestEnv;
 use crate::hooks::{self, HooksPlan};
 use crate::manifest::{DiskType, Firmware, Loaded, OutputFormat, Problem, SourceFormat};
-use crate::qemu_img::{Compression, ConvertSpec, QemuImg};
+use crate::qemu_img::{Aio, Compression, ConvertSpec, QemuImg};
 
 /// What the caller adds to a manifest when planning.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +33,9 @@ pub struct PlanOptions {
     /// libguestfs and the accelerator it may use; found (and KVM probed) when `None` and the
     /// manifest looks inside the guest. A batch passes one in so the probe runs once.
     pub guest_env: Option<GuestEnv>,
+    /// Whether qemu-img may read images through io_uring; probed when `None` and the VM
+    /// converts. A batch passes it in so the probe runs once.
+    pub io_uring: Option<bool>,
 }
 
 /// Whether a manifest needs libguestfs.
@@ -75,6 +78,9 @@ pub struct VmPlan {
     /// Things the admin should know that do not stop the run; they go into the report.
     pub notes: Vec<String>,
     pub qemu_img: QemuImg,
+    /// qemu-img can read images through io_uring here (see [`Aio`]); each file still has to
+    /// qualify by its size when its command is built.
+    pub io_uring: bool,
     pub guest_env: Option<GuestEnv>,
     pub hooks: HooksPlan,
 }
@@ -399,6 +405,10 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         None
     };
 
+    // A dry run assumes io_uring works, as it assumes zstd: it runs no probe.
+    let io_uring = convert.is_some()
+        && (dry_run || opts.io_uring.unwrap_or_else(|| io_uring_usable(&qemu_img)));
+
     let validate = if m.pipeline.validate.enabled {
         if !converting {
             notes.push(
@@ -440,6 +450,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         dry_run,
         notes,
         qemu_img,
+        io_uring,
         guest_env,
         hooks,
     })
@@ -484,6 +495,22 @@ fn check_dir_writable(dir: &Path) -> Result<(), String> {
     })
 }
 
+/// Whether this qemu-img can open an image with `aio=io_uring` (its build may lack it, or the
+/// kernel may refuse io_uring through a sysctl or a seccomp filter).
+pub fn io_uring_usable(qemu_img: &QemuImg) -> bool {
+    let Ok(scratch) = tempfile::tempdir() else {
+        return false;
+    };
+    let file = scratch.path().join("probe.raw");
+    if std::fs::write(&file, [0u8; 4096]).is_err() {
+        return false;
+    }
+    let cmd = qemu_img
+        .io_uring_probe_cmd(&file)
+        .timeout(std::time::Duration::from_secs(10));
+    exec::run(&cmd, Watch::default()).is_ok_and(|o| o.record.success())
+}
+
 fn zstd_supported(qemu_img: &QemuImg) -> bool {
     let Ok(scratch) = tempfile::tempdir() else {
         return false;
@@ -508,7 +535,13 @@ impl VmPlan {
             output_format: c.format.name(),
             compression: c.compression,
             parallel_writes: c.parallel_writes,
+            source_aio: self.aio(source),
         })
+    }
+
+    /// How qemu-img should read this image file (io_uring when usable and the size allows).
+    pub fn aio(&self, image: &Path) -> Aio {
+        Aio::for_file(self.io_uring, image)
     }
 
     /// A human-readable account of what a run would do, for `--dry-run`.
@@ -594,7 +627,13 @@ impl VmPlan {
                         let _ = writeln!(s, "    $ {}", q.check_cmd(out, fmt));
                     }
                     if v.compare {
-                        let _ = writeln!(s, "    $ {}", q.compare_cmd(&d.source, driver, out, fmt));
+                        // The output does not exist yet: shown as read without io_uring,
+                        // which the run uses when the finished file's size allows it.
+                        let cmd = q.compare_cmd(
+                            (&d.source, driver, self.aio(&d.source)),
+                            (out, fmt, Aio::Threads),
+                        );
+                        let _ = writeln!(s, "    $ {cmd}");
                     }
                 }
             }

@@ -5,7 +5,7 @@
 //! purpose, by [`QemuImg::probe_cmd`], because a fixed VHD is probed as `raw` and would otherwise
 //! be copied with its 512-byte footer.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -31,6 +31,39 @@ pub struct ConvertSpec<'a> {
     pub compression: Option<Compression>,
     /// `-m 8 -W`: parallel coroutines with out-of-order writes (measured faster for qcow2/raw).
     pub parallel_writes: bool,
+    /// Read the source through io_uring (see [`Aio`]).
+    pub source_aio: Aio,
+}
+
+/// How qemu-img reads an image file.
+///
+/// qemu's default (`aio=threads`) hands every request, 64 KiB for a VMDK grain or a qcow2
+/// cluster, to a worker thread and back; on a hot page cache that hand-off costs more than the
+/// copy. `aio=io_uring` submits them in batches from one thread: measured here, convert spends
+/// about half the system time and `compare` runs two to three times faster.
+///
+/// qemu 10.0's io_uring path never finishes a read that ends in a partial 512-byte sector at the
+/// end of the file (it resubmits the short read forever), so [`Aio::for_file`] uses io_uring
+/// only for files whose size is a multiple of 512 bytes, which every well-formed image is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Aio {
+    /// qemu's default: `aio=threads`, and the plain file name on the command line.
+    #[default]
+    Threads,
+    /// `json:{"file":{"driver":"file","filename":...,"aio":"io_uring"}}` with `-f` as before.
+    IoUring,
+}
+
+impl Aio {
+    /// io_uring when this qemu-img can use it and the file's size allows it.
+    pub fn for_file(io_uring_usable: bool, path: &Path) -> Self {
+        let aligned = std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() % 512 == 0);
+        if io_uring_usable && aligned && path.to_str().is_some() {
+            Aio::IoUring
+        } else {
+            Aio::Threads
+        }
+    }
 }
 
 /// A located qemu-img binary.
@@ -92,15 +125,20 @@ impl QemuImg {
             Some(Compression::Zlib) => cmd = cmd.arg("-c"),
             None => {}
         }
-        cmd.arg(image_arg(spec.source)).arg(image_arg(spec.dest))
+        cmd.arg(image_spec(spec.source, spec.source_aio))
+            .arg(image_arg(spec.dest))
     }
 
     /// `qemu-img compare`: exit 0 when the guest-visible content is identical, 1 when it differs.
-    pub fn compare_cmd(&self, a: &Path, a_driver: &str, b: &Path, b_driver: &str) -> Command {
+    pub fn compare_cmd(
+        &self,
+        (a, a_driver, a_aio): (&Path, &str, Aio),
+        (b, b_driver, b_aio): (&Path, &str, Aio),
+    ) -> Command {
         self.cmd()
             .args(["compare", "-f", a_driver, "-F", b_driver])
-            .arg(image_arg(a))
-            .arg(image_arg(b))
+            .arg(image_spec(a, a_aio))
+            .arg(image_spec(b, b_aio))
     }
 
     /// A qcow2 overlay whose reads fall through to `backing` (opened read-only, never written).
@@ -109,6 +147,14 @@ impl QemuImg {
             .args(["create", "-q", "-f", "qcow2", "-F", backing_driver, "-b"])
             .arg(image_arg(backing))
             .arg(image_arg(overlay))
+    }
+
+    /// Opens a scratch raw file through io_uring, to learn whether this qemu-img build and this
+    /// kernel (io_uring may be disabled by sysctl or a seccomp filter) allow it.
+    pub fn io_uring_probe_cmd(&self, scratch: &Path) -> Command {
+        self.cmd()
+            .args(["info", "--output=json", "-f", "raw"])
+            .arg(image_spec(scratch, Aio::IoUring))
     }
 
     /// Creates a throw-away zstd qcow2 to learn whether this qemu-img build has zstd.
@@ -124,6 +170,20 @@ impl QemuImg {
 /// passes only absolute paths, so a `:` in a file name is never taken for one.
 fn image_arg(path: &Path) -> &OsStr {
     path.as_os_str()
+}
+
+/// An image argument read with the given [`Aio`]. The `json:` form only sets the protocol
+/// node's options; the format still comes from `-f`, so nothing is probed.
+fn image_spec(path: &Path, aio: Aio) -> OsString {
+    match (aio, path.to_str()) {
+        (Aio::IoUring, Some(name)) => {
+            let spec = serde_json::json!({
+                "file": {"driver": "file", "filename": name, "aio": "io_uring"}
+            });
+            OsString::from(format!("json:{spec}"))
+        }
+        _ => image_arg(path).to_owned(),
+    }
 }
 
 /// The parts of `qemu-img info --output=json` we use.
@@ -276,11 +336,56 @@ mod tests {
             output_format: "qcow2",
             compression: Some(Compression::Zstd),
             parallel_writes: true,
+            source_aio: Aio::Threads,
         });
         assert_eq!(
             cmd.to_string(),
             "qemu-img convert -p -f vmdk -O qcow2 -m 8 -W -c -o compression_type=zstd \
              '/src/a b.vmdk' /out/d0.qcow2.part"
         );
+    }
+
+    #[test]
+    fn io_uring_source_keeps_the_format_explicit() {
+        let q = QemuImg {
+            path: PathBuf::from("qemu-img"),
+        };
+        let cmd = q.convert_cmd(&ConvertSpec {
+            source: Path::new("/src/a \"b\".vhdx"),
+            source_driver: "vhdx",
+            dest: Path::new("/out/d0.qcow2.part"),
+            output_format: "qcow2",
+            compression: None,
+            parallel_writes: true,
+            source_aio: Aio::IoUring,
+        });
+        let argv = cmd.argv();
+        assert_eq!(argv[2..5], ["-p", "-f", "vhdx"]);
+        let spec = argv[argv.len() - 2]
+            .strip_prefix("json:")
+            .expect("json: spec");
+        let value: Value = serde_json::from_str(spec).expect("valid JSON");
+        assert_eq!(
+            value,
+            serde_json::json!({"file": {"driver": "file", "filename": "/src/a \"b\".vhdx",
+                "aio": "io_uring"}})
+        );
+    }
+
+    #[test]
+    fn io_uring_only_for_sector_multiples() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let even = dir.path().join("even");
+        let odd = dir.path().join("odd");
+        std::fs::write(&even, vec![0u8; 1024]).expect("write");
+        std::fs::write(&odd, vec![0u8; 1000]).expect("write");
+        assert_eq!(Aio::for_file(true, &even), Aio::IoUring);
+        assert_eq!(Aio::for_file(false, &even), Aio::Threads);
+        assert_eq!(Aio::for_file(true, &odd), Aio::Threads);
+        assert_eq!(
+            Aio::for_file(true, &dir.path().join("missing")),
+            Aio::Threads
+        );
+        assert_eq!(Aio::for_file(true, dir.path()), Aio::Threads);
     }
 }
