@@ -166,7 +166,6 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
             vm_id: None,
             batch_id: None,
             guest_env: None,
-            io_uring: None,
         },
     )?;
     if plan.dry_run {

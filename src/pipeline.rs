@@ -25,7 +25,7 @@ use crate::hooks::{self, HookOutcome, HookStage};
 use crate::manifest::SourceFormat;
 use crate::plan::FixMode;
 use crate::plan::{DiskPlan, VmPlan};
-use crate::qemu_img::{self, CheckSummary, CheckVerdict, ImageInfo};
+use crate::qemu_img::{self, Aio, CheckSummary, CheckVerdict, ImageInfo};
 use crate::ui::{Event, EventSink};
 
 /// How a VM's run ended.
@@ -151,6 +151,9 @@ struct Run<'a> {
     warnings: Vec<Message>,
     commands: Vec<CommandRecord>,
     facts: Vec<Option<SourceFacts>>,
+    /// Whether qemu-img can read through io_uring here; learnt by the first format probe that
+    /// tries it (see [`Aio`]).
+    io_uring: Option<bool>,
     /// Per disk, the qcow2 overlay holding guest repairs, when fix wrote one.
     overlays: Vec<Option<PathBuf>>,
     artifacts: Vec<Artifact>,
@@ -199,6 +202,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             .collect(),
         commands: Vec::new(),
         facts: vec![None; plan.disks.len()],
+        io_uring: None,
         overlays: vec![None; plan.disks.len()],
         artifacts: Vec::new(),
         bytes_read: 0,
@@ -494,7 +498,7 @@ impl Run<'_> {
         let (driver, info) = match self.facts[idx].take() {
             Some(f) => (f.driver, f.info),
             None => {
-                let out = self.exec(&q.probe_cmd(&disk.source), None)?;
+                let out = self.probe_source(disk)?;
                 if !out.record.success() {
                     return Err(StageFailure::new(format!(
                         "disk {}: qemu-img cannot open {}: {}",
@@ -566,6 +570,33 @@ impl Run<'_> {
         };
         self.facts[idx] = Some(facts.clone());
         Ok(facts)
+    }
+
+    /// The format probe. For a file that may be read through io_uring it tries io_uring first
+    /// (while io_uring is not known to fail), which settles whether it works; when that probe
+    /// fails the plain one decides: if it succeeds, io_uring was what failed.
+    fn probe_source(&mut self, disk: &DiskPlan) -> Result<exec::Output, StageFailure> {
+        let q = self.plan.qemu_img.clone();
+        let candidate =
+            self.io_uring != Some(false) && Aio::for_file(true, &disk.source) == Aio::IoUring;
+        if candidate {
+            let out = self.exec(&q.probe_cmd(&disk.source, Aio::IoUring), None)?;
+            if out.record.success() {
+                self.io_uring = Some(true);
+                return Ok(out);
+            }
+        }
+        let out = self.exec(&q.probe_cmd(&disk.source, Aio::Threads), None)?;
+        if candidate && out.record.success() {
+            self.io_uring = Some(false);
+        }
+        Ok(out)
+    }
+
+    /// How qemu-img should read `image`: through io_uring when a probe showed it works and the
+    /// file's size allows it.
+    fn aio(&self, image: &Path) -> Aio {
+        Aio::for_file(self.io_uring == Some(true), image)
     }
 
     /// `qemu-img info -f <driver>`.
@@ -938,6 +969,7 @@ pub fn preview_fix(
         warnings: Vec::new(),
         commands: Vec::new(),
         facts: vec![None; plan.disks.len()],
+        io_uring: None,
         overlays: vec![None; plan.disks.len()],
         hooks: Vec::new(),
         artifacts: Vec::new(),
@@ -1052,7 +1084,7 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
             None => (disk.source.clone(), facts.driver.clone()),
         };
         let spec = plan
-            .convert_spec(&source, &driver, &part)
+            .convert_spec(&source, &driver, run.aio(&source), &part)
             .expect("convert is planned");
         let cmd = plan.qemu_img.convert_cmd(&spec);
         let total = facts.info.virtual_size;
@@ -1204,8 +1236,8 @@ fn stage_validate(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                 }
             };
             let cmd = q.compare_cmd(
-                (&source, &driver, plan.aio(&source)),
-                (&output, format, plan.aio(&output)),
+                (&source, &driver, run.aio(&source)),
+                (&output, format, run.aio(&output)),
             );
             let out = run.exec(&cmd, None)?;
             match out.record.exit_code() {

@@ -33,9 +33,6 @@ pub struct PlanOptions {
     /// libguestfs and the accelerator it may use; found (and KVM probed) when `None` and the
     /// manifest looks inside the guest. A batch passes one in so the probe runs once.
     pub guest_env: Option<GuestEnv>,
-    /// Whether qemu-img may read images through io_uring; probed when `None` and the VM
-    /// converts. A batch passes it in so the probe runs once.
-    pub io_uring: Option<bool>,
 }
 
 /// Whether a manifest needs libguestfs.
@@ -78,9 +75,6 @@ pub struct VmPlan {
     /// Things the admin should know that do not stop the run; they go into the report.
     pub notes: Vec<String>,
     pub qemu_img: QemuImg,
-    /// qemu-img can read images through io_uring here (see [`Aio`]); each file still has to
-    /// qualify by its size when its command is built.
-    pub io_uring: bool,
     pub guest_env: Option<GuestEnv>,
     pub hooks: HooksPlan,
 }
@@ -405,10 +399,6 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         None
     };
 
-    // A dry run assumes io_uring works, as it assumes zstd: it runs no probe.
-    let io_uring = convert.is_some()
-        && (dry_run || opts.io_uring.unwrap_or_else(|| io_uring_usable(&qemu_img)));
-
     let validate = if m.pipeline.validate.enabled {
         if !converting {
             notes.push(
@@ -450,7 +440,6 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         dry_run,
         notes,
         qemu_img,
-        io_uring,
         guest_env,
         hooks,
     })
@@ -495,22 +484,6 @@ fn check_dir_writable(dir: &Path) -> Result<(), String> {
     })
 }
 
-/// Whether this qemu-img can open an image with `aio=io_uring` (its build may lack it, or the
-/// kernel may refuse io_uring through a sysctl or a seccomp filter).
-pub fn io_uring_usable(qemu_img: &QemuImg) -> bool {
-    let Ok(scratch) = tempfile::tempdir() else {
-        return false;
-    };
-    let file = scratch.path().join("probe.raw");
-    if std::fs::write(&file, [0u8; 4096]).is_err() {
-        return false;
-    }
-    let cmd = qemu_img
-        .io_uring_probe_cmd(&file)
-        .timeout(std::time::Duration::from_secs(10));
-    exec::run(&cmd, Watch::default()).is_ok_and(|o| o.record.success())
-}
-
 fn zstd_supported(qemu_img: &QemuImg) -> bool {
     let Ok(scratch) = tempfile::tempdir() else {
         return false;
@@ -520,11 +493,13 @@ fn zstd_supported(qemu_img: &QemuImg) -> bool {
 }
 
 impl VmPlan {
-    /// The convert command for one disk (writing to its `.part` file).
+    /// The convert command for one disk (writing to its `.part` file), reading the source with
+    /// `source_aio`.
     pub fn convert_spec<'a>(
         &'a self,
         source: &'a Path,
         source_driver: &'a str,
+        source_aio: Aio,
         dest: &'a Path,
     ) -> Option<ConvertSpec<'a>> {
         let c = self.convert.as_ref()?;
@@ -535,13 +510,8 @@ impl VmPlan {
             output_format: c.format.name(),
             compression: c.compression,
             parallel_writes: c.parallel_writes,
-            source_aio: self.aio(source),
+            source_aio,
         })
-    }
-
-    /// How qemu-img should read this image file (io_uring when usable and the size allows).
-    pub fn aio(&self, image: &Path) -> Aio {
-        Aio::for_file(self.io_uring, image)
     }
 
     /// A human-readable account of what a run would do, for `--dry-run`.
@@ -596,6 +566,9 @@ impl VmPlan {
             let _ = writeln!(s, "    {line}");
         }
         let q = &self.qemu_img;
+        // A dry run runs no probe: it shows io_uring reads as if the format probe finds them
+        // usable (as it assumes zstd), for the files whose size allows them.
+        let aio = |path: &Path| Aio::for_file(true, path);
         for d in &self.disks {
             let driver = d.declared.driver();
             let _ = writeln!(
@@ -610,14 +583,14 @@ impl VmPlan {
             if let Some(sum) = &d.checksum {
                 let _ = writeln!(s, "    verify {sum}");
             }
-            let _ = writeln!(s, "    $ {}", q.probe_cmd(&d.source));
+            let _ = writeln!(s, "    $ {}", q.probe_cmd(&d.source, aio(&d.source)));
             let check =
                 self.inspect.is_some() || self.convert.as_ref().is_some_and(|c| c.check_source);
             if check && d.declared.checkable() {
                 let _ = writeln!(s, "    $ {}", q.check_cmd(&d.source, driver));
             }
             if let (Some(out), Some(part)) = (&d.output, d.part_path())
-                && let Some(spec) = self.convert_spec(&d.source, driver, &part)
+                && let Some(spec) = self.convert_spec(&d.source, driver, aio(&d.source), &part)
             {
                 let _ = writeln!(s, "    $ {}", q.convert_cmd(&spec));
                 let _ = writeln!(s, "    rename {} -> {}", part.display(), out.display());
@@ -630,7 +603,7 @@ impl VmPlan {
                         // The output does not exist yet: shown as read without io_uring,
                         // which the run uses when the finished file's size allows it.
                         let cmd = q.compare_cmd(
-                            (&d.source, driver, self.aio(&d.source)),
+                            (&d.source, driver, aio(&d.source)),
                             (out, fmt, Aio::Threads),
                         );
                         let _ = writeln!(s, "    $ {cmd}");

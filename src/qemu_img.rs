@@ -45,6 +45,8 @@ pub struct ConvertSpec<'a> {
 /// qemu 10.0's io_uring path never finishes a read that ends in a partial 512-byte sector at the
 /// end of the file (it resubmits the short read forever), so [`Aio::for_file`] uses io_uring
 /// only for files whose size is a multiple of 512 bytes, which every well-formed image is.
+/// Whether io_uring works at all (this qemu-img's build; a kernel that allows it, which a sysctl
+/// or a seccomp filter may not) is learnt from the format probe, which tries it first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Aio {
     /// qemu's default: `aio=threads`, and the plain file name on the command line.
@@ -55,7 +57,7 @@ pub enum Aio {
 }
 
 impl Aio {
-    /// io_uring when this qemu-img can use it and the file's size allows it.
+    /// io_uring when this qemu-img can use it (`io_uring_usable`) and the file's size allows it.
     pub fn for_file(io_uring_usable: bool, path: &Path) -> Self {
         let aligned = std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() % 512 == 0);
         if io_uring_usable && aligned && path.to_str().is_some() {
@@ -87,11 +89,12 @@ impl QemuImg {
         Command::new(&self.path)
     }
 
-    /// `qemu-img info` without `-f`: the one place the format is probed.
-    pub fn probe_cmd(&self, image: &Path) -> Command {
+    /// `qemu-img info` without `-f`: the one place the format is probed. With
+    /// [`Aio::IoUring`] it also tells whether io_uring can be used at all, at no extra cost.
+    pub fn probe_cmd(&self, image: &Path, aio: Aio) -> Command {
         self.cmd()
             .args(["info", "--output=json"])
-            .arg(image_arg(image))
+            .arg(image_spec(image, aio))
     }
 
     /// `qemu-img info -f <driver>`: size and backing file of an image whose format is known.
@@ -147,14 +150,6 @@ impl QemuImg {
             .args(["create", "-q", "-f", "qcow2", "-F", backing_driver, "-b"])
             .arg(image_arg(backing))
             .arg(image_arg(overlay))
-    }
-
-    /// Opens a scratch raw file through io_uring, to learn whether this qemu-img build and this
-    /// kernel (io_uring may be disabled by sysctl or a seccomp filter) allow it.
-    pub fn io_uring_probe_cmd(&self, scratch: &Path) -> Command {
-        self.cmd()
-            .args(["info", "--output=json", "-f", "raw"])
-            .arg(image_spec(scratch, Aio::IoUring))
     }
 
     /// Creates a throw-away zstd qcow2 to learn whether this qemu-img build has zstd.

@@ -184,10 +184,8 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
 
     let mut problems: Vec<String> = Vec::new();
     let mut vms = Vec::new();
-    // libguestfs is found and KVM probed once, for the first VM that needs them; io_uring is
-    // probed once, by the first VM that converts.
+    // libguestfs is found and KVM probed once, for the first VM that needs them.
     let mut guest_env = None;
-    let mut io_uring = None;
     for entry in &batch.vms {
         if !entry.enabled {
             vms.push((entry.clone(), VmPrep::Skipped));
@@ -219,16 +217,9 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                             vm_id: Some(entry.id.clone()),
                             batch_id: Some(batch.batch_id.clone()),
                             guest_env: guest_env.clone(),
-                            io_uring,
                         };
                         match plan::plan(&loaded, &plan_opts) {
-                            Ok(p) => {
-                                // The first VM that converts probed io_uring; the rest reuse it.
-                                if p.convert.is_some() && !p.dry_run {
-                                    io_uring = io_uring.or(Some(p.io_uring));
-                                }
-                                VmPrep::Run(Box::new(p), fingerprint)
-                            }
+                            Ok(p) => VmPrep::Run(Box::new(p), fingerprint),
                             Err(plan::PlanError::Tool(t)) => return Err(BatchError::Tool(t)),
                             Err(e) => VmPrep::Failed(e.to_string()),
                         }
