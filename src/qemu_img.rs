@@ -144,6 +144,26 @@ impl QemuImg {
             .arg(image_spec(b, b_aio))
     }
 
+    /// `qemu-img compare` of one byte range of two images' guest-visible content: each image is
+    /// wrapped in a `raw` node with `offset` (and `size`, except for the last range, which runs
+    /// to each image's end so a size mismatch is still found). Several ranges run as separate
+    /// processes use several cores; qemu-img compare itself uses one. Offsets in its output
+    /// are relative to `offset`. `None` when a path is not UTF-8 (it cannot go into JSON).
+    pub fn compare_range_cmd(
+        &self,
+        (a, a_driver, a_aio): (&Path, &str, Aio),
+        (b, b_driver, b_aio): (&Path, &str, Aio),
+        offset: u64,
+        size: Option<u64>,
+    ) -> Option<Command> {
+        Some(
+            self.cmd()
+                .args(["compare", "-f", "raw", "-F", "raw"])
+                .arg(range_spec(a, a_driver, a_aio, offset, size)?)
+                .arg(range_spec(b, b_driver, b_aio, offset, size)?),
+        )
+    }
+
     /// A qcow2 overlay whose reads fall through to `backing` (opened read-only, never written).
     pub fn overlay_cmd(&self, overlay: &Path, backing: &Path, backing_driver: &str) -> Command {
         self.cmd()
@@ -179,6 +199,38 @@ fn image_spec(path: &Path, aio: Aio) -> OsString {
         }
         _ => image_arg(path).to_owned(),
     }
+}
+
+/// `json:{"driver":"raw","offset":..,"size":..,"file":{"driver":<format>,"file":{...}}}`: the
+/// guest-visible bytes `offset..offset+size` of an image.
+fn range_spec(
+    path: &Path,
+    driver: &str,
+    aio: Aio,
+    offset: u64,
+    size: Option<u64>,
+) -> Option<OsString> {
+    let name = path.to_str()?;
+    let mut file = serde_json::json!({"driver": "file", "filename": name});
+    if aio == Aio::IoUring {
+        file["aio"] = Value::from("io_uring");
+    }
+    let mut spec = serde_json::json!({
+        "driver": "raw",
+        "offset": offset,
+        "file": {"driver": driver, "file": file},
+    });
+    if let Some(size) = size {
+        spec["size"] = Value::from(size);
+    }
+    Some(OsString::from(format!("json:{spec}")))
+}
+
+/// The offset in `qemu-img compare`'s "Content mismatch at offset N!".
+pub fn mismatch_offset(stdout: &str) -> Option<u64> {
+    let rest = stdout.split("mismatch at offset ").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The parts of `qemu-img info --output=json` we use.
@@ -365,6 +417,53 @@ mod tests {
             serde_json::json!({"file": {"driver": "file", "filename": "/src/a \"b\".vhdx",
                 "aio": "io_uring"}})
         );
+    }
+
+    #[test]
+    fn compare_ranges_wrap_each_image_in_a_raw_window() {
+        let q = QemuImg {
+            path: PathBuf::from("qemu-img"),
+        };
+        let cmd = q
+            .compare_range_cmd(
+                (Path::new("/src/a.vmdk"), "vmdk", Aio::IoUring),
+                (Path::new("/out/a.qcow2"), "qcow2", Aio::Threads),
+                1 << 30,
+                Some(1 << 29),
+            )
+            .expect("UTF-8 paths");
+        let argv = cmd.argv();
+        assert_eq!(argv[1..6], ["compare", "-f", "raw", "-F", "raw"]);
+        let a: Value =
+            serde_json::from_str(argv[6].strip_prefix("json:").expect("json")).expect("JSON");
+        assert_eq!(
+            a,
+            serde_json::json!({"driver": "raw", "offset": 1u64 << 30, "size": 1u64 << 29,
+                "file": {"driver": "vmdk", "file": {"driver": "file", "filename": "/src/a.vmdk",
+                "aio": "io_uring"}}})
+        );
+        let b: Value =
+            serde_json::from_str(argv[7].strip_prefix("json:").expect("json")).expect("JSON");
+        assert_eq!(b["file"]["driver"], "qcow2");
+        assert!(b["file"]["file"].get("aio").is_none());
+        let last = q
+            .compare_range_cmd(
+                (Path::new("/a"), "raw", Aio::Threads),
+                (Path::new("/b"), "raw", Aio::Threads),
+                7,
+                None,
+            )
+            .expect("UTF-8 paths");
+        assert!(!last.argv()[6].contains("size"));
+    }
+
+    #[test]
+    fn mismatch_offsets() {
+        assert_eq!(
+            mismatch_offset("Content mismatch at offset 1048576!\n"),
+            Some(1_048_576)
+        );
+        assert_eq!(mismatch_offset("Images are identical.\n"), None);
     }
 
     #[test]
