@@ -684,7 +684,9 @@ fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
     let mut verified = Vec::new();
     let deferred = overlaps_checksums(plan);
     if deferred {
-        let (cancel, events, vm) = (run.cancel.clone(), run.events.clone(), plan.vm_id.clone());
+        // The display shows the conversion's progress meanwhile: two activities on one VM's
+        // bar would make it jump back and forth.
+        let (cancel, events, vm) = (run.cancel.clone(), EventSink::discard(), plan.vm_id.clone());
         run.pending_checksums = Some(PendingChecksums {
             handle: std::thread::spawn(move || {
                 let started = Instant::now();
