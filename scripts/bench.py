@@ -278,7 +278,7 @@ def item1_convert_only(t, images, work):
                      "bare": med(res["qemu-img"]), "ratio": ratio(res, "hyper2kvm", "qemu-img"),
                      "best": min(s["wall"] for s in res["hyper2kvm"])
                      / min(s["wall"] for s in res["qemu-img"]),
-                     "cmd": shlex.join(bare)})
+                     "cmd": shlex.join(bare), "samples": res})
     return rows
 
 
@@ -295,6 +295,7 @@ def item2_flags(t, images, work):
         res = t.compare(f"2 flags {key}", [("ours", ours, prep), ("default", default, prep)])
         rows.append({"image": key, "kind": "flags", "a": med(res["ours"]),
                      "b": med(res["default"]), "ratio": ratio(res, "ours", "default"),
+                     "samples": res,
                      "a_cmd": shlex.join(ours), "b_cmd": shlex.join(default)})
     for key in ("rand.vmdk", "sparse.vmdk"):
         img = images[key]
@@ -318,6 +319,7 @@ def item2_flags(t, images, work):
         sizes = ((out / "zstd.qcow2").stat().st_size, (out / "zlib.qcow2").stat().st_size)
         rows.append({"image": key, "kind": "codec", "a": med(res["zstd"]), "b": med(res["zlib"]),
                      "ratio": ratio(res, "zstd", "zlib"), "same": same, "sizes": sizes,
+                     "samples": res,
                      "a_cmd": shlex.join(zstd), "b_cmd": shlex.join(zlib)})
     return rows
 
@@ -338,7 +340,8 @@ def item3_checksum(t, images, work):
                      **{n: med(res[n]) for n in ("hyper2kvm", "openssl", "sha256sum")},
                      # Throughput ratio: openssl's time over ours.
                      "vs_openssl": 1 / ratio(res, "hyper2kvm", "openssl"),
-                     "vs_sha256sum": 1 / ratio(res, "hyper2kvm", "sha256sum")})
+                     "vs_sha256sum": 1 / ratio(res, "hyper2kvm", "sha256sum"),
+                     "samples": res})
     return rows
 
 
@@ -364,7 +367,7 @@ def item4_pipeline(t, images, work):
                      "cpu_ratio": cpu(res["pipeline"]) / cpu(res["convert"]),
                      "stages": stages, "checksum_s": load.get("checksum_seconds"),
                      "overlapped": load.get("checksums_verified_during_convert", False),
-                     "cmd": shlex.join(bare)})
+                     "cmd": shlex.join(bare), "samples": res})
     return rows
 
 
@@ -396,7 +399,7 @@ def item5_batch(t, images, work):
             "p4": med(res["parallel 4"]),
             "speedup2": 1 / ratio(res, "parallel 2", "parallel 1"),
             "speedup4": 1 / ratio(res, "parallel 4", "parallel 1"),
-            "p4_vs_p2": ratio(res, "parallel 4", "parallel 2")}
+            "p4_vs_p2": ratio(res, "parallel 4", "parallel 2"), "samples": res}
 
 
 def peak_rss(argv):
