@@ -3,11 +3,13 @@
 #                   (repaired and booted; the real guest needs root)
 #   make test       the whole test suite (what CI runs): fmt, clippy, unit and integration tests
 #   make test-fast  the same without the slow end-to-end tests
+#   make bench      benchmark against qemu-img, openssl and virt-v2v; writes docs/performance.md
+#                   (BENCH_QUICK=1 make bench: small images, a trial run only)
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build release deps deps-core demo test test-fast lint fmt clean
+.PHONY: all build release deps deps-core demo test test-fast bench lint fmt clean
 
 all: build
 
@@ -35,6 +37,9 @@ test: lint
 
 test-fast: lint
 	HYPER2KVM_SKIP_SLOW=1 scripts/run-tests.sh
+
+bench:
+	scripts/bench.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -6,9 +6,13 @@
 # so when qemu-utils is a backports build the qemu system emulator is pinned to backports too
 # (per package, so nothing else is upgraded).
 #
-# Usage: scripts/install-deps.sh [core|full]
-#   core: qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo)
-#   full: core + libguestfs, qemu-system, OVMF, libvirt-clients, xmllint, debootstrap
+# Usage: scripts/install-deps.sh [core|full|bench]
+#   core:  qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo)
+#   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, xmllint, debootstrap
+#   bench: core + hyperfine, /usr/bin/time, coreutils' sha256sum (`make bench`); and, only when
+#          libguestfs is already installed, virt-v2v with nbdkit and nbdcopy, which it needs but
+#          does not pull in (virt-v2v would otherwise drag in libguestfs and a qemu that clashes
+#          with the backports qemu-utils: install `full` first for item 7 of the benchmark)
 set -euo pipefail
 
 level="${1:-full}"
@@ -47,6 +51,17 @@ if [ "$level" = full ]; then
   # supermin needs a kernel in /boot; this machine's own kernel has no files there.
   ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
   want qemu-system-x86_64 qemu-system-x86
+fi
+
+if [ "$level" = bench ]; then
+  want hyperfine hyperfine
+  want_file /usr/bin/time time
+  want sha256sum coreutils
+  if command -v guestfish >/dev/null 2>&1; then
+    want virt-v2v virt-v2v
+    want nbdkit nbdkit
+    want nbdcopy libnbd-bin
+  fi
 fi
 
 if [ "${#need[@]}" -eq 0 ]; then

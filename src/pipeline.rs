@@ -25,7 +25,7 @@ use crate::hooks::{self, HookOutcome, HookStage};
 use crate::manifest::SourceFormat;
 use crate::plan::FixMode;
 use crate::plan::{DiskPlan, VmPlan};
-use crate::qemu_img::{self, CheckSummary, CheckVerdict, ImageInfo};
+use crate::qemu_img::{self, Aio, CheckSummary, CheckVerdict, ImageInfo};
 use crate::ui::{Event, EventSink};
 
 /// How a VM's run ended.
@@ -98,6 +98,9 @@ struct StageFailure {
     interrupted: bool,
     /// What the stage found before it failed (a failed boot test's console), for the report.
     result: Option<Value>,
+    /// The stage the failure belongs to, when it is not the one running: a checksum verified
+    /// alongside convert fails `load_manifest`.
+    stage: Option<&'static str>,
 }
 
 impl StageFailure {
@@ -106,6 +109,7 @@ impl StageFailure {
             message: message.into(),
             interrupted: false,
             result: None,
+            stage: None,
         }
     }
 
@@ -114,8 +118,25 @@ impl StageFailure {
             message: "interrupted".to_owned(),
             interrupted: true,
             result: None,
+            stage: None,
         }
     }
+}
+
+/// One disk's checksum: its id, the expected digest, and what the file hashed to.
+type ChecksumResult = (String, String, Result<String, checksum::ChecksumError>);
+
+/// Checksums being verified on a thread of their own while inspect and convert run; the
+/// thread hands back the results and how long the hashing took.
+struct PendingChecksums {
+    handle: std::thread::JoinHandle<(Vec<ChecksumResult>, f64)>,
+}
+
+/// What became of checksums verified alongside the later stages.
+struct SettledChecksums {
+    verified: Vec<Value>,
+    seconds: f64,
+    failure: Option<String>,
 }
 
 /// What we learnt about a source disk from qemu-img, shared by inspect and convert.
@@ -134,12 +155,33 @@ struct Run<'a> {
     warnings: Vec<Message>,
     commands: Vec<CommandRecord>,
     facts: Vec<Option<SourceFacts>>,
+    /// Whether qemu-img can read through io_uring here; learnt by the first format probe that
+    /// tries it (see [`Aio`]).
+    io_uring: Option<bool>,
     /// Per disk, the qcow2 overlay holding guest repairs, when fix wrote one.
     overlays: Vec<Option<PathBuf>>,
     artifacts: Vec<Artifact>,
     bytes_read: u64,
     bytes_written: u64,
     hooks: Vec<HookOutcome>,
+    /// Checksums still being verified (see [`overlaps_checksums`]).
+    pending_checksums: Option<PendingChecksums>,
+    settled_checksums: Option<SettledChecksums>,
+}
+
+/// Whether the checksums may be verified while inspect and convert run, instead of before
+/// them: reading a source whose digest is not yet known is harmless as long as nothing is
+/// published before it is, so convert holds back its renames until the verification is done.
+/// Only when no hook fires and no repair runs between load_manifest and the first rename, since
+/// those may act on the source's identity; otherwise the checksums are verified first, as
+/// before. On two cores this takes the hashing (one core) off the critical path of a
+/// conversion that leaves a core idle much of the time.
+fn overlaps_checksums(plan: &VmPlan) -> bool {
+    plan.convert.is_some()
+        && plan.fix.is_none()
+        && plan.disks.iter().any(|d| d.checksum.is_some())
+        && !plan.hooks.has(HookStage::PostExtraction)
+        && !plan.hooks.has(HookStage::PreConvert)
 }
 
 /// Runs every planned stage of one VM.
@@ -164,11 +206,14 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             .collect(),
         commands: Vec::new(),
         facts: vec![None; plan.disks.len()],
+        io_uring: None,
         overlays: vec![None; plan.disks.len()],
         artifacts: Vec::new(),
         bytes_read: 0,
         bytes_written: 0,
         hooks: Vec::new(),
+        pending_checksums: None,
+        settled_checksums: None,
     };
     let mut stages = Vec::new();
     let mut errors = Vec::new();
@@ -263,7 +308,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
                     error: Some(failure.message.clone()),
                     commands,
                 });
-                errors.push(message(name, &failure.message));
+                errors.push(message(failure.stage.unwrap_or(name), &failure.message));
                 status = failed_status(&failure, cancel);
                 break;
             }
@@ -274,6 +319,35 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             errors.push(message(h.name(), &failure.message));
             status = failed_status(&failure, cancel);
             break;
+        }
+    }
+
+    // Checksums verified alongside convert: wait for them when an earlier failure left them
+    // running, and record their outcome under load_manifest, where they belong.
+    if run.pending_checksums.is_some()
+        && let Err(failure) = run.settle_checksums()
+        && status == VmStatus::Succeeded
+    {
+        status = failed_status(&failure, cancel);
+    }
+    if let Some(settled) = run.settled_checksums.take()
+        && let Some(load) = stages.iter_mut().find(|s| s.name == "load_manifest")
+    {
+        if let Some(result) = load.result.as_mut() {
+            result["checksums_verified"] = Value::Bool(!settled.verified.is_empty());
+            result["verified_checksums"] = Value::Array(settled.verified);
+            result["checksums_verified_during_convert"] = Value::Bool(true);
+            result["checksum_seconds"] = serde_json::json!(settled.seconds);
+        }
+        if let Some(text) = settled.failure {
+            load.success = false;
+            load.error = Some(text.clone());
+            if !errors
+                .iter()
+                .any(|e: &Message| e.stage == "load_manifest" && e.message == text)
+            {
+                errors.push(message("load_manifest", &text));
+            }
         }
     }
 
@@ -348,7 +422,59 @@ impl Run<'_> {
                 message: f.message,
                 interrupted: f.interrupted,
                 result: None,
+                stage: None,
             }),
+        }
+    }
+
+    /// Waits for checksums verified alongside convert and checks them. A mismatch is a
+    /// load_manifest failure; it is reported once, however often this is called.
+    fn settle_checksums(&mut self) -> Result<(), StageFailure> {
+        if let Some(pending) = self.pending_checksums.take() {
+            let Ok((results, seconds)) = pending.handle.join() else {
+                // A panic while hashing verified nothing: never publish on that.
+                let text = "the checksum verification stopped unexpectedly".to_owned();
+                self.settled_checksums = Some(SettledChecksums {
+                    verified: Vec::new(),
+                    seconds: 0.0,
+                    failure: Some(text),
+                });
+                return self.settle_checksums();
+            };
+            let settled = match check_checksums(results) {
+                Ok(verified) => SettledChecksums {
+                    verified,
+                    seconds,
+                    failure: None,
+                },
+                Err(f) if f.interrupted => {
+                    self.settled_checksums = Some(SettledChecksums {
+                        verified: Vec::new(),
+                        seconds,
+                        failure: None,
+                    });
+                    return Err(f);
+                }
+                Err(f) => SettledChecksums {
+                    verified: Vec::new(),
+                    seconds,
+                    failure: Some(f.message),
+                },
+            };
+            self.settled_checksums = Some(settled);
+        }
+        match self
+            .settled_checksums
+            .as_ref()
+            .and_then(|s| s.failure.clone())
+        {
+            Some(text) => Err(StageFailure {
+                message: text,
+                interrupted: false,
+                result: None,
+                stage: Some("load_manifest"),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -393,7 +519,7 @@ impl Run<'_> {
         let (driver, info) = match self.facts[idx].take() {
             Some(f) => (f.driver, f.info),
             None => {
-                let out = self.exec(&q.probe_cmd(&disk.source), None)?;
+                let out = self.probe_source(disk)?;
                 if !out.record.success() {
                     return Err(StageFailure::new(format!(
                         "disk {}: qemu-img cannot open {}: {}",
@@ -467,6 +593,33 @@ impl Run<'_> {
         Ok(facts)
     }
 
+    /// The format probe. For a file that may be read through io_uring it tries io_uring first
+    /// (while io_uring is not known to fail), which settles whether it works; when that probe
+    /// fails the plain one decides: if it succeeds, io_uring was what failed.
+    fn probe_source(&mut self, disk: &DiskPlan) -> Result<exec::Output, StageFailure> {
+        let q = self.plan.qemu_img.clone();
+        let candidate =
+            self.io_uring != Some(false) && Aio::for_file(true, &disk.source) == Aio::IoUring;
+        if candidate {
+            let out = self.exec(&q.probe_cmd(&disk.source, Aio::IoUring), None)?;
+            if out.record.success() {
+                self.io_uring = Some(true);
+                return Ok(out);
+            }
+        }
+        let out = self.exec(&q.probe_cmd(&disk.source, Aio::Threads), None)?;
+        if candidate && out.record.success() {
+            self.io_uring = Some(false);
+        }
+        Ok(out)
+    }
+
+    /// How qemu-img should read `image`: through io_uring when a probe showed it works and the
+    /// file's size allows it.
+    fn aio(&self, image: &Path) -> Aio {
+        Aio::for_file(self.io_uring == Some(true), image)
+    }
+
     /// `qemu-img info -f <driver>`.
     fn info_as(&mut self, disk: &DiskPlan, driver: &str) -> Result<ImageInfo, StageFailure> {
         let out = self.exec(&self.plan.qemu_img.info_cmd(&disk.source, driver), None)?;
@@ -527,30 +680,79 @@ impl Run<'_> {
 
 fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
     let plan = run.plan;
-    let to_verify: Vec<(usize, &DiskPlan, &String)> = plan
+    let to_verify: Vec<(String, PathBuf, String)> = plan
         .disks
         .iter()
-        .enumerate()
-        .filter_map(|(i, d)| d.checksum.as_ref().map(|c| (i, d, c)))
+        .filter_map(|d| {
+            d.checksum
+                .as_ref()
+                .map(|c| (d.id.clone(), d.given_path.clone(), c.clone()))
+        })
         .collect();
-    let cancel = run.cancel;
-    let events = run.events;
-    let results: Vec<(String, String, Result<String, checksum::ChecksumError>)> = to_verify
+    run.bytes_read += to_verify
+        .iter()
+        .filter_map(|(_, path, _)| std::fs::metadata(path).ok())
+        .map(|m| m.len())
+        .sum::<u64>();
+    let mut verified = Vec::new();
+    let deferred = overlaps_checksums(plan);
+    if deferred {
+        // The display shows the conversion's progress meanwhile: two activities on one VM's
+        // bar would make it jump back and forth.
+        let (cancel, events, vm) = (run.cancel.clone(), EventSink::discard(), plan.vm_id.clone());
+        run.pending_checksums = Some(PendingChecksums {
+            handle: std::thread::spawn(move || {
+                let started = Instant::now();
+                let results = hash_disks(&to_verify, &cancel, &events, &vm);
+                (results, secs(started))
+            }),
+        });
+    } else {
+        let results = hash_disks(&to_verify, run.cancel, run.events, &plan.vm_id);
+        verified = check_checksums(results)?;
+    }
+    Ok(serde_json::json!({
+        "manifest_version": plan.manifest_version,
+        "manifest_path": plan.manifest_path,
+        "source_provider": plan.source_provider,
+        "source_vm_id": plan.source_vm_id,
+        "source_vm_name": plan.vm_name,
+        "disks_count": plan.disks.len(),
+        "firmware": plan.firmware,
+        "os_hint": plan.os_hint,
+        "profile": plan.profile_chain.first(),
+        "checksums_verified": !verified.is_empty(),
+        "verified_checksums": verified,
+    }))
+}
+
+/// Hashes the disks (in parallel) and pairs each digest with the one the manifest expects.
+fn hash_disks(
+    to_verify: &[(String, PathBuf, String)],
+    cancel: &CancelToken,
+    events: &EventSink,
+    vm: &str,
+) -> Vec<ChecksumResult> {
+    to_verify
         .par_iter()
-        .map(|(_, d, expected)| {
-            let total = disk_size(&d.given_path).unwrap_or(0);
-            let actual = checksum::sha256_file(&d.given_path, Some(cancel), |done| {
+        .map(|(id, path, expected)| {
+            let total = disk_size(path).unwrap_or(0);
+            let actual = checksum::sha256_file(path, Some(cancel), |done| {
                 events.send(Event::Progress {
-                    vm: plan.vm_id.clone(),
-                    disk: d.id.clone(),
+                    vm: vm.to_owned(),
+                    disk: id.clone(),
                     activity: "checksum",
                     done,
                     total,
                 })
             });
-            (d.id.clone(), (*expected).clone(), actual)
+            (id.clone(), expected.clone(), actual)
         })
-        .collect();
+        .collect()
+}
+
+/// The verified checksums for the report, or the first failure.
+fn check_checksums(results: Vec<ChecksumResult>) -> Result<Vec<Value>, StageFailure> {
     let mut verified = Vec::new();
     for (id, expected, actual) in results {
         let actual = match actual {
@@ -568,24 +770,7 @@ fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         }
         verified.push(serde_json::json!({"disk_id": id, "checksum": actual}));
     }
-    run.bytes_read += to_verify
-        .iter()
-        .filter_map(|(_, d, _)| std::fs::metadata(&d.given_path).ok())
-        .map(|m| m.len())
-        .sum::<u64>();
-    Ok(serde_json::json!({
-        "manifest_version": plan.manifest_version,
-        "manifest_path": plan.manifest_path,
-        "source_provider": plan.source_provider,
-        "source_vm_id": plan.source_vm_id,
-        "source_vm_name": plan.vm_name,
-        "disks_count": plan.disks.len(),
-        "firmware": plan.firmware,
-        "os_hint": plan.os_hint,
-        "profile": plan.profile_chain.first(),
-        "checksums_verified": !verified.is_empty(),
-        "verified_checksums": verified,
-    }))
+    Ok(verified)
 }
 
 fn stage_inspect(run: &mut Run<'_>) -> Result<Value, StageFailure> {
@@ -809,11 +994,14 @@ pub fn preview_fix(
         warnings: Vec::new(),
         commands: Vec::new(),
         facts: vec![None; plan.disks.len()],
+        io_uring: None,
         overlays: vec![None; plan.disks.len()],
         hooks: Vec::new(),
         artifacts: Vec::new(),
         bytes_read: 0,
         bytes_written: 0,
+        pending_checksums: None,
+        settled_checksums: None,
     };
     let env = guest_env(plan).map_err(|f| f.message)?;
     let mut drives = Vec::new();
@@ -931,7 +1119,7 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
             None => (disk.source.clone(), facts.driver.clone()),
         };
         let spec = plan
-            .convert_spec(&source, &driver, &part)
+            .convert_spec(&source, &driver, run.aio(&source), &part)
             .expect("convert is planned");
         let cmd = plan.qemu_img.convert_cmd(&spec);
         let total = facts.info.virtual_size;
@@ -961,6 +1149,11 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                 "disk {}: conversion failed: {}",
                 disk.id, out.record
             )));
+        }
+        // Nothing is published before the source is known to be the one the manifest names.
+        if let Err(f) = run.settle_checksums() {
+            remove_part(&part);
+            return Err(f);
         }
         if let Err(e) = finalize(&part, &output, plan.overwrite) {
             remove_part(&part);
@@ -1077,24 +1270,19 @@ fn stage_validate(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                     (plan.disks[idx].source.clone(), driver)
                 }
             };
-            let out = run.exec(&q.compare_cmd(&source, &driver, &output, format), None)?;
-            match out.record.exit_code() {
-                Some(0) => content = "identical",
-                Some(1) => {
-                    content = "different";
-                    failures.push(format!(
-                        "disk {}: the output's content differs from the source: {}",
-                        disk.id,
-                        out.record.stdout_summary(&out.stdout)
-                    ));
-                }
-                _ => {
-                    content = "error";
-                    failures.push(format!(
-                        "disk {}: could not compare the output with the source: {}",
-                        disk.id, out.record
-                    ));
-                }
+            let virtual_size = match &run.facts[idx] {
+                Some(f) => f.info.virtual_size,
+                None => run.source_facts(idx, false)?.info.virtual_size,
+            };
+            let (verdict, detail) = compare_content(
+                run,
+                (&source, &driver, run.aio(&source)),
+                (&output, format, run.aio(&output)),
+                virtual_size,
+            )?;
+            content = verdict;
+            if let Some(detail) = detail {
+                failures.push(format!("disk {}: {detail}", disk.id));
             }
         }
         let disk = &plan.disks[idx];
@@ -1160,6 +1348,7 @@ fn run_boot_test(
                 message: format!("boot test failed: {}", outcome.message),
                 interrupted: false,
                 result: Some(result.clone()),
+                stage: None,
             })
         }
     }
@@ -1196,6 +1385,103 @@ fn stage_domain(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         "interfaces": domain.interfaces,
         "define_with": format!("virsh define {}", crate::exec::quote_argv(&[domain.path.display().to_string()])),
     }))
+}
+
+/// Images at least this large are compared in ranges, one process per core.
+const SPLIT_COMPARE_MIN: u64 = 1 << 30;
+/// Range boundaries fall on multiples of this (qemu-img compare reads 2 MiB at a time).
+const COMPARE_ALIGN: u64 = 2 << 20;
+
+/// Compares the guest-visible content of source and output: `identical`, `different` or
+/// `error`, with the failure's text. `qemu-img compare` runs on one core; on a machine with more,
+/// a large image is split into that many ranges (at most 4) compared at once, so this pass takes
+/// a fraction of the time. A mismatch names its offset in the whole image.
+fn compare_content(
+    run: &mut Run<'_>,
+    source: (&Path, &str, Aio),
+    output: (&Path, &str, Aio),
+    virtual_size: u64,
+) -> Result<(&'static str, Option<String>), StageFailure> {
+    let q = run.plan.qemu_img.clone();
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u64;
+    let mut ranges = Vec::new();
+    if parts > 1 && virtual_size >= SPLIT_COMPARE_MIN {
+        let chunk = (virtual_size / parts).div_ceil(COMPARE_ALIGN) * COMPARE_ALIGN;
+        let mut offset = 0;
+        while offset < virtual_size {
+            let last = offset + chunk >= virtual_size;
+            let size = (!last).then_some(chunk);
+            match q.compare_range_cmd(source, output, offset, size) {
+                Some(cmd) => ranges.push((offset, cmd)),
+                None => {
+                    ranges.clear();
+                    break;
+                }
+            }
+            offset += chunk;
+        }
+    }
+    if ranges.len() < 2 {
+        ranges = vec![(0, q.compare_cmd(source, output))];
+    }
+    let cancel = run.cancel;
+    let outs: Vec<Result<exec::Output, exec::ExecError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|(_, cmd)| {
+                s.spawn(move || {
+                    exec::run(
+                        cmd,
+                        Watch {
+                            cancel: Some(cancel),
+                            on_stdout_line: None,
+                        },
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("exec::run does not panic"))
+            .collect()
+    });
+    let mut verdict = ("identical", None);
+    for ((offset, _), out) in ranges.iter().zip(outs) {
+        let out = out.map_err(|e| StageFailure::new(error_chain(&e)))?;
+        run.commands.push(out.record.clone());
+        if out.record.status == Status::Cancelled {
+            return Err(StageFailure::interrupted());
+        }
+        let found = match out.record.exit_code() {
+            Some(0) => continue,
+            Some(1) => {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let text = match qemu_img::mismatch_offset(&stdout) {
+                    Some(at) => format!("Content mismatch at offset {}!", offset + at),
+                    None => out.record.stdout_summary(&out.stdout),
+                };
+                (
+                    "different",
+                    Some(format!(
+                        "the output's content differs from the source: {text}"
+                    )),
+                )
+            }
+            _ => (
+                "error",
+                Some(format!(
+                    "could not compare the output with the source: {}",
+                    out.record
+                )),
+            ),
+        };
+        // The first range in disk order that failed names the failure; an error beats a
+        // difference found elsewhere.
+        if verdict.0 == "identical" || (found.0 == "error" && verdict.0 != "error") {
+            verdict = found;
+        }
+    }
+    Ok(verdict)
 }
 
 trait StdoutSummary {

@@ -17,7 +17,7 @@ use crate::hooks::{self, HooksPlan};
 use crate::libvirt::domain::{self as libvirt_domain, DomainInputs, DomainPlan};
 use crate::manifest::{DiskType, Firmware, Loaded, OutputFormat, Problem, SourceFormat};
 use crate::mapping::{MacAddr, Preallocation};
-use crate::qemu_img::{Compression, ConvertSpec, QemuImg};
+use crate::qemu_img::{Aio, Compression, ConvertSpec, QemuImg};
 
 /// What the caller adds to a manifest when planning.
 #[derive(Clone, Debug, Default)]
@@ -622,11 +622,13 @@ fn zstd_supported(qemu_img: &QemuImg) -> bool {
 }
 
 impl VmPlan {
-    /// The convert command for one disk (writing to its `.part` file).
+    /// The convert command for one disk (writing to its `.part` file), reading the source with
+    /// `source_aio`.
     pub fn convert_spec<'a>(
         &'a self,
         source: &'a Path,
         source_driver: &'a str,
+        source_aio: Aio,
         dest: &'a Path,
     ) -> Option<ConvertSpec<'a>> {
         let c = self.convert.as_ref()?;
@@ -638,6 +640,7 @@ impl VmPlan {
             compression: c.compression,
             parallel_writes: c.parallel_writes,
             preallocation: c.preallocation.map(Preallocation::name),
+            source_aio,
         })
     }
 
@@ -701,6 +704,9 @@ impl VmPlan {
             let _ = writeln!(s, "    {line}");
         }
         let q = &self.qemu_img;
+        // A dry run runs no probe: it shows io_uring reads as if the format probe finds them
+        // usable (as it assumes zstd), for the files whose size allows them.
+        let aio = |path: &Path| Aio::for_file(true, path);
         for d in &self.disks {
             let driver = d.declared.driver();
             let _ = writeln!(
@@ -715,14 +721,14 @@ impl VmPlan {
             if let Some(sum) = &d.checksum {
                 let _ = writeln!(s, "    verify {sum}");
             }
-            let _ = writeln!(s, "    $ {}", q.probe_cmd(&d.source));
+            let _ = writeln!(s, "    $ {}", q.probe_cmd(&d.source, aio(&d.source)));
             let check =
                 self.inspect.is_some() || self.convert.as_ref().is_some_and(|c| c.check_source);
             if check && d.declared.checkable() {
                 let _ = writeln!(s, "    $ {}", q.check_cmd(&d.source, driver));
             }
             if let (Some(out), Some(part)) = (&d.output, d.part_path())
-                && let Some(spec) = self.convert_spec(&d.source, driver, &part)
+                && let Some(spec) = self.convert_spec(&d.source, driver, aio(&d.source), &part)
             {
                 let _ = writeln!(s, "    $ {}", q.convert_cmd(&spec));
                 let _ = writeln!(s, "    rename {} -> {}", part.display(), out.display());
@@ -732,7 +738,13 @@ impl VmPlan {
                         let _ = writeln!(s, "    $ {}", q.check_cmd(out, fmt));
                     }
                     if v.compare {
-                        let _ = writeln!(s, "    $ {}", q.compare_cmd(&d.source, driver, out, fmt));
+                        // The output does not exist yet: shown as read without io_uring,
+                        // which the run uses when the finished file's size allows it.
+                        let cmd = q.compare_cmd(
+                            (&d.source, driver, aio(&d.source)),
+                            (out, fmt, Aio::Threads),
+                        );
+                        let _ = writeln!(s, "    $ {cmd}");
                     }
                 }
             }

@@ -5,7 +5,7 @@
 //! purpose, by [`QemuImg::probe_cmd`], because a fixed VHD is probed as `raw` and would otherwise
 //! be copied with its 512-byte footer.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -33,6 +33,41 @@ pub struct ConvertSpec<'a> {
     pub parallel_writes: bool,
     /// `-o preallocation=<mode>` (off, metadata, falloc, full).
     pub preallocation: Option<&'a str>,
+    /// Read the source through io_uring (see [`Aio`]).
+    pub source_aio: Aio,
+}
+
+/// How qemu-img reads an image file.
+///
+/// qemu's default (`aio=threads`) hands every request, 64 KiB for a VMDK grain or a qcow2
+/// cluster, to a worker thread and back; on a hot page cache that hand-off costs more than the
+/// copy. `aio=io_uring` submits them in batches from one thread: measured here, convert spends
+/// about half the system time and `compare` runs two to three times faster.
+///
+/// qemu 10.0's io_uring path never finishes a read that ends in a partial 512-byte sector at the
+/// end of the file (it resubmits the short read forever), so [`Aio::for_file`] uses io_uring
+/// only for files whose size is a multiple of 512 bytes, which every well-formed image is.
+/// Whether io_uring works at all (this qemu-img's build; a kernel that allows it, which a sysctl
+/// or a seccomp filter may not) is learnt from the format probe, which tries it first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Aio {
+    /// qemu's default: `aio=threads`, and the plain file name on the command line.
+    #[default]
+    Threads,
+    /// `json:{"file":{"driver":"file","filename":...,"aio":"io_uring"}}` with `-f` as before.
+    IoUring,
+}
+
+impl Aio {
+    /// io_uring when this qemu-img can use it (`io_uring_usable`) and the file's size allows it.
+    pub fn for_file(io_uring_usable: bool, path: &Path) -> Self {
+        let aligned = std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() % 512 == 0);
+        if io_uring_usable && aligned && path.to_str().is_some() {
+            Aio::IoUring
+        } else {
+            Aio::Threads
+        }
+    }
 }
 
 /// A located qemu-img binary.
@@ -56,11 +91,12 @@ impl QemuImg {
         Command::new(&self.path)
     }
 
-    /// `qemu-img info` without `-f`: the one place the format is probed.
-    pub fn probe_cmd(&self, image: &Path) -> Command {
+    /// `qemu-img info` without `-f`: the one place the format is probed. With
+    /// [`Aio::IoUring`] it also tells whether io_uring can be used at all, at no extra cost.
+    pub fn probe_cmd(&self, image: &Path, aio: Aio) -> Command {
         self.cmd()
             .args(["info", "--output=json"])
-            .arg(image_arg(image))
+            .arg(image_spec(image, aio))
     }
 
     /// `qemu-img info -f <driver>`: size and backing file of an image whose format is known.
@@ -105,15 +141,40 @@ impl QemuImg {
         if !options.is_empty() {
             cmd = cmd.args(["-o", &options.join(",")]);
         }
-        cmd.arg(image_arg(spec.source)).arg(image_arg(spec.dest))
+        cmd.arg(image_spec(spec.source, spec.source_aio))
+            .arg(image_arg(spec.dest))
     }
 
     /// `qemu-img compare`: exit 0 when the guest-visible content is identical, 1 when it differs.
-    pub fn compare_cmd(&self, a: &Path, a_driver: &str, b: &Path, b_driver: &str) -> Command {
+    pub fn compare_cmd(
+        &self,
+        (a, a_driver, a_aio): (&Path, &str, Aio),
+        (b, b_driver, b_aio): (&Path, &str, Aio),
+    ) -> Command {
         self.cmd()
             .args(["compare", "-f", a_driver, "-F", b_driver])
-            .arg(image_arg(a))
-            .arg(image_arg(b))
+            .arg(image_spec(a, a_aio))
+            .arg(image_spec(b, b_aio))
+    }
+
+    /// `qemu-img compare` of one byte range of two images' guest-visible content: each image is
+    /// wrapped in a `raw` node with `offset` (and `size`, except for the last range, which runs
+    /// to each image's end so a size mismatch is still found). Several ranges run as separate
+    /// processes use several cores; qemu-img compare itself uses one. Offsets in its output
+    /// are relative to `offset`. `None` when a path is not UTF-8 (it cannot go into JSON).
+    pub fn compare_range_cmd(
+        &self,
+        (a, a_driver, a_aio): (&Path, &str, Aio),
+        (b, b_driver, b_aio): (&Path, &str, Aio),
+        offset: u64,
+        size: Option<u64>,
+    ) -> Option<Command> {
+        Some(
+            self.cmd()
+                .args(["compare", "-f", "raw", "-F", "raw"])
+                .arg(range_spec(a, a_driver, a_aio, offset, size)?)
+                .arg(range_spec(b, b_driver, b_aio, offset, size)?),
+        )
     }
 
     /// A qcow2 overlay whose reads fall through to `backing` (opened read-only, never written).
@@ -137,6 +198,52 @@ impl QemuImg {
 /// passes only absolute paths, so a `:` in a file name is never taken for one.
 fn image_arg(path: &Path) -> &OsStr {
     path.as_os_str()
+}
+
+/// An image argument read with the given [`Aio`]. The `json:` form only sets the protocol
+/// node's options; the format still comes from `-f`, so nothing is probed.
+fn image_spec(path: &Path, aio: Aio) -> OsString {
+    match (aio, path.to_str()) {
+        (Aio::IoUring, Some(name)) => {
+            let spec = serde_json::json!({
+                "file": {"driver": "file", "filename": name, "aio": "io_uring"}
+            });
+            OsString::from(format!("json:{spec}"))
+        }
+        _ => image_arg(path).to_owned(),
+    }
+}
+
+/// `json:{"driver":"raw","offset":..,"size":..,"file":{"driver":<format>,"file":{...}}}`: the
+/// guest-visible bytes `offset..offset+size` of an image.
+fn range_spec(
+    path: &Path,
+    driver: &str,
+    aio: Aio,
+    offset: u64,
+    size: Option<u64>,
+) -> Option<OsString> {
+    let name = path.to_str()?;
+    let mut file = serde_json::json!({"driver": "file", "filename": name});
+    if aio == Aio::IoUring {
+        file["aio"] = Value::from("io_uring");
+    }
+    let mut spec = serde_json::json!({
+        "driver": "raw",
+        "offset": offset,
+        "file": {"driver": driver, "file": file},
+    });
+    if let Some(size) = size {
+        spec["size"] = Value::from(size);
+    }
+    Some(OsString::from(format!("json:{spec}")))
+}
+
+/// The offset in `qemu-img compare`'s "Content mismatch at offset N!".
+pub fn mismatch_offset(stdout: &str) -> Option<u64> {
+    let rest = stdout.split("mismatch at offset ").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The parts of `qemu-img info --output=json` we use.
@@ -290,6 +397,7 @@ mod tests {
             compression: Some(Compression::Zstd),
             parallel_writes: true,
             preallocation: None,
+            source_aio: Aio::Threads,
         });
         assert_eq!(
             cmd.to_string(),
@@ -304,10 +412,103 @@ mod tests {
             compression: None,
             parallel_writes: false,
             preallocation: Some("falloc"),
+            source_aio: Aio::Threads,
         });
         assert_eq!(
             cmd.to_string(),
             "qemu-img convert -p -f raw -O raw -o preallocation=falloc /src/a.raw /out/d0.raw.part"
         );
+    }
+
+    #[test]
+    fn io_uring_source_keeps_the_format_explicit() {
+        let q = QemuImg {
+            path: PathBuf::from("qemu-img"),
+        };
+        let cmd = q.convert_cmd(&ConvertSpec {
+            source: Path::new("/src/a \"b\".vhdx"),
+            source_driver: "vhdx",
+            dest: Path::new("/out/d0.qcow2.part"),
+            output_format: "qcow2",
+            compression: None,
+            parallel_writes: true,
+            preallocation: None,
+            source_aio: Aio::IoUring,
+        });
+        let argv = cmd.argv();
+        assert_eq!(argv[2..5], ["-p", "-f", "vhdx"]);
+        let spec = argv[argv.len() - 2]
+            .strip_prefix("json:")
+            .expect("json: spec");
+        let value: Value = serde_json::from_str(spec).expect("valid JSON");
+        assert_eq!(
+            value,
+            serde_json::json!({"file": {"driver": "file", "filename": "/src/a \"b\".vhdx",
+                "aio": "io_uring"}})
+        );
+    }
+
+    #[test]
+    fn compare_ranges_wrap_each_image_in_a_raw_window() {
+        let q = QemuImg {
+            path: PathBuf::from("qemu-img"),
+        };
+        let cmd = q
+            .compare_range_cmd(
+                (Path::new("/src/a.vmdk"), "vmdk", Aio::IoUring),
+                (Path::new("/out/a.qcow2"), "qcow2", Aio::Threads),
+                1 << 30,
+                Some(1 << 29),
+            )
+            .expect("UTF-8 paths");
+        let argv = cmd.argv();
+        assert_eq!(argv[1..6], ["compare", "-f", "raw", "-F", "raw"]);
+        let a: Value =
+            serde_json::from_str(argv[6].strip_prefix("json:").expect("json")).expect("JSON");
+        assert_eq!(
+            a,
+            serde_json::json!({"driver": "raw", "offset": 1u64 << 30, "size": 1u64 << 29,
+                "file": {"driver": "vmdk", "file": {"driver": "file", "filename": "/src/a.vmdk",
+                "aio": "io_uring"}}})
+        );
+        let b: Value =
+            serde_json::from_str(argv[7].strip_prefix("json:").expect("json")).expect("JSON");
+        assert_eq!(b["file"]["driver"], "qcow2");
+        assert!(b["file"]["file"].get("aio").is_none());
+        let last = q
+            .compare_range_cmd(
+                (Path::new("/a"), "raw", Aio::Threads),
+                (Path::new("/b"), "raw", Aio::Threads),
+                7,
+                None,
+            )
+            .expect("UTF-8 paths");
+        assert!(!last.argv()[6].contains("size"));
+    }
+
+    #[test]
+    fn mismatch_offsets() {
+        assert_eq!(
+            mismatch_offset("Content mismatch at offset 1048576!\n"),
+            Some(1_048_576)
+        );
+        assert_eq!(mismatch_offset("Images are identical.\n"), None);
+    }
+
+    #[test]
+    fn io_uring_only_for_sector_multiples() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let even = dir.path().join("even");
+        let odd = dir.path().join("odd");
+        std::fs::write(&even, vec![0u8; 1024]).expect("write");
+        std::fs::write(&odd, vec![0u8; 1000]).expect("write");
+        assert_eq!(Aio::for_file(true, &even), Aio::IoUring);
+        assert_eq!(Aio::for_file(false, &even), Aio::Threads);
+        assert_eq!(Aio::for_file(true, &odd), Aio::Threads);
+        assert_eq!(
+            Aio::for_file(true, &dir.path().join("missing")),
+            Aio::Threads
+        );
+        assert_eq!(Aio::for_file(true, dir.path()), Aio::Threads);
     }
 }

@@ -271,3 +271,53 @@ fn missing_qemu_img_is_one_clear_line() {
     insta::assert_snapshot!(r.stderr, @"error: `qemu-img` was not found on PATH; install the Debian package `qemu-utils`");
     assert!(!dir.join("output").exists());
 }
+
+/// A large image is compared in ranges, one process each; a difference in a later range is
+/// reported at its offset in the whole image.
+#[test]
+fn content_mismatch_in_a_later_range_names_its_offset() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("big.raw");
+    let file = std::fs::File::create(&src).expect("create");
+    file.set_len(3 << 30).expect("sparse 3 GiB");
+    drop(file);
+    std::fs::write(
+        dir.join("corrupt.sh"),
+        format!(
+            "#!/bin/sh\nprintf 'x' | dd of='{}' bs=1 seek=2500000000 conv=notrunc status=none\n",
+            dir.join("output/d0.raw").display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(
+        dir.join("corrupt.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut m = convert_manifest(vec![disk("d0", "raw", &src)], "raw", false);
+    m["hooks"] = serde_json::json!({"post_convert": [{"type": "script", "path": "corrupt.sh"}]});
+    write_json(&dir.join("vm.json"), &m);
+    let r = run(hyper2kvm().arg("--manifest").arg(dir.join("vm.json")));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let report = read_json(&dir.join("output/report.json"));
+    let err = first_error(&report);
+    // qemu-img names the start of the 512-byte sector that differs.
+    assert!(
+        err.starts_with(
+            "disk d0: the output's content differs from the source: Content mismatch at offset \
+             2499999744!"
+        ),
+        "{err}"
+    );
+    let compares = report["pipeline"]["stages"]["validate"]["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter(|c| c["argv"][1] == "compare")
+        .count();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    assert_eq!(compares, if cores > 1 { cores } else { 1 });
+}
