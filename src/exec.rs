@@ -12,9 +12,9 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -357,51 +357,53 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
             let _ = pipe.write_all(&bytes);
         });
     }
+    let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    // Everything a run waits for arrives on one channel, so the end of a command is noticed the
+    // moment it happens: no polling interval sits between a child's exit and ours.
+    let (tx, rx) = mpsc::channel::<Event>();
     let stderr = child.stderr.take().expect("stderr was piped");
-    let stderr_reader = thread::spawn(move || read_tail(stderr, STDERR_TAIL_BYTES));
+    let stderr_tx = tx.clone();
+    thread::spawn(move || {
+        let _ = stderr_tx.send(Event::StderrDone(read_tail(stderr, STDERR_TAIL_BYTES)));
+    });
     let stdout = child.stdout.take().expect("stdout was piped");
+    let (capture, limit) = (cmd.capture_stdout, cmd.stdout_limit);
+    let stdout_tx = tx.clone();
+    thread::spawn(move || {
+        let captured = read_stdout(stdout, capture, limit, &stdout_tx);
+        let _ = stdout_tx.send(Event::StdoutDone(captured));
+    });
+    thread::spawn(move || {
+        let _ = tx.send(Event::Exited(child.wait()));
+    });
+
     let Watch {
         cancel,
-        mut on_stdout_line,
+        on_stdout_line,
     } = watch;
-
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let (capture, limit) = (cmd.capture_stdout, cmd.stdout_limit);
-    let stdout_reader = thread::spawn(move || read_stdout(stdout, capture, limit, &tx));
-    let mut forward = |pieces: &std::sync::mpsc::Receiver<Vec<u8>>| {
-        while let Ok(piece) = pieces.try_recv() {
-            if let Some(cb) = on_stdout_line.as_mut() {
-                cb(&String::from_utf8_lossy(&piece));
-            }
-        }
+    let mut collect = Collect {
+        stdout: None,
+        stderr: None,
+        on_line: on_stdout_line,
     };
-    let status = supervise(&mut child, cmd.timeout, cancel, started, || forward(&rx));
+    let status = supervise(&rx, &mut collect, cmd.timeout, cancel, started, pgid);
     let status = status.map_err(|source| ExecError::Wait {
         command: command_line.clone(),
         source,
     })?;
     // The pipes reach EOF when the last process holding them exits; normally that is the child
-    // we just reaped. Wait a little for stragglers, never forever.
+    // just reaped. Wait a little for stragglers, never forever.
     let drain_deadline = Instant::now() + PIPE_DRAIN;
-    while !(stdout_reader.is_finished() && stderr_reader.is_finished())
-        && Instant::now() < drain_deadline
-    {
-        forward(&rx);
-        thread::sleep(POLL_INTERVAL);
+    while !collect.done() {
+        match rx.recv_timeout(drain_deadline.saturating_duration_since(Instant::now())) {
+            Ok(event) => collect.take(event),
+            Err(_) => break,
+        }
     }
-    let held_open = !(stdout_reader.is_finished() && stderr_reader.is_finished());
-    let stdout = if stdout_reader.is_finished() {
-        stdout_reader.join().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    // What the reader sent between the child's exit and its own end.
-    forward(&rx);
-    let mut stderr_tail = if stderr_reader.is_finished() {
-        String::from_utf8_lossy(&stderr_reader.join().unwrap_or_default()).into_owned()
-    } else {
-        String::new()
-    };
+    let Collect { stdout, stderr, .. } = collect;
+    let held_open = stdout.is_none() || stderr.is_none();
+    let stdout = stdout.unwrap_or_default();
+    let mut stderr_tail = String::from_utf8_lossy(&stderr.unwrap_or_default()).into_owned();
     if held_open {
         tracing::warn!(command = %command_line, "output still held open after exit");
         stderr_tail.push_str(
@@ -429,28 +431,77 @@ fn round_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-/// Polls the child until it exits, times out or is cancelled; `tick` forwards output meanwhile.
+/// What a running command's helper threads report.
+enum Event {
+    /// A `\n`/`\r`-terminated piece of stdout.
+    Piece(Vec<u8>),
+    /// Stdout reached EOF; what was captured.
+    StdoutDone(Vec<u8>),
+    /// Stderr reached EOF; its tail.
+    StderrDone(Vec<u8>),
+    /// The child was reaped.
+    Exited(io::Result<ExitStatus>),
+}
+
+/// What a run keeps of its child's output while waiting for it.
+struct Collect<'c> {
+    stdout: Option<Vec<u8>>,
+    stderr: Option<Vec<u8>>,
+    on_line: Option<&'c mut dyn FnMut(&str)>,
+}
+
+impl Collect<'_> {
+    fn take(&mut self, event: Event) {
+        match event {
+            Event::Piece(piece) => {
+                if let Some(cb) = self.on_line.as_mut() {
+                    cb(&String::from_utf8_lossy(&piece));
+                }
+            }
+            Event::StdoutDone(bytes) => self.stdout = Some(bytes),
+            Event::StderrDone(bytes) => self.stderr = Some(bytes),
+            // Only the waiter sends it, once, and `supervise` consumes it.
+            Event::Exited(_) => {}
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.stdout.is_some() && self.stderr.is_some()
+    }
+}
+
+/// Waits for the child's exit, collecting output meanwhile; times it out or cancels it
+/// meanwhile. Cancellation is a flag set by a signal handler, so it is looked at every
+/// [`POLL_INTERVAL`]; the exit itself ends the wait at once.
 fn supervise(
-    child: &mut Child,
+    events: &mpsc::Receiver<Event>,
+    collect: &mut Collect<'_>,
     timeout: Option<Duration>,
     cancel: Option<&CancelToken>,
     started: Instant,
-    mut tick: impl FnMut(),
+    pgid: Pid,
 ) -> io::Result<Status> {
     loop {
-        tick();
-        if let Some(status) = child.try_wait()? {
-            return Ok(exit_status(status));
+        let wait = timeout.map_or(POLL_INTERVAL, |t| {
+            POLL_INTERVAL.min(t.saturating_sub(started.elapsed()))
+        });
+        match events.recv_timeout(wait) {
+            Ok(Event::Exited(status)) => return status.map(exit_status),
+            Ok(event) => collect.take(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(waiter_gone()),
         }
-        if cancel.is_some_and(CancelToken::is_cancelled) {
-            kill_group(child)?;
-            return Ok(Status::Cancelled);
+        let stop = if cancel.is_some_and(CancelToken::is_cancelled) {
+            Some(Status::Cancelled)
+        } else if timeout.is_some_and(|t| started.elapsed() >= t) {
+            Some(Status::TimedOut)
+        } else {
+            None
+        };
+        if let Some(status) = stop {
+            kill_group(events, collect, pgid)?;
+            return Ok(status);
         }
-        if timeout.is_some_and(|t| started.elapsed() >= t) {
-            kill_group(child)?;
-            return Ok(Status::TimedOut);
-        }
-        thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -462,22 +513,41 @@ fn exit_status(status: ExitStatus) -> Status {
     }
 }
 
-/// SIGTERM to the whole group, SIGKILL after a grace period, then reap the child.
-fn kill_group(child: &mut Child) -> io::Result<()> {
-    let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+fn waiter_gone() -> io::Error {
+    io::Error::other("the thread waiting for the child ended without its exit status")
+}
+
+/// SIGTERM to the whole group, SIGKILL after a grace period; returns once the child is reaped.
+fn kill_group(
+    events: &mpsc::Receiver<Event>,
+    collect: &mut Collect<'_>,
+    pgid: Pid,
+) -> io::Result<()> {
     let _ = killpg(pgid, Signal::SIGTERM);
-    let deadline = Instant::now() + KILL_GRACE;
-    while Instant::now() < deadline {
-        if child.try_wait()?.is_some() {
-            // The leader is gone; make sure no straggler in its group survives it.
-            let _ = killpg(pgid, Signal::SIGKILL);
-            return Ok(());
+    let mut grace_ends = Some(Instant::now() + KILL_GRACE);
+    loop {
+        let event = match grace_ends {
+            Some(at) => match events.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(event) => event,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                    grace_ends = None;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(waiter_gone()),
+            },
+            None => events.recv().map_err(|_| waiter_gone())?,
+        };
+        match event {
+            Event::Exited(status) => {
+                status?;
+                // The leader is gone; make sure no straggler in its group survives it.
+                let _ = killpg(pgid, Signal::SIGKILL);
+                return Ok(());
+            }
+            other => collect.take(other),
         }
-        thread::sleep(POLL_INTERVAL);
     }
-    let _ = killpg(pgid, Signal::SIGKILL);
-    child.wait()?;
-    Ok(())
 }
 
 fn read_tail(mut r: impl Read, keep: usize) -> Vec<u8> {
@@ -506,7 +576,7 @@ fn read_stdout(
     mut r: impl Read,
     capture: bool,
     limit: Option<usize>,
-    pieces: &std::sync::mpsc::Sender<Vec<u8>>,
+    pieces: &mpsc::Sender<Event>,
 ) -> Vec<u8> {
     let mut captured = Vec::new();
     let mut pending = Vec::new();
@@ -526,7 +596,7 @@ fn read_stdout(
                 for &b in &buf[..n] {
                     if b == b'\n' || b == b'\r' {
                         if !pending.is_empty() {
-                            let _ = pieces.send(std::mem::take(&mut pending));
+                            let _ = pieces.send(Event::Piece(std::mem::take(&mut pending)));
                         }
                     } else {
                         pending.push(b);
@@ -536,7 +606,7 @@ fn read_stdout(
         }
     }
     if !pending.is_empty() {
-        let _ = pieces.send(pending);
+        let _ = pieces.send(Event::Piece(pending));
     }
     if let Some(keep) = limit
         && captured.len() > keep
