@@ -1118,11 +1118,34 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
             Some(overlay) => (overlay.clone(), "qcow2".to_owned()),
             None => (disk.source.clone(), facts.driver.clone()),
         };
-        let spec = plan
-            .convert_spec(&source, &driver, run.aio(&source), &part)
-            .expect("convert is planned");
-        let cmd = plan.qemu_img.convert_cmd(&spec);
         let total = facts.info.virtual_size;
+        let spec = plan
+            .convert_spec(
+                &source,
+                &driver,
+                run.aio(&source),
+                &part,
+                run.io_uring == Some(true),
+                Some(total),
+            )
+            .expect("convert is planned");
+        if let Some(create) = plan.qemu_img.create_target_cmd(&spec) {
+            let out = match run.exec(&create, None) {
+                Ok(out) => out,
+                Err(f) => {
+                    remove_part(&part);
+                    return Err(f);
+                }
+            };
+            if !out.record.success() {
+                remove_part(&part);
+                return Err(StageFailure::new(format!(
+                    "disk {}: could not create the output: {}",
+                    disk.id, out.record
+                )));
+            }
+        }
+        let cmd = plan.qemu_img.convert_cmd(&spec);
         let (vm, disk_id, events) = (plan.vm_id.clone(), disk.id.clone(), run.events);
         let mut on_line = |piece: &str| {
             if let Some(fraction) = qemu_img::parse_progress(piece) {

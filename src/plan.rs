@@ -623,15 +623,25 @@ fn zstd_supported(qemu_img: &QemuImg) -> bool {
 
 impl VmPlan {
     /// The convert command for one disk (writing to its `.part` file), reading the source with
-    /// `source_aio`.
+    /// `source_aio`; the target is written through io_uring where `io_uring_usable` and
+    /// [`Aio::for_target`] allow it.
     pub fn convert_spec<'a>(
         &'a self,
         source: &'a Path,
         source_driver: &'a str,
         source_aio: Aio,
         dest: &'a Path,
+        io_uring_usable: bool,
+        virtual_size: Option<u64>,
     ) -> Option<ConvertSpec<'a>> {
         let c = self.convert.as_ref()?;
+        let target_aio = Aio::for_target(
+            io_uring_usable,
+            c.format.name(),
+            c.compression.is_some(),
+            virtual_size,
+            dest,
+        );
         Some(ConvertSpec {
             source,
             source_driver,
@@ -641,6 +651,8 @@ impl VmPlan {
             parallel_writes: c.parallel_writes,
             preallocation: c.preallocation.map(Preallocation::name),
             source_aio,
+            target_aio,
+            virtual_size,
         })
     }
 
@@ -728,8 +740,12 @@ impl VmPlan {
                 let _ = writeln!(s, "    $ {}", q.check_cmd(&d.source, driver));
             }
             if let (Some(out), Some(part)) = (&d.output, d.part_path())
-                && let Some(spec) = self.convert_spec(&d.source, driver, aio(&d.source), &part)
+                && let Some(spec) =
+                    self.convert_spec(&d.source, driver, aio(&d.source), &part, true, None)
             {
+                if let Some(create) = q.create_target_cmd(&spec) {
+                    let _ = writeln!(s, "    $ {create}");
+                }
                 let _ = writeln!(s, "    $ {}", q.convert_cmd(&spec));
                 let _ = writeln!(s, "    rename {} -> {}", part.display(), out.display());
                 if let Some(v) = &self.validate {
