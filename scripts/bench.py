@@ -77,6 +77,23 @@ def loadavg():
     return os.getloadavg()
 
 
+def other_load(seconds=3.0):
+    """How busy the machine is while the benchmark itself runs nothing: the fraction of all
+    cores' time that was not idle over a few seconds, from /proc/stat. The load average cannot
+    tell: it still counts the benchmark's own threads (qemu-img's compression pool) a minute
+    after they end."""
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    total = max(total1 - total0, 1)
+    return 1.0 - (idle1 - idle0) / total
+
+
 # --------------------------------------------------------------------------------------------
 # Images
 
@@ -190,14 +207,32 @@ PRODUCTION_EXTRA = (
     "    inspect: {collect_guest_info: false}\n")
 
 
-def planned_convert(manifest_path):
-    """The qemu-img convert argv the tool would run, from its --dry-run output."""
+def planned_convert(manifest_path, image, dest):
+    """The qemu-img commands the tool would run to convert `image` (its `--dry-run` output:
+    `qemu-img create` of the target when it writes the target through io_uring, then `convert`),
+    writing `dest` instead of the tool's own `.part` file, as one argv (`sh -c` when there are
+    two commands)."""
     text = sh([str(TOOL), "--manifest", str(manifest_path), "--dry-run", "--overwrite"])
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("$ ") and " convert " in line:
-            return shlex.split(line[2:])
-    raise RuntimeError(f"no convert command in the dry run of {manifest_path}")
+    cmds = [shlex.split(line.strip()[2:]) for line in text.splitlines()
+            if line.strip().startswith("$ ") and (" create " in line or " convert " in line)]
+    if not cmds or cmds[-1][1] != "convert":
+        raise RuntimeError(f"no convert command in the dry run of {manifest_path}")
+    part = next(a for a in reversed(cmds[-1]) if ".part" in a)
+    part = json.loads(part[5:])["file"]["filename"] if part.startswith("json:") else part
+    cmds = [[a.replace(part, str(dest)).replace("<virtual-size>", str(virtual_size(image)))
+             for a in c] for c in cmds]
+    if len(cmds) == 1:
+        return cmds[0]
+    return ["sh", "-c", " && ".join(shlex.join(c) for c in cmds)]
+
+
+def plain_convert(argv, dest):
+    """A planned conversion as the one `qemu-img convert` that also creates its target (as the
+    tool runs it for a compressed output): same source and flags, a plain target path."""
+    if argv[0] == "sh":
+        argv = shlex.split(argv[2].split(" && ")[-1])
+    argv = [a for a in argv if a not in ("-n", "--target-is-zero")]
+    return argv[:-1] + [str(dest)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,11 +252,16 @@ class Timer:
         path.write_text("set -e\n" + text + "\n")
         return ["sh", str(path)]
 
-    def compare(self, label, cmds, rounds=ROUNDS):
-        """cmds: [(name, argv, prepare shell text)] -> {name: [{"wall","user","sys"}...]}"""
+    def compare(self, label, cmds, rounds=ROUNDS, warmup=False):
+        """cmds: [(name, argv, prepare shell text)] -> {name: [{"wall","user","sys"}...]}
+
+        With `warmup`, one more round runs first and is not counted: the first run of a command
+        after other work was the slowest of a series here, by up to several times (its output
+        lands in memory the machine has not written to for a while)."""
         results = {name: [] for name, _, _ in cmds}
-        log(f"{label}: {rounds} round(s) of {', '.join(n for n, _, _ in cmds)}")
-        for r in range(rounds):
+        log(f"{label}: {rounds} round(s) of {', '.join(n for n, _, _ in cmds)}"
+            f"{' after a warm-up round' if warmup else ''}")
+        for r in range(-1 if warmup else 0, rounds):
             order = cmds[r % len(cmds):] + cmds[:r % len(cmds)]
             export = self.scratch / "hyperfine.json"
             argv = ["hyperfine", "-N", "--runs", "1", "--style", "none",
@@ -231,7 +271,7 @@ class Timer:
             for name, cmd, prep in order:
                 argv += ["-n", name, shlex.join(cmd)]
             subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-            for res in json.loads(export.read_text())["results"]:
+            for res in json.loads(export.read_text())["results"] if r >= 0 else []:
                 results[res["command"]].append(
                     {"wall": res["times"][0], "user": res["user"], "sys": res["system"]})
         return results
@@ -265,10 +305,10 @@ def item1_convert_only(t, images, work):
         out_tool = work / f"i1-{key}-tool"
         out_bare = work / f"i1-{key}-bare"
         m = manifest(work / f"i1-{key}.yaml", "conv", img, fmt, out_tool, CONVERT_ONLY)
-        argv = planned_convert(m)
-        bare = argv[:-1] + [str(out_bare / "d0.qcow2")]
+        bare = planned_convert(m, img, out_bare / "d0.qcow2")
         # Cheap runs, and a small overhead to resolve: more rounds than the other items.
         res = t.compare(f"1 convert only {key}", rounds=ROUNDS if QUICK else max(ROUNDS, 7),
+                        warmup=True,
                         cmds=[
             ("hyper2kvm", [str(TOOL), "--manifest", str(m), "--progress", "none"],
              rm_prep(out_tool)),
@@ -288,11 +328,12 @@ def item2_flags(t, images, work):
         fmt = img.suffix[1:]
         out = work / f"i2-{key}"
         m = manifest(work / f"i2-{key}.yaml", "flags", img, fmt, out / "tool", CONVERT_ONLY)
-        ours = planned_convert(m)[:-1] + [str(out / "ours.qcow2")]
+        ours = planned_convert(m, img, out / "ours.qcow2")
         default = ["qemu-img", "convert", "-f", fmt, "-O", "qcow2", str(img),
                    str(out / "default.qcow2")]
         prep = rm_prep(out) + f"\nmkdir -p {shlex.quote(str(out))}"
-        res = t.compare(f"2 flags {key}", [("ours", ours, prep), ("default", default, prep)])
+        res = t.compare(f"2 flags {key}", [("ours", ours, prep), ("default", default, prep)],
+                        warmup=True)
         rows.append({"image": key, "kind": "flags", "a": med(res["ours"]),
                      "b": med(res["default"]), "ratio": ratio(res, "ours", "default"),
                      "samples": res,
@@ -302,7 +343,7 @@ def item2_flags(t, images, work):
         fmt = img.suffix[1:]
         out = work / f"i2c-{key}"
         m = manifest(work / f"i2c-{key}.yaml", "flags", img, fmt, out / "tool", CONVERT_ONLY)
-        base = planned_convert(m)[:-1]
+        base = plain_convert(planned_convert(m, img, out / "x.qcow2"), out / "x.qcow2")[:-1]
         # The same flags, codec only differs.
         zstd = base[:-1] + ["-c", "-o", "compression_type=zstd", base[-1], str(out / "zstd.qcow2")]
         zlib = base[:-1] + ["-c", base[-1], str(out / "zlib.qcow2")]
@@ -334,7 +375,7 @@ def item3_checksum(t, images, work):
             ("hyper2kvm", [str(TOOL), "--manifest", str(m), "--progress", "none"], None),
             ("openssl", ["openssl", "dgst", "-sha256", str(img)], None),
             ("sha256sum", ["sha256sum", str(img)], None),
-        ])
+        ], warmup=True)
         size = img.stat().st_size
         rows.append({"image": key, "size": size,
                      **{n: med(res[n]) for n in ("hyper2kvm", "openssl", "sha256sum")},
@@ -353,12 +394,12 @@ def item4_pipeline(t, images, work):
         out_bare = work / f"i4-{key}-bare"
         m = manifest(work / f"i4-{key}.yaml", "prod", img, fmt, out_tool, PRODUCTION,
                      PRODUCTION_EXTRA)
-        bare = planned_convert(m)[:-1] + [str(out_bare / "d0.qcow2")]
+        bare = planned_convert(m, img, out_bare / "d0.qcow2")
         res = t.compare(f"4 pipeline {key}", [
             ("pipeline", [str(TOOL), "--manifest", str(m), "--progress", "none"],
              rm_prep(out_tool)),
             ("convert", bare, rm_prep(out_bare) + f"\nmkdir -p {shlex.quote(str(out_bare))}"),
-        ])
+        ], warmup=True)
         report = json.loads((out_tool / "report.json").read_text())
         stages = {k: v.get("duration") for k, v in report["pipeline"]["stages"].items()}
         load = report["pipeline"]["stages"]["load_manifest"]["result"]
@@ -395,7 +436,11 @@ def item5_batch(t, images, work):
                                str(p), "--progress", "none"], rm_prep(out))
             for p in (1, 2, 4)]
     res = t.compare("5 batch", cmds, rounds=max(2, min(ROUNDS, 3)))
-    return {"p1": med(res["parallel 1"]), "p2": med(res["parallel 2"]),
+    # CPU time over wall time: how many cores a batch keeps busy (hyperfine's user and system
+    # time cover every process hyper2kvm waited for).
+    busy = {p: statistics.median((s["user"] + s["sys"]) / s["wall"] for s in res[f"parallel {p}"])
+            for p in (1, 2, 4)}
+    return {"busy": busy, "p1": med(res["parallel 1"]), "p2": med(res["parallel 2"]),
             "p4": med(res["parallel 4"]),
             "speedup2": 1 / ratio(res, "parallel 2", "parallel 1"),
             "speedup4": 1 / ratio(res, "parallel 4", "parallel 1"),
@@ -445,7 +490,7 @@ def item6_memory(t, images, work):
         log(f"6 peak RSS {key}")
         tree, own = peak_rss([str(TOOL), "--manifest", str(m), "--progress", "none"])
         bare_out = work / f"i6-{key}-bare.qcow2"
-        bare = planned_convert(m)[:-1] + [str(bare_out)]
+        bare = planned_convert(m, img, bare_out)
         bare_tree, _ = peak_rss(bare)
         bare_out.unlink()
         rows.append({"image": key, "virtual": virtual_size(img), "tree": tree, "own": own,
@@ -590,12 +635,14 @@ def render(m, res, load_start, load_end):
       "by hand. Every figure is a ratio against a baseline measured in the same run: the "
       "commands of one comparison run interleaved, one run each per round in a rotated order "
       f"({ROUNDS} rounds unless said otherwise), and a ratio is the median of the per-round "
-      "ratios. Times are wall-clock medians from hyperfine (`-N`, no shell). Sources are read "
+      "ratios; items 1 to 4 run one more, untimed, round first. Times are wall-clock medians "
+      "from hyperfine (`-N`, no shell). Sources are read "
       "from a hot page cache (they fit in memory and every round reads them); outputs are "
       "removed and `sync` runs before each timed run, outside the timing. What limits each "
       "figure, and what was tuned, is in [Notes](#notes) below.")
     w("")
-    busy = max(load_start[0], load_end[0]) > 0.5 * (m["nproc"] or 1)
+    # Other work on the machine, sampled while the benchmark ran nothing.
+    busy = max(load_start["other"], load_end["other"]) > 0.25
     w("## Machine")
     w("")
     w("| | |")
@@ -607,14 +654,17 @@ def render(m, res, load_start, load_end):
     w(f"| kernel | {m['kernel']} |")
     w(f"| tools | {m['qemu_img']}; {m['openssl']}; {m['sha256sum']}; {m['hyperfine']} |")
     w(f"| hyper2kvm | {m['tool']} (commit {m['commit']}), release build |")
-    w(f"| load average | {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end |")
+    w(f"| other work | {load_start['other']:.0%} of the CPU busy before the run, "
+      f"{load_end['other']:.0%} after (sampled for 3 s while the benchmark ran nothing); "
+      f"load average {load_start['avg'][0]:.2f} before, {load_end['avg'][0]:.2f} after |")
     mode = "quick mode (small images, not for figures)" if QUICK else "full"
     w(f"| run | {mode}; incompressible image {RAND_SIZE // MIB} MiB; sparse image "
       f"{SPARSE_SIZE // GIB} GiB virtual with {8 * CHUNK // MIB} MiB of data |")
     w("")
     if busy:
         w("**This run was taken under load**: the machine was shared with other heavy work "
-          "(the load average above exceeds half the core count), so absolute times are noisy "
+          "(more than a quarter of the CPU was busy while the benchmark ran nothing), so absolute "
+          "times are noisy "
           "and inflated. The ratios are what to read; they will be repeated on a quiet machine "
           "with `make bench`.")
         w("")
@@ -648,8 +698,12 @@ def render(m, res, load_start, load_end):
           f"≤ 1.5x | {verdict(worst <= 1.5)} |")
     if "5" in res:
         b = res["5"]
+        # Parallel 2 can gain at most the cores parallel 1 leaves idle.
+        bound = (m["nproc"] or 1) / b["busy"][1]
         w(f"| 5a | batch of {BATCH_VMS}: speed-up of `--batch-parallel 2` over 1 | "
-          f"{b['speedup2']:.2f}x | ≥ 1.5x | {verdict(b['speedup2'] >= 1.5)} |")
+          f"{b['speedup2']:.2f}x (at most {min(bound, 2):.2f}x here: parallel 1 already keeps "
+          f"{b['busy'][1]:.2f} of {m['nproc']} cores busy) | ≥ 1.5x | "
+          f"{verdict(b['speedup2'] >= 1.5)} |")
         w(f"| 5b | batch of {BATCH_VMS}: `--batch-parallel 4` time / parallel 2 | "
           f"{b['p4_vs_p2']:.2f}x | ≤ 1 (never slower; 1.05 allowed for noise) | "
           f"{verdict(b['p4_vs_p2'] <= 1.05)} |")
@@ -675,8 +729,10 @@ def render(m, res, load_start, load_end):
         w("## 1. Convert only: hyper2kvm against the bare qemu-img convert")
         w("")
         w("The manifest enables convert only (no inspect, no checks, no validate, no "
-          "compression). The baseline is the exact `qemu-img convert` command line that "
-          "`hyper2kvm --dry-run` prints for it, writing to a new file. hyper2kvm adds its start, "
+          "compression). The baseline is the exact qemu-img commands that `hyper2kvm --dry-run` "
+          "prints for it (`qemu-img create` of the target, then `qemu-img convert -n "
+          "--target-is-zero` writing it through io_uring), writing to a new file. hyper2kvm adds "
+          "its start, "
           "planning, the format probe (`qemu-img info`, which also settles io_uring), the "
           f"rename and the report. {ROUNDS if QUICK else max(ROUNDS, 7)} rounds; *best runs* is "
           "the ratio of the two fastest runs, the least disturbed by other load.")
@@ -692,9 +748,12 @@ def render(m, res, load_start, load_end):
     if "2" in res:
         w("## 2. Convert flags and compression codec")
         w("")
-        w("Our default flags (`-m 8 -W`, the source read through io_uring) against `qemu-img "
-          "convert -f <fmt> -O qcow2` with qemu-img's defaults, both uncompressed; then the same "
-          "flags with `-c -o compression_type=zstd` against `-c` (zlib), "
+        w("Our default flags (`-m 8 -W`, the source read and the target written through "
+          "io_uring, the target created first with `qemu-img create`) against `qemu-img "
+          "convert -f <fmt> -O qcow2` with qemu-img's defaults, both uncompressed; then our "
+          "compressed convert (`-m 8 -W -c -o compression_type=zstd`, the source read through "
+          "io_uring; qemu-img creates a compressed target itself) against the same with `-c` "
+          "(zlib), "
           f"{max(2, min(ROUNDS, 3))} rounds, the two outputs compared with `qemu-img compare`.")
         w("")
         w("| image | comparison | ours | baseline | ratio (time) | output |")
@@ -750,11 +809,14 @@ def render(m, res, load_start, load_end):
         w(f"{BATCH_VMS} VMs, each the pipeline of item 4 on the sparse VMDK, "
           f"{max(2, min(ROUNDS, 3))} rounds.")
         w("")
-        w("| `--batch-parallel` | time | speed-up over 1 |")
-        w("|---|---|---|")
-        w(f"| 1 | {fmt_s(b['p1'])} | 1.00x |")
-        w(f"| 2 | {fmt_s(b['p2'])} | {b['speedup2']:.2f}x |")
-        w(f"| 4 | {fmt_s(b['p4'])} | {b['speedup4']:.2f}x |")
+        w("*Cores busy* is CPU time (user + system, every process hyper2kvm waited for) over "
+          "wall time.")
+        w("")
+        w("| `--batch-parallel` | time | speed-up over 1 | cores busy |")
+        w("|---|---|---|---|")
+        w(f"| 1 | {fmt_s(b['p1'])} | 1.00x | {b['busy'][1]:.2f} |")
+        w(f"| 2 | {fmt_s(b['p2'])} | {b['speedup2']:.2f}x | {b['busy'][2]:.2f} |")
+        w(f"| 4 | {fmt_s(b['p4'])} | {b['speedup4']:.2f}x | {b['busy'][4]:.2f} |")
         w("")
     if "6" in res:
         w("## 6. Memory and planning")
@@ -820,8 +882,9 @@ def main():
                  f"{need / GIB:.1f} GiB")
     t = Timer(work)
     m = machine(CACHE)
-    load_start = loadavg()
-    log(f"machine: {m['cpu']}, {m['nproc']} cores, load {load_start[0]:.2f}; rounds {ROUNDS}")
+    load_start = {"avg": loadavg(), "other": other_load()}
+    log(f"machine: {m['cpu']}, {m['nproc']} cores, load {load_start['avg'][0]:.2f}, "
+        f"{load_start['other']:.0%} busy before the run; rounds {ROUNDS}")
     res = {}
     steps = [(1, lambda: item1_convert_only(t, images, work)),
              (2, lambda: item2_flags(t, images, work)),
@@ -836,7 +899,8 @@ def main():
         res[str(n)] = step()
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-    load_end = loadavg()
+    subprocess.run(["sync"], check=True)
+    load_end = {"avg": loadavg(), "other": other_load()}
     raw = CACHE / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     raw.write_text(json.dumps({"machine": m, "quick": QUICK, "rounds": ROUNDS,
                                "load": [load_start, load_end], "results": res}, indent=2))
