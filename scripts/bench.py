@@ -17,6 +17,8 @@ Environment:
   BENCH_TEST_GUEST_SCRIPT=PATH  the script that builds the real test guest and prints its VMDK
                     as the last line of stdout (default scripts/build-test-guest.sh)
   HYPER2KVM=PATH    the binary (default target/release/hyper2kvm)
+  BENCH_RENDER=FILE measure nothing: write the report again from a run's raw results (after
+                    editing scripts/bench-notes.md; BENCH_QUICK and BENCH_ROUNDS as in that run)
 
 Python standard library only.
 """
@@ -40,6 +42,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2" if QUICK else "5"))
 CACHE = Path(os.environ.get("BENCH_DIR", Path.home() / ".cache" / "hyper2kvm-bench"))
 OUT = Path(os.environ.get("BENCH_OUT", ROOT / "docs" / "performance.md"))
 ONLY = {int(x) for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()}
+RENDER = os.environ.get("BENCH_RENDER", "")
 V2V = os.environ.get("BENCH_V2V", "0" if QUICK else "1") not in ("", "0")
 TOOL = Path(os.environ.get("HYPER2KVM", ROOT / "target" / "release" / "hyper2kvm"))
 
@@ -438,7 +441,8 @@ def item5_batch(t, images, work):
     res = t.compare("5 batch", cmds, rounds=max(2, min(ROUNDS, 3)))
     # CPU time over wall time: how many cores a batch keeps busy (hyperfine's user and system
     # time cover every process hyper2kvm waited for).
-    busy = {p: statistics.median((s["user"] + s["sys"]) / s["wall"] for s in res[f"parallel {p}"])
+    busy = {str(p): statistics.median((s["user"] + s["sys"]) / s["wall"]
+                                      for s in res[f"parallel {p}"])
             for p in (1, 2, 4)}
     return {"busy": busy, "p1": med(res["parallel 1"]), "p2": med(res["parallel 2"]),
             "p4": med(res["parallel 4"]),
@@ -699,10 +703,10 @@ def render(m, res, load_start, load_end):
     if "5" in res:
         b = res["5"]
         # Parallel 2 can gain at most the cores parallel 1 leaves idle.
-        bound = (m["nproc"] or 1) / b["busy"][1]
+        bound = (m["nproc"] or 1) / b["busy"]["1"]
         w(f"| 5a | batch of {BATCH_VMS}: speed-up of `--batch-parallel 2` over 1 | "
           f"{b['speedup2']:.2f}x (at most {min(bound, 2):.2f}x here: parallel 1 already keeps "
-          f"{b['busy'][1]:.2f} of {m['nproc']} cores busy) | ≥ 1.5x | "
+          f"{b['busy']['1']:.2f} of {m['nproc']} cores busy) | ≥ 1.5x | "
           f"{verdict(b['speedup2'] >= 1.5)} |")
         w(f"| 5b | batch of {BATCH_VMS}: `--batch-parallel 4` time / parallel 2 | "
           f"{b['p4_vs_p2']:.2f}x | ≤ 1 (never slower; 1.05 allowed for noise) | "
@@ -814,9 +818,9 @@ def render(m, res, load_start, load_end):
         w("")
         w("| `--batch-parallel` | time | speed-up over 1 | cores busy |")
         w("|---|---|---|---|")
-        w(f"| 1 | {fmt_s(b['p1'])} | 1.00x | {b['busy'][1]:.2f} |")
-        w(f"| 2 | {fmt_s(b['p2'])} | {b['speedup2']:.2f}x | {b['busy'][2]:.2f} |")
-        w(f"| 4 | {fmt_s(b['p4'])} | {b['speedup4']:.2f}x | {b['busy'][4]:.2f} |")
+        w(f"| 1 | {fmt_s(b['p1'])} | 1.00x | {b['busy']['1']:.2f} |")
+        w(f"| 2 | {fmt_s(b['p2'])} | {b['speedup2']:.2f}x | {b['busy']['2']:.2f} |")
+        w(f"| 4 | {fmt_s(b['p4'])} | {b['speedup4']:.2f}x | {b['busy']['4']:.2f} |")
         w("")
     if "6" in res:
         w("## 6. Memory and planning")
@@ -863,6 +867,15 @@ def render(m, res, load_start, load_end):
 
 
 def main():
+    if RENDER:
+        raw = json.loads(Path(RENDER).read_text())
+        if raw["quick"] != QUICK or raw["rounds"] != ROUNDS:
+            sys.exit(f"bench: {RENDER} was a run with BENCH_QUICK={int(raw['quick'])} "
+                     f"BENCH_ROUNDS={raw['rounds']}; set them the same to render it")
+        load_start, load_end = raw["load"]
+        OUT.write_text(render(raw["machine"], raw["results"], load_start, load_end) + "\n")
+        log(f"wrote {OUT} from {RENDER}")
+        return
     if not TOOL.exists():
         sys.exit(f"bench: {TOOL} does not exist; run `cargo build --release` first")
     if " " in str(CACHE):
