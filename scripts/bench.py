@@ -310,7 +310,7 @@ def item1_convert_only(t, images, work):
         m = manifest(work / f"i1-{key}.yaml", "conv", img, fmt, out_tool, CONVERT_ONLY)
         bare = planned_convert(m, img, out_bare / "d0.qcow2")
         # Cheap runs, and a small overhead to resolve: more rounds than the other items.
-        res = t.compare(f"1 convert only {key}", rounds=ROUNDS if QUICK else max(ROUNDS, 7),
+        res = t.compare(f"1 convert only {key}", rounds=ROUNDS if QUICK else max(ROUNDS, 15),
                         warmup=True,
                         cmds=[
             ("hyper2kvm", [str(TOOL), "--manifest", str(m), "--progress", "none"],
@@ -738,7 +738,7 @@ def render(m, res, load_start, load_end):
           "--target-is-zero` writing it through io_uring), writing to a new file. hyper2kvm adds "
           "its start, "
           "planning, the format probe (`qemu-img info`, which also settles io_uring), the "
-          f"rename and the report. {ROUNDS if QUICK else max(ROUNDS, 7)} rounds; *best runs* is "
+          f"rename and the report. {ROUNDS if QUICK else max(ROUNDS, 15)} rounds; *best runs* is "
           "the ratio of the two fastest runs, the least disturbed by other load.")
         w("")
         w("| image | hyper2kvm | qemu-img | ratio (median of rounds) | ratio of best runs |")
