@@ -1130,20 +1130,9 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
             )
             .expect("convert is planned");
         if let Some(create) = plan.qemu_img.create_target_cmd(&spec) {
-            let out = match run.exec(&create, None) {
-                Ok(out) => out,
-                Err(f) => {
-                    remove_part(&part);
-                    return Err(f);
-                }
-            };
-            if !out.record.success() {
-                remove_part(&part);
-                return Err(StageFailure::new(format!(
-                    "disk {}: could not create the output: {}",
-                    disk.id, out.record
-                )));
-            }
+            write_part(run, &create, None, &part, |record| {
+                format!("disk {}: could not create the output: {record}", disk.id)
+            })?;
         }
         let cmd = plan.qemu_img.convert_cmd(&spec);
         let (vm, disk_id, events) = (plan.vm_id.clone(), disk.id.clone(), run.events);
@@ -1158,21 +1147,9 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                 });
             }
         };
-        let result = run.exec(&cmd, Some(&mut on_line));
-        let out = match result {
-            Ok(out) => out,
-            Err(f) => {
-                remove_part(&part);
-                return Err(f);
-            }
-        };
-        if !out.record.success() {
-            remove_part(&part);
-            return Err(StageFailure::new(format!(
-                "disk {}: conversion failed: {}",
-                disk.id, out.record
-            )));
-        }
+        write_part(run, &cmd, Some(&mut on_line), &part, |record| {
+            format!("disk {}: conversion failed: {record}", disk.id)
+        })?;
         // Nothing is published before the source is known to be the one the manifest names.
         if let Err(f) = run.settle_checksums() {
             remove_part(&part);
@@ -1555,6 +1532,23 @@ fn finalize(part: &Path, output: &Path, overwrite: bool) -> Result<(), String> {
         && let Ok(d) = std::fs::File::open(dir)
     {
         let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Runs a command that writes `part`; when it cannot run or fails, `part` is removed and the
+/// stage fails (with `failed`'s text for a command that ran and failed).
+fn write_part(
+    run: &mut Run<'_>,
+    cmd: &exec::Command,
+    on_line: Option<&mut dyn FnMut(&str)>,
+    part: &Path,
+    failed: impl FnOnce(&CommandRecord) -> String,
+) -> Result<(), StageFailure> {
+    let out = run.exec(cmd, on_line).inspect_err(|_| remove_part(part))?;
+    if !out.record.success() {
+        remove_part(part);
+        return Err(StageFailure::new(failed(&out.record)));
     }
     Ok(())
 }
