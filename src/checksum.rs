@@ -5,10 +5,15 @@
 //! page cache (or the wait for the disk) overlaps the hashing instead of adding to it; buffers
 //! are 1 MiB, small enough to stay in cache between the read and the hash. Cancellation is
 //! checked between buffers.
+//!
+//! A checksum that runs beside a conversion does so at a [`Background`] priority: it takes the
+//! CPU the conversion leaves idle instead of slowing the conversion down, and gets its normal
+//! priority back once something waits for it.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use sha2::{Digest, Sha256};
@@ -31,11 +36,88 @@ pub enum ChecksumError {
     Cancelled { path: String },
 }
 
+/// The lowest CPU priority (the highest nice value) on Linux.
+const LOWEST_PRIORITY: i32 = 19;
+
+/// Lets hashing run at the lowest CPU priority until [`Background::hurry`] is called.
+///
+/// A conversion leaves part of the CPU idle (qemu-img's main thread is its critical path); a
+/// checksum at the same priority competes with it for the cores and stretches it instead of
+/// filling the gaps. At the lowest priority the checksum gets what the conversion does not use.
+/// When the pipeline has to wait for the checksum, `hurry` asks the hashing threads to return
+/// to the priority they started with. Raising a priority again needs `CAP_SYS_NICE` (root, as
+/// conversions normally run); without it the threads stay low, which costs time only when
+/// other work keeps every core busy.
+#[derive(Debug, Default)]
+pub struct Background {
+    hurry: AtomicBool,
+}
+
+impl Background {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the hashing threads to return to their normal priority.
+    pub fn hurry(&self) {
+        self.hurry.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One thread's stay at the lowest priority: entered when the thread starts hashing, left when
+/// the pipeline hurries or the hashing ends.
+struct Lowered<'a> {
+    background: &'a Background,
+    /// The priority to return to, while the thread runs lowered.
+    normal: Option<i32>,
+}
+
+impl<'a> Lowered<'a> {
+    fn enter(background: Option<&'a Background>) -> Option<Self> {
+        let background = background?;
+        let mut lowered = Self {
+            background,
+            normal: None,
+        };
+        if !background.hurry.load(Ordering::Relaxed)
+            && let Ok(normal) = rustix::process::getpriority_process(None)
+            && normal < LOWEST_PRIORITY
+            && rustix::process::setpriority_process(None, LOWEST_PRIORITY).is_ok()
+        {
+            lowered.normal = Some(normal);
+        }
+        Some(lowered)
+    }
+
+    /// Returns to the normal priority once the pipeline is waiting.
+    fn check(&mut self) {
+        if self.normal.is_some() && self.background.hurry.load(Ordering::Relaxed) {
+            self.restore();
+        }
+    }
+
+    fn restore(&mut self) {
+        if let Some(normal) = self.normal.take()
+            && let Err(e) = rustix::process::setpriority_process(None, normal)
+        {
+            tracing::debug!("the checksum stays at the lowest CPU priority: {e}");
+        }
+    }
+}
+
+impl Drop for Lowered<'_> {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
 /// Streams `path` through SHA-256 and returns `sha256:<lower-case hex>`.
-/// `on_bytes` is told how many bytes have been hashed so far.
+/// `on_bytes` is told how many bytes have been hashed so far. With `background`, the hashing
+/// threads run at the lowest CPU priority until it hurries them (see [`Background`]).
 pub fn sha256_file(
     path: &Path,
     cancel: Option<&CancelToken>,
+    background: Option<&Background>,
     mut on_bytes: impl FnMut(u64),
 ) -> Result<String, ChecksumError> {
     let io_err = |source| ChecksumError::Io {
@@ -60,12 +142,23 @@ pub fn sha256_file(
             .expect("the channel holds BUFFERS buffers and its receiver is alive");
     }
     let hasher = std::thread::scope(move |s| {
-        s.spawn(move || read_ahead(file, &empty_rx, &full_tx));
+        s.spawn(move || {
+            let mut lowered = Lowered::enter(background);
+            read_ahead(file, &empty_rx, &full_tx, || {
+                if let Some(lowered) = lowered.as_mut() {
+                    lowered.check();
+                }
+            });
+        });
+        let mut lowered = Lowered::enter(background);
         let mut hasher = Sha256::new();
         let mut done: u64 = 0;
         loop {
             if cancel.is_some_and(CancelToken::is_cancelled) {
                 return Err(cancelled());
+            }
+            if let Some(lowered) = lowered.as_mut() {
+                lowered.check();
             }
             let (buf, n) = match full_rx.recv() {
                 Ok(Ok((_, 0))) | Err(_) => break,
@@ -84,13 +177,16 @@ pub fn sha256_file(
 }
 
 /// The reader side of [`sha256_file`]: fills empty buffers and sends them on, ending after an
-/// empty read (end of file), an error, or when the hasher has hung up.
+/// empty read (end of file), an error, or when the hasher has hung up. `each_buffer` runs
+/// before each buffer is filled.
 fn read_ahead(
     mut file: File,
     empty: &Receiver<Vec<u8>>,
     full: &SyncSender<io::Result<(Vec<u8>, usize)>>,
+    mut each_buffer: impl FnMut(),
 ) {
     while let Ok(mut buf) = empty.recv() {
+        each_buffer();
         let mut filled = 0;
         let result = loop {
             match file.read(&mut buf[filled..]) {
@@ -133,11 +229,53 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("abc");
         std::fs::write(&path, b"abc").expect("write");
-        let sum = sha256_file(&path, None, |_| {}).expect("hash");
+        let sum = sha256_file(&path, None, None, |_| {}).expect("hash");
         assert_eq!(
             sum,
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// A background checksum hashes at the lowest priority, returns to the thread's own once
+    /// hurried (where the process may raise a priority again, as root may), and leaves the
+    /// calling thread as it found it.
+    #[test]
+    fn background_hashing_yields_until_hurried() {
+        use rustix::process::getpriority_process;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("disk");
+        let data = vec![7u8; BUF_SIZE * 4];
+        std::fs::write(&path, &data).expect("write");
+        // A thread of its own, so that nothing else of the test runner is reniced.
+        std::thread::spawn(move || {
+            let normal = getpriority_process(None).expect("getpriority");
+            assert!(
+                normal < LOWEST_PRIORITY,
+                "the test runs at nice {normal} already"
+            );
+            let background = Background::new();
+            let mut seen = Vec::new();
+            let sum = sha256_file(&path, None, Some(&background), |_| {
+                seen.push(getpriority_process(None).expect("getpriority"));
+                background.hurry();
+            })
+            .expect("hash");
+            assert_eq!(sum, format!("sha256:{}", hex(&Sha256::digest(&data))));
+            assert_eq!(seen[0], LOWEST_PRIORITY, "before hurrying: {seen:?}");
+            // Whether this process may raise a priority again (root, or RLIMIT_NICE), tried
+            // on a thread of its own.
+            let may_raise = std::thread::spawn(move || {
+                rustix::process::setpriority_process(None, LOWEST_PRIORITY).expect("lower");
+                rustix::process::setpriority_process(None, normal).is_ok()
+            })
+            .join()
+            .expect("probe thread");
+            let after = if may_raise { normal } else { LOWEST_PRIORITY };
+            assert!(seen[1..].iter().all(|&p| p == after), "{seen:?}");
+            assert_eq!(getpriority_process(None).expect("getpriority"), after);
+        })
+        .join()
+        .expect("the hashing thread");
     }
 
     /// Sizes around the buffer boundaries: empty, partial, exact multiples, and more buffers
@@ -158,7 +296,7 @@ mod tests {
             let path = dir.path().join(format!("f{len}"));
             std::fs::write(&path, &data).expect("write");
             let mut last = 0;
-            let sum = sha256_file(&path, None, |done| last = done).expect("hash");
+            let sum = sha256_file(&path, None, None, |done| last = done).expect("hash");
             assert_eq!(
                 sum,
                 format!("sha256:{}", hex(&Sha256::digest(&data))),
@@ -175,7 +313,7 @@ mod tests {
         let path = dir.path().join("big");
         std::fs::write(&path, vec![1u8; BUF_SIZE * (BUFFERS * 3)]).expect("write");
         let token = CancelToken::new();
-        let result = sha256_file(&path, Some(&token), |_| token.cancel());
+        let result = sha256_file(&path, Some(&token), None, |_| token.cancel());
         assert!(matches!(result, Err(ChecksumError::Cancelled { .. })));
     }
 
@@ -183,7 +321,7 @@ mod tests {
     fn missing_file_is_an_io_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(matches!(
-            sha256_file(&dir.path().join("nope"), None, |_| {}),
+            sha256_file(&dir.path().join("nope"), None, None, |_| {}),
             Err(ChecksumError::Io { .. })
         ));
     }
@@ -196,7 +334,7 @@ mod tests {
         let token = CancelToken::new();
         token.cancel();
         assert!(matches!(
-            sha256_file(&path, Some(&token), |_| {}),
+            sha256_file(&path, Some(&token), None, |_| {}),
             Err(ChecksumError::Cancelled { .. })
         ));
     }

@@ -10,6 +10,7 @@
 //! removes its `.part` file. Source disks are only ever opened for reading.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -126,10 +127,12 @@ impl StageFailure {
 /// One disk's checksum: its id, the expected digest, and what the file hashed to.
 type ChecksumResult = (String, String, Result<String, checksum::ChecksumError>);
 
-/// Checksums being verified on a thread of their own while inspect and convert run; the
-/// thread hands back the results and how long the hashing took.
+/// Checksums being verified on a thread of their own while inspect and convert run, at a
+/// background priority until the pipeline waits for them; the thread hands back the results
+/// and how long the hashing took.
 struct PendingChecksums {
     handle: std::thread::JoinHandle<(Vec<ChecksumResult>, f64)>,
+    background: Arc<checksum::Background>,
 }
 
 /// What became of checksums verified alongside the later stages.
@@ -431,6 +434,7 @@ impl Run<'_> {
     /// load_manifest failure; it is reported once, however often this is called.
     fn settle_checksums(&mut self) -> Result<(), StageFailure> {
         if let Some(pending) = self.pending_checksums.take() {
+            pending.background.hurry();
             let Ok((results, seconds)) = pending.handle.join() else {
                 // A panic while hashing verified nothing: never publish on that.
                 let text = "the checksum verification stopped unexpectedly".to_owned();
@@ -700,15 +704,18 @@ fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         // The display shows the conversion's progress meanwhile: two activities on one VM's
         // bar would make it jump back and forth.
         let (cancel, events, vm) = (run.cancel.clone(), EventSink::discard(), plan.vm_id.clone());
+        let background = Arc::new(checksum::Background::new());
+        let lowered = Arc::clone(&background);
         run.pending_checksums = Some(PendingChecksums {
             handle: std::thread::spawn(move || {
                 let started = Instant::now();
-                let results = hash_disks(&to_verify, &cancel, &events, &vm);
+                let results = hash_disks(&to_verify, &cancel, &events, &vm, Some(&lowered));
                 (results, secs(started))
             }),
+            background,
         });
     } else {
-        let results = hash_disks(&to_verify, run.cancel, run.events, &plan.vm_id);
+        let results = hash_disks(&to_verify, run.cancel, run.events, &plan.vm_id, None);
         verified = check_checksums(results)?;
     }
     Ok(serde_json::json!({
@@ -726,18 +733,20 @@ fn stage_load(run: &mut Run<'_>) -> Result<Value, StageFailure> {
     }))
 }
 
-/// Hashes the disks (in parallel) and pairs each digest with the one the manifest expects.
+/// Hashes the disks (in parallel) and pairs each digest with the one the manifest expects;
+/// `background` as for [`checksum::sha256_file`].
 fn hash_disks(
     to_verify: &[(String, PathBuf, String)],
     cancel: &CancelToken,
     events: &EventSink,
     vm: &str,
+    background: Option<&checksum::Background>,
 ) -> Vec<ChecksumResult> {
     to_verify
         .par_iter()
         .map(|(id, path, expected)| {
             let total = disk_size(path).unwrap_or(0);
-            let actual = checksum::sha256_file(path, Some(cancel), |done| {
+            let actual = checksum::sha256_file(path, Some(cancel), background, |done| {
                 events.send(Event::Progress {
                     vm: vm.to_owned(),
                     disk: id.clone(),

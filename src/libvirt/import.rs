@@ -979,7 +979,7 @@ fn checksum_all(
     let results: Vec<Result<String, checksum::ChecksumError>> = disks
         .par_iter()
         .map(|d| {
-            checksum::sha256_file(&d.facts.path, Some(cancel), |done| {
+            checksum::sha256_file(&d.facts.path, Some(cancel), None, |done| {
                 events.send(Event::Progress {
                     vm: vm.to_owned(),
                     disk: d.facts.id.clone(),
