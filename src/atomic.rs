@@ -2,10 +2,16 @@
 //!
 //! Reports, checkpoints and generated manifests are written to a temporary file in the target's
 //! own directory, flushed to disk, and renamed over the target, so a crash or a full disk never
-//! leaves a half-written file under the final name.
+//! leaves a half-written file under the final name. Disk images and backups, which other
+//! processes write to a `.part` file, get the same flush through [`sync_data`] before their
+//! rename, and [`Writeback`] starts that flush's disk writes while they are still being written.
 
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 #[error("could not write {path}")]
@@ -52,6 +58,97 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), Wri
     write(path, &text)
 }
 
+/// Flushes a file's data, and the metadata needed to read it back, to disk (`fdatasync`).
+pub fn sync_data(path: &Path) -> io::Result<()> {
+    std::fs::File::open(path)?.sync_data()
+}
+
+/// How often [`Writeback`] hands a growing file's dirty pages to the disk.
+const WRITEBACK_TICK: Duration = Duration::from_millis(50);
+
+/// Starts the disk writes of a file while another process is still writing it.
+///
+/// A converted image is gigabytes of dirty page cache when qemu-img exits, and the kernel would
+/// only start writing it back after half a minute; the flush before the rename would then write
+/// all of it at once, after the convert. A helper thread instead asks for the writes of whatever
+/// is dirty every 50 ms (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait for them),
+/// so the disk works while the convert does and the final [`sync_data`] has little left to do.
+/// The file may appear only after the start (qemu-img creates a compressed target itself).
+/// Dropping the value stops the thread; it never fails the job: the final flush is what counts.
+pub struct Writeback {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    kicked: Arc<AtomicU64>,
+}
+
+impl Writeback {
+    pub fn start(path: PathBuf) -> Writeback {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let kicked = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&kicked);
+        let thread = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || {
+                let mut file = None;
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(WRITEBACK_TICK)
+                {
+                    if file.is_none() {
+                        file = std::fs::File::open(&path).ok();
+                    }
+                    if let Some(f) = &file
+                        && start_writes(f)
+                    {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .ok();
+        Writeback {
+            stop: Some(stop),
+            thread,
+            kicked,
+        }
+    }
+
+    /// How many times the thread has started the file's writes so far.
+    pub fn kicked(&self) -> u64 {
+        self.kicked.load(Ordering::Relaxed)
+    }
+
+    /// Stops the thread; returns how many times it started the file's writes.
+    pub fn finish(mut self) -> u64 {
+        self.stop_thread()
+    }
+
+    fn stop_thread(&mut self) -> u64 {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.kicked()
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// Queues the writes of every dirty page of `file` without waiting for them.
+#[allow(unsafe_code)]
+fn start_writes(file: &std::fs::File) -> bool {
+    // SAFETY: the descriptor belongs to `file`, which stays open for the whole call; the other
+    // arguments are plain integers (offset 0 and length 0 mean the whole file). The call neither
+    // reads nor writes our memory.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc != 0 {
+        tracing::debug!("sync_file_range: {}", io::Error::last_os_error());
+    }
+    rc == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +165,35 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["report.json"]);
+    }
+
+    #[test]
+    fn writeback_waits_for_a_late_file_and_stops_when_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("d0.qcow2.part");
+        let writeback = Writeback::start(path.clone());
+        std::thread::sleep(WRITEBACK_TICK * 2);
+        let mut file = std::fs::File::create(&path).expect("create");
+        for _ in 0..16 {
+            file.write_all(&[7u8; 1 << 20]).expect("write");
+        }
+        // Generous: the test machine may be busy with guest appliances.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while writeback.kicked() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(WRITEBACK_TICK);
+        }
+        let started = std::time::Instant::now();
+        let kicked = writeback.finish();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the thread did not stop"
+        );
+        assert!(
+            kicked > 0,
+            "the file that appeared late was never written back"
+        );
+        sync_data(&path).expect("flush");
+        assert_eq!(std::fs::metadata(&path).expect("metadata").len(), 16 << 20);
+        assert!(sync_data(&dir.path().join("missing")).is_err());
     }
 }

@@ -1061,6 +1061,8 @@ fn backup_disk(
             }
         }
     }
+    // Every name is checked before anything is copied, so a refusal leaves no partial backup.
+    let mut copies = Vec::new();
     for file in files {
         let Some(name) = file.file_name() else {
             continue;
@@ -1074,6 +1076,14 @@ fn backup_disk(
                 dest.display()
             )));
         }
+        copies.push((file, dest));
+    }
+    // Each copy is written to `<name>.part`, flushed, and renamed: a backup under its final
+    // name is always whole, even after a crash or an interrupted copy.
+    for (file, dest) in copies {
+        let mut part = dest.clone().into_os_string();
+        part.push(".part");
+        let part = PathBuf::from(part);
         let cmd = crate::exec::Command::new("cp")
             .args([
                 "--reflink=auto",
@@ -1081,15 +1091,21 @@ fn backup_disk(
                 "--preserve=mode,timestamps",
             ])
             .arg(&file)
-            .arg(&dest);
-        let out = run.exec(&cmd, None)?;
-        if !out.record.success() {
-            let _ = std::fs::remove_file(&dest);
+            .arg(&part);
+        let out = run.exec(&cmd, None).inspect_err(|_| remove_part(&part))?;
+        let failure = if !out.record.success() {
+            Some(out.record.to_string())
+        } else if let Err(e) = crate::atomic::sync_data(&part) {
+            Some(format!("could not flush {} to disk: {e}", part.display()))
+        } else {
+            finalize(&part, &dest, false).err()
+        };
+        if let Some(why) = failure {
+            remove_part(&part);
             return Err(StageFailure::new(format!(
-                "disk {}: could not back up {}: {}",
+                "disk {}: could not back up {}: {why}",
                 disk.id,
-                file.display(),
-                out.record
+                file.display()
             )));
         }
     }
@@ -1138,6 +1154,8 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
                 Some(total),
             )
             .expect("convert is planned");
+        // The disk starts writing the output while qemu-img still produces it.
+        let writeback = crate::atomic::Writeback::start(part.clone());
         if let Some(create) = plan.qemu_img.create_target_cmd(&spec) {
             write_part(run, &create, None, &part, |record| {
                 format!("disk {}: could not create the output: {record}", disk.id)
@@ -1159,6 +1177,23 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         write_part(run, &cmd, Some(&mut on_line), &part, |record| {
             format!("disk {}: conversion failed: {record}", disk.id)
         })?;
+        // qemu-img writes its target without flushing it; the image is on disk before it gets
+        // its final name, or a crash could leave a name that reads as garbage.
+        let flush = std::time::Instant::now();
+        let kicked = writeback.finish();
+        if let Err(e) = crate::atomic::sync_data(&part) {
+            remove_part(&part);
+            return Err(StageFailure::new(format!(
+                "disk {}: could not flush {} to disk: {e}",
+                disk.id,
+                part.display()
+            )));
+        }
+        tracing::debug!(
+            "disk {}: flushed in {:.3} s after {kicked} early writebacks",
+            disk.id,
+            flush.elapsed().as_secs_f64()
+        );
         // Nothing is published before the source is known to be the one the manifest names.
         if let Err(f) = run.settle_checksums() {
             remove_part(&part);

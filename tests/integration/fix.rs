@@ -312,6 +312,11 @@ fn suse_in_place_with_backup() {
         original,
         "the backup is the untouched original"
     );
+    let names: Vec<_> = std::fs::read_dir(dir.join("output/backups"))
+        .expect("backup directory")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["suse.raw"], "the copy went to its final name only");
     assert_ne!(
         sha256(&src),
         original,
