@@ -1081,9 +1081,7 @@ fn backup_disk(
     // Each copy is written to `<name>.part`, flushed, and renamed: a backup under its final
     // name is always whole, even after a crash or an interrupted copy.
     for (file, dest) in copies {
-        let mut part = dest.clone().into_os_string();
-        part.push(".part");
-        let part = PathBuf::from(part);
+        let part = crate::plan::part_path(&dest);
         let cmd = crate::exec::Command::new("cp")
             .args([
                 "--reflink=auto",
@@ -1095,8 +1093,6 @@ fn backup_disk(
         let out = run.exec(&cmd, None).inspect_err(|_| remove_part(&part))?;
         let failure = if !out.record.success() {
             Some(out.record.to_string())
-        } else if let Err(e) = crate::atomic::sync_data(&part) {
-            Some(format!("could not flush {} to disk: {e}", part.display()))
         } else {
             finalize(&part, &dest, false).err()
         };
@@ -1177,23 +1173,8 @@ fn stage_convert(run: &mut Run<'_>) -> Result<Value, StageFailure> {
         write_part(run, &cmd, Some(&mut on_line), &part, |record| {
             format!("disk {}: conversion failed: {record}", disk.id)
         })?;
-        // qemu-img writes its target without flushing it; the image is on disk before it gets
-        // its final name, or a crash could leave a name that reads as garbage.
-        let flush = std::time::Instant::now();
         let kicked = writeback.finish();
-        if let Err(e) = crate::atomic::sync_data(&part) {
-            remove_part(&part);
-            return Err(StageFailure::new(format!(
-                "disk {}: could not flush {} to disk: {e}",
-                disk.id,
-                part.display()
-            )));
-        }
-        tracing::debug!(
-            "disk {}: flushed in {:.3} s after {kicked} early writebacks",
-            disk.id,
-            flush.elapsed().as_secs_f64()
-        );
+        tracing::debug!("disk {}: {kicked} early writebacks", disk.id);
         // Nothing is published before the source is known to be the one the manifest names.
         if let Err(f) = run.settle_checksums() {
             remove_part(&part);
@@ -1550,9 +1531,12 @@ impl StdoutSummary for CommandRecord {
     }
 }
 
-/// Moves a finished `.part` file to its final name; without `overwrite`, never replaces a file
-/// that appeared in the meantime.
+/// Flushes a finished `.part` file to disk and moves it to its final name; without `overwrite`,
+/// never replaces a file that appeared in the meantime. The writers (qemu-img, cp) do not flush,
+/// and without it a crash could leave a final name over data that never reached the disk.
 fn finalize(part: &Path, output: &Path, overwrite: bool) -> Result<(), String> {
+    crate::atomic::sync_data(part)
+        .map_err(|e| format!("could not flush {} to disk: {e}", part.display()))?;
     let result = if overwrite {
         std::fs::rename(part, output)
     } else {
