@@ -327,6 +327,14 @@ fn fix_preview_text(p: &crate::guest::repair::RepairOutcome) -> String {
     for r in &p.removed {
         s.push_str(&format!("    remove {r}\n"));
     }
+    for i in &p.initramfs {
+        let verb = if i.rebuilt { "rebuild" } else { "keep" };
+        let image = i.image.as_deref().unwrap_or("its initramfs");
+        s.push_str(&format!(
+            "    {verb} {image} (kernel {}): {}\n",
+            i.kernel, i.reason
+        ));
+    }
     for n in &p.notes {
         s.push_str(&format!("    note: {n}\n"));
     }

@@ -355,6 +355,138 @@ pub fn rebuild_command(tool: Tool, kernel: &str, image: Option<&str>) -> Vec<Str
     argv.into_iter().map(str::to_string).collect()
 }
 
+/// What the kernel needs in its initramfs to find its root disk on KVM: the disk drivers for
+/// either virtio bus, and the PCI transport they sit on. (`virtio_net` and `virtio_console`
+/// load from the root filesystem, as every other NIC and console driver does.)
+pub const BOOT_DRIVERS: [&str; 3] = ["virtio_blk", "virtio_scsi", "virtio_pci"];
+
+/// The guest's own lister for its tool's images. Each knows the guest's compressors and an
+/// early microcode archive in front of the main one.
+pub fn list_command(tool: Tool, image: &str) -> Vec<String> {
+    let lister = match tool {
+        Tool::Dracut => "lsinitrd",
+        Tool::InitramfsTools => "lsinitramfs",
+        Tool::Mkinitcpio => "lsinitcpio",
+    };
+    vec![lister.to_string(), image.to_string()]
+}
+
+/// Why an existing image can serve `kernel` on KVM as it is, or why it must be rebuilt.
+///
+/// `listing` is the output of [`list_command`] (bare paths or `ls -l` lines; every word is
+/// looked at), `builtin` the kernel's `modules.builtin`. The image is kept only when:
+/// - every [`BOOT_DRIVERS`] entry is a module of this kernel version in the image, or built
+///   into the kernel;
+/// - it runs udev, which loads those drivers for the devices it finds. A rebuild would also
+///   list them in the tool's configuration, which loads them without udev;
+/// - it carries no kernel command line of its own (dracut's `etc/cmdline.d`, written by
+///   `--hostonly-cmdline`), which may name the disks by their VMware names.
+pub fn image_verdict(kernel: &str, listing: &str, builtin: &str) -> Result<String, String> {
+    let words: Vec<&str> = listing.split_whitespace().collect();
+    let in_kernel_dir = format!("/modules/{kernel}/");
+    let modules_in = |word: &&str, name: &str| module_name(word).is_some_and(|m| m == name);
+    let mut missing = Vec::new();
+    let mut built_in = Vec::new();
+    for driver in BOOT_DRIVERS {
+        let in_image = words
+            .iter()
+            .any(|w| w.contains(&in_kernel_dir) && modules_in(w, driver));
+        if in_image {
+            continue;
+        }
+        if builtin.split_whitespace().any(|w| modules_in(&w, driver)) {
+            built_in.push(driver);
+        } else {
+            missing.push(driver);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "the image lacks {} for kernel {kernel}",
+            missing.join(", ")
+        ));
+    }
+    let udev = words
+        .iter()
+        .any(|w| matches!(w.rsplit('/').next(), Some("systemd-udevd" | "udevd")));
+    if !udev {
+        return Err("the image has no udev to load the virtio drivers".to_string());
+    }
+    if words
+        .iter()
+        .any(|w| w.trim_start_matches("./").starts_with("etc/cmdline.d/"))
+    {
+        return Err(
+            "the image carries its own kernel command line (etc/cmdline.d), which may name the \
+             VMware disks"
+                .to_string(),
+        );
+    }
+    let built_in = if built_in.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} built into the kernel)", built_in.join(", "))
+    };
+    Ok(format!(
+        "the image already carries {}{built_in} and udev",
+        BOOT_DRIVERS.join(", ")
+    ))
+}
+
+/// `virtio_blk` for `.../virtio_blk.ko`, `.ko.xz`, `.ko.gz` or `.ko.zst`; `None` for a word
+/// that is not a module file.
+fn module_name(word: &str) -> Option<String> {
+    let file = word.rsplit('/').next()?;
+    let stem = [".ko", ".ko.xz", ".ko.gz", ".ko.zst"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))?;
+    Some(normalise(stem))
+}
+
+/// Whether `tool` copies the guest file `path` into the images it builds (configuration,
+/// hooks, modules, and what the early boot reads: crypttab, modprobe and udev rules, link
+/// files, RAID and LVM configuration, and for dracut and mkinitcpio also fstab and network
+/// profiles). A repair that changed such a file makes every existing image stale.
+pub fn embeds(tool: Tool, path: &str) -> bool {
+    const COMMON: &[&str] = &[
+        "/etc/crypttab",
+        "/etc/modprobe.d/",
+        "/etc/modules-load.d/",
+        "/etc/udev/",
+        "/etc/systemd/network/",
+        "/etc/mdadm",
+        "/etc/lvm/",
+        "/etc/multipath",
+        "/lib/modules/",
+        "/usr/lib/modules/",
+        "/lib/firmware/",
+        "/usr/lib/firmware/",
+    ];
+    let own: &[&str] = match tool {
+        Tool::InitramfsTools => &["/etc/initramfs-tools/", "/usr/share/initramfs-tools/"],
+        Tool::Dracut => &[
+            "/etc/dracut.conf",
+            "/usr/lib/dracut/",
+            "/etc/fstab",
+            "/etc/cmdline.d/",
+            "/etc/sysconfig/network-scripts/",
+            "/etc/sysconfig/network/",
+            "/etc/NetworkManager/",
+        ],
+        Tool::Mkinitcpio => &[
+            "/etc/mkinitcpio.conf",
+            "/etc/mkinitcpio.d/",
+            "/etc/initcpio/",
+            "/usr/lib/initcpio/",
+            "/etc/fstab",
+        ],
+    };
+    COMMON
+        .iter()
+        .chain(own)
+        .any(|prefix| path.starts_with(prefix))
+}
+
 /// Kernel versions among the entries of `/lib/modules` (bare names or full paths), oldest
 /// first. Entries that are not versions (`extramodules-6.6-arch1`, `weak-updates`) are dropped.
 pub fn kernels(module_dirs: &[String]) -> Vec<String> {
@@ -712,6 +844,133 @@ HOOKS=(base udev autodetect microcode modconf kms keyboard keymap consolefont bl
                 "6.1.0-13-amd64+debug",
                 "10.0.0",
             ]
+        );
+    }
+
+    /// Lines as Debian's lsinitramfs prints them (bare paths, early microcode first).
+    const LSINITRAMFS: &str = "\
+kernel/x86/microcode/GenuineIntel.bin
+.
+usr/lib/modules/6.1.0-50-amd64/kernel/drivers/block/virtio_blk.ko
+usr/lib/modules/6.1.0-50-amd64/kernel/drivers/scsi/virtio_scsi.ko
+usr/lib/modules/6.1.0-50-amd64/kernel/drivers/virtio/virtio_pci.ko
+usr/lib/modules/6.1.0-50-amd64/kernel/drivers/virtio/virtio_ring.ko
+usr/lib/systemd/systemd-udevd
+scripts/init-top/udev
+";
+
+    /// Lines as dracut's lsinitrd prints them (`ls -l` style, compressed modules, a symlink).
+    const LSINITRD: &str = "\
+Image: /boot/initramfs-5.14.0-362.el9.x86_64.img: 31M
+========================================================================
+-rw-r--r--   1 root     root         9000 Oct  3 12:00 usr/lib/modules/5.14.0-362.el9.x86_64/kernel/drivers/block/virtio_blk.ko.xz
+-rw-r--r--   1 root     root         9000 Oct  3 12:00 usr/lib/modules/5.14.0-362.el9.x86_64/kernel/drivers/scsi/virtio_scsi.ko.xz
+-rwxr-xr-x   1 root     root       200000 Oct  3 12:00 usr/lib/systemd/systemd-udevd
+lrwxrwxrwx   1 root     root           17 Oct  3 12:00 usr/sbin/udevd -> ../lib/systemd/systemd-udevd
+";
+
+    #[test]
+    fn an_image_with_the_drivers_and_udev_is_kept() {
+        let why = image_verdict("6.1.0-50-amd64", LSINITRAMFS, "").expect("kept");
+        assert_eq!(
+            why,
+            "the image already carries virtio_blk, virtio_scsi, virtio_pci and udev"
+        );
+        // virtio_pci built in, the rest as xz modules in ls -l lines.
+        let why = image_verdict(
+            "5.14.0-362.el9.x86_64",
+            LSINITRD,
+            "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_pci.ko\n",
+        )
+        .expect("kept");
+        assert!(
+            why.ends_with("(virtio_pci built into the kernel) and udev"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn an_image_is_rebuilt_for_what_it_lacks() {
+        // Modules of another kernel version do not count.
+        assert_eq!(
+            image_verdict("6.1.0-51-amd64", LSINITRAMFS, ""),
+            Err(
+                "the image lacks virtio_blk, virtio_scsi, virtio_pci for kernel 6.1.0-51-amd64"
+                    .to_owned()
+            )
+        );
+        // A VMware hostonly image: pvscsi, no virtio.
+        let hostonly = "usr/lib/modules/6.1.0-50-amd64/kernel/drivers/scsi/vmw_pvscsi.ko\n\
+                        usr/lib/systemd/systemd-udevd\n";
+        assert!(
+            image_verdict("6.1.0-50-amd64", hostonly, "")
+                .unwrap_err()
+                .starts_with("the image lacks virtio_blk")
+        );
+        // A name that only contains a driver's name is not that driver.
+        let lookalike = LSINITRAMFS.replace("virtio_pci.ko", "virtio_pci_modern_dev.ko");
+        assert_eq!(
+            image_verdict("6.1.0-50-amd64", &lookalike, ""),
+            Err("the image lacks virtio_pci for kernel 6.1.0-50-amd64".to_owned())
+        );
+        let no_udev = LSINITRAMFS.replace("systemd-udevd", "systemd-journald");
+        assert_eq!(
+            image_verdict("6.1.0-50-amd64", &no_udev, ""),
+            Err("the image has no udev to load the virtio drivers".to_owned())
+        );
+        let cmdline = format!("{LSINITRAMFS}etc/cmdline.d/01-default.conf\n");
+        assert!(
+            image_verdict("6.1.0-50-amd64", &cmdline, "")
+                .unwrap_err()
+                .contains("etc/cmdline.d")
+        );
+    }
+
+    #[test]
+    fn module_names_from_paths() {
+        assert_eq!(
+            module_name("a/b/virtio-blk.ko.zst").as_deref(),
+            Some("virtio_blk")
+        );
+        assert_eq!(
+            module_name("virtio_net.ko.gz").as_deref(),
+            Some("virtio_net")
+        );
+        assert_eq!(module_name("usr/lib/modules/x/modules.dep"), None);
+        assert_eq!(module_name("virtio_blk.kox"), None);
+    }
+
+    #[test]
+    fn what_each_tool_copies_into_its_images() {
+        for tool in [Tool::InitramfsTools, Tool::Dracut, Tool::Mkinitcpio] {
+            assert!(embeds(tool, "/etc/crypttab"), "{tool:?}");
+            assert!(embeds(tool, "/etc/udev/rules.d/70-persistent-net.rules"));
+            assert!(embeds(tool, config_path(tool)), "{tool:?}");
+            assert!(!embeds(tool, "/etc/default/grub"));
+            assert!(!embeds(tool, "/boot/grub/grub.cfg"));
+            assert!(!embeds(tool, "/etc/netplan/50-cloud-init.yaml"));
+        }
+        // initramfs-tools writes an empty etc/fstab of its own; dracut and mkinitcpio may copy it.
+        assert!(!embeds(Tool::InitramfsTools, "/etc/fstab"));
+        assert!(embeds(Tool::Dracut, "/etc/fstab"));
+        assert!(embeds(Tool::Mkinitcpio, "/etc/fstab"));
+        assert!(embeds(
+            Tool::Dracut,
+            "/etc/sysconfig/network-scripts/ifcfg-eth0"
+        ));
+        assert!(!embeds(Tool::InitramfsTools, "/etc/network/interfaces"));
+    }
+
+    #[test]
+    fn each_tool_lists_with_its_own_lister() {
+        assert_eq!(
+            list_command(Tool::InitramfsTools, "/boot/initrd.img-6.1.0-50-amd64"),
+            ["lsinitramfs", "/boot/initrd.img-6.1.0-50-amd64"]
+        );
+        assert_eq!(list_command(Tool::Dracut, "/boot/i.img")[0], "lsinitrd");
+        assert_eq!(
+            list_command(Tool::Mkinitcpio, "/boot/i.img")[0],
+            "lsinitcpio"
         );
     }
 }

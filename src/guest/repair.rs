@@ -3,14 +3,14 @@
 //! one appliance launch.
 //!
 //! In a dry run the guest is mounted read-only and every change is computed and returned, but
-//! nothing is written and no guest tool runs.
+//! nothing is written and no guest tool that writes runs (the initramfs listers only read).
 
 use serde::Serialize;
 
 use super::inspect::{self, GuestInfo, InspectError};
 use super::session::{GuestError, Session};
 use super::{FileChange, Rewrite, bootloader, fstab, initramfs, network, vmware_tools};
-use crate::manifest::{FixStage, FstabMode};
+use crate::manifest::{FixStage, FstabMode, InitramfsRebuild};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepairError {
@@ -31,6 +31,16 @@ pub struct GuestCommand {
     pub output_tail: String,
 }
 
+/// One kernel's initramfs: rebuilt, or kept because it already serves KVM, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct InitramfsImage {
+    pub kernel: String,
+    /// The image the bootloader loads, when one of the distro's names for it exists.
+    pub image: Option<String>,
+    pub rebuilt: bool,
+    pub reason: String,
+}
+
 /// Everything the fix stage did (or, in a dry run, would do).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RepairOutcome {
@@ -42,6 +52,8 @@ pub struct RepairOutcome {
     /// Backups made inside the guest.
     pub backups: Vec<String>,
     pub guest_commands: Vec<GuestCommand>,
+    /// Every kernel's initramfs, when `regen_initramfs` is on.
+    pub initramfs: Vec<InitramfsImage>,
     pub notes: Vec<String>,
     /// Set when the Linux repairs were skipped (a Windows guest).
     pub skipped: Option<String>,
@@ -57,6 +69,8 @@ struct Repair<'s, 'a> {
     dry_run: bool,
     stamp: String,
     out: RepairOutcome,
+    /// The package manager's argv, once VMware tools packages were removed (or would be).
+    package_removal: Option<Vec<String>>,
 }
 
 /// Inspects, mounts and repairs the guest attached to `session`.
@@ -110,6 +124,7 @@ pub fn repair(
         settings,
         dry_run,
         stamp,
+        package_removal: None,
         out: RepairOutcome {
             dry_run,
             notes: not_mounted,
@@ -375,6 +390,7 @@ impl Repair<'_, '_> {
             if !packages.is_empty() {
                 let argv =
                     vmware_tools::removal_command(vmware_tools::PackageManager::Dpkg, &packages);
+                self.package_removal = Some(argv.clone());
                 self.run_tool("vmware_tools", argv)?;
             }
         }
@@ -414,6 +430,7 @@ impl Repair<'_, '_> {
         let packages = vmware_tools::installed_rpm_packages(&listed);
         if !packages.is_empty() {
             let argv = vmware_tools::removal_command(vmware_tools::PackageManager::Rpm, &packages);
+            self.package_removal = Some(argv.clone());
             self.run_tool("vmware_tools", argv)?;
         }
         Ok(())
@@ -448,15 +465,39 @@ impl Repair<'_, '_> {
                 .notes
                 .push("no kernels were found under /lib/modules; nothing to rebuild".to_owned());
         }
+        let stale = self.initramfs_inputs_changed(tool);
         let mut done: Vec<Vec<String>> = Vec::new();
         for kernel in kernels {
-            // Rebuild the image the bootloader loads, where the distro's name for it exists.
+            // Check and rebuild the image the bootloader loads, where the distro's name for it
+            // exists.
             let mut image = None;
             for candidate in initramfs::image_candidates(&kernel) {
                 if self.session.is_file(&candidate)? {
                     image = Some(candidate);
                     break;
                 }
+            }
+            let verdict = if self.settings.initramfs_rebuild == InitramfsRebuild::Always {
+                Err("fix.initramfs_rebuild is always".to_owned())
+            } else if let Some(reason) = &stale {
+                Err(reason.clone())
+            } else if let Some(image) = &image {
+                self.check_image(tool, &kernel, image)?
+            } else {
+                Err(format!(
+                    "no image was found at {}",
+                    initramfs::image_candidates(&kernel).join(", ")
+                ))
+            };
+            let rebuilt = verdict.is_err();
+            self.out.initramfs.push(InitramfsImage {
+                kernel: kernel.clone(),
+                image: image.clone(),
+                rebuilt,
+                reason: verdict.unwrap_or_else(|e| e),
+            });
+            if !rebuilt {
+                continue;
             }
             let argv = initramfs::rebuild_command(tool, &kernel, image.as_deref());
             // mkinitcpio -P covers every kernel at once.
@@ -467,6 +508,85 @@ impl Repair<'_, '_> {
             done.push(argv);
         }
         Ok(())
+    }
+
+    /// Why every existing image is stale: a file the tool copies into its images was changed or
+    /// removed by this run (other than its own configuration, whose only change is the drivers
+    /// each image is checked for), or packages were removed, whose files may be among them.
+    fn initramfs_inputs_changed(&self, tool: initramfs::Tool) -> Option<String> {
+        let own = initramfs::config_path(tool);
+        let mut paths: Vec<&str> = self
+            .out
+            .changes
+            .iter()
+            .map(|c| c.path.as_str())
+            .chain(self.out.removed.iter().map(String::as_str))
+            .filter(|p| *p != own && initramfs::embeds(tool, p))
+            .collect();
+        paths.sort_unstable();
+        paths.dedup();
+        if !paths.is_empty() {
+            return Some(format!(
+                "{} changed, and the initramfs carries a copy",
+                paths.join(", ")
+            ));
+        }
+        self.package_removal.as_ref().map(|argv| {
+            format!(
+                "`{}` removed packages whose files the initramfs may carry",
+                argv.join(" ")
+            )
+        })
+    }
+
+    /// Lists `image` with the guest's own lister and reads the kernel's built-in modules:
+    /// `Ok(why it can stay)` or `Err(why it must be rebuilt)`. A lister that fails or is missing
+    /// means a rebuild, never a guess.
+    fn check_image(
+        &mut self,
+        tool: initramfs::Tool,
+        kernel: &str,
+        image: &str,
+    ) -> Result<Result<String, String>, RepairError> {
+        let argv = initramfs::list_command(tool, image);
+        let listing = match self.session.run_in_guest(&argv) {
+            Ok(listing) => listing,
+            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled.into()),
+            Err(e) => {
+                let message = format!("`{}` failed: {e}", argv.join(" "));
+                self.out.guest_commands.push(GuestCommand {
+                    step: "initramfs",
+                    argv,
+                    success: false,
+                    output_tail: tail(&e.to_string()),
+                });
+                return Ok(Err(message));
+            }
+        };
+        let mut builtin = String::new();
+        for dir in ["/lib/modules", "/usr/lib/modules"] {
+            if let Some(text) = self
+                .session
+                .read(&format!("{dir}/{kernel}/modules.builtin"))?
+            {
+                builtin = text;
+                break;
+            }
+        }
+        let verdict = initramfs::image_verdict(kernel, &listing, &builtin);
+        self.out.guest_commands.push(GuestCommand {
+            step: "initramfs",
+            argv,
+            success: true,
+            output_tail: format!(
+                "{} entries; {}",
+                listing.lines().count(),
+                match &verdict {
+                    Ok(why) | Err(why) => why,
+                }
+            ),
+        });
+        Ok(verdict)
     }
 
     /// SELinux guests relabel on their next boot, so files written here get proper labels.

@@ -372,6 +372,16 @@ pub enum FstabMode {
     Noop,
 }
 
+/// When `regen_initramfs` rebuilds an image: `auto` when it lacks the virtio drivers or the
+/// repairs changed a file it carries a copy of, `always` for every kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitramfsRebuild {
+    #[default]
+    Auto,
+    Always,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FixStage {
@@ -379,6 +389,7 @@ pub struct FixStage {
     pub backup: bool,
     pub update_grub: bool,
     pub regen_initramfs: bool,
+    pub initramfs_rebuild: InitramfsRebuild,
     pub fstab_mode: FstabMode,
     pub remove_vmware_tools: bool,
     pub print_fstab: bool,
@@ -393,6 +404,7 @@ impl Default for FixStage {
             backup: true,
             update_grub: true,
             regen_initramfs: true,
+            initramfs_rebuild: InitramfsRebuild::Auto,
             fstab_mode: FstabMode::StabilizeAll,
             remove_vmware_tools: false,
             print_fstab: false,

@@ -49,6 +49,7 @@ const fn f(name: &'static str, kind: Kind) -> Field {
 }
 
 pub const FSTAB_MODES: &[&str] = &["stabilize-all", "bypath-only", "noop"];
+pub const INITRAMFS_REBUILDS: &[&str] = &["auto", "always"];
 pub const OUTPUT_FORMATS: &[&str] = &["qcow2", "raw", "vdi"];
 
 const INSPECT: &[Field] = &[
@@ -60,6 +61,7 @@ const FIX: &[Field] = &[
     f("backup", Kind::Bool),
     f("update_grub", Kind::Bool),
     f("regen_initramfs", Kind::Bool),
+    f("initramfs_rebuild", Kind::Enum(INITRAMFS_REBUILDS)),
     f("fstab_mode", Kind::Enum(FSTAB_MODES)),
     f("remove_vmware_tools", Kind::Bool),
     f("print_fstab", Kind::Bool),

@@ -165,6 +165,17 @@ fn debian_production_run() {
         log.contains("update-initramfs -u -k 6.1.0-13-amd64"),
         "{log}"
     );
+    // The network repair removed a udev rule that initramfs-tools copies into its images, so the
+    // image is rebuilt without being listed.
+    assert_eq!(
+        fix["initramfs"],
+        serde_json::json!([{
+            "kernel": "6.1.0-13-amd64",
+            "image": null,
+            "rebuilt": true,
+            "reason": "/etc/udev/rules.d/70-persistent-net.rules changed, and the initramfs carries a copy"
+        }])
+    );
     assert!(
         log.contains("grub-mkconfig -o /boot/grub/grub.cfg"),
         "{log}"
@@ -281,6 +292,12 @@ fn ubuntu_dry_run_prints_changes() {
     assert!(
         r.stdout
             .contains("would run in the guest: update-initramfs"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("    rebuild its initramfs (kernel 6.1.0-13-amd64): "),
         "{}",
         r.stdout
     );
