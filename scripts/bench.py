@@ -608,6 +608,9 @@ def item7_v2v(work):
             report = json.loads((d / "ours" / "report.json").read_text())
             run["stages"] = {k: v.get("duration")
                              for k, v in report["pipeline"]["stages"].items()}
+            fix = report["pipeline"]["stages"].get("fix", {}).get("result") or {}
+            run["initramfs"] = ["rebuilt" if i["rebuilt"] else "kept"
+                                for i in fix.get("initramfs", [])]
         runs[name].append(run)
         if r.returncode:
             break
@@ -957,14 +960,17 @@ def render(m, res, load_start, load_end):
               + ("The runs go hyper2kvm, virt-v2v, virt-v2v, hyper2kvm, so that a drift in the "
                  "machine's speed weighs on both alike; the ratio is total time over total "
                  "time. " if len(h) > 1 else "")
-              + "*Fix stage* is hyper2kvm's guest repair, from its report.")
+              + "*Fix stage* is hyper2kvm's guest repair, and *initramfs* what it did with the "
+              "guest's initramfs, both from its report (virt-v2v always rebuilds it).")
             w("")
-            w("| run | hyper2kvm | of it, fix stage | virt-v2v |")
-            w("|---|---|---|---|")
+            w("| run | hyper2kvm | of it, fix stage | initramfs | virt-v2v |")
+            w("|---|---|---|---|---|")
             for i, (a, b) in enumerate(zip(h, x), 1):
                 fix = (a.get("stages") or {}).get("fix")
-                w(f"| {i} | {fmt_s(a['wall'])} | {opt_s(fix)} | {fmt_s(b['wall'])} |")
-            w(f"| total | {fmt_s(sum(a['wall'] for a in h))} | | "
+                initramfs = ", ".join(a.get("initramfs") or []) or "–"
+                w(f"| {i} | {fmt_s(a['wall'])} | {opt_s(fix)} | {initramfs} | "
+                  f"{fmt_s(b['wall'])} |")
+            w(f"| total | {fmt_s(sum(a['wall'] for a in h))} | | | "
               f"{fmt_s(sum(b['wall'] for b in x))} (ratio {v['ratio']:.2f}x) |")
         else:
             w(f"Not measured in this run: {v['why']}.")
