@@ -7,7 +7,7 @@
 //! server alive when a command fails; failure is then read from the exit status and stderr.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::accel::Accel;
 use crate::exec::{
@@ -72,6 +72,13 @@ fn appliance_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
+/// Whether a failed remote command is guestfish's client finding the server alive (it checks
+/// the pid first) but its socket missing or not yet listening.
+fn not_listening_yet(message: &str) -> bool {
+    message.contains("looks like the server is not running")
+        && (message.contains("No such file or directory") || message.contains("Connection refused"))
+}
+
 /// A disk to attach to the appliance.
 #[derive(Clone, Debug)]
 pub struct Drive {
@@ -124,7 +131,7 @@ impl<'a> Session<'a> {
             cancel,
             scratch,
         };
-        session.call_owned(&["set-smp".to_owned(), appliance_cpus().to_string()])?;
+        session.first_call(&["set-smp".to_owned(), appliance_cpus().to_string()])?;
         for d in drives {
             let mut args = vec![
                 "add-drive".to_owned(),
@@ -138,6 +145,28 @@ impl<'a> Session<'a> {
         }
         session.call(&["run"])?;
         Ok(session)
+    }
+
+    /// The first command, sent as soon as the listener printed its pid. guestfish prints it
+    /// from the parent right after fork, before the child has bound its socket (its source calls
+    /// this "a small but unavoidable race"), so a connection can find no socket yet, or one not
+    /// yet listening. Such a command never reached the server: it is sent again, within the
+    /// listener's start-up time; the attempts that did not connect leave no record.
+    fn first_call(&mut self, args: &[String]) -> Result<String, GuestError> {
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.call_owned(args) {
+                Err(GuestError::Command { message, .. })
+                    if not_listening_yet(&message) && Instant::now() < deadline =>
+                {
+                    self.records.pop();
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Every command this session ran, for the report.
@@ -303,5 +332,29 @@ impl<'a> Session<'a> {
     /// The scratch directory this session may use for host-side files.
     pub fn scratch(&self) -> &Path {
         self.scratch.path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_socket_not_yet_there_is_retried() {
+        // As the first command failed when it raced the listener's child.
+        assert!(not_listening_yet(
+            "/tmp/.guestfish-0/socket-11471: No such file or directory; guestfish: remote: \
+             looks like the server is not running"
+        ));
+        assert!(not_listening_yet(
+            "/tmp/.guestfish-0/socket-11471: Connection refused; guestfish: remote: looks like \
+             the server is not running"
+        ));
+        // The server's pid is gone: it died, and waiting will not bring it back.
+        assert!(!not_listening_yet(
+            "guestfish: remote: looks like the server is not running"
+        ));
+        // A command that reached the server and failed there.
+        assert!(!not_listening_yet("set-smp: No such file or directory"));
     }
 }
