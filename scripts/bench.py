@@ -600,10 +600,11 @@ def item7_v2v(work):
         subprocess.run(["sync"], check=True)
         log(f"7 {name} on {vmdk}")
         start = time.perf_counter()
-        r = subprocess.run(argvs[name], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+        r = subprocess.run(argvs[name], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        # hyper2kvm says why a VM failed in its summary, on stdout.
         run = {"wall": time.perf_counter() - start, "rc": r.returncode,
-               "err": r.stderr[-400:] if r.returncode else ""}
+               "err": r.stdout[-800:] if r.returncode else ""}
         if name == "hyper2kvm" and r.returncode == 0:
             report = json.loads((d / "ours" / "report.json").read_text())
             run["stages"] = {k: v.get("duration")
