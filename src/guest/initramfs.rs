@@ -384,17 +384,19 @@ pub fn list_command(tool: Tool, image: &str) -> Vec<String> {
 pub fn image_verdict(kernel: &str, listing: &str, builtin: &str) -> Result<String, String> {
     let words: Vec<&str> = listing.split_whitespace().collect();
     let in_kernel_dir = format!("/modules/{kernel}/");
-    let modules_in = |word: &&str, name: &str| module_name(word).is_some_and(|m| m == name);
+    let in_image: Vec<String> = words
+        .iter()
+        .filter(|w| w.contains(&in_kernel_dir))
+        .filter_map(|w| module_name(w))
+        .collect();
+    let in_kernel: Vec<String> = builtin.split_whitespace().filter_map(module_name).collect();
     let mut missing = Vec::new();
     let mut built_in = Vec::new();
     for driver in BOOT_DRIVERS {
-        let in_image = words
-            .iter()
-            .any(|w| w.contains(&in_kernel_dir) && modules_in(w, driver));
-        if in_image {
+        if in_image.iter().any(|m| m == driver) {
             continue;
         }
-        if builtin.split_whitespace().any(|w| modules_in(&w, driver)) {
+        if in_kernel.iter().any(|m| m == driver) {
             built_in.push(driver);
         } else {
             missing.push(driver);

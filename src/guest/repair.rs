@@ -470,10 +470,11 @@ impl Repair<'_, '_> {
         for kernel in kernels {
             // Check and rebuild the image the bootloader loads, where the distro's name for it
             // exists.
+            let candidates = initramfs::image_candidates(&kernel);
             let mut image = None;
-            for candidate in initramfs::image_candidates(&kernel) {
-                if self.session.is_file(&candidate)? {
-                    image = Some(candidate);
+            for candidate in &candidates {
+                if self.session.is_file(candidate)? {
+                    image = Some(candidate.clone());
                     break;
                 }
             }
@@ -484,10 +485,7 @@ impl Repair<'_, '_> {
             } else if let Some(image) = &image {
                 self.check_image(tool, &kernel, image)?
             } else {
-                Err(format!(
-                    "no image was found at {}",
-                    initramfs::image_candidates(&kernel).join(", ")
-                ))
+                Err(format!("no image was found at {}", candidates.join(", ")))
             };
             let rebuilt = verdict.is_err();
             self.out.initramfs.push(InitramfsImage {
@@ -549,42 +547,36 @@ impl Repair<'_, '_> {
         image: &str,
     ) -> Result<Result<String, String>, RepairError> {
         let argv = initramfs::list_command(tool, image);
-        let listing = match self.session.run_in_guest(&argv) {
-            Ok(listing) => listing,
+        let (verdict, success, output_tail) = match self.session.run_in_guest(&argv) {
+            Ok(listing) => {
+                let mut builtin = String::new();
+                for dir in ["/lib/modules", "/usr/lib/modules"] {
+                    if let Some(text) = self
+                        .session
+                        .read(&format!("{dir}/{kernel}/modules.builtin"))?
+                    {
+                        builtin = text;
+                        break;
+                    }
+                }
+                let verdict = initramfs::image_verdict(kernel, &listing, &builtin);
+                let summary = match &verdict {
+                    Ok(why) | Err(why) => format!("{} entries; {why}", listing.lines().count()),
+                };
+                (verdict, true, summary)
+            }
             Err(GuestError::Cancelled) => return Err(GuestError::Cancelled.into()),
-            Err(e) => {
-                let message = format!("`{}` failed: {e}", argv.join(" "));
-                self.out.guest_commands.push(GuestCommand {
-                    step: "initramfs",
-                    argv,
-                    success: false,
-                    output_tail: tail(&e.to_string()),
-                });
-                return Ok(Err(message));
-            }
+            Err(e) => (
+                Err(format!("`{}` failed: {e}", argv.join(" "))),
+                false,
+                tail(&e.to_string()),
+            ),
         };
-        let mut builtin = String::new();
-        for dir in ["/lib/modules", "/usr/lib/modules"] {
-            if let Some(text) = self
-                .session
-                .read(&format!("{dir}/{kernel}/modules.builtin"))?
-            {
-                builtin = text;
-                break;
-            }
-        }
-        let verdict = initramfs::image_verdict(kernel, &listing, &builtin);
         self.out.guest_commands.push(GuestCommand {
             step: "initramfs",
             argv,
-            success: true,
-            output_tail: format!(
-                "{} entries; {}",
-                listing.lines().count(),
-                match &verdict {
-                    Ok(why) | Err(why) => why,
-                }
-            ),
+            success,
+            output_tail,
         });
         Ok(verdict)
     }
