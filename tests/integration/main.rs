@@ -50,3 +50,6 @@ mod mapping;
 /// Booting converted VMs: the real Debian guest end to end (production, no fix, a batch), and
 /// the boot test's bad input.
 mod boot;
+
+/// Golden report.json and batch_report.json snapshots: the report format, pinned field by field.
+mod golden;
