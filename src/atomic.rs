@@ -48,6 +48,54 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     Ok(())
 }
 
+/// `<output>.part`: the name an image or backup has while it is being written.
+pub fn part_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+/// Flushes a finished `.part` file to disk and moves it to its final name; without `overwrite`,
+/// never replaces a file that appeared in the meantime. The writers (qemu-img, cp) do not flush,
+/// and without it a crash could leave a final name over data that never reached the disk.
+pub fn publish(part: &Path, output: &Path, overwrite: bool) -> Result<(), String> {
+    sync_data(part).map_err(|e| format!("could not flush {} to disk: {e}", part.display()))?;
+    let result = if overwrite {
+        std::fs::rename(part, output)
+    } else {
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            part,
+            nix::fcntl::AT_FDCWD,
+            output,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(std::io::Error::from)
+    };
+    result.map_err(|e| {
+        format!(
+            "could not move {} to {}: {e}",
+            part.display(),
+            output.display()
+        )
+    })?;
+    if let Some(dir) = output.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Removes a `.part` file a failed writer left (a missing one is fine).
+pub fn remove_part(part: &Path) {
+    if let Err(e) = std::fs::remove_file(part)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("could not remove {}: {e}", part.display());
+    }
+}
+
 /// Serialises `value` as pretty JSON (2-space indent, trailing newline) and writes it atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), WriteError> {
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| WriteError {
@@ -152,6 +200,20 @@ fn start_writes(file: &std::fs::File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_refuses_to_replace_without_overwrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("d0.qcow2.part");
+        let out = dir.path().join("d0.qcow2");
+        std::fs::write(&part, b"new").expect("write");
+        std::fs::write(&out, b"old").expect("write");
+        assert!(publish(&part, &out, false).is_err());
+        assert_eq!(std::fs::read(&out).expect("read"), b"old");
+        publish(&part, &out, true).expect("overwrite");
+        assert_eq!(std::fs::read(&out).expect("read"), b"new");
+        assert_eq!(part_path(&out), dir.path().join("d0.qcow2.part"));
+    }
 
     #[test]
     fn replaces_whole_and_leaves_no_temp_files() {

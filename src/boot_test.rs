@@ -13,7 +13,7 @@
 //! matched too.
 //!
 //! Everything is decided when planning ([`plan`]: qemu, KVM or TCG from the probe in
-//! [`crate::accel`], OVMF files, compiled patterns); [`run`] only executes. qemu runs through
+//! [`crate::tools::qemu_system`], OVMF files, compiled patterns); [`run`] only executes. qemu runs through
 //! [`crate::exec`] in its own process group, which is killed whatever ends the test: a match, the
 //! timeout, qemu's exit, or cancellation (SIGINT/SIGTERM).
 
@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::accel::{self, Accel};
-use crate::exec::{self, CancelToken, Command, CommandRecord, ExecError, Status, Tool, Watch};
+use crate::exec::{self, CancelToken, Command, CommandRecord, ExecError, Status, Watch};
 use crate::manifest::{Firmware, Vm};
+use crate::tools::Tool;
+use crate::tools::ovmf;
+use crate::tools::qemu_system::{self, Accel};
 
 /// How long the guest gets to match `success_pattern` (TCG boots of a small Debian take 1–3
 /// minutes on a busy 2-core machine).
@@ -41,15 +42,6 @@ pub const DEFAULT_MEMORY_MB: u32 = 1024;
 pub const DEFAULT_CPUS: u32 = 1;
 /// Console lines kept in the report.
 pub const TAIL_LINES: usize = 100;
-/// Overrides where OVMF is looked for (hosts with another layout, tests).
-pub const OVMF_DIR_ENV: &str = "HYPER2KVM_OVMF_DIR";
-/// Where Debian's `ovmf` package puts the firmware.
-pub const OVMF_DIRS: &[&str] = &["/usr/share/OVMF"];
-/// Code and variable-store template pairs, preferred first (Debian 12 ships both sizes).
-const OVMF_PAIRS: &[(&str, &str)] = &[
-    ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
-    ("OVMF_CODE.fd", "OVMF_VARS.fd"),
-];
 /// The machine type of the domain hyper2kvm emits.
 pub const MACHINE: &str = "q35";
 
@@ -205,9 +197,9 @@ pub fn plan(input: PlanInput<'_>, notes: &mut Vec<String>) -> Result<BootTestPla
     let qemu = Tool::QemuSystem.locate()?;
     let firmware = match input.vm.firmware {
         Firmware::Uefi => {
-            let dirs = ovmf_dirs(std::env::var_os(OVMF_DIR_ENV).map(PathBuf::from));
+            let dirs = ovmf::dirs(std::env::var_os(ovmf::DIR_ENV).map(PathBuf::from));
             let (code, vars_template) =
-                find_ovmf(&dirs).ok_or_else(|| BootTestError::OvmfMissing {
+                ovmf::find(&dirs).ok_or_else(|| BootTestError::OvmfMissing {
                     searched: dirs
                         .iter()
                         .map(|d| d.display().to_string())
@@ -234,7 +226,7 @@ pub fn plan(input: PlanInput<'_>, notes: &mut Vec<String>) -> Result<BootTestPla
     let (accel, accel_reason) = match input.accel {
         Some(a) => (a, "the same probe as the libguestfs appliance".to_owned()),
         None => {
-            let p = accel::probe(&qemu);
+            let p = qemu_system::probe(&qemu);
             (p.accel, p.reason)
         }
     };
@@ -261,24 +253,6 @@ pub fn plan(input: PlanInput<'_>, notes: &mut Vec<String>) -> Result<BootTestPla
         cpus: s.cpus,
         disks: input.disks,
         console_log: input.console_log,
-    })
-}
-
-/// The directories searched for OVMF: the override alone when set, else Debian's.
-pub fn ovmf_dirs(override_dir: Option<PathBuf>) -> Vec<PathBuf> {
-    match override_dir {
-        Some(d) => vec![d],
-        None => OVMF_DIRS.iter().map(PathBuf::from).collect(),
-    }
-}
-
-/// The first code + variable-store pair present in `dirs`.
-pub fn find_ovmf(dirs: &[PathBuf]) -> Option<(PathBuf, PathBuf)> {
-    dirs.iter().find_map(|d| {
-        OVMF_PAIRS.iter().find_map(|(code, vars)| {
-            let (c, v) = (d.join(code), d.join(vars));
-            (c.is_file() && v.is_file()).then_some((c, v))
-        })
     })
 }
 
@@ -347,7 +321,7 @@ impl BootTestPlan {
         vec![
             format!(
                 "boot test ({}, {}, {} MiB, {} vCPU, timeout {} s; passes on /{}/):",
-                accel_name(self.accel),
+                Accel::name(self.accel),
                 self.firmware.name(),
                 self.memory_mb,
                 self.cpus,
@@ -360,13 +334,6 @@ impl BootTestPlan {
     }
 }
 
-fn accel_name(a: Accel) -> &'static str {
-    match a {
-        Accel::Kvm => "kvm",
-        Accel::Tcg => "tcg",
-    }
-}
-
 /// How the test ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -374,6 +341,17 @@ pub enum BootResult {
     Passed,
     Failed,
     Interrupted,
+}
+
+impl BootResult {
+    /// As the report spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootResult::Passed => "passed",
+            BootResult::Failed => "failed",
+            BootResult::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// Why it ended that way.
@@ -388,6 +366,22 @@ pub enum Reason {
     Timeout,
     QemuExited,
     Interrupted,
+}
+
+impl Reason {
+    /// As the report spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::SuccessPattern => "success_pattern",
+            Reason::KernelPanic => "kernel_panic",
+            Reason::EmergencyShell => "emergency_shell",
+            Reason::NoBootableDevice => "no_bootable_device",
+            Reason::FailurePattern => "failure_pattern",
+            Reason::Timeout => "timeout",
+            Reason::QemuExited => "qemu_exited",
+            Reason::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// What the report keeps about one boot test.
@@ -437,7 +431,7 @@ enum Verdict {
 /// Boots the planned VM once. Only a failure to prepare or start qemu is an `Err`; a guest that
 /// does not boot is an outcome with `result: failed`.
 pub fn run(plan: &BootTestPlan, cancel: &CancelToken) -> Result<BootTestRun, String> {
-    let started_at = crate::pipeline::now_iso();
+    let started_at = crate::clock::now_local();
     let scratch = tempfile::Builder::new()
         .prefix("hyper2kvm-boot-test-")
         .tempdir()
@@ -480,7 +474,7 @@ pub fn run(plan: &BootTestPlan, cancel: &CancelToken) -> Result<BootTestRun, Str
         (result, watcher.join().ok().flatten())
     });
     let elapsed = begun.elapsed();
-    let out = result.map_err(|e| crate::pipeline::error_chain(&e))?;
+    let out = result.map_err(|e| crate::diag::error_chain(&e))?;
     let record = out.record;
 
     let text = read_console(&console);
@@ -496,12 +490,12 @@ pub fn run(plan: &BootTestPlan, cancel: &CancelToken) -> Result<BootTestRun, Str
     let console_log = match crate::atomic::write(&plan.console_log, text.as_bytes()) {
         Ok(()) => Some(plan.console_log.clone()),
         Err(e) => {
-            tracing::warn!("{}", crate::pipeline::error_chain(&e));
+            tracing::warn!("{}", crate::diag::error_chain(&e));
             None
         }
     };
 
-    let secs = |d: Duration| (d.as_secs_f64() * 10.0).round() / 10.0;
+    let secs = |d: Duration| crate::units::round_to(d.as_secs_f64(), 1);
     let (result, reason, message, matched_line, at) = match verdict {
         Some(Verdict::Interrupted) => (
             BootResult::Interrupted,
@@ -743,34 +737,6 @@ fn read_console(path: &Path) -> String {
     clean(&bytes)
 }
 
-/// The run summary's line for a VM's boot test, from the validate stage's result.
-pub fn summary_line(validate_result: Option<&Value>) -> Option<String> {
-    let bt = validate_result?.get("boot_test")?;
-    let get = |k: &str| bt.get(k).and_then(Value::as_str).unwrap_or("");
-    let seconds = bt.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
-    Some(match get("result") {
-        "passed" => format!(
-            "  boot test: passed in {seconds:.1}s ({}, {}): `{}`\n",
-            get("accel"),
-            get("firmware"),
-            get("matched_line")
-        ),
-        other => {
-            let console = match get("console_log") {
-                "" => String::new(),
-                p => format!("; console: {p}"),
-            };
-            format!(
-                "  boot test: {} ({}) after {seconds:.1}s ({}, {}){console}\n",
-                other.to_uppercase(),
-                get("reason"),
-                get("accel"),
-                get("firmware")
-            )
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -919,45 +885,5 @@ mod tests {
             argv.contains("if=pflash,format=raw,unit=1,file=/s/vars.fd"),
             "{argv}"
         );
-    }
-
-    #[test]
-    fn ovmf_is_found_in_pairs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let dirs = vec![dir.path().to_owned()];
-        assert_eq!(find_ovmf(&dirs), None);
-        std::fs::write(dir.path().join("OVMF_CODE.fd"), b"c").expect("write");
-        assert_eq!(find_ovmf(&dirs), None, "code without a vars template");
-        std::fs::write(dir.path().join("OVMF_VARS.fd"), b"v").expect("write");
-        assert_eq!(
-            find_ovmf(&dirs),
-            Some((
-                dir.path().join("OVMF_CODE.fd"),
-                dir.path().join("OVMF_VARS.fd")
-            ))
-        );
-        assert_eq!(
-            ovmf_dirs(None),
-            vec![PathBuf::from("/usr/share/OVMF")],
-            "Debian's location by default"
-        );
-    }
-
-    #[test]
-    fn summary_lines() {
-        let passed = serde_json::json!({"boot_test": {"result": "passed", "seconds": 81.2,
-            "accel": "tcg", "firmware": "bios", "matched_line": "h2k login:"}});
-        assert_eq!(
-            summary_line(Some(&passed)).as_deref(),
-            Some("  boot test: passed in 81.2s (tcg, bios): `h2k login:`\n")
-        );
-        let failed = serde_json::json!({"boot_test": {"result": "failed", "reason": "timeout",
-            "seconds": 30.0, "accel": "tcg", "firmware": "uefi", "console_log": "/o/c.log"}});
-        assert_eq!(
-            summary_line(Some(&failed)).as_deref(),
-            Some("  boot test: FAILED (timeout) after 30.0s (tcg, uefi); console: /o/c.log\n")
-        );
-        assert_eq!(summary_line(Some(&serde_json::json!({}))), None);
-        assert_eq!(summary_line(None), None);
     }
 }

@@ -56,43 +56,6 @@ impl CancelToken {
     }
 }
 
-/// An external program the tool depends on, with the Debian package that provides it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tool {
-    QemuImg,
-    Guestfish,
-    QemuSystem,
-    Python3,
-}
-
-impl Tool {
-    pub fn program(self) -> &'static str {
-        match self {
-            Tool::QemuImg => "qemu-img",
-            Tool::Guestfish => "guestfish",
-            Tool::QemuSystem => "qemu-system-x86_64",
-            Tool::Python3 => "python3",
-        }
-    }
-
-    pub fn package(self) -> &'static str {
-        match self {
-            Tool::QemuImg => "qemu-utils",
-            Tool::Guestfish => "libguestfs-tools",
-            Tool::QemuSystem => "qemu-system-x86",
-            Tool::Python3 => "python3",
-        }
-    }
-
-    /// Finds the tool on `PATH`.
-    pub fn locate(self) -> Result<PathBuf, ExecError> {
-        which::which(self.program()).map_err(|_| ExecError::ToolMissing {
-            program: self.program(),
-            package: self.package(),
-        })
-    }
-}
-
 /// A command to run: program, arguments, environment additions, working directory, limits.
 #[derive(Clone, Debug)]
 pub struct Command {
@@ -415,7 +378,7 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
     let record = CommandRecord {
         argv,
         status,
-        duration_seconds: round_ms(started.elapsed()),
+        duration_seconds: crate::units::seconds(started.elapsed()),
         stderr_tail,
     };
     tracing::info!(
@@ -425,10 +388,6 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
         "finished"
     );
     Ok(Output { record, stdout })
-}
-
-fn round_ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 /// What a running command's helper threads report.
@@ -694,7 +653,7 @@ impl Daemon {
             } else {
                 status
             },
-            duration_seconds: round_ms(started.elapsed()),
+            duration_seconds: crate::units::seconds(started.elapsed()),
             stderr_tail: String::from_utf8_lossy(&stderr_tail).into_owned(),
         };
         let stderr_seen = std::fs::metadata(stderr_log).map_or(0, |m| m.len());
@@ -721,6 +680,26 @@ impl Daemon {
         }
         self.stderr_seen += buf.len() as u64;
         String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// How far [`Daemon::new_stderr`] has read the stderr log.
+    pub fn stderr_seen(&self) -> u64 {
+        self.stderr_seen
+    }
+
+    /// The stderr log from byte `start` on, at most its last `max` bytes.
+    pub fn stderr_from(&self, start: u64, max: u64) -> Vec<u8> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.stderr_log) else {
+            return Vec::new();
+        };
+        let len = f.metadata().map_or(0, |m| m.len());
+        let from = start.max(len.saturating_sub(max));
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(from)).is_err() || f.take(max).read_to_end(&mut buf).is_err() {
+            return Vec::new();
+        }
+        buf
     }
 
     /// How the start went (exit status of the foreground process, duration, stderr).

@@ -7,24 +7,30 @@
 //! [`app`] has one function per mode; `main.rs` only parses the command line and maps errors to
 //! exit codes.
 
-pub mod accel;
 pub mod app;
 pub mod atomic;
 pub mod batch;
 pub mod boot_test;
 pub mod checksum;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod diag;
+pub mod events;
 pub mod exec;
 pub mod exit_code;
+pub mod files;
 pub mod guest;
 pub mod hooks;
 pub mod libvirt;
 pub mod manifest;
 pub mod mapping;
+pub mod outcome;
 pub mod pipeline;
 pub mod plan;
 pub mod profile;
-pub mod qemu_img;
 pub mod report;
+pub mod stage;
+pub mod tools;
 pub mod ui;
+pub mod units;

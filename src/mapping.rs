@@ -22,8 +22,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::kind_of;
+use crate::diag::{Problem, Problems};
 use crate::manifest::schema::{self, Kind};
-use crate::manifest::{Nic, NicType, OutputFormat, Problem, Problems, is_mac};
+use crate::manifest::{Nic, NicType, OutputFormat, is_mac};
 
 // ---------------------------------------------------------------------------------------------
 // MAC addresses.
@@ -217,19 +218,6 @@ const STORAGE_KEYS: &[&str] = &[
     "preallocate",
 ];
 
-fn unknown_keys(path: &str, map: &Map<String, Value>, known: &[&str], problems: &mut Problems) {
-    for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
-        let hint = match crate::profile::suggest(key, known) {
-            Some(s) => format!(" (did you mean '{s}'?)"),
-            None => format!("; expected one of: {}", known.join(", ")),
-        };
-        problems.push(
-            &schema::join(path, key),
-            format!("unknown key '{key}'{hint}"),
-        );
-    }
-}
-
 fn non_empty_name(path: &str, value: &Value, what: &str, problems: &mut Problems) {
     match value.as_str() {
         Some(s) if !s.trim().is_empty() => {}
@@ -252,7 +240,7 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
         );
         return;
     };
-    unknown_keys(path, map, NETWORK_KEYS, problems);
+    problems.unknown_keys(path, map, NETWORK_KEYS);
     if let Some(nets) = map.get("source_networks") {
         let here = schema::join(path, "source_networks");
         match nets.as_object() {
@@ -415,7 +403,7 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
         );
         return;
     };
-    unknown_keys(path, map, STORAGE_KEYS, problems);
+    problems.unknown_keys(path, map, STORAGE_KEYS);
     if let Some(pool) = map.get("default_pool").filter(|v| !v.is_null()) {
         let here = schema::join(path, "default_pool");
         non_empty_name(&here, pool, "libvirt storage pool name", problems);
@@ -487,7 +475,7 @@ pub fn check_disk_mapping_ids(doc: &Map<String, Value>, problems: &mut Problems)
         .unwrap_or_default();
     for key in dm.keys() {
         if !ids.contains(&key.as_str()) {
-            let hint = crate::profile::suggest(key, &ids)
+            let hint = crate::diag::suggest(key, &ids)
                 .map(|s| format!(" (did you mean '{s}'?)"))
                 .unwrap_or_else(|| format!("; the disks are: {}", ids.join(", ")));
             let here = format!("storage_mapping.disk_mappings.{key}");

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::config::{self, ConfigError};
+use crate::diag::suggest;
 
 /// The built-in profiles, in the order they are listed to users.
 pub const BUILTIN: [(&str, &str); 7] = [
@@ -255,16 +256,6 @@ fn check_keys(
             PROFILE_KEYS.join(", ")
         ),
     })
-}
-
-/// The candidate closest to `word`, when it is close enough to be a likely typo.
-pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
-    candidates
-        .iter()
-        .map(|c| (strsim::jaro_winkler(word, c.as_ref()), c.as_ref()))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c.to_owned())
 }
 
 #[cfg(test)]

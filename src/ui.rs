@@ -7,70 +7,16 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::pipeline::VmStatus;
+use crate::events::{Event, EventSink, VmStatus};
 
-/// Something a worker wants the user to see.
-#[derive(Clone, Debug)]
-pub enum Event {
-    VmStarted {
-        vm: String,
-    },
-    StageStarted {
-        vm: String,
-        stage: &'static str,
-    },
-    StageFinished {
-        vm: String,
-        stage: &'static str,
-        success: bool,
-    },
-    /// Bytes of one disk processed so far by an activity ("checksum", "convert").
-    Progress {
-        vm: String,
-        disk: String,
-        activity: &'static str,
-        done: u64,
-        total: u64,
-    },
-    Warning {
-        vm: String,
-        message: String,
-    },
-    /// The fix stage changed this many things in the guest.
-    GuestChanges {
-        vm: String,
-        changes: usize,
-    },
-    VmFinished {
-        vm: String,
-        status: VmStatus,
-    },
-}
-
-/// Where workers send events; cheap to clone, safe to share across threads.
-#[derive(Clone, Debug, Default)]
-pub struct EventSink(Option<Sender<Event>>);
-
-impl EventSink {
-    /// A sink that drops everything (tests, `--progress none`).
-    pub fn discard() -> Self {
-        Self(None)
-    }
-
-    pub fn send(&self, event: Event) {
-        if let Some(tx) = &self.0 {
-            let _ = tx.send(event);
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProgressMode {
     /// Bars on a terminal, lines otherwise.
     Auto,
@@ -113,13 +59,13 @@ impl Display {
                 thread: None,
             };
         }
-        let (tx, rx) = channel();
+        let (sink, rx) = EventSink::channel();
         let thread = std::thread::spawn(move || match mode {
             ProgressMode::Bars => bars(rx, total_vms),
             _ => lines(rx),
         });
         Self {
-            sink: EventSink(Some(tx)),
+            sink,
             thread: Some(thread),
         }
     }
@@ -151,12 +97,9 @@ fn lines(rx: Receiver<Event>) {
     for event in rx {
         let line = match event {
             Event::VmStarted { vm } => format!("[{vm}] started"),
-            Event::StageStarted { vm, stage } => format!("[{vm}] {stage}: started"),
-            Event::StageFinished { vm, stage, success } => {
-                format!(
-                    "[{vm}] {stage}: {}",
-                    if success { "done" } else { "failed" }
-                )
+            Event::StepStarted { vm, step } => format!("[{vm}] {step}: started"),
+            Event::StepFinished { vm, step, success } => {
+                format!("[{vm}] {step}: {}", if success { "done" } else { "failed" })
             }
             Event::Progress {
                 vm,
@@ -166,6 +109,7 @@ fn lines(rx: Receiver<Event>) {
                 total,
             } => {
                 let step = (done * 10).checked_div(total).unwrap_or(0);
+                let activity = activity.name();
                 let key = (vm.clone(), format!("{activity} {disk}"));
                 if step == 0 || last_step.get(&key) == Some(&step) {
                     continue;
@@ -213,14 +157,14 @@ fn bars(rx: Receiver<Event>, total_vms: usize) {
                 bar.set_prefix(vm.clone());
                 running.insert(vm, bar);
             }
-            Event::StageStarted { vm, stage } => {
+            Event::StepStarted { vm, step } => {
                 if let Some(bar) = running.get(&vm) {
-                    bar.set_message(stage.to_owned());
+                    bar.set_message(step.label());
                     bar.set_position(0);
                     bar.set_length(0);
                 }
             }
-            Event::StageFinished { .. } | Event::GuestChanges { .. } => {}
+            Event::StepFinished { .. } | Event::GuestChanges { .. } => {}
             Event::Progress {
                 vm, done, total, ..
             } => {

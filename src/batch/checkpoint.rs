@@ -49,7 +49,7 @@ pub fn write(
         version: CHECKPOINT_VERSION.to_owned(),
         batch_id: batch.batch_id.clone(),
         batch_manifest: batch.path.clone(),
-        updated_at: crate::pipeline::now_iso(),
+        updated_at: crate::clock::now_local(),
         vms: results
             .iter()
             .map(|r| VmResult {

@@ -13,7 +13,6 @@
 //! conversions through the shared [`CancelToken`].
 
 pub mod checkpoint;
-pub mod manifest;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -21,79 +20,18 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
+use crate::events::EventSink;
+use crate::events::VmStatus;
 use crate::exec::CancelToken;
 use crate::manifest::{self as vm_manifest, Layers, Loaded};
 use crate::mapping::MacAddr;
-use crate::pipeline::{self, VmOutcome, VmStatus};
+use crate::outcome::VmOutcome;
+use crate::pipeline;
 use crate::plan::{self, PlanOptions, VmPlan};
 use crate::report;
-use crate::ui::EventSink;
+use crate::report::batch::{ArtifactRecord, BatchOutcome, BatchVmStatus, StageTiming, VmResult};
 
-pub use manifest::{BatchManifest, BatchManifestError, VmEntry};
-
-/// What happened to one VM of a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BatchVmStatus {
-    Succeeded,
-    Failed,
-    /// `enabled: false` in the batch manifest.
-    Skipped,
-    /// Never started because an earlier failure stopped the batch (`continue_on_error: false`).
-    NotStarted,
-    /// Stopped by SIGINT/SIGTERM, or never started because of one.
-    Interrupted,
-}
-
-/// One VM's line in the batch report (and its checkpoint record).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct VmResult {
-    pub vm_id: String,
-    pub index: usize,
-    pub priority: i64,
-    pub manifest: PathBuf,
-    pub status: BatchVmStatus,
-    pub success: bool,
-    pub duration_seconds: f64,
-    pub timestamp: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub output_directory: Option<PathBuf>,
-    pub report_path: Option<PathBuf>,
-    /// Seconds per stage, in pipeline order.
-    pub stage_durations: Vec<StageTiming>,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    /// Output files and their sizes, for resume.
-    pub artifacts: Vec<ArtifactRecord>,
-    /// Whether the validate stage ran and passed.
-    pub validated: bool,
-    /// The MAC addresses of the emitted domain's NICs; a resumed batch keeps them reserved so a
-    /// VM planned after a reused one never gets the same MAC.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub macs: Vec<MacAddr>,
-    /// Digest of the resolved manifest; resume reuses a result only for the same manifest.
-    pub fingerprint: Option<String>,
-    /// Taken from the checkpoint of an earlier run (`--batch-resume`), not run again.
-    pub from_checkpoint: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pipeline_report: Option<Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StageTiming {
-    pub stage: String,
-    pub seconds: f64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactRecord {
-    pub path: PathBuf,
-    pub size_bytes: u64,
-}
+pub use crate::manifest::batch::{BatchManifest, BatchManifestError, VmEntry};
 
 /// Command-line choices that override the batch manifest.
 #[derive(Clone, Debug, Default)]
@@ -128,21 +66,6 @@ pub enum BatchError {
     BootTestTool(crate::boot_test::BootTestError),
 }
 
-/// The finished batch, ready for reporting.
-#[derive(Clone, Debug)]
-pub struct BatchOutcome {
-    pub batch: BatchManifest,
-    pub parallel_limit: usize,
-    pub continue_on_error: bool,
-    pub resumed: bool,
-    pub started_at: String,
-    pub duration_seconds: f64,
-    /// In batch-file order.
-    pub results: Vec<VmResult>,
-    pub interrupted: bool,
-    pub report_dir: PathBuf,
-}
-
 /// A VM of the batch after loading and planning.
 enum VmPrep {
     Run(Box<VmPlan>, Option<String>),
@@ -163,7 +86,7 @@ pub struct PreparedBatch {
 
 /// Loads and plans a batch. Returns the prepared batch or every reason it cannot start.
 pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchError> {
-    let batch = manifest::load(path)?;
+    let batch = crate::manifest::batch::load(path)?;
     let parallel_limit = opts.parallel.unwrap_or(batch.parallel_limit).max(1);
     let continue_on_error = opts.continue_on_error.unwrap_or(batch.continue_on_error);
     let shared_out = opts
@@ -401,7 +324,7 @@ impl PreparedBatch {
 
     /// Runs the batch and returns its outcome; reports are the caller's to write.
     pub fn run(self, cancel: &CancelToken, events: &EventSink) -> BatchOutcome {
-        let started_at = pipeline::now_iso();
+        let started_at = crate::clock::now_local();
         let started = Instant::now();
         let workers = self.workers();
         let checkpoint_path = checkpoint::path(&self.report_dir, &self.batch.batch_id);
@@ -439,7 +362,7 @@ impl PreparedBatch {
             if let Err(e) = checkpoint::write(&checkpoint_path, &self.batch, &snapshot) {
                 tracing::warn!(
                     "could not write the checkpoint: {}",
-                    pipeline::error_chain(&e)
+                    crate::diag::error_chain(&e)
                 );
             }
         };
@@ -479,9 +402,9 @@ impl PreparedBatch {
                     result.success = false;
                     result
                         .error
-                        .get_or_insert_with(|| pipeline::error_chain(&e));
+                        .get_or_insert_with(|| crate::diag::error_chain(&e));
                 }
-                result.pipeline_report = serde_json::to_value(&vm_report).ok();
+                result.pipeline_report = Some(Box::new(vm_report));
             }
             if outcome.status == VmStatus::Failed && !continue_on_error {
                 stop.store(true, Ordering::SeqCst);
@@ -525,7 +448,7 @@ impl PreparedBatch {
         if let Err(e) = checkpoint::write(&checkpoint_path, &self.batch, &results) {
             tracing::warn!(
                 "could not write the checkpoint: {}",
-                pipeline::error_chain(&e)
+                crate::diag::error_chain(&e)
             );
         }
         BatchOutcome {
@@ -533,7 +456,7 @@ impl PreparedBatch {
             continue_on_error: self.continue_on_error,
             resumed: self.resume,
             started_at,
-            duration_seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+            duration_seconds: crate::units::round2(started.elapsed().as_secs_f64()),
             results,
             interrupted,
             report_dir: self.report_dir,
@@ -585,7 +508,7 @@ fn ran(
         manifest: entry.manifest.clone(),
         status,
         success: outcome.succeeded(),
-        duration_seconds: report::round2(outcome.duration_seconds),
+        duration_seconds: crate::units::round2(outcome.duration_seconds),
         timestamp: Some(outcome.started_at.clone()),
         error: outcome
             .errors
@@ -597,7 +520,7 @@ fn ran(
             .stages
             .iter()
             .map(|s| StageTiming {
-                stage: s.name.to_owned(),
+                stage: s.stage.name().to_owned(),
                 seconds: s.duration,
             })
             .collect(),
@@ -612,9 +535,8 @@ fn ran(
             })
             .collect(),
         validated: outcome
-            .stages
-            .iter()
-            .any(|s| s.name == "validate" && s.success),
+            .stage(crate::stage::Stage::Validate)
+            .is_some_and(|s| s.success),
         macs: plan.macs(),
         fingerprint,
         from_checkpoint: false,

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::session::{GuestError, Session};
 use super::{DeviceIds, Devices};
+use crate::tools::guestfish::{GuestError, Session};
 
 /// The guest as inspection sees it; goes into the report as `guest`.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -12,7 +12,6 @@ pub mod initramfs;
 pub mod inspect;
 pub mod network;
 pub mod repair;
-pub mod session;
 pub mod vmware_tools;
 
 use std::collections::BTreeMap;

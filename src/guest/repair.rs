@@ -8,9 +8,9 @@
 use serde::Serialize;
 
 use super::inspect::{self, GuestInfo, InspectError};
-use super::session::{GuestError, Session};
 use super::{FileChange, Rewrite, bootloader, fstab, initramfs, network, vmware_tools};
 use crate::manifest::{FixStage, FstabMode, InitramfsRebuild};
+use crate::tools::guestfish::{GuestError, Session};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepairError {
@@ -114,11 +114,7 @@ pub fn repair(
         .map(|n| format!("guest filesystem {n}"))
         .collect();
     let devices = inspect::devices(session, &info)?;
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
-            "[year][month][day]-[hour][minute][second]"
-        ))
-        .unwrap_or_else(|_| "backup".to_owned());
+    let stamp = crate::clock::now_utc_compact();
     let mut r = Repair {
         session,
         settings,

@@ -20,8 +20,8 @@ use serde_json::Value;
 use super::spec::{HttpSpec, Method};
 use super::template::{Context, JsonTemplate, Template};
 use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail};
+use crate::diag::Problems;
 use crate::exec::CancelToken;
-use crate::manifest::Problems;
 
 /// The most of a response body we read; the report keeps its tail.
 const BODY_READ_LIMIT: u64 = 1024 * 1024;
@@ -146,7 +146,7 @@ pub fn attempt(plan: &HttpPlan, timeout: Duration, ctx: &Context, cancel: &Cance
         Err(e) => {
             return broken(format!(
                 "cannot set up the HTTP client: {}",
-                crate::pipeline::error_chain(&e)
+                crate::diag::error_chain(&e)
             ));
         }
     };
@@ -223,7 +223,7 @@ pub fn attempt(plan: &HttpPlan, timeout: Duration, ctx: &Context, cancel: &Cance
             Verdict::TimedOut,
             format!("no answer within {}s", timeout.as_secs_f64()),
         ),
-        Err(e) => Attempt::failed(Verdict::Failed, crate::pipeline::error_chain(&e)),
+        Err(e) => Attempt::failed(Verdict::Failed, crate::diag::error_chain(&e)),
     };
     a.request = Some(record);
     a

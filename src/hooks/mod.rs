@@ -24,81 +24,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::exec::{CancelToken, ExecError, Status, Tool};
-use crate::manifest::Problem;
+use crate::diag::Problem;
+use crate::exec::{CancelToken, ExecError, Status};
+pub use crate::stage::HookStage;
+use crate::stage::Stage;
+use crate::tools::Tool;
+
 pub use retry::RetryPolicy;
 pub use spec::{Action, HookSet, HookSpec};
 use template::{Context, Var};
-
-/// Where in the pipeline a hook runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HookStage {
-    PreExtraction,
-    PostExtraction,
-    PreFix,
-    PostFix,
-    PreConvert,
-    PostConvert,
-    PostValidate,
-}
-
-impl HookStage {
-    /// In pipeline order.
-    pub const ALL: [HookStage; 7] = [
-        HookStage::PreExtraction,
-        HookStage::PostExtraction,
-        HookStage::PreFix,
-        HookStage::PostFix,
-        HookStage::PreConvert,
-        HookStage::PostConvert,
-        HookStage::PostValidate,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            HookStage::PreExtraction => "pre_extraction",
-            HookStage::PostExtraction => "post_extraction",
-            HookStage::PreFix => "pre_fix",
-            HookStage::PostFix => "post_fix",
-            HookStage::PreConvert => "pre_convert",
-            HookStage::PostConvert => "post_convert",
-            HookStage::PostValidate => "post_validate",
-        }
-    }
-
-    /// How progress displays name the hooks of this stage.
-    pub fn label(self) -> &'static str {
-        match self {
-            HookStage::PreExtraction => "pre_extraction hooks",
-            HookStage::PostExtraction => "post_extraction hooks",
-            HookStage::PreFix => "pre_fix hooks",
-            HookStage::PostFix => "post_fix hooks",
-            HookStage::PreConvert => "pre_convert hooks",
-            HookStage::PostConvert => "post_convert hooks",
-            HookStage::PostValidate => "post_validate hooks",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<HookStage> {
-        HookStage::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    pub fn names() -> Vec<&'static str> {
-        HookStage::ALL.iter().map(|s| s.name()).collect()
-    }
-
-    /// The pipeline stage that must be enabled for this hook stage to fire; extraction hooks
-    /// always fire.
-    pub fn pipeline_stage(self) -> Option<&'static str> {
-        match self {
-            HookStage::PreExtraction | HookStage::PostExtraction => None,
-            HookStage::PreFix | HookStage::PostFix => Some("fix"),
-            HookStage::PreConvert | HookStage::PostConvert => Some("convert"),
-            HookStage::PostValidate => Some("validate"),
-        }
-    }
-}
 
 /// Which pipeline stages will run, as planned.
 #[derive(Clone, Copy, Debug, Default)]
@@ -111,10 +45,10 @@ pub struct EnabledStages {
 impl EnabledStages {
     fn fires(self, stage: HookStage) -> bool {
         match stage.pipeline_stage() {
-            None => true,
-            Some("fix") => self.fix,
-            Some("convert") => self.convert,
-            Some(_) => self.validate,
+            Stage::Fix => self.fix,
+            Stage::Convert => self.convert,
+            Stage::Validate => self.validate,
+            Stage::Load | Stage::Inspect | Stage::Domain => true,
         }
     }
 }
@@ -267,7 +201,7 @@ pub fn plan(
         None
     };
     let mut tool_error = None;
-    let mut local = crate::manifest::Problems::default();
+    let mut local = crate::diag::Problems::default();
     for (stage, hooks) in &set.stages {
         let fires = vm.stages.fires(*stage);
         if !fires && !hooks.is_empty() {
@@ -276,7 +210,7 @@ pub fn plan(
                 stage.name(),
                 hooks.len(),
                 if hooks.len() == 1 { "" } else { "s" },
-                stage.pipeline_stage().unwrap_or("?")
+                stage.pipeline_stage().name()
             ));
         }
         for (index, hook) in hooks.iter().enumerate() {
@@ -379,11 +313,9 @@ fn current_user() -> String {
 /// The variables of one firing: the plan's plus the stage and the time.
 fn fire_context(base: &Context, stage: HookStage) -> Context {
     let mut c = base.clone();
-    let now = time::OffsetDateTime::now_utc();
     c.set(Var::Stage, stage.name());
-    c.set(Var::Timestamp, now.unix_timestamp().to_string());
-    let iso = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    c.set(Var::TimestampIso, now.format(&iso).unwrap_or_default());
+    c.set(Var::Timestamp, crate::clock::now_unix().to_string());
+    c.set(Var::TimestampIso, crate::clock::now_utc_seconds());
     c
 }
 
@@ -600,7 +532,7 @@ fn run_hook(hook: &PlannedHook, base: &Context, cancel: &CancelToken) -> HookOut
         success: last.verdict == Verdict::Succeeded,
         continue_on_error: hook.continue_on_error,
         attempts,
-        duration_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        duration_seconds: crate::units::seconds_since(started),
         argv: last.argv,
         exit_status: last.exit_status,
         request: last.request,

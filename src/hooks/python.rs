@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use super::spec::PythonSpec;
 use super::template::{Context, JsonTemplate};
 use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail, trust};
+use crate::diag::Problems;
 use crate::exec::{self, CancelToken, Status, Watch};
-use crate::manifest::Problems;
 
 #[derive(Clone, Debug)]
 pub struct PythonPlan {
@@ -168,7 +168,7 @@ fn ask(
         },
     ) {
         Ok(out) => out,
-        Err(e) => return (None, Reply::NotStarted(crate::pipeline::error_chain(&e))),
+        Err(e) => return (None, Reply::NotStarted(crate::diag::error_chain(&e))),
     };
     let reply = match &out.record.status {
         Status::Exited(0) => match serde_json::from_slice::<Answer>(&out.stdout) {

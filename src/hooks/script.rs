@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::spec::ScriptSpec;
 use super::template::{Context, Template};
 use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail, trust};
+use crate::diag::Problems;
 use crate::exec::{self, CancelToken, Status, Watch};
-use crate::manifest::Problems;
 
 #[derive(Clone, Debug)]
 pub struct ScriptPlan {
@@ -119,7 +119,7 @@ pub fn attempt(
     ) {
         Ok(out) => out,
         Err(e) => {
-            let mut a = Attempt::failed(Verdict::Broken, crate::pipeline::error_chain(&e));
+            let mut a = Attempt::failed(Verdict::Broken, crate::diag::error_chain(&e));
             a.argv = Some(cmd.argv());
             return a;
         }

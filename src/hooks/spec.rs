@@ -14,12 +14,13 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use super::HookStage;
 use super::retry::{Backoff, MAX_DELAY_SECONDS, MAX_RETRIES, RetryPolicy};
 use super::template::{JsonTemplate, Syntax, Template, TemplateError};
 use crate::config::{self, kind_of};
-use crate::manifest::Problems;
-use crate::profile::suggest;
+use crate::stage::HookStage;
+
+use crate::diag::Problems;
+use crate::diag::suggest;
 
 /// Upstream's default: five minutes.
 pub const DEFAULT_TIMEOUT_SECONDS: f64 = 300.0;
@@ -310,13 +311,9 @@ fn parse_hook(
     for key in obj.keys() {
         if !COMMON_KEYS.contains(&key.as_str()) && !own_keys.contains(&key.as_str()) {
             let known: Vec<&str> = COMMON_KEYS.iter().chain(own_keys).copied().collect();
-            let hint = match suggest(key, &known) {
-                Some(s) => format!(" (did you mean '{s}'?)"),
-                None => format!("; a {kind} hook takes: {}", known.join(", ")),
-            };
             problems.push(
                 &format!("{path}.{key}"),
-                format!("unknown key '{key}' for a {kind} hook{hint}"),
+                crate::diag::unknown_key(key, &known, Some(&format!("a {kind} hook"))),
             );
         }
     }
@@ -450,11 +447,10 @@ fn parse_retry(value: Option<&Value>, path: &str, problems: &mut Problems) -> Re
                 ),
             },
             _ => {
-                let hint = match suggest(key, RETRY_KEYS) {
-                    Some(s) => format!(" (did you mean '{s}'?)"),
-                    None => format!("; retry takes: {}", RETRY_KEYS.join(", ")),
-                };
-                problems.push(&here, format!("unknown key '{key}'{hint}"));
+                problems.push(
+                    &here,
+                    crate::diag::unknown_key(key, RETRY_KEYS, Some("retry")),
+                );
             }
         }
     }

@@ -11,10 +11,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::diag::suggest;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
-
-use crate::profile::suggest;
 
 /// Every variable a template may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

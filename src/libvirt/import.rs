@@ -29,10 +29,13 @@ use super::xml::{self, Element, XmlError};
 use crate::checksum;
 use crate::config;
 use crate::exec::{self, CancelToken, Watch};
-use crate::manifest::{self, Firmware, Layers, Problem, SourceFormat};
+use crate::manifest::{self, Firmware, Layers, SourceFormat};
 use crate::mapping::MacAddr;
-use crate::qemu_img::{ImageInfo, QemuImg};
-use crate::ui::{Event, EventSink};
+use crate::tools::qemu_img::{ImageInfo, QemuImg};
+
+use crate::diag::Problem;
+use crate::events::{Activity, Event, EventSink};
+use crate::stage::Step;
 
 /// `virsh define` reads at most 10 MiB (VSH_MAX_XML_FILE); a real domain is a few KiB. Larger
 /// input is refused before it is read, so a huge or endless file cannot exhaust memory.
@@ -79,7 +82,7 @@ pub enum ImportError {
         path.display(),
         problems.len(),
         if problems.len() == 1 { "" } else { "s" },
-        manifest::render_problems(problems)
+        crate::diag::render_problems(problems)
     )]
     Invalid {
         path: PathBuf,
@@ -862,7 +865,7 @@ pub fn run(
             }
             Ok(_) => {}
         }
-        let bytes = match crate::pipeline::disk_size(&d.path) {
+        let bytes = match crate::files::disk_size(&d.path) {
             Ok(b) => b,
             Err(e) => {
                 problems.push(Problem {
@@ -972,9 +975,9 @@ fn checksum_all(
     events: &EventSink,
 ) -> Result<(), ImportError> {
     events.send(Event::VmStarted { vm: vm.to_owned() });
-    events.send(Event::StageStarted {
+    events.send(Event::StepStarted {
         vm: vm.to_owned(),
-        stage: "checksum",
+        step: Step::Checksums,
     });
     let results: Vec<Result<String, checksum::ChecksumError>> = disks
         .par_iter()
@@ -983,7 +986,7 @@ fn checksum_all(
                 events.send(Event::Progress {
                     vm: vm.to_owned(),
                     disk: d.facts.id.clone(),
-                    activity: "checksum",
+                    activity: Activity::Checksum,
                     done,
                     total: d.bytes,
                 })
@@ -991,19 +994,19 @@ fn checksum_all(
         })
         .collect();
     let ok = results.iter().all(Result::is_ok);
-    events.send(Event::StageFinished {
+    events.send(Event::StepFinished {
         vm: vm.to_owned(),
-        stage: "checksum",
+        step: Step::Checksums,
         success: ok,
     });
     events.send(Event::VmFinished {
         vm: vm.to_owned(),
         status: if ok {
-            crate::pipeline::VmStatus::Succeeded
+            crate::events::VmStatus::Succeeded
         } else if cancel.is_cancelled() {
-            crate::pipeline::VmStatus::Interrupted
+            crate::events::VmStatus::Interrupted
         } else {
-            crate::pipeline::VmStatus::Failed
+            crate::events::VmStatus::Failed
         },
     });
     for (d, r) in disks.iter_mut().zip(results) {
@@ -1019,12 +1022,6 @@ fn checksum_all(
         }
     }
     Ok(())
-}
-
-fn utc_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// The manifest, keys in the order an admin reads them.
@@ -1050,7 +1047,7 @@ pub fn build_manifest(
         source.insert("hypervisor".into(), json!(t));
     }
     source.insert("export_method".into(), json!("libvirt-xml"));
-    source.insert("export_timestamp".into(), json!(utc_now()));
+    source.insert("export_timestamp".into(), json!(crate::clock::now_utc()));
     source.insert("libvirt_xml_path".into(), json!(xml_path));
 
     let mut all_notes: Vec<String> = Vec::new();

@@ -7,6 +7,7 @@
 //! reported together, each with its field path, before anything is typed. Only a manifest that
 //! passes becomes a [`Manifest`]; nothing downstream reads the raw document.
 
+pub mod batch;
 pub mod schema;
 
 use std::collections::HashSet;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{self, ConfigError, kind_of};
+use crate::diag::{Problem, Problems, render_problems};
 use crate::mapping::{NetworkMapping, StorageMapping};
 use crate::profile::{self, Catalog};
 
@@ -42,49 +44,6 @@ const VM_KEYS: &[&str] = &[
     "os_hint",
     "os_version",
 ];
-
-/// One thing wrong with a document, at a field path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() || self.message.contains(&self.path) {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Problems collected by a validation pass.
-#[derive(Clone, Debug, Default)]
-pub struct Problems(pub Vec<Problem>);
-
-impl Problems {
-    pub fn push(&mut self, path: &str, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.to_owned(),
-            message: message.into(),
-        });
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// Renders problems as an indented list, one per line.
-pub fn render_problems(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -659,7 +618,7 @@ fn check_profile_overrides(po: &Map<String, Value>, problems: &mut Problems) -> 
             allowed.insert(key.clone(), value.clone());
             continue;
         }
-        let hint = profile::suggest(key, &settable)
+        let hint = crate::diag::suggest(key, &settable)
             .map(|s| format!(" (did you mean '{s}'?)"))
             .unwrap_or_default();
         problems.push(
@@ -855,7 +814,7 @@ fn validate_disks(disks: &[Value], dir: &Path, problems: &mut Problems) {
                         .unwrap_or_else(|| fmt.to_string());
                     let hint = fmt
                         .as_str()
-                        .and_then(|s| profile::suggest(s, SOURCE_FORMATS))
+                        .and_then(|s| crate::diag::suggest(s, SOURCE_FORMATS))
                         .map(|s| format!(" (did you mean '{s}'?)"))
                         .unwrap_or_default();
                     problems.push(
@@ -940,7 +899,7 @@ fn validate_disks(disks: &[Value], dir: &Path, problems: &mut Problems) {
                 format!("disks[{i}].disk_type must be one of: boot, data, unknown"),
             );
         }
-        unknown_keys(&format!("disks[{i}]"), d, DISK_KEYS, problems);
+        problems.unknown_keys(&format!("disks[{i}]"), d, DISK_KEYS);
     }
 }
 
@@ -986,22 +945,7 @@ fn validate_vm(vm: &Value, problems: &mut Problems) {
             schema::check_value(&format!("vm.{key}"), v, &schema::Kind::Str, problems);
         }
     }
-    unknown_keys("vm", vm, VM_KEYS, problems);
-}
-
-fn unknown_keys(path: &str, map: &Map<String, Value>, known: &[&str], problems: &mut Problems) {
-    for key in map.keys() {
-        if !known.contains(&key.as_str()) {
-            let hint = match profile::suggest(key, known) {
-                Some(s) => format!(" (did you mean '{s}'?)"),
-                None => format!("; expected one of: {}", known.join(", ")),
-            };
-            problems.push(
-                &format!("{path}.{key}"),
-                format!("unknown key '{key}'{hint}"),
-            );
-        }
-    }
+    problems.unknown_keys("vm", vm, VM_KEYS);
 }
 
 /// Formats a list the way upstream's Python messages do: `['a', 'b']`.

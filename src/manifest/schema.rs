@@ -7,9 +7,9 @@
 
 use serde_json::{Map, Value};
 
-use super::Problems;
 use crate::config::kind_of;
-use crate::profile::suggest;
+use crate::diag::Problems;
+use crate::diag::suggest;
 
 pub enum Kind {
     Bool,
@@ -206,11 +206,7 @@ pub fn check_object(
                     .map(|fl| fl.name)
                     .chain(handled.iter().copied())
                     .collect();
-                let hint = match suggest(key, &names) {
-                    Some(s) => format!(" (did you mean '{s}'?)"),
-                    None => format!("; expected one of: {}", names.join(", ")),
-                };
-                problems.push(&here, format!("unknown key '{key}'{hint}"));
+                problems.push(&here, crate::diag::unknown_key(key, &names, None));
             }
         }
     }

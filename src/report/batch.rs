@@ -3,11 +3,91 @@
 //! Both keep upstream's layouts (upstream-behaviour §3.3 and §3.4) and add the per-VM status
 //! (succeeded, failed, skipped, not_started, interrupted), stage timings and bytes moved.
 
-use serde::Serialize;
-use serde_json::Value;
+use std::path::PathBuf;
 
-use super::round2;
-use crate::batch::{BatchOutcome, BatchVmStatus, VmResult};
+use serde::{Deserialize, Serialize};
+
+use super::VmReport;
+use crate::manifest::batch::BatchManifest;
+use crate::mapping::MacAddr;
+use crate::units::round2;
+
+/// What happened to one VM of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchVmStatus {
+    Succeeded,
+    Failed,
+    /// `enabled: false` in the batch manifest.
+    Skipped,
+    /// Never started because an earlier failure stopped the batch (`continue_on_error: false`).
+    NotStarted,
+    /// Stopped by SIGINT/SIGTERM, or never started because of one.
+    Interrupted,
+}
+
+/// One VM's line in the batch report (and its checkpoint record).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmResult {
+    pub vm_id: String,
+    pub index: usize,
+    pub priority: i64,
+    pub manifest: PathBuf,
+    pub status: BatchVmStatus,
+    pub success: bool,
+    pub duration_seconds: f64,
+    pub timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub output_directory: Option<PathBuf>,
+    pub report_path: Option<PathBuf>,
+    /// Seconds per stage, in pipeline order.
+    pub stage_durations: Vec<StageTiming>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Output files and their sizes, for resume.
+    pub artifacts: Vec<ArtifactRecord>,
+    /// Whether the validate stage ran and passed.
+    pub validated: bool,
+    /// The MAC addresses of the emitted domain's NICs; a resumed batch keeps them reserved so a
+    /// VM planned after a reused one never gets the same MAC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<MacAddr>,
+    /// Digest of the resolved manifest; resume reuses a result only for the same manifest.
+    pub fingerprint: Option<String>,
+    /// Taken from the checkpoint of an earlier run (`--batch-resume`), not run again.
+    pub from_checkpoint: bool,
+    /// The VM's own report, embedded in the batch report (never in the checkpoint).
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub pipeline_report: Option<Box<VmReport>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageTiming {
+    pub stage: String,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+}
+
+/// The finished batch, ready for reporting.
+#[derive(Clone, Debug)]
+pub struct BatchOutcome {
+    pub batch: BatchManifest,
+    pub parallel_limit: usize,
+    pub continue_on_error: bool,
+    pub resumed: bool,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    /// In batch-file order.
+    pub results: Vec<VmResult>,
+    pub interrupted: bool,
+    pub report_dir: PathBuf,
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BatchReport {
@@ -100,8 +180,12 @@ pub fn build(outcome: &BatchOutcome) -> BatchReport {
     let mut errors = Vec::new();
     for v in r {
         if let Some(report) = &v.pipeline_report {
-            for w in report["warnings"].as_array().into_iter().flatten() {
-                warnings.push(message_of(&v.vm_id, w));
+            for w in &report.warnings {
+                warnings.push(BatchMessage {
+                    vm_id: v.vm_id.clone(),
+                    message: w.message.clone(),
+                    timestamp: w.timestamp.clone(),
+                });
             }
         }
         if let Some(e) = &v.error
@@ -147,7 +231,7 @@ pub fn build(outcome: &BatchOutcome) -> BatchReport {
             success_rate: if processed == 0 {
                 0.0
             } else {
-                ((succeeded as f64 / processed as f64) * 10000.0).round() / 10000.0
+                crate::units::round_to(succeeded as f64 / processed as f64, 4)
             },
             bytes_read: r.iter().map(|v| v.bytes_read).sum(),
             bytes_written: r.iter().map(|v| v.bytes_written).sum(),
@@ -162,14 +246,6 @@ pub fn build(outcome: &BatchOutcome) -> BatchReport {
         warnings,
         errors,
         hyper2kvm_version: env!("CARGO_PKG_VERSION"),
-    }
-}
-
-fn message_of(vm_id: &str, w: &Value) -> BatchMessage {
-    BatchMessage {
-        vm_id: vm_id.to_owned(),
-        message: w["message"].as_str().unwrap_or_default().to_owned(),
-        timestamp: w["timestamp"].as_str().unwrap_or_default().to_owned(),
     }
 }
 

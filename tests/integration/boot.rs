@@ -393,7 +393,7 @@ fn uefi_vm_boots_ovmf() {
         .arg("--manifest")
         .arg(&path)
         .args(["--progress", "none"])
-        .env_remove(hyper2kvm::boot_test::OVMF_DIR_ENV));
+        .env_remove(hyper2kvm::tools::ovmf::DIR_ENV));
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     let report = read_json(&dir.join("output/report.json"));
     let bt = boot_test_of(&report);
@@ -421,7 +421,7 @@ fn uefi_without_ovmf_names_the_package() {
     let r = run(hyper2kvm()
         .arg("--manifest")
         .arg(&path)
-        .env(hyper2kvm::boot_test::OVMF_DIR_ENV, &empty));
+        .env(hyper2kvm::tools::ovmf::DIR_ENV, &empty));
     assert_eq!(
         r.code,
         Some(4),

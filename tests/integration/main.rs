@@ -32,6 +32,10 @@ mod guests;
 /// Offline guest repair with libguestfs on phony guests.
 mod fix;
 
+/// A libguestfs appliance launch that hangs: killed at its timeout, relaunched once, its
+/// console kept, no qemu left behind.
+mod appliance;
+
 /// SIGINT and SIGTERM during a conversion.
 mod signals;
 

@@ -23,6 +23,16 @@ pub enum Accel {
     Tcg,
 }
 
+impl Accel {
+    /// As reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
 /// The outcome of the probe, with the reason, for reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct Probe {

@@ -9,15 +9,25 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::accel::Accel;
-use crate::exec::{
-    self, CancelToken, Command, CommandRecord, Daemon, ExecError, Status, Tool, Watch,
-};
+use crate::exec::{self, CancelToken, Command, CommandRecord, Daemon, ExecError, Status, Watch};
+use crate::tools::Tool;
+use crate::tools::qemu_system::Accel;
 
 /// How long the listener may take to say it is ready (it does not launch the appliance yet).
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A single remote command; guest-side tools such as an initramfs rebuild under TCG are slow.
 const CALL_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+/// How long the appliance may take to boot (`run`). A launch takes about 10 s under TCG here
+/// (21 s seen on a loaded host) and 2-3 s with KVM; a launch that takes longer than this has
+/// hung: its qemu sits idle, and libguestfs' own limit is 20 minutes.
+const LAUNCH_TIMEOUT_TCG: Duration = Duration::from_secs(300);
+const LAUNCH_TIMEOUT_KVM: Duration = Duration::from_secs(120);
+/// Overrides the launch timeout, in seconds (a slow host; the tests that make a launch hang).
+pub const LAUNCH_TIMEOUT_ENV: &str = "HYPER2KVM_APPLIANCE_LAUNCH_TIMEOUT";
+/// How much of a hung launch's console is quoted in the error.
+const CONSOLE_TAIL_LINES: usize = 12;
+/// The most of a console log that is kept (its end).
+const CONSOLE_KEEP_BYTES: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
@@ -29,11 +39,23 @@ pub enum GuestError {
     Command { command: String, message: String },
     #[error("interrupted")]
     Cancelled,
-    #[error("could not use a scratch file for {what}: {source}")]
+    #[error("could not use a scratch file for {what}")]
     Scratch {
         what: String,
         #[source]
         source: std::io::Error,
+    },
+    /// Both launches (the first and the one retry) hung.
+    #[error(
+        "the libguestfs appliance did not start within {} s, twice (each hung launch was killed); \
+         {}last lines of its console:\n{console_tail}",
+        timeout.as_secs(),
+        console_log.as_ref().map(|p| format!("its debug console log is in {}; ", p.display())).unwrap_or_default()
+    )]
+    LaunchHung {
+        timeout: Duration,
+        console_log: Option<PathBuf>,
+        console_tail: String,
     },
 }
 
@@ -42,15 +64,32 @@ pub enum GuestError {
 pub struct GuestEnv {
     pub guestfish: PathBuf,
     pub accel: Accel,
+    /// How long one appliance launch may take before it counts as hung.
+    pub launch_timeout: Duration,
 }
 
 impl GuestEnv {
     /// Finds guestfish; `accel` comes from the KVM probe.
     pub fn locate(accel: Accel) -> Result<Self, ExecError> {
-        Ok(Self {
-            guestfish: Tool::Guestfish.locate()?,
+        Ok(Self::new(Tool::Guestfish.locate()?, accel))
+    }
+
+    /// The launch timeout is the accelerator's default unless [`LAUNCH_TIMEOUT_ENV`] sets one.
+    pub fn new(guestfish: PathBuf, accel: Accel) -> Self {
+        let launch_timeout = std::env::var(LAUNCH_TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(match accel {
+                Accel::Tcg => LAUNCH_TIMEOUT_TCG,
+                Accel::Kvm => LAUNCH_TIMEOUT_KVM,
+            });
+        Self {
+            guestfish,
             accel,
-        })
+            launch_timeout,
+        }
     }
 
     fn command(&self) -> Command {
@@ -96,33 +135,93 @@ pub struct Session<'a> {
     cancel: &'a CancelToken,
     scratch: tempfile::TempDir,
     records: Vec<CommandRecord>,
+    notes: Vec<String>,
+}
+
+/// How one launch attempt ended, when it did not give a running appliance.
+enum Attempt {
+    /// `run` did not return within the launch timeout; the listener and its qemu were killed.
+    Hung {
+        records: Vec<CommandRecord>,
+        /// The attempt's debug console (the listener's stderr while it launched).
+        console: Vec<u8>,
+    },
+    Failed(GuestError),
 }
 
 impl<'a> Session<'a> {
     /// Starts the listener, attaches the drives and launches the appliance.
+    ///
+    /// A launch that does not finish within the launch timeout is killed (listener, appliance
+    /// qemu and all) and tried once more, with one vCPU: both hangs seen here had qemu idle with
+    /// two vCPUs under TCG, where one vCPU had never hung. The hung attempt's debug console is
+    /// written to `console_log` (when given) and its end quoted in the error or in the note the
+    /// session then carries (see [`Session::take_notes`]).
     pub fn launch(
         env: &'a GuestEnv,
         drives: &[Drive],
         cancel: &'a CancelToken,
+        console_log: Option<&Path>,
     ) -> Result<Self, GuestError> {
+        let (records, console) = match Self::attempt(env, drives, cancel, appliance_cpus()) {
+            Ok(session) => return Ok(session),
+            Err(Attempt::Failed(e)) => return Err(e),
+            Err(Attempt::Hung { records, console }) => (records, console),
+        };
+        let kept = console_log.and_then(|path| keep_console(path, &console).then_some(path));
+        let seconds = env.launch_timeout.as_secs();
+        match Self::attempt(env, drives, cancel, 1) {
+            Ok(mut session) => {
+                session.records.splice(0..0, records);
+                session.notes.push(format!(
+                    "the libguestfs appliance did not start within {seconds} s and was killed; \
+                     it started on the second try, with 1 vCPU{}",
+                    kept.map(|p| format!(" (console log of the hung launch: {})", p.display()))
+                        .unwrap_or_default()
+                ));
+                Ok(session)
+            }
+            Err(Attempt::Failed(e)) => Err(e),
+            Err(Attempt::Hung { console, .. }) => {
+                let kept =
+                    console_log.and_then(|path| keep_console(path, &console).then_some(path));
+                Err(GuestError::LaunchHung {
+                    timeout: env.launch_timeout,
+                    console_log: kept.map(Path::to_owned),
+                    console_tail: console_tail(&console),
+                })
+            }
+        }
+    }
+
+    /// One launch: listener, vCPUs, drives, `run` (bounded by the launch timeout).
+    fn attempt(
+        env: &'a GuestEnv,
+        drives: &[Drive],
+        cancel: &'a CancelToken,
+        cpus: usize,
+    ) -> Result<Self, Attempt> {
         let scratch = tempfile::Builder::new()
             .prefix("hyper2kvm-guest-")
             .tempdir()
-            .map_err(|source| GuestError::Scratch {
-                what: "the guest session".to_owned(),
-                source,
+            .map_err(|source| {
+                Attempt::Failed(GuestError::Scratch {
+                    what: "the guest session".to_owned(),
+                    source,
+                })
             })?;
         let (daemon, line) = Daemon::start(
             &env.command().arg("--listen"),
             LISTEN_TIMEOUT,
             &scratch.path().join("guestfish-server.stderr"),
-        )?;
+        )
+        .map_err(|e| Attempt::Failed(e.into()))?;
         let pid = line
             .strip_prefix("GUESTFISH_PID=")
             .and_then(|rest| rest.split(';').next())
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
             .map(str::to_owned)
-            .ok_or_else(|| GuestError::Start(daemon.record().to_string()))?;
+            .ok_or_else(|| Attempt::Failed(GuestError::Start(daemon.record().to_string())))?;
         let mut session = Session {
             env,
             records: vec![daemon.record().clone()],
@@ -130,8 +229,11 @@ impl<'a> Session<'a> {
             pid,
             cancel,
             scratch,
+            notes: Vec::new(),
         };
-        session.first_call(&["set-smp".to_owned(), appliance_cpus().to_string()])?;
+        session
+            .first_call(&["set-smp".to_owned(), cpus.to_string()])
+            .map_err(Attempt::Failed)?;
         for d in drives {
             let mut args = vec![
                 "add-drive".to_owned(),
@@ -141,10 +243,93 @@ impl<'a> Session<'a> {
             if d.readonly {
                 args.push("readonly:true".to_owned());
             }
-            session.call_owned(&args)?;
+            session.call_owned(&args).map_err(Attempt::Failed)?;
         }
-        session.call(&["run"])?;
+        session.run_appliance()?;
         Ok(session)
+    }
+
+    /// `run`, with the appliance's debug console captured (verbose on for the launch only) and
+    /// the launch timeout as its limit.
+    fn run_appliance(&mut self) -> Result<(), Attempt> {
+        self.call(&["set-verbose", "true"])
+            .map_err(Attempt::Failed)?;
+        // The console so far belongs to no command: only what `run` adds is read below.
+        let _ = self.daemon.new_stderr();
+        let console_start = self.daemon.stderr_seen();
+        let cmd = self
+            .env
+            .command()
+            .arg(format!("--remote={}", self.pid))
+            .arg("--")
+            .arg("-run")
+            .timeout(self.env.launch_timeout);
+        let out = exec::run(
+            &cmd,
+            Watch {
+                cancel: Some(self.cancel),
+                ..Watch::default()
+            },
+        )
+        .map_err(|e| Attempt::Failed(e.into()))?;
+        let mut record = out.record;
+        if record.status == Status::TimedOut {
+            // The listener is stuck inside the launch: kill it and its qemu, then read the
+            // console it printed up to then.
+            self.daemon.stop();
+            let console = self.daemon.stderr_from(console_start, CONSOLE_KEEP_BYTES);
+            record.stderr_tail = format!(
+                "the appliance did not start within {} s; last lines of its console:\n{}",
+                self.env.launch_timeout.as_secs(),
+                console_tail(&console)
+            );
+            self.records.push(record);
+            return Err(Attempt::Hung {
+                records: std::mem::take(&mut self.records),
+                console,
+            });
+        }
+        // Verbose output is the console, not errors: keep only what libguestfs reports as one.
+        let errors: Vec<String> = self
+            .daemon
+            .new_stderr()
+            .lines()
+            .filter(|l| l.starts_with("libguestfs: error:") || l.starts_with("guestfish: "))
+            .map(str::to_owned)
+            .collect();
+        for line in &errors {
+            if !record.stderr_tail.is_empty() && !record.stderr_tail.ends_with('\n') {
+                record.stderr_tail.push('\n');
+            }
+            record.stderr_tail.push_str(line);
+        }
+        self.records.push(record.clone());
+        if record.status == Status::Cancelled {
+            return Err(Attempt::Failed(GuestError::Cancelled));
+        }
+        if !record.success() || !errors.is_empty() {
+            let message = errors
+                .iter()
+                .map(|l| l.trim_start_matches("libguestfs: error: "))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Attempt::Failed(GuestError::Command {
+                command: "run".to_owned(),
+                message: if message.is_empty() {
+                    record.to_string()
+                } else {
+                    message
+                },
+            }));
+        }
+        self.call(&["set-verbose", "false"])
+            .map_err(Attempt::Failed)?;
+        Ok(())
+    }
+
+    /// What the session noticed that the admin should know (a launch that had to be retried).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     /// The first command, sent as soon as the listener printed its pid. guestfish prints it
@@ -333,6 +518,39 @@ impl<'a> Session<'a> {
     pub fn scratch(&self) -> &Path {
         self.scratch.path()
     }
+}
+
+/// Writes a hung launch's console to `path` (atomically); whether it was kept.
+fn keep_console(path: &Path, console: &[u8]) -> bool {
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .map_err(|e| e.to_string())
+        .and_then(|()| crate::atomic::write(path, console).map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "could not keep the appliance console in {}: {e}",
+                path.display()
+            );
+            false
+        }
+    }
+}
+
+/// The last lines of a console, indented, for an error message.
+fn console_tail(console: &[u8]) -> String {
+    let text = String::from_utf8_lossy(console);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "    (the console is empty)".to_owned();
+    }
+    lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..]
+        .iter()
+        .map(|l| format!("    {}", l.chars().take(200).collect::<String>()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]

@@ -10,12 +10,15 @@ pub mod batch;
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::{SerializeMap, Serializer};
 
 use crate::atomic;
+use crate::events::VmStatus;
+use crate::exec::CommandRecord;
 use crate::hooks::HookOutcome;
-use crate::pipeline::{Artifact, Message, VmOutcome, VmStatus};
+use crate::outcome::{Artifact, ArtifactKind, Message, StageOutcome, StageResult, VmOutcome};
 use crate::plan::VmPlan;
+use crate::units::round2;
 
 pub const REPORT_VERSION: &str = "1.0";
 
@@ -44,7 +47,46 @@ pub struct PipelineSection {
     pub duration_seconds: f64,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    pub stages: Map<String, Value>,
+    /// Stage name → what it did, in the order the stages ran.
+    pub stages: Stages,
+}
+
+/// `pipeline.stages`: a map keyed by stage name, in run order.
+#[derive(Clone, Debug)]
+pub struct Stages(pub Vec<StageOutcome>);
+
+impl Serialize for Stages {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for stage in &self.0 {
+            map.serialize_entry(stage.stage.name(), &StageEntry::from(stage))?;
+        }
+        map.end()
+    }
+}
+
+/// One stage as `report.json` shows it.
+#[derive(Serialize)]
+struct StageEntry<'a> {
+    success: bool,
+    duration: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a StageResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    commands: &'a [CommandRecord],
+}
+
+impl<'a> From<&'a StageOutcome> for StageEntry<'a> {
+    fn from(s: &'a StageOutcome) -> Self {
+        StageEntry {
+            success: s.success,
+            duration: s.duration,
+            result: s.result.as_ref(),
+            error: s.error.as_deref(),
+            commands: &s.commands,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -73,23 +115,6 @@ pub struct Summary {
 
 /// Builds a VM's report from its plan and outcome.
 pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
-    let mut stages = Map::new();
-    for s in &outcome.stages {
-        let mut entry = Map::new();
-        entry.insert("success".into(), Value::Bool(s.success));
-        entry.insert("duration".into(), serde_json::json!(s.duration));
-        if let Some(result) = &s.result {
-            entry.insert("result".into(), result.clone());
-        }
-        if let Some(error) = &s.error {
-            entry.insert("error".into(), Value::String(error.clone()));
-        }
-        entry.insert(
-            "commands".into(),
-            serde_json::to_value(&s.commands).unwrap_or(Value::Null),
-        );
-        stages.insert(s.name.to_owned(), Value::Object(entry));
-    }
     let successful = outcome.stages.iter().filter(|s| s.success).count();
     VmReport {
         version: REPORT_VERSION,
@@ -102,7 +127,7 @@ pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
             duration_seconds: round2(outcome.duration_seconds),
             bytes_read: outcome.bytes_read,
             bytes_written: outcome.bytes_written,
-            stages,
+            stages: Stages(outcome.stages.clone()),
         },
         artifacts: outcome.artifacts.clone(),
         warnings: outcome.warnings.clone(),
@@ -128,16 +153,12 @@ pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
             output_disks: outcome
                 .artifacts
                 .iter()
-                .filter(|a| a.kind == "converted_disk")
+                .filter(|a| a.kind == ArtifactKind::ConvertedDisk)
                 .count(),
             total_hooks: outcome.hooks.len(),
             failed_hooks: outcome.hooks.iter().filter(|h| !h.success).count(),
         },
     }
-}
-
-pub fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// Writes any report as indented JSON, atomically.

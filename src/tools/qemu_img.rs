@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::exec::{Command, Tool};
+use crate::exec::Command;
+use crate::tools::Tool;
 
 /// The compression qemu-img applies to qcow2 clusters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::config::{self, ConfigError, kind_of};
-use crate::manifest::{Problem, Problems, is_id, render_problems};
-use crate::profile::suggest;
+use crate::manifest::is_id;
+
+use crate::diag::{Problem, Problems, render_problems};
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];
 const TOP_KEYS: &[&str] = &["batch_version", "batch_metadata", "vms", "shared_config"];
@@ -157,7 +158,7 @@ fn validate(
                     "batch_metadata.continue_on_error must be a boolean",
                 ),
             }
-            unknown_keys("batch_metadata", meta, METADATA_KEYS, problems);
+            problems.unknown_keys("batch_metadata", meta, METADATA_KEYS);
         }
         Some(_) => problems.push("batch_metadata", "batch_metadata must be an object"),
     }
@@ -216,7 +217,7 @@ fn validate(
         Some(_) => problems.push("shared_config", "shared_config must be an object"),
     }
 
-    unknown_keys("", doc, TOP_KEYS, problems);
+    problems.unknown_keys("", doc, TOP_KEYS);
 
     if vms.iter().all(|v: &VmEntry| !v.enabled) && !vms.is_empty() {
         problems.push(
@@ -316,7 +317,7 @@ fn validate_vm(
             true
         }
     };
-    unknown_keys(&format!("vms[{i}]"), vm, VM_KEYS, problems);
+    problems.unknown_keys(&format!("vms[{i}]"), vm, VM_KEYS);
     if problems.0.len() != before {
         return None;
     }
@@ -328,23 +329,6 @@ fn validate_vm(
         enabled,
         overrides,
     })
-}
-
-fn unknown_keys(path: &str, map: &Map<String, Value>, known: &[&str], problems: &mut Problems) {
-    for key in map.keys() {
-        if !known.contains(&key.as_str()) {
-            let hint = match suggest(key, known) {
-                Some(s) => format!(" (did you mean '{s}'?)"),
-                None => format!("; expected one of: {}", known.join(", ")),
-            };
-            let here = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            problems.push(&here, format!("unknown key '{key}'{hint}"));
-        }
-    }
 }
 
 #[cfg(test)]

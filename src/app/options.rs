@@ -1,0 +1,209 @@
+//! Tool options: what `--config` files and the command line say about how to run (as opposed to
+//! manifest content), merged with the command line winning.
+//!
+//! A config file's option keys are read with serde into [`FileOptions`] (the rest of the file is
+//! manifest content, kept as it is); a bad value is named by its key and file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::AppError;
+use crate::cli::Cli;
+use crate::config;
+use crate::ui::ProgressMode;
+
+/// Tool options after merging config files and the command line (the command line wins).
+#[derive(Debug, Default)]
+pub(super) struct Options {
+    pub manifest: Option<PathBuf>,
+    pub batch_manifest: Option<PathBuf>,
+    pub batch_parallel: Option<usize>,
+    pub batch_continue_on_error: Option<bool>,
+    pub batch_resume: bool,
+    pub output_dir: Option<PathBuf>,
+    pub dry_run: bool,
+    pub overwrite: bool,
+    pub log_file: Option<PathBuf>,
+    pub verbose: u8,
+    pub progress: Option<ProgressMode>,
+    pub cmd: Option<String>,
+    pub libvirt_xml: Option<PathBuf>,
+    pub manifest_filename: Option<String>,
+    pub compute_checksums: Option<bool>,
+}
+
+/// What the config files and the command line amount to.
+pub(super) struct Gathered {
+    pub options: Options,
+    /// Manifest documents, in order (`--config` files that hold `manifest_version`, then
+    /// `--manifest`).
+    pub manifest_docs: Vec<(PathBuf, Map<String, Value>)>,
+    /// The other config files' manifest content, merged: a layer below the manifest.
+    pub config_layer: Map<String, Value>,
+}
+
+/// Loads every `--config`/`--manifest` file and sorts their content into tool options, manifest
+/// documents and a lower configuration layer.
+pub(super) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
+    let mut options = Options::default();
+    let mut manifest_docs = Vec::new();
+    let mut config_layer = Map::new();
+    for file in &cli.config {
+        let mut doc = config::load_document(file)?;
+        let base = config::dir_of(file);
+        take_options(file, &base, &mut doc, &mut options)?;
+        if doc.contains_key("manifest_version") {
+            manifest_docs.push((file.clone(), doc));
+        } else {
+            config::merge_maps(&mut config_layer, doc);
+        }
+    }
+    let batch_mode = cli.batch_manifest.is_some() || options.batch_manifest.is_some();
+    let batch_only = [
+        (
+            "--batch-parallel",
+            cli.batch_parallel.is_some() || options.batch_parallel.is_some(),
+        ),
+        (
+            "--batch-continue-on-error",
+            cli.batch_continue_on_error
+                || cli.no_batch_continue_on_error
+                || options.batch_continue_on_error.is_some(),
+        ),
+        ("--batch-resume", cli.batch_resume || options.batch_resume),
+    ];
+    if !batch_mode && let Some((flag, _)) = batch_only.iter().find(|(_, set)| *set) {
+        return Err(AppError::Usage(format!(
+            "{flag} applies to batch mode; it needs --batch-manifest FILE"
+        )));
+    }
+    // A file named as a manifest is one, whatever it holds (validation says what is missing).
+    if let Some(path) = cli.manifest.clone().or_else(|| options.manifest.take()) {
+        let doc = config::load_document(&path)?;
+        manifest_docs.push((path, doc));
+    }
+    // The command line beats config files.
+    if cli.output_dir.is_some() {
+        options.output_dir = cli.output_dir.clone();
+    }
+    options.dry_run |= cli.dry_run;
+    options.overwrite |= cli.overwrite;
+    if cli.log_file.is_some() {
+        options.log_file = cli.log_file.clone();
+    }
+    if cli.batch_manifest.is_some() {
+        options.batch_manifest = cli.batch_manifest.clone();
+    }
+    if let Some(n) = cli.batch_parallel {
+        options.batch_parallel = Some(usize::from(n));
+    }
+    if cli.batch_continue_on_error {
+        options.batch_continue_on_error = Some(true);
+    }
+    if cli.no_batch_continue_on_error {
+        options.batch_continue_on_error = Some(false);
+    }
+    options.batch_resume |= cli.batch_resume;
+    options.verbose = options.verbose.max(cli.verbose);
+    if cli.progress != ProgressMode::Auto {
+        options.progress = Some(cli.progress);
+    }
+    Ok(Gathered {
+        options,
+        manifest_docs,
+        config_layer,
+    })
+}
+
+/// The option keys a `--config` file may hold. Paths are as written; they resolve against the
+/// file's directory. Everything else in the file is manifest content.
+#[derive(Debug, Default, Deserialize)]
+struct FileOptions {
+    manifest: Option<String>,
+    batch_manifest: Option<String>,
+    batch_parallel: Option<std::num::NonZeroUsize>,
+    batch_continue_on_error: Option<bool>,
+    batch_resume: Option<bool>,
+    output_dir: Option<String>,
+    dry_run: Option<bool>,
+    overwrite: Option<bool>,
+    log_file: Option<String>,
+    verbose: Option<u8>,
+    progress: Option<ProgressMode>,
+    /// The Python tool's configs spell it either way, and `libvirt_xml` or `libvirt-xml`.
+    #[serde(alias = "command")]
+    cmd: Option<String>,
+    #[serde(alias = "xml_path")]
+    libvirt_xml: Option<String>,
+    manifest_filename: Option<String>,
+    compute_checksums: Option<bool>,
+    /// Manifest content.
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+/// Takes the option keys out of a config file's document (the rest stays manifest content).
+fn take_options(
+    file: &Path,
+    base: &Path,
+    doc: &mut Map<String, Value>,
+    options: &mut Options,
+) -> Result<(), AppError> {
+    let taken: FileOptions = serde_path_to_error::deserialize(Value::Object(std::mem::take(doc)))
+        .map_err(|e| {
+        AppError::Usage(format!("{}: {}: {}", file.display(), e.path(), e.inner()))
+    })?;
+    let path = |p: Option<String>| p.map(|p| config::resolve_relative(base, &p));
+    *doc = taken.rest;
+    options.manifest = path(taken.manifest).or(options.manifest.take());
+    options.batch_manifest = path(taken.batch_manifest).or(options.batch_manifest.take());
+    options.output_dir = path(taken.output_dir).or(options.output_dir.take());
+    options.log_file = path(taken.log_file).or(options.log_file.take());
+    options.libvirt_xml = path(taken.libvirt_xml).or(options.libvirt_xml.take());
+    if let Some(n) = taken.batch_parallel {
+        options.batch_parallel = Some(n.get());
+    }
+    if taken.batch_continue_on_error.is_some() {
+        options.batch_continue_on_error = taken.batch_continue_on_error;
+    }
+    if let Some(b) = taken.batch_resume {
+        options.batch_resume = b;
+    }
+    if let Some(b) = taken.dry_run {
+        options.dry_run = b;
+    }
+    if let Some(b) = taken.overwrite {
+        options.overwrite = b;
+    }
+    if let Some(v) = taken.verbose {
+        options.verbose = v;
+    }
+    if taken.progress.is_some() {
+        options.progress = taken.progress;
+    }
+    if let Some(cmd) = taken.cmd {
+        options.cmd = Some(cmd.replace('_', "-"));
+    }
+    if taken.manifest_filename.is_some() {
+        options.manifest_filename = taken.manifest_filename;
+    }
+    if taken.compute_checksums.is_some() {
+        options.compute_checksums = taken.compute_checksums;
+    }
+    Ok(())
+}
+
+/// Merges manifest documents in order (later wins); relative paths resolve against the last one.
+pub(super) fn merge_manifests(
+    docs: Vec<(PathBuf, Map<String, Value>)>,
+) -> (PathBuf, Map<String, Value>) {
+    let mut path = PathBuf::new();
+    let mut merged = Map::new();
+    for (p, doc) in docs {
+        path = p;
+        config::merge_maps(&mut merged, doc);
+    }
+    (path, merged)
+}

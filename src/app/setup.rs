@@ -1,0 +1,67 @@
+//! What every mode sets up before it touches anything: logging and signal handling.
+
+use std::path::Path;
+
+use super::AppError;
+use crate::exec::CancelToken;
+use crate::exit_code;
+
+pub(super) fn init_logging(verbose: u8, log_file: Option<&Path>) -> Result<(), AppError> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
+
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let stderr_layer = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_filter(EnvFilter::new(format!("hyper2kvm={level}")));
+    let file_layer = match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| AppError::Setup {
+                    what: "the log file",
+                    source,
+                })?;
+            let file_level = if verbose < 2 { "info" } else { level };
+            Some(
+                fmt::layer()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_ansi(false)
+                    .with_filter(EnvFilter::new(format!("hyper2kvm={file_level}"))),
+            )
+        }
+        None => None,
+    };
+    // A second initialisation (tests calling `run` twice) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(file_layer)
+        .try_init();
+    Ok(())
+}
+
+/// SIGINT/SIGTERM cancel the run; a second one exits at once.
+pub(super) fn install_signal_handlers(cancel: &CancelToken) -> Result<(), AppError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let setup = |source| AppError::Setup {
+        what: "signal handlers",
+        source,
+    };
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal set it.
+        flag::register_conditional_shutdown(sig, i32::from(exit_code::INTERRUPTED), cancel.flag())
+            .map_err(setup)?;
+        flag::register(sig, cancel.flag()).map_err(setup)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! One VM from its manifest: `--dump-config` (the resolved manifest), `--dry-run` (the plan,
+//! and the guest repairs computed read-only), or the run itself, its report and summary.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::options::{Options, merge_manifests};
+use super::{AppError, print_json, print_text, render, setup};
+use crate::cli::Cli;
+use crate::events::VmStatus;
+use crate::exec::CancelToken;
+use crate::exit_code;
+use crate::manifest::{self, Layers};
+use crate::pipeline;
+use crate::plan::{self, PlanOptions};
+use crate::report;
+use crate::ui::Display;
+
+pub(super) fn run(
+    cli: &Cli,
+    options: &Options,
+    manifest_docs: Vec<(PathBuf, Map<String, Value>)>,
+    config_layer: Map<String, Value>,
+) -> Result<u8, AppError> {
+    let (manifest_path, doc) = merge_manifests(manifest_docs);
+    let layers = Layers {
+        shared_config: (!config_layer.is_empty()).then_some(config_layer),
+        overrides: None,
+    };
+    let loaded = manifest::resolve(&manifest_path, doc, &layers)?;
+    if cli.dump_config {
+        // The typed manifest, so every default is shown as a run will use it.
+        let resolved = serde_json::to_value(&loaded.manifest).unwrap_or(Value::Null);
+        print_json(&resolved);
+        return Ok(exit_code::SUCCESS);
+    }
+
+    let plan = plan::plan(
+        &loaded,
+        &PlanOptions {
+            output_dir_override: options.output_dir.clone(),
+            default_output_dir: None,
+            overwrite: options.overwrite,
+            dry_run: options.dry_run,
+            vm_id: None,
+            batch_id: None,
+            guest_env: None,
+            reserved_macs: Default::default(),
+        },
+    )?;
+    if plan.dry_run {
+        print_text(&plan.describe());
+        if plan.fix.is_some() {
+            // Guest repairs can only be known by reading the guest: do that read-only.
+            let cancel = CancelToken::new();
+            setup::install_signal_handlers(&cancel)?;
+            match pipeline::preview_fix(&plan, &cancel) {
+                Ok(preview) => print_text(&render::fix_preview(&preview)),
+                Err(e) => {
+                    print_text(&format!("  fix: the guest could not be read: {e}\n"));
+                    return Ok(exit_code::VM_FAILED);
+                }
+            }
+        }
+        return Ok(exit_code::SUCCESS);
+    }
+
+    let cancel = CancelToken::new();
+    setup::install_signal_handlers(&cancel)?;
+    let display = Display::start(options.progress.unwrap_or(cli.progress), 1);
+    let outcome = pipeline::run_vm(&plan, &cancel, &display.sink());
+    display.finish();
+
+    let vm_report = report::vm_report(&plan, &outcome);
+    if let Some(path) = &plan.report_path {
+        report::write(path, &vm_report).map_err(AppError::Report)?;
+    }
+    print_text(&render::summary(&plan, &outcome));
+    Ok(match outcome.status {
+        VmStatus::Succeeded => exit_code::SUCCESS,
+        VmStatus::Failed => exit_code::VM_FAILED,
+        VmStatus::Interrupted => exit_code::INTERRUPTED,
+    })
+}

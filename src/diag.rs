@@ -1,0 +1,162 @@
+//! Diagnostics: what is wrong with an input, said once and the same way everywhere.
+//!
+//! Validation passes collect [`Problem`]s (a field path and a message) into [`Problems`] and
+//! report them all at once, rendered by [`render_problems`]. Unknown names get the nearest valid
+//! one from [`suggest`] ("did you mean"), and unknown keys one message shape
+//! ([`Problems::unknown_keys`]). [`error_chain`] puts an error and its causes on one line for
+//! reports. This module sits at the bottom: it knows no manifest, profile or stage.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One thing wrong with a document, at a field path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() || self.message.contains(&self.path) {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Problems collected by a validation pass.
+#[derive(Clone, Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Reports every key of `map` (at `path`) that is not in `known`.
+    pub fn unknown_keys(&mut self, path: &str, map: &Map<String, Value>, known: &[&str]) {
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                self.push(&join(path, key), unknown_key(key, known, None));
+            }
+        }
+    }
+}
+
+/// `path.key`, or `key` at the top level.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// "unknown key 'x'" with the nearest known key, or the list of known keys when none is near.
+/// `owner` names what the key was given to ("a script hook").
+pub fn unknown_key(key: &str, known: &[&str], owner: Option<&str>) -> String {
+    let of = owner.map(|o| format!(" for {o}")).unwrap_or_default();
+    let hint = match suggest(key, known) {
+        Some(s) => format!(" (did you mean '{s}'?)"),
+        None => match owner {
+            Some(o) => format!("; {o} takes: {}", known.join(", ")),
+            None => format!("; expected one of: {}", known.join(", ")),
+        },
+    };
+    format!("unknown key '{key}'{of}{hint}")
+}
+
+/// " (did you mean 'x'?)" when a candidate is close to `word`, else nothing.
+pub fn did_you_mean<S: AsRef<str>>(word: &str, candidates: &[S]) -> String {
+    suggest(word, candidates)
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default()
+}
+
+/// The candidate closest to `word`, when it is close enough to be a likely typo.
+pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c.as_ref()), c.as_ref()))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_owned())
+}
+
+/// Renders problems as an indented list, one per line.
+pub fn render_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// "N problem" or "N problems".
+pub fn count_problems(n: usize) -> String {
+    format!("{n} problem{}", if n == 1 { "" } else { "s" })
+}
+
+/// The error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_name_the_nearest_or_list_the_rest() {
+        let mut p = Problems::default();
+        let map: Map<String, Value> =
+            serde_json::from_str(r#"{"lable": 1, "zzz": 2, "id": 3}"#).expect("json");
+        p.unknown_keys("disks[0]", &map, &["id", "label"]);
+        let shown: Vec<String> = p.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "disks[0].lable: unknown key 'lable' (did you mean 'label'?)",
+                "disks[0].zzz: unknown key 'zzz'; expected one of: id, label",
+            ]
+        );
+        assert_eq!(
+            unknown_key("zzz", &["path", "args"], Some("a script hook")),
+            "unknown key 'zzz' for a script hook; a script hook takes: path, args"
+        );
+    }
+
+    #[test]
+    fn a_chain_lists_every_cause() {
+        let inner = std::io::Error::other("Is a directory");
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not read the file")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(
+            error_chain(&Outer(inner)),
+            "could not read the file: Is a directory"
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! convert: each source (or its repair overlay) into the output format with qemu-img, written
+//! to `<output>.part` and published under its final name only once it is whole, flushed, and
+//! the source's checksum (when verified alongside) is known to match.
+
+use std::path::Path;
+
+use super::{Run, StageFailure};
+use crate::atomic;
+use crate::events::{Activity, Event};
+use crate::exec::{self, CommandRecord};
+use crate::manifest::SourceFormat;
+use crate::outcome::stages::{ConvertResult, ConvertedDisk};
+use crate::outcome::{Artifact, ArtifactKind};
+use crate::tools::qemu_img;
+use crate::units::human_bytes;
+
+pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
+    let plan = run.plan;
+    let convert = plan.convert.as_ref().expect("stage runs only when planned");
+    std::fs::create_dir_all(&plan.output_dir).map_err(|e| {
+        StageFailure::new(format!(
+            "cannot create output directory {}: {e}",
+            plan.output_dir.display()
+        ))
+    })?;
+    let mut converted = Vec::new();
+    for idx in 0..plan.disks.len() {
+        let facts = run.source_facts(idx, convert.check_source)?;
+        let disk = &plan.disks[idx];
+        let (Some(output), Some(part)) = (disk.output.clone(), disk.part_path()) else {
+            continue;
+        };
+        // storage_mapping.disk_mappings may place this disk outside the output directory.
+        if let Some(dir) = output.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StageFailure::new(format!(
+                    "disk {}: cannot create directory {}: {e}",
+                    disk.id,
+                    dir.display()
+                ))
+            })?;
+        }
+        // With guest repairs, convert flattens the overlay (repairs plus the untouched source).
+        let (source, driver) = match &run.overlays[idx] {
+            Some(overlay) => (overlay.clone(), "qcow2".to_owned()),
+            None => (disk.source.clone(), facts.driver.clone()),
+        };
+        let total = facts.info.virtual_size;
+        let spec = plan
+            .convert_spec(
+                &source,
+                &driver,
+                run.aio(&source),
+                &part,
+                run.io_uring == Some(true),
+                Some(total),
+            )
+            .expect("convert is planned");
+        // The disk starts writing the output while qemu-img still produces it.
+        let writeback = atomic::Writeback::start(part.clone());
+        if let Some(create) = plan.qemu_img.create_target_cmd(&spec) {
+            write_part(run, &create, None, &part, |record| {
+                format!("disk {}: could not create the output: {record}", disk.id)
+            })?;
+        }
+        let cmd = plan.qemu_img.convert_cmd(&spec);
+        let (vm, disk_id, events) = (plan.vm_id.clone(), disk.id.clone(), run.events);
+        let mut on_line = |piece: &str| {
+            if let Some(fraction) = qemu_img::parse_progress(piece) {
+                events.send(Event::Progress {
+                    vm: vm.clone(),
+                    disk: disk_id.clone(),
+                    activity: Activity::Convert,
+                    done: (fraction * total as f64) as u64,
+                    total,
+                });
+            }
+        };
+        write_part(run, &cmd, Some(&mut on_line), &part, |record| {
+            format!("disk {}: conversion failed: {record}", disk.id)
+        })?;
+        let kicked = writeback.finish();
+        tracing::debug!("disk {}: {kicked} early writebacks", disk.id);
+        // Nothing is published before the source is known to be the one the manifest names.
+        if let Err(f) = run.settle_checksums() {
+            atomic::remove_part(&part);
+            return Err(f);
+        }
+        if let Err(e) = atomic::publish(&part, &output, plan.overwrite) {
+            atomic::remove_part(&part);
+            return Err(StageFailure::new(format!("disk {}: {e}", disk.id)));
+        }
+        let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+        // qemu-img's actual size counts every extent of a multi-file VMDK, not just the
+        // descriptor it was given.
+        let source_size = facts.info.actual_size.unwrap_or_else(|| {
+            std::fs::metadata(&disk.source)
+                .map(|m| m.len())
+                .unwrap_or(0)
+        });
+        run.bytes_read += source_size;
+        run.bytes_written += size;
+        run.artifacts.push(Artifact {
+            kind: ArtifactKind::ConvertedDisk,
+            path: output.clone(),
+            disk_id: disk.id.clone(),
+            format: convert.format.name().to_owned(),
+            size_bytes: size,
+            size_human: human_bytes(size),
+            boot_order_hint: disk.boot_order_hint,
+            compressed: convert.compression.is_some(),
+        });
+        converted.push(ConvertedDisk {
+            disk_id: disk.id.clone(),
+            input_format: SourceFormat::from_driver(&facts.driver).map(SourceFormat::name),
+            output_format: convert.format,
+            output_path: output,
+            output_size_bytes: size,
+            output_size_human: human_bytes(size),
+            boot_order_hint: disk.boot_order_hint,
+        });
+    }
+    Ok(ConvertResult {
+        disks_converted: converted.len(),
+        output_format: convert.format,
+        output_directory: plan.output_dir.clone(),
+        compressed: convert.compression.is_some(),
+        compression: convert.compression,
+        converted_disks: converted,
+    })
+}
+
+/// Runs a command that writes `part`; when it cannot run or fails, `part` is removed and the
+/// stage fails (with `failed`'s text for a command that ran and failed).
+fn write_part(
+    run: &mut Run<'_>,
+    cmd: &exec::Command,
+    on_line: Option<&mut dyn FnMut(&str)>,
+    part: &Path,
+    failed: impl FnOnce(&CommandRecord) -> String,
+) -> Result<(), StageFailure> {
+    let out = run
+        .exec(cmd, on_line)
+        .inspect_err(|_| atomic::remove_part(part))?;
+    if !out.record.success() {
+        atomic::remove_part(part);
+        return Err(StageFailure::new(failed(&out.record)));
+    }
+    Ok(())
+}

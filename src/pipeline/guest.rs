@@ -1,0 +1,43 @@
+//! The libguestfs appliance as inspect and fix use it: located at plan time, launched once per
+//! stage, its failures turned into stage failures.
+
+use super::{Run, StageFailure};
+use crate::diag::error_chain;
+use crate::plan::VmPlan;
+use crate::stage::Stage;
+use crate::tools::guestfish::{Drive, GuestEnv, GuestError, Session};
+
+/// The libguestfs environment, which the plan provides whenever a stage needs it.
+pub(super) fn env(plan: &VmPlan) -> Result<&GuestEnv, StageFailure> {
+    plan.guest_env
+        .as_ref()
+        .ok_or_else(|| StageFailure::new("internal: libguestfs was not located at plan time"))
+}
+
+pub(super) fn failure(e: &dyn std::error::Error, interrupted: bool) -> StageFailure {
+    if interrupted {
+        StageFailure::interrupted()
+    } else {
+        StageFailure::new(error_chain(e))
+    }
+}
+
+/// Launches the appliance for `stage`; a launch that hung once and then started is a warning,
+/// and a hung launch's console is kept in the output directory.
+pub(super) fn launch<'a>(
+    run: &mut Run<'a>,
+    env: &'a GuestEnv,
+    drives: &[Drive],
+    stage: Stage,
+) -> Result<Session<'a>, StageFailure> {
+    let console_log = run
+        .plan
+        .output_dir
+        .join(format!("appliance-console.{stage}.log"));
+    let mut session = Session::launch(env, drives, run.cancel, Some(&console_log))
+        .map_err(|e| failure(&e, matches!(e, GuestError::Cancelled)))?;
+    for note in session.take_notes() {
+        run.warn(stage, note);
+    }
+    Ok(session)
+}

@@ -1,0 +1,118 @@
+//! inspect: each source disk's format, size and soundness (qemu-img), and, with
+//! `collect_guest_info`, the guest itself (libguestfs, read-only).
+
+use super::{Run, StageFailure, guest};
+use crate::diag::error_chain;
+use crate::guest::inspect::{self as guest_inspect, GuestInfo, InspectError};
+use crate::manifest::SourceFormat;
+use crate::outcome::Message;
+use crate::outcome::stages::{Check, InspectResult, InspectedDisk};
+use crate::stage::Stage;
+use crate::tools::guestfish::{Drive, GuestError};
+use crate::units::human_bytes;
+
+pub(super) fn run(run: &mut Run<'_>) -> Result<InspectResult, StageFailure> {
+    let check = run.plan.inspect.as_ref().is_some_and(|i| i.check_source);
+    let mut disks = Vec::new();
+    for idx in 0..run.plan.disks.len() {
+        let disk = &run.plan.disks[idx];
+        let actual = crate::files::disk_size(&disk.given_path).map_err(|e| {
+            StageFailure::new(format!(
+                "Disk artifact not found: {} ({e})",
+                disk.given_path.display()
+            ))
+        })?;
+        let size_match = actual == disk.expected_bytes;
+        if !size_match {
+            let text = format!(
+                "disk {}: the manifest says {} bytes, {} has {} bytes",
+                disk.id,
+                disk.expected_bytes,
+                disk.given_path.display(),
+                actual
+            );
+            run.warn(Stage::Inspect, text);
+        }
+        let facts = run.source_facts(idx, check)?;
+        let disk = &run.plan.disks[idx];
+        disks.push(InspectedDisk {
+            id: disk.id.clone(),
+            source_format: disk.declared,
+            detected_format: SourceFormat::from_driver(&facts.driver).map(SourceFormat::name),
+            expected_bytes: disk.expected_bytes,
+            actual_bytes: actual,
+            size_match,
+            size_human: human_bytes(actual),
+            virtual_size: facts.info.virtual_size,
+            vmdk_create_type: facts.info.vmdk_create_type().map(str::to_owned),
+            path: disk.source.clone(),
+            integrity_check: if facts.checked {
+                Check::Passed
+            } else {
+                Check::Skipped
+            },
+        });
+    }
+    let mut result = InspectResult {
+        disks,
+        guest: None,
+        guest_inspection_error: None,
+    };
+    if run.plan.inspect.as_ref().is_some_and(|i| i.guest_info) {
+        // Like upstream, what the guest turns out to be is information: a guest libguestfs
+        // cannot read is a warning here (the fix stage, when enabled, makes it an error).
+        match inspect_guest(run) {
+            Ok(info) => result.guest = Some(info),
+            Err(f) if f.interrupted => return Err(f),
+            Err(f) => {
+                run.warn(
+                    Stage::Inspect,
+                    format!("guest inspection failed: {}", f.message),
+                );
+                result.guest_inspection_error = Some(f.message);
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Looks inside the guest read-only: OS, filesystems, mount points, kernels.
+fn inspect_guest(run: &mut Run<'_>) -> Result<GuestInfo, StageFailure> {
+    let plan = run.plan;
+    let env = guest::env(plan)?;
+    let mut drives = Vec::new();
+    for idx in 0..plan.disks.len() {
+        let facts = run.source_facts(idx, false)?;
+        drives.push(Drive {
+            path: plan.disks[idx].source.clone(),
+            format: facts.driver,
+            readonly: true,
+        });
+    }
+    let mut session = guest::launch(run, env, &drives, Stage::Inspect)?;
+    let result = guest_inspect::inspect(&mut session)
+        .map_err(|e| {
+            let interrupted = matches!(e, InspectError::Guest(GuestError::Cancelled));
+            guest::failure(&e, interrupted)
+        })
+        .and_then(|mut info| {
+            // Mounting read-only lists the installed kernels; an unmountable guest still has
+            // the rest of its inspection data.
+            if let Err(e) = guest_inspect::mount(&mut session, &mut info, true) {
+                if matches!(e, InspectError::Guest(GuestError::Cancelled)) {
+                    return Err(StageFailure::interrupted());
+                }
+                run.warnings
+                    .push(Message::now(Stage::Inspect, error_chain(&e)));
+            }
+            Ok(info)
+        });
+    let (records, finished) = session.finish();
+    run.commands.extend(records);
+    if let Err(e) = finished
+        && result.is_ok()
+    {
+        return Err(guest::failure(&e, matches!(e, GuestError::Cancelled)));
+    }
+    result
+}

@@ -1,0 +1,25 @@
+//! load_manifest: what the manifest says about the VM, and its checksums verified (now, or in
+//! the background while the next stages run; see [`super::checksums`]).
+
+use super::{Run, StageFailure, checksums};
+use crate::outcome::stages::LoadResult;
+
+pub(super) fn run(run: &mut Run<'_>) -> Result<LoadResult, StageFailure> {
+    let verified = checksums::start(run)?;
+    let plan = run.plan;
+    Ok(LoadResult {
+        manifest_version: plan.manifest_version.clone(),
+        manifest_path: plan.manifest_path.clone(),
+        source_provider: plan.source_provider.clone(),
+        source_vm_id: plan.source_vm_id.clone(),
+        source_vm_name: plan.vm_name.clone(),
+        disks_count: plan.disks.len(),
+        firmware: plan.firmware,
+        os_hint: plan.os_hint.clone(),
+        profile: plan.profile_chain.first().cloned(),
+        checksums_verified: !verified.is_empty(),
+        verified_checksums: verified,
+        checksums_verified_during_convert: None,
+        checksum_seconds: None,
+    })
+}

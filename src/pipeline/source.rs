@@ -1,0 +1,197 @@
+//! What qemu-img says about a source disk: its format (probed, and reconciled with the
+//! manifest's `source_format`), its size and backing file, and (when asked) whether
+//! `qemu-img check` finds it sound. Learnt once per disk and shared by inspect, fix, convert
+//! and validate.
+
+use std::path::Path;
+
+use super::{Run, StageFailure};
+use crate::exec;
+use crate::manifest::SourceFormat;
+use crate::plan::DiskPlan;
+use crate::stage::Stage;
+use crate::tools::qemu_img::{self, Aio, CheckSummary, CheckVerdict, ImageInfo};
+
+/// What we learnt about a source disk from qemu-img.
+#[derive(Clone, Debug)]
+pub(super) struct SourceFacts {
+    pub driver: String,
+    pub info: ImageInfo,
+    pub checked: bool,
+}
+
+impl Run<'_> {
+    /// Probes the format, reads size and backing file, and (when asked) checks the source.
+    pub(super) fn source_facts(
+        &mut self,
+        idx: usize,
+        check: bool,
+    ) -> Result<SourceFacts, StageFailure> {
+        if let Some(f) = &self.facts[idx]
+            && (f.checked || !check)
+        {
+            return Ok(f.clone());
+        }
+        let disk = &self.plan.disks[idx];
+        let q = self.plan.qemu_img.clone();
+        let (driver, info) = match self.facts[idx].take() {
+            Some(f) => (f.driver, f.info),
+            None => {
+                let out = self.probe_source(disk)?;
+                if !out.record.success() {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: qemu-img cannot open {}: {}",
+                        disk.id,
+                        disk.source.display(),
+                        out.record.stderr_tail.trim()
+                    )));
+                }
+                let probed = ImageInfo::parse(&out.stdout)
+                    .map_err(|e| StageFailure::new(format!("disk {}: {e}", disk.id)))?;
+                let driver = self.resolve_driver(disk, &probed.format)?;
+                if driver == probed.format {
+                    (driver, probed)
+                } else {
+                    // The probe guessed wrong (fixed VHD): read the image as what it is.
+                    let info = self.info_as(disk, &driver)?;
+                    (driver, info)
+                }
+            }
+        };
+        if let Some(backing) = &info.backing_filename {
+            return Err(StageFailure::new(format!(
+                "disk {}: {} has a backing file ({backing}); hyper2kvm converts standalone \
+                 images only: flatten it first (qemu-img convert) or list the chain's base",
+                disk.id,
+                disk.source.display()
+            )));
+        }
+        let mut checked = false;
+        let format = SourceFormat::from_driver(&driver);
+        if check && format.is_some_and(SourceFormat::checkable) {
+            let out = self.exec(&q.check_cmd(&disk.source, &driver), None)?;
+            let summary: CheckSummary = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            match CheckVerdict::from_exit_code(out.record.exit_code()) {
+                CheckVerdict::Clean | CheckVerdict::Unsupported => {}
+                CheckVerdict::LeaksOnly => self.warn(
+                    Stage::Inspect,
+                    format!(
+                        "disk {}: qemu-img check found {} leaked cluster(s) in the source; they \
+                         waste space but lose no data",
+                        disk.id, summary.leaks
+                    ),
+                ),
+                CheckVerdict::Corrupt => {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: source {} is corrupt (qemu-img check: {} corruption(s)); \
+                         refusing to convert it",
+                        disk.id,
+                        disk.source.display(),
+                        summary.corruptions
+                    )));
+                }
+                CheckVerdict::Failed => {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: source {} failed qemu-img check (truncated or damaged image, \
+                         which would convert with missing data read as zeros): {}",
+                        disk.id,
+                        disk.source.display(),
+                        out.record.stderr_tail.trim()
+                    )));
+                }
+            }
+            checked = true;
+        }
+        let facts = SourceFacts {
+            driver,
+            info,
+            checked,
+        };
+        self.facts[idx] = Some(facts.clone());
+        Ok(facts)
+    }
+
+    /// The format probe. For a file that may be read through io_uring it tries io_uring first
+    /// (while io_uring is not known to fail), which settles whether it works; when that probe
+    /// fails the plain one decides: if it succeeds, io_uring was what failed.
+    fn probe_source(&mut self, disk: &DiskPlan) -> Result<exec::Output, StageFailure> {
+        let q = self.plan.qemu_img.clone();
+        let candidate =
+            self.io_uring != Some(false) && Aio::for_file(true, &disk.source) == Aio::IoUring;
+        if candidate {
+            let out = self.exec(&q.probe_cmd(&disk.source, Aio::IoUring), None)?;
+            if out.record.success() {
+                self.io_uring = Some(true);
+                return Ok(out);
+            }
+        }
+        let out = self.exec(&q.probe_cmd(&disk.source, Aio::Threads), None)?;
+        if candidate && out.record.success() {
+            self.io_uring = Some(false);
+        }
+        Ok(out)
+    }
+
+    /// How qemu-img should read `image`: through io_uring when a probe showed it works and the
+    /// file's size allows it.
+    pub(super) fn aio(&self, image: &Path) -> Aio {
+        Aio::for_file(self.io_uring == Some(true), image)
+    }
+
+    /// `qemu-img info -f <driver>`.
+    fn info_as(&mut self, disk: &DiskPlan, driver: &str) -> Result<ImageInfo, StageFailure> {
+        let out = self.exec(&self.plan.qemu_img.info_cmd(&disk.source, driver), None)?;
+        if !out.record.success() {
+            return Err(StageFailure::new(format!(
+                "disk {}: qemu-img cannot read {} as {}: {}",
+                disk.id,
+                disk.source.display(),
+                driver,
+                out.record.stderr_tail.trim()
+            )));
+        }
+        ImageInfo::parse(&out.stdout)
+            .map_err(|e| StageFailure::new(format!("disk {}: {e}", disk.id)))
+    }
+
+    /// Reconciles the probed format with the manifest's `source_format`.
+    fn resolve_driver(&mut self, disk: &DiskPlan, probed: &str) -> Result<String, StageFailure> {
+        let declared = disk.declared.driver();
+        if probed == declared {
+            return Ok(probed.to_owned());
+        }
+        if probed == "raw"
+            && disk.declared == SourceFormat::Vhd
+            && qemu_img::has_vhd_footer(&disk.source)
+        {
+            // A fixed VHD: raw data plus a 512-byte footer that qemu-img probes as raw.
+            return Ok(declared.to_owned());
+        }
+        if probed == "raw"
+            && disk.declared == SourceFormat::Vmdk
+            && disk.source.to_string_lossy().ends_with("-flat.vmdk")
+        {
+            self.warn(
+                Stage::Inspect,
+                format!(
+                    "disk {}: {} is a flat VMDK extent without its descriptor; converting it as \
+                     raw data",
+                    disk.id,
+                    disk.source.display()
+                ),
+            );
+            return Ok("raw".to_owned());
+        }
+        let detected = SourceFormat::from_driver(probed)
+            .map(|f| f.name().to_owned())
+            .unwrap_or_else(|| probed.to_owned());
+        Err(StageFailure::new(format!(
+            "disk {}: source_format is {} but qemu-img detects {} in {}; fix source_format in \
+             the manifest",
+            disk.id,
+            disk.declared,
+            detected,
+            disk.source.display()
+        )))
+    }
+}

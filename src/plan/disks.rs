@@ -1,0 +1,216 @@
+//! The disks of a plan: where each source is read from (a flat VMDK extent through its
+//! descriptor), where its output goes (`storage_mapping.disk_mappings` or the output
+//! directory), in boot order; and the checks that the outputs can be written without harming
+//! anything (no existing output without `--overwrite`, never the source itself, directories
+//! that exist or can be made).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::PlanOptions;
+use crate::config;
+use crate::diag::Problems;
+use crate::manifest::{DiskType, Loaded, OutputFormat, SourceFormat};
+
+#[derive(Clone, Debug)]
+pub struct DiskPlan {
+    pub id: String,
+    pub label: String,
+    pub declared: SourceFormat,
+    /// The path the manifest names.
+    pub given_path: PathBuf,
+    /// The path qemu-img opens: `given_path`, or the descriptor of a flat VMDK extent.
+    pub source: PathBuf,
+    pub expected_bytes: u64,
+    pub checksum: Option<String>,
+    pub boot_order_hint: u32,
+    pub disk_type: DiskType,
+    /// Final output file (when converting).
+    pub output: Option<PathBuf>,
+}
+
+impl DiskPlan {
+    /// The temporary name the output has while it is being written.
+    pub fn part_path(&self) -> Option<PathBuf> {
+        self.output.as_ref().map(|o| crate::atomic::part_path(o))
+    }
+}
+
+/// The output directory: `--output-dir`, else the manifest's `output.directory`, else the
+/// caller's default (a batch's), else `<manifest dir>/output`.
+pub(super) fn output_dir(loaded: &Loaded, opts: &PlanOptions) -> PathBuf {
+    opts.output_dir_override
+        .clone()
+        .map(|d| config::absolute(&d))
+        .or_else(|| {
+            loaded
+                .manifest
+                .output
+                .directory
+                .as_deref()
+                .map(|d| config::resolve_relative(&loaded.dir, d))
+        })
+        .or_else(|| opts.default_output_dir.clone())
+        .unwrap_or_else(|| loaded.dir.join("output"))
+}
+
+/// The disks in boot order; `format` is the output format when converting.
+pub(super) fn plan(
+    loaded: &Loaded,
+    output_dir: &Path,
+    format: Option<OutputFormat>,
+    overwrite: bool,
+    notes: &mut Vec<String>,
+    problems: &mut Problems,
+) -> Vec<DiskPlan> {
+    let m = &loaded.manifest;
+    let mut disks: Vec<DiskPlan> = m
+        .disks
+        .iter()
+        .map(|d| {
+            let given = loaded.disk_path(d);
+            let source = match d.source_format {
+                SourceFormat::Vmdk => crate::tools::qemu_img::flat_vmdk_descriptor(&given)
+                    .unwrap_or_else(|| given.clone()),
+                _ => given.clone(),
+            };
+            let output = format.map(|format| {
+                let name = match (&m.output.filename, m.disks.len()) {
+                    (Some(f), 1) => f.clone(),
+                    _ => format!("{}.{}", d.id, format.name()),
+                };
+                disk_output_dir(loaded, output_dir, &d.id).join(name)
+            });
+            DiskPlan {
+                id: d.id.clone(),
+                label: d.label().to_owned(),
+                declared: d.source_format,
+                given_path: given,
+                source,
+                expected_bytes: d.bytes,
+                checksum: d.checksum.clone(),
+                boot_order_hint: d.boot_order_hint,
+                disk_type: d.disk_type,
+                output,
+            }
+        })
+        .collect();
+    disks.sort_by_key(|d| d.boot_order_hint);
+
+    for d in &disks {
+        if d.source != d.given_path {
+            notes.push(format!(
+                "disk {}: {} is a flat VMDK extent; converting through its descriptor {}",
+                d.id,
+                d.given_path.display(),
+                d.source.display()
+            ));
+        }
+        let Some(out) = &d.output else { continue };
+        if !overwrite && out.exists() {
+            problems.push(
+                "output",
+                format!(
+                    "disk {}: output {} already exists; remove it or pass --overwrite",
+                    d.id,
+                    out.display()
+                ),
+            );
+        }
+        if same_file(out, &d.source) || same_file(out, &d.given_path) {
+            problems.push(
+                "output",
+                format!(
+                    "disk {}: output {} is the source disk itself; choose another output directory",
+                    d.id,
+                    out.display()
+                ),
+            );
+        }
+    }
+    disks
+}
+
+/// The output directory, and (when converting) every `disk_mappings` directory, must be
+/// writable or creatable.
+pub(super) fn check_directories(
+    loaded: &Loaded,
+    output_dir: &Path,
+    converting: bool,
+    problems: &mut Problems,
+) {
+    if let Err(message) = check_dir_writable(output_dir) {
+        problems.push("output.directory", message);
+    }
+    let mapped_dirs: BTreeSet<PathBuf> = loaded
+        .manifest
+        .storage_mapping
+        .disk_mappings
+        .keys()
+        .map(|id| disk_output_dir(loaded, output_dir, id))
+        .filter(|d| d != output_dir)
+        .collect();
+    if converting {
+        for dir in &mapped_dirs {
+            if let Err(message) = check_dir_writable(dir) {
+                problems.push("storage_mapping.disk_mappings", message);
+            }
+        }
+    }
+}
+
+/// Where a disk's output goes: its `storage_mapping.disk_mappings` directory (relative to the
+/// manifest), else the output directory.
+fn disk_output_dir(loaded: &Loaded, output_dir: &Path, disk_id: &str) -> PathBuf {
+    match loaded.manifest.storage_mapping.disk_mappings.get(disk_id) {
+        Some(dir) => config::resolve_relative(&loaded.dir, dir),
+        None => output_dir.to_owned(),
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The output directory must exist as a writable directory, or be creatable.
+fn check_dir_writable(dir: &Path) -> Result<(), String> {
+    let mut probe = dir;
+    loop {
+        match std::fs::metadata(probe) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => {
+                return Err(format!(
+                    "output directory {} cannot be used: {} is not a directory",
+                    dir.display(),
+                    probe.display()
+                ));
+            }
+            Err(_) => match probe.parent() {
+                Some(parent) => probe = parent,
+                None => break,
+            },
+        }
+    }
+    nix::unistd::access(
+        probe,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .map_err(|e| {
+        format!(
+            "output directory {} cannot be written: {} is not writable ({e})",
+            dir.display(),
+            probe.display()
+        )
+    })
+}
+
+pub fn disk_type_name(t: DiskType) -> &'static str {
+    match t {
+        DiskType::Boot => "boot",
+        DiskType::Data => "data",
+        DiskType::Unknown => "unknown",
+    }
+}

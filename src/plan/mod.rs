@@ -1,0 +1,370 @@
+//! The per-VM plan: every decision made from a validated manifest before any disk is touched.
+//!
+//! Planning resolves paths (relative to the manifest), picks output files, decides compression
+//! (zstd unless this qemu-img lacks it), checks that the tools exist, that outputs do not already
+//! exist (unless `--overwrite`) and that the output directory can be created, and plans the
+//! hooks (see [`crate::hooks::plan`]). Everything it finds wrong is reported together. The
+//! pipeline reads only the plan, never the manifest.
+//!
+//! [`plan`] is the order of the decisions; each stage's part is in its own file (the disks and
+//! their outputs, inspect, fix, convert, validate with the boot test, the libvirt domain), and
+//! [`describe`] turns a plan into the `--dry-run` text.
+
+mod convert;
+mod describe;
+mod disks;
+pub mod domain;
+mod fix;
+mod inspect;
+mod validate;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::config;
+use crate::diag::{Problem, Problems};
+use crate::exec;
+use crate::hooks::{self, HooksPlan};
+use crate::libvirt::domain::DomainPlan;
+use crate::manifest::{Firmware, Loaded};
+use crate::mapping::{MacAddr, Preallocation};
+use crate::tools::Tool;
+use crate::tools::guestfish::GuestEnv;
+use crate::tools::qemu_img::{Aio, ConvertSpec, QemuImg};
+
+pub use convert::ConvertPlan;
+pub use disks::DiskPlan;
+pub use fix::{FixMode, FixPlan};
+pub use inspect::InspectPlan;
+pub use validate::ValidatePlan;
+
+/// What the caller adds to a manifest when planning.
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// `--output-dir`: beats the manifest's `output.directory`.
+    pub output_dir_override: Option<PathBuf>,
+    /// Used when neither the CLI nor the manifest names an output directory
+    /// (a batch's `<shared output_directory>/<vm id>`); otherwise `<manifest dir>/output`.
+    pub default_output_dir: Option<PathBuf>,
+    pub overwrite: bool,
+    pub dry_run: bool,
+    /// The id reports and progress use for this VM.
+    pub vm_id: Option<String>,
+    /// The batch this VM runs in, when it runs in one.
+    pub batch_id: Option<String>,
+    /// libguestfs and the accelerator it may use; found (and KVM probed) when `None` and the
+    /// manifest looks inside the guest. A batch passes one in so the probe runs once.
+    pub guest_env: Option<GuestEnv>,
+    /// MACs that other VMs of the same run already use. A regenerated MAC never repeats one, and
+    /// a preserved or overridden MAC that repeats one is a problem. A batch plans its VMs in
+    /// order and adds each plan's [`VmPlan::macs`] here before planning the next.
+    pub reserved_macs: BTreeSet<MacAddr>,
+}
+
+/// Whether a manifest needs libguestfs.
+pub fn needs_guest(m: &crate::manifest::Manifest) -> bool {
+    m.pipeline.fix.enabled || (m.pipeline.inspect.enabled && m.pipeline.inspect.collect_guest_info)
+}
+
+/// Finds libguestfs and probes the accelerator.
+pub fn guest_env() -> Result<GuestEnv, exec::ExecError> {
+    let guestfish = Tool::Guestfish.locate()?;
+    let accel = match Tool::QemuSystem.locate() {
+        Ok(qemu) => crate::tools::qemu_system::probe(&qemu).accel,
+        Err(_) => crate::tools::qemu_system::Accel::Tcg,
+    };
+    Ok(GuestEnv::new(guestfish, accel))
+}
+
+#[derive(Clone, Debug)]
+pub struct VmPlan {
+    pub vm_id: String,
+    pub batch_id: Option<String>,
+    pub vm_name: String,
+    pub manifest_path: PathBuf,
+    pub manifest_version: String,
+    pub source_provider: Option<String>,
+    pub source_vm_id: Option<String>,
+    pub firmware: Firmware,
+    pub os_hint: Option<String>,
+    pub profile_chain: Vec<String>,
+    pub output_dir: PathBuf,
+    pub report_path: Option<PathBuf>,
+    /// In boot order (`boot_order_hint`, ties in manifest order).
+    pub disks: Vec<DiskPlan>,
+    pub inspect: Option<InspectPlan>,
+    pub fix: Option<FixPlan>,
+    pub convert: Option<ConvertPlan>,
+    pub validate: Option<ValidatePlan>,
+    /// The libvirt domain written after a successful conversion.
+    pub domain: Option<DomainPlan>,
+    pub overwrite: bool,
+    pub dry_run: bool,
+    /// Things the admin should know that do not stop the run; they go into the report.
+    pub notes: Vec<String>,
+    pub qemu_img: QemuImg,
+    pub guest_env: Option<GuestEnv>,
+    pub hooks: HooksPlan,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Tool(#[from] exec::ExecError),
+    #[error(transparent)]
+    BootTest(#[from] crate::boot_test::BootTestError),
+    #[error(
+        "cannot plan {path} ({} problem{}):\n{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        crate::diag::render_problems(problems)
+    )]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl PlanError {
+    /// Whether the problem is the machine's (a missing tool) rather than the input's.
+    pub fn is_environment(&self) -> bool {
+        match self {
+            PlanError::Tool(_) => true,
+            PlanError::BootTest(e) => e.is_environment(),
+            PlanError::Invalid { .. } => false,
+        }
+    }
+}
+
+/// Builds the plan for one validated manifest.
+pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
+    let m = &loaded.manifest;
+    let mut problems = Problems::default();
+    let mut notes = Vec::new();
+
+    let output_dir = disks::output_dir(loaded, opts);
+    let stem = loaded
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vm".to_owned());
+    let vm_name = m
+        .source
+        .vm_name
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
+    let vm_id = opts
+        .vm_id
+        .clone()
+        .or_else(|| m.source.vm_name.clone())
+        .unwrap_or(stem);
+
+    let converting = m.pipeline.convert.enabled;
+    let format = convert::output_format(m, &mut notes);
+    let disks = disks::plan(
+        loaded,
+        &output_dir,
+        converting.then_some(format),
+        opts.overwrite,
+        &mut notes,
+        &mut problems,
+    );
+    disks::check_directories(loaded, &output_dir, converting, &mut problems);
+    let preallocation = convert::preallocation(m, converting, format, &mut problems);
+
+    let domain = converting.then(|| {
+        let planned = domain::plan(&domain::DomainInputs {
+            manifest: m,
+            vm_id: &vm_id,
+            vm_name: m.source.vm_name.as_deref().unwrap_or(&vm_id),
+            output_dir: &output_dir,
+            disks: &disks,
+            format,
+            reserved_macs: &opts.reserved_macs,
+            overwrite: opts.overwrite,
+        });
+        notes.extend(planned.notes);
+        problems.0.extend(planned.problems);
+        planned.domain
+    });
+
+    let hooks = hooks::plan(
+        &m.hooks,
+        &hooks::VmFacts {
+            manifest_path: &loaded.path,
+            manifest_dir: &loaded.dir,
+            vm_name: &vm_name,
+            vm_id: &vm_id,
+            batch_id: opts.batch_id.as_deref(),
+            boot_source: disks.first().map(|d| d.given_path.as_path()),
+            boot_output: disks.first().and_then(|d| d.output.as_deref()),
+            output_directory: &output_dir,
+            output_format: format.name(),
+            stages: hooks::EnabledStages {
+                fix: m.pipeline.fix.enabled,
+                convert: converting,
+                validate: converting && m.pipeline.validate.enabled,
+            },
+        },
+        &mut problems.0,
+        &mut notes,
+    );
+
+    let report_path = m
+        .options
+        .report
+        .enabled
+        .then(|| config::resolve_relative(&output_dir, &m.options.report.path));
+
+    if !problems.is_empty() {
+        return Err(PlanError::Invalid {
+            path: loaded.path.clone(),
+            problems: problems.0,
+        });
+    }
+
+    let hooks = hooks?;
+    let qemu_img = QemuImg::locate()?;
+    let dry_run = opts.dry_run || m.options.dry_run;
+    let guest_env = if needs_guest(m) {
+        match &opts.guest_env {
+            Some(env) => Some(env.clone()),
+            None => Some(guest_env()?),
+        }
+    } else {
+        None
+    };
+    let fix = fix::plan(m, &output_dir, &vm_id, &mut notes);
+    let convert =
+        converting.then(|| convert::plan(m, format, preallocation, dry_run, &qemu_img, &mut notes));
+    let validate = validate::plan(
+        m,
+        converting,
+        &disks,
+        format,
+        &output_dir,
+        &vm_id,
+        guest_env.as_ref(),
+        &mut notes,
+    )?;
+
+    Ok(VmPlan {
+        vm_id,
+        batch_id: opts.batch_id.clone(),
+        vm_name,
+        manifest_path: loaded.path.clone(),
+        manifest_version: m.manifest_version.clone(),
+        source_provider: m.source.provider.clone(),
+        source_vm_id: m.source.vm_id.clone(),
+        firmware: m.vm.firmware,
+        os_hint: m.vm.os_hint.clone(),
+        profile_chain: loaded.profile_chain.clone(),
+        output_dir,
+        report_path,
+        disks,
+        inspect: inspect::plan(m),
+        fix,
+        convert,
+        validate,
+        domain,
+        overwrite: opts.overwrite,
+        dry_run,
+        notes,
+        qemu_img,
+        guest_env,
+        hooks,
+    })
+}
+
+impl VmPlan {
+    /// The convert command for one disk (writing to its `.part` file), reading the source with
+    /// `source_aio`; the target is written through io_uring where `io_uring_usable` and
+    /// [`Aio::for_target`] allow it.
+    pub fn convert_spec<'a>(
+        &'a self,
+        source: &'a Path,
+        source_driver: &'a str,
+        source_aio: Aio,
+        dest: &'a Path,
+        io_uring_usable: bool,
+        virtual_size: Option<u64>,
+    ) -> Option<ConvertSpec<'a>> {
+        let c = self.convert.as_ref()?;
+        let target_aio = Aio::for_target(
+            io_uring_usable,
+            c.format.name(),
+            c.compression.is_some(),
+            virtual_size,
+            dest,
+        );
+        Some(ConvertSpec {
+            source,
+            source_driver,
+            dest,
+            output_format: c.format.name(),
+            compression: c.compression,
+            parallel_writes: c.parallel_writes,
+            preallocation: c.preallocation.map(Preallocation::name),
+            source_aio,
+            target_aio,
+            virtual_size,
+        })
+    }
+
+    /// The MACs this VM's domain uses (for [`PlanOptions::reserved_macs`] of the next VM).
+    pub fn macs(&self) -> Vec<MacAddr> {
+        self.domain
+            .as_ref()
+            .map(|d| d.macs().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Two VMs of a batch that both ask for regenerated MACs: the second is planned with the
+    /// first's MACs reserved and gets different ones, even from the same identity.
+    #[test]
+    fn reserved_macs_keep_a_batch_unique() {
+        if which::which("qemu-img").is_err() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.raw"), b"x").expect("write");
+        let doc = json!({"manifest_version": "1.0",
+            "source": {"vm_name": "web01"},
+            "disks": [{"id": "d0", "source_format": "raw", "bytes": 1, "local_path": "a.raw"}],
+            "nics": [{"network": "lan"}, {"network": "lan"}],
+            "network_mapping": {"default_bridge": "br0", "mac_address_policy": "regenerate"},
+            "pipeline": {"convert": {"enabled": true}}});
+        let serde_json::Value::Object(doc) = doc else {
+            panic!("an object")
+        };
+        let loaded = crate::manifest::resolve(
+            &dir.path().join("vm.json"),
+            doc,
+            &crate::manifest::Layers::default(),
+        )
+        .expect("valid");
+        let mut opts = PlanOptions {
+            dry_run: true,
+            ..PlanOptions::default()
+        };
+        let first = plan(&loaded, &opts).expect("plans");
+        let first_macs = first.macs();
+        assert_eq!(first_macs.len(), 2);
+        opts.reserved_macs.extend(first_macs.iter().copied());
+        let second = plan(&loaded, &opts).expect("plans");
+        for mac in second.macs() {
+            assert!(
+                !first_macs.contains(&mac),
+                "{mac} repeated across the batch"
+            );
+        }
+        let again = plan(&loaded, &PlanOptions::default()).expect("plans");
+        assert_eq!(again.macs(), first_macs, "the same run plans the same MACs");
+    }
+}

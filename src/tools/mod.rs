@@ -1,0 +1,51 @@
+//! The external programs hyper2kvm drives, one file each: what to run and how to read what
+//! they say. [`qemu_img`] (probe, check, convert, compare), [`qemu_system`] (the KVM probe and
+//! the boot-test VM), [`guestfish`] (the libguestfs appliance, command by command) and
+//! [`ovmf`] (where the UEFI firmware is). Every one of them runs through [`crate::exec`];
+//! [`Tool`] finds them and names the Debian package of a missing one.
+
+pub mod guestfish;
+pub mod ovmf;
+pub mod qemu_img;
+pub mod qemu_system;
+
+use std::path::PathBuf;
+
+use crate::exec::ExecError;
+
+/// An external program the tool depends on, with the Debian package that provides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    QemuImg,
+    Guestfish,
+    QemuSystem,
+    Python3,
+}
+
+impl Tool {
+    pub fn program(self) -> &'static str {
+        match self {
+            Tool::QemuImg => "qemu-img",
+            Tool::Guestfish => "guestfish",
+            Tool::QemuSystem => "qemu-system-x86_64",
+            Tool::Python3 => "python3",
+        }
+    }
+
+    pub fn package(self) -> &'static str {
+        match self {
+            Tool::QemuImg => "qemu-utils",
+            Tool::Guestfish => "libguestfs-tools",
+            Tool::QemuSystem => "qemu-system-x86",
+            Tool::Python3 => "python3",
+        }
+    }
+
+    /// Finds the tool on `PATH`.
+    pub fn locate(self) -> Result<PathBuf, ExecError> {
+        which::which(self.program()).map_err(|_| ExecError::ToolMissing {
+            program: self.program(),
+            package: self.package(),
+        })
+    }
+}
