@@ -1,7 +1,8 @@
 //! The only place that starts processes.
 //!
-//! Every external tool (qemu-img, the python3 of python hooks, hook scripts; guestfish and
-//! qemu-system later) runs through [`run`]. A child always gets its own process group, so
+//! Every external program (qemu-img, guestfish, qemu-system, cp, the python3 of python hooks,
+//! hook scripts) runs through [`run`], or through [`Daemon`] for the one that stays up (the
+//! guestfish listener). A child always gets its own process group, so
 //! cancelling or timing it out can signal the whole group (grandchildren included) and a Ctrl-C
 //! on the terminal reaches us first, not the child. The result of every run is a
 //! [`CommandRecord`] (argv, status or signal, duration, stderr tail) that goes into errors and
@@ -26,7 +27,8 @@ use serde::Serialize;
 const STDERR_TAIL_BYTES: usize = 8 * 1024;
 /// How long a process group gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
-/// How often a running child is polled for exit, cancellation and timeout.
+/// How often cancellation (a flag set by a signal handler) is looked at while a child runs; the
+/// child's exit and its output arrive on a channel and end the wait at once.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// How long we keep reading a finished command's stdout/stderr. A process that left the group
 /// (setsid, a daemon started by a hook script) can hold the pipes open forever; we must not wait
@@ -682,6 +684,48 @@ impl Daemon {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
+    /// How many bytes the daemon has written to its stderr log so far.
+    pub fn stderr_len(&self) -> u64 {
+        std::fs::metadata(&self.stderr_log).map_or(0, |m| m.len())
+    }
+
+    /// CPU time (user + system) used so far by the processes alive in the daemon's group, from
+    /// `/proc`; what tells a busy daemon (or a child it started, such as a qemu) from an idle
+    /// one.
+    pub fn group_cpu(&self) -> Duration {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+            .unwrap_or(100) as f64;
+        let mut total = 0u64;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Duration::ZERO;
+        };
+        for entry in entries.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the parenthesised command name: state ppid pgrp ... utime(12) stime(13).
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let pgrp = fields.get(2).and_then(|f| f.parse::<i32>().ok());
+            if pgrp != Some(self.pgid.as_raw()) {
+                continue;
+            }
+            let field = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            total += field(11) + field(12);
+        }
+        Duration::from_secs_f64(total as f64 / ticks)
+    }
+
     /// How far [`Daemon::new_stderr`] has read the stderr log.
     pub fn stderr_seen(&self) -> u64 {
         self.stderr_seen
@@ -822,6 +866,31 @@ mod tests {
         std::fs::remove_file(&marker).expect("rm");
         thread::sleep(Duration::from_millis(400));
         assert!(!marker.exists(), "the daemon outlived its handle");
+    }
+
+    #[test]
+    fn daemon_group_cpu_counts_its_busy_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A child that spins for a while, then the daemon's first line.
+        let cmd = Command::new("/bin/sh").args([
+            "-c",
+            "(i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 60) & echo ready; sleep 60",
+        ]);
+        let (daemon, line) =
+            Daemon::start(&cmd, Duration::from_secs(5), &dir.path().join("stderr"))
+                .expect("starts");
+        assert_eq!(line, "ready");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while daemon.group_cpu() < Duration::from_millis(50) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert!(daemon.group_cpu() >= Duration::from_millis(50));
+        daemon.stop();
+        assert_eq!(
+            daemon.group_cpu(),
+            Duration::ZERO,
+            "nothing of the group is left"
+        );
     }
 
     #[test]

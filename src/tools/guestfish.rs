@@ -17,13 +17,23 @@ use crate::tools::qemu_system::Accel;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A single remote command; guest-side tools such as an initramfs rebuild under TCG are slow.
 const CALL_TIMEOUT: Duration = Duration::from_secs(45 * 60);
-/// How long the appliance may take to boot (`run`). A launch takes about 10 s under TCG here
-/// (21 s seen on a loaded host) and 2-3 s with KVM; a launch that takes longer than this has
-/// hung: its qemu sits idle, and libguestfs' own limit is 20 minutes.
-const LAUNCH_TIMEOUT_TCG: Duration = Duration::from_secs(300);
-const LAUNCH_TIMEOUT_KVM: Duration = Duration::from_secs(120);
-/// Overrides the launch timeout, in seconds (a slow host; the tests that make a launch hang).
+/// The longest an appliance may take to boot (`run`), however busy it keeps its qemu. A launch
+/// takes about 10 s under TCG on an idle 2-core host, 90 s with three at once and the test suite
+/// beside them, 2-3 s with KVM; libguestfs's own limit is 20 minutes.
+const LAUNCH_TIMEOUT_TCG: Duration = Duration::from_secs(600);
+const LAUNCH_TIMEOUT_KVM: Duration = Duration::from_secs(180);
+/// Overrides the launch timeout, in seconds (a slow host).
 pub const LAUNCH_TIMEOUT_ENV: &str = "HYPER2KVM_APPLIANCE_LAUNCH_TIMEOUT";
+/// A launch has hung when for this long its console printed nothing and its qemu used almost no
+/// CPU: the hangs seen here left qemu idle, while a slow launch on a loaded host keeps printing
+/// and computing. Caught well before the launch timeout.
+const LAUNCH_STALL: Duration = Duration::from_secs(60);
+/// Overrides the stall window, in seconds (the tests that make a launch hang).
+pub const LAUNCH_STALL_ENV: &str = "HYPER2KVM_APPLIANCE_STALL_SECONDS";
+/// Below this share of one core over the stall window, qemu counts as idle.
+const IDLE_CPU_SHARE: f64 = 0.05;
+/// How often a launch is looked at.
+const LAUNCH_POLL: Duration = Duration::from_secs(1);
 /// How much of a hung launch's console is quoted in the error.
 const CONSOLE_TAIL_LINES: usize = 12;
 /// The most of a console log that is kept (its end).
@@ -47,13 +57,13 @@ pub enum GuestError {
     },
     /// Both launches (the first and the one retry) hung.
     #[error(
-        "the libguestfs appliance did not start within {} s, twice (each hung launch was killed); \
-         {}last lines of its console:\n{console_tail}",
-        timeout.as_secs(),
+        "the libguestfs appliance did not start, twice (the second time: {why}); each hung \
+         launch was killed; {}last lines of its console:\n{console_tail}",
         console_log.as_ref().map(|p| format!("its debug console log is in {}; ", p.display())).unwrap_or_default()
     )]
     LaunchHung {
-        timeout: Duration,
+        /// What the last attempt did.
+        why: String,
         console_log: Option<PathBuf>,
         console_tail: String,
     },
@@ -64,8 +74,10 @@ pub enum GuestError {
 pub struct GuestEnv {
     pub guestfish: PathBuf,
     pub accel: Accel,
-    /// How long one appliance launch may take before it counts as hung.
+    /// How long one appliance launch may take at most.
     pub launch_timeout: Duration,
+    /// How long a launch may sit idle (no console output, qemu idle) before it counts as hung.
+    pub launch_stall: Duration,
 }
 
 impl GuestEnv {
@@ -74,21 +86,24 @@ impl GuestEnv {
         Ok(Self::new(Tool::Guestfish.locate()?, accel))
     }
 
-    /// The launch timeout is the accelerator's default unless [`LAUNCH_TIMEOUT_ENV`] sets one.
+    /// The launch limits are the defaults unless [`LAUNCH_TIMEOUT_ENV`] or [`LAUNCH_STALL_ENV`]
+    /// set them.
     pub fn new(guestfish: PathBuf, accel: Accel) -> Self {
-        let launch_timeout = std::env::var(LAUNCH_TIMEOUT_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|&s| s > 0)
-            .map(Duration::from_secs)
-            .unwrap_or(match accel {
-                Accel::Tcg => LAUNCH_TIMEOUT_TCG,
-                Accel::Kvm => LAUNCH_TIMEOUT_KVM,
-            });
+        let seconds = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs)
+        };
         Self {
             guestfish,
             accel,
-            launch_timeout,
+            launch_timeout: seconds(LAUNCH_TIMEOUT_ENV).unwrap_or(match accel {
+                Accel::Tcg => LAUNCH_TIMEOUT_TCG,
+                Accel::Kvm => LAUNCH_TIMEOUT_KVM,
+            }),
+            launch_stall: seconds(LAUNCH_STALL_ENV).unwrap_or(LAUNCH_STALL),
         }
     }
 
@@ -140,8 +155,11 @@ pub struct Session<'a> {
 
 /// How one launch attempt ended, when it did not give a running appliance.
 enum Attempt {
-    /// `run` did not return within the launch timeout; the listener and its qemu were killed.
+    /// `run` stalled (console silent, qemu idle) or did not return within the launch timeout;
+    /// the listener and its qemu were killed.
     Hung {
+        /// What happened, in a few words.
+        why: String,
         records: Vec<CommandRecord>,
         /// The attempt's debug console (the listener's stderr while it launched).
         console: Vec<u8>,
@@ -152,41 +170,45 @@ enum Attempt {
 impl<'a> Session<'a> {
     /// Starts the listener, attaches the drives and launches the appliance.
     ///
-    /// A launch that does not finish within the launch timeout is killed (listener, appliance
-    /// qemu and all) and tried once more, with one vCPU: both hangs seen here had qemu idle with
-    /// two vCPUs under TCG, where one vCPU had never hung. The hung attempt's debug console is
-    /// written to `console_log` (when given) and its end quoted in the error or in the note the
-    /// session then carries (see [`Session::take_notes`]).
+    /// A launch that stalls (its console silent and its qemu idle for the stall window) or does
+    /// not finish within the launch timeout is killed (listener, appliance qemu and all) and
+    /// tried once more, with one vCPU: the hangs seen here had qemu idle with two vCPUs under
+    /// TCG. The hung attempt's debug console is written to `console_log` (when given) and its
+    /// end quoted in the error or in the note the session then carries
+    /// (see [`Session::take_notes`]).
     pub fn launch(
         env: &'a GuestEnv,
         drives: &[Drive],
         cancel: &'a CancelToken,
         console_log: Option<&Path>,
     ) -> Result<Self, GuestError> {
-        let (records, console) = match Self::attempt(env, drives, cancel, appliance_cpus()) {
+        let first = match Self::attempt(env, drives, cancel, appliance_cpus()) {
             Ok(session) => return Ok(session),
             Err(Attempt::Failed(e)) => return Err(e),
-            Err(Attempt::Hung { records, console }) => (records, console),
+            Err(Attempt::Hung {
+                why,
+                records,
+                console,
+            }) => (why, records, console),
         };
+        let (why, records, console) = first;
         let kept = console_log.and_then(|path| keep_console(path, &console).then_some(path));
-        let seconds = env.launch_timeout.as_secs();
         match Self::attempt(env, drives, cancel, 1) {
             Ok(mut session) => {
                 session.records.splice(0..0, records);
                 session.notes.push(format!(
-                    "the libguestfs appliance did not start within {seconds} s and was killed; \
-                     it started on the second try, with 1 vCPU{}",
+                    "{why} and was killed; it started on the second try, with 1 vCPU{}",
                     kept.map(|p| format!(" (console log of the hung launch: {})", p.display()))
                         .unwrap_or_default()
                 ));
                 Ok(session)
             }
             Err(Attempt::Failed(e)) => Err(e),
-            Err(Attempt::Hung { console, .. }) => {
+            Err(Attempt::Hung { why, console, .. }) => {
                 let kept =
                     console_log.and_then(|path| keep_console(path, &console).then_some(path));
                 Err(GuestError::LaunchHung {
-                    timeout: env.launch_timeout,
+                    why,
                     console_log: kept.map(Path::to_owned),
                     console_tail: console_tail(&console),
                 })
@@ -264,27 +286,33 @@ impl<'a> Session<'a> {
             .arg("--")
             .arg("-run")
             .timeout(self.env.launch_timeout);
-        let out = exec::run(
-            &cmd,
-            Watch {
-                cancel: Some(self.cancel),
-                ..Watch::default()
-            },
-        )
-        .map_err(|e| Attempt::Failed(e.into()))?;
-        let mut record = out.record;
-        if record.status == Status::TimedOut {
+        let (out, stalled) = self.run_watched(&cmd);
+        let mut record = out.map_err(|e| Attempt::Failed(e.into()))?.record;
+        let hung = match (&record.status, stalled) {
+            (Status::Cancelled, Some(idle)) => Some(format!(
+                "the libguestfs appliance hung (for {} s its console printed nothing and its \
+                 qemu was idle)",
+                idle.as_secs()
+            )),
+            (Status::TimedOut, _) => Some(format!(
+                "the libguestfs appliance did not start within {} s",
+                self.env.launch_timeout.as_secs()
+            )),
+            _ => None,
+        };
+        if let Some(why) = hung {
             // The listener is stuck inside the launch: kill it and its qemu, then read the
             // console it printed up to then.
             self.daemon.stop();
             let console = self.daemon.stderr_from(console_start, CONSOLE_KEEP_BYTES);
+            record.status = Status::TimedOut;
             record.stderr_tail = format!(
-                "the appliance did not start within {} s; last lines of its console:\n{}",
-                self.env.launch_timeout.as_secs(),
+                "{why}; last lines of its console:\n{}",
                 console_tail(&console)
             );
             self.records.push(record);
             return Err(Attempt::Hung {
+                why,
                 records: std::mem::take(&mut self.records),
                 console,
             });
@@ -325,6 +353,55 @@ impl<'a> Session<'a> {
         self.call(&["set-verbose", "false"])
             .map_err(Attempt::Failed)?;
         Ok(())
+    }
+
+    /// Runs `cmd` (the `run` request) while watching the launch: when the console has printed
+    /// nothing and the listener's process group (its qemu) has used under
+    /// [`IDLE_CPU_SHARE`] of a core for the stall window, the request is cancelled and the
+    /// window returned. The run's own cancellation passes through.
+    fn run_watched(
+        &self,
+        cmd: &exec::Command,
+    ) -> (Result<exec::Output, ExecError>, Option<Duration>) {
+        let local = CancelToken::new();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let stall = self.env.launch_stall;
+        std::thread::scope(|s| {
+            let watchdog = s.spawn(|| {
+                let mut mark = (
+                    Instant::now(),
+                    self.daemon.stderr_len(),
+                    self.daemon.group_cpu(),
+                );
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(LAUNCH_POLL);
+                    if self.cancel.is_cancelled() {
+                        local.cancel();
+                        return None;
+                    }
+                    let (len, cpu) = (self.daemon.stderr_len(), self.daemon.group_cpu());
+                    let busy = cpu.saturating_sub(mark.2).as_secs_f64()
+                        > IDLE_CPU_SHARE * mark.0.elapsed().as_secs_f64();
+                    if len != mark.1 || busy {
+                        mark = (Instant::now(), len, cpu);
+                    } else if mark.0.elapsed() >= stall {
+                        local.cancel();
+                        return Some(stall);
+                    }
+                }
+                None
+            });
+            let out = exec::run(
+                cmd,
+                Watch {
+                    cancel: Some(&local),
+                    ..Watch::default()
+                },
+            );
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            let stalled = watchdog.join().unwrap_or(None);
+            (out, stalled)
+        })
     }
 
     /// What the session noticed that the admin should know (a launch that had to be retried).
@@ -556,6 +633,28 @@ fn console_tail(console: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scratch_error_names_its_cause_once() {
+        let e = GuestError::Scratch {
+            what: "/etc/fstab".to_owned(),
+            source: std::io::Error::other("No space left on device"),
+        };
+        assert_eq!(
+            crate::diag::error_chain(&e),
+            "could not use a scratch file for /etc/fstab: No space left on device"
+        );
+    }
+
+    #[test]
+    fn a_console_tail_is_its_last_lines_indented() {
+        let console: String = (1..=20).map(|i| format!("line {i}\n\n")).collect();
+        let tail = console_tail(console.as_bytes());
+        assert_eq!(tail.lines().count(), CONSOLE_TAIL_LINES);
+        assert!(tail.starts_with("    line 9\n"), "{tail}");
+        assert!(tail.ends_with("    line 20"), "{tail}");
+        assert_eq!(console_tail(b""), "    (the console is empty)");
+    }
 
     #[test]
     fn only_a_socket_not_yet_there_is_retried() {
