@@ -865,10 +865,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(missing_tool = "setsid", ignore = "needs setsid (util-linux)")]
     fn a_process_that_left_the_group_does_not_hang_us() {
-        if which::which("setsid").is_err() {
-            return;
-        }
+        // build.rs ignores this test where setsid is missing, except under CI, where it fails.
+        assert!(which::which("setsid").is_ok(), "setsid is not on PATH");
         // The daemon keeps our stderr open after the child exits.
         let cmd = Command::new("/bin/sh").args(["-c", "setsid sleep 30 & echo done"]);
         let started = Instant::now();
