@@ -83,6 +83,14 @@ fn fix_run(dir: &TestDir, hangs: u32, stall_secs: u32) -> (Run, serde_json::Valu
 /// (one vCPU) starts, the VM converts, and the report says what happened and where the hung
 /// launch's console is.
 #[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs guestfish and qemu-system-x86_64 (install: scripts/install-deps.sh full)"
+)]
 fn a_hung_launch_is_killed_and_relaunched_once() {
     if !require_tool("guestfish") || !require_tool("qemu-system-x86_64") || skip_slow() {
         return;
@@ -137,6 +145,14 @@ fn a_hung_launch_is_killed_and_relaunched_once() {
 
 /// Both launches hang: the VM fails with the reason, after two stall windows, with no qemu left.
 #[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs guestfish and qemu-system-x86_64 (install: scripts/install-deps.sh full)"
+)]
 fn a_launch_that_hangs_twice_fails_the_vm_and_says_why() {
     if !require_tool("guestfish") || !require_tool("qemu-system-x86_64") || skip_slow() {
         return;

@@ -174,6 +174,10 @@ fn unknown_flag_is_a_usage_error() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn output_directory_under_a_file() {
     if !require_tool("qemu-img") {
         return;

@@ -99,6 +99,10 @@ fn redact_summary(text: &str, dir: &TestDir) -> String {
 /// Twelve VMs of mixed formats, three failing in different ways, four at a time: the nine good
 /// outputs match their sources, the failures are isolated and the counts are exact.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn twelve_vms_three_failures_parallel_four() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -254,6 +258,10 @@ fn twelve_vms_three_failures_parallel_four() {
 /// `--batch-parallel 1` runs VMs in (priority, position) order; disabled VMs are reported as
 /// skipped; manifest paths resolve against the batch file, not the working directory.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn priority_order_and_skipped_vms() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -296,6 +304,10 @@ fn priority_order_and_skipped_vms() {
 /// `continue_on_error: false`: after the first failure no new VM starts; the rest are
 /// recorded as not_started.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn stop_after_first_failure() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -344,6 +356,10 @@ fn stop_after_first_failure() {
 /// With `continue_on_error: false`, a VM that cannot even be loaded aborts the batch before
 /// anything is converted.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn invalid_vm_aborts_before_start_without_continue_on_error() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -395,6 +411,10 @@ fn no_enabled_vms_is_an_error() {
 
 /// Two VMs that would write the same file are refused before anything starts.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn colliding_outputs_are_refused() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -416,6 +436,10 @@ fn colliding_outputs_are_refused() {
 /// `shared_config` (profile included) and per-VM `overrides` are merged: precedence profile <
 /// profile_overrides < shared_config < manifest < overrides.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn shared_config_and_overrides_are_applied() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -460,6 +484,10 @@ fn shared_config_and_overrides_are_applied() {
 
 /// A VM whose output directory cannot be written fails alone; the others convert.
 #[test]
+#[cfg_attr(
+    any(not_root, missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs root, qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn unwritable_output_fails_only_that_vm() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") || !require_root() {
         return;
@@ -519,6 +547,10 @@ fn mtime(path: &Path) -> std::time::SystemTime {
 /// SIGINT mid-batch: no `.part` is left, the report marks the interrupted VMs, and
 /// `--batch-resume` finishes the batch without converting the finished VM again.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn sigint_then_resume() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -622,6 +654,10 @@ fn sigint_then_resume() {
 
 /// A batch dry run prints the order and every VM's plan, and writes nothing.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn batch_dry_run_writes_nothing() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -649,6 +685,10 @@ fn batch_dry_run_writes_nothing() {
 
 /// A finished batch is not silently run again over its own checkpoint.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn rerun_without_resume_or_overwrite_is_refused() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -676,6 +716,10 @@ fn rerun_without_resume_or_overwrite_is_refused() {
 
 /// A VM whose own settings say `options.dry_run: true` is planned, not converted.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vm_level_dry_run_is_honoured() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;

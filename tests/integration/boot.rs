@@ -66,6 +66,19 @@ fn uuid_of(blkid: &str) -> String {
 /// grub.cfg and fstab no longer name /dev/sda1, the source is untouched, and the boot ran on a
 /// throw-away snapshot (the guest's first boot would have written /etc/machine-id).
 #[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        not_root,
+        missing_tool = "debootstrap",
+        missing_tool = "qemu-img",
+        missing_tool = "sfdisk",
+        missing_tool = "mkfs.ext4",
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs root and what scripts/build-test-guest.sh runs (install: scripts/install-deps.sh full)"
+)]
 fn e2e_production_profile_boots_to_the_login_prompt() {
     if skip_slow() {
         return;
@@ -176,6 +189,19 @@ fn e2e_production_profile_boots_to_the_login_prompt() {
 /// (root=/dev/sda1 does not exist on virtio-blk), which proves both that the test can fail and
 /// that the fix matters. The report keeps the reason and the console tail.
 #[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        not_root,
+        missing_tool = "debootstrap",
+        missing_tool = "qemu-img",
+        missing_tool = "sfdisk",
+        missing_tool = "mkfs.ext4",
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs root and what scripts/build-test-guest.sh runs (install: scripts/install-deps.sh full)"
+)]
 fn e2e_without_fixes_the_boot_test_fails() {
     if skip_slow() {
         return;
@@ -234,6 +260,19 @@ fn e2e_without_fixes_the_boot_test_fails() {
 /// default, the initramfs rebuilt although it already serves KVM, its own report name) and `testing` with validation and the boot
 /// test turned on; both boot.
 #[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        not_root,
+        missing_tool = "debootstrap",
+        missing_tool = "qemu-img",
+        missing_tool = "sfdisk",
+        missing_tool = "mkfs.ext4",
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs root and what scripts/build-test-guest.sh runs (install: scripts/install-deps.sh full)"
+)]
 fn e2e_batch_of_two_profiles_boots_both() {
     if skip_slow() {
         return;
@@ -343,6 +382,10 @@ fn blank_manifest(dir: &TestDir, disk: &Path, firmware: &str, boot_test: &str) -
 /// A disk with no bootloader fails the boot test with the firmware's words in the console tail,
 /// long before its timeout.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-system-x86_64"),
+    ignore = "needs qemu-img and qemu-system-x86_64 (install: scripts/install-deps.sh full)"
+)]
 fn disk_without_a_bootloader_fails_with_the_console_tail() {
     if !require_tool("qemu-img") || !require_tool("qemu-system-x86_64") {
         return;
@@ -372,6 +415,14 @@ fn disk_without_a_bootloader_fails_with_the_console_tail() {
 /// A UEFI VM boots OVMF (a copy of its variable store, next to the read-only code); with nothing
 /// to boot, OVMF's boot manager gives up and says so on the serial console.
 #[test]
+#[cfg_attr(
+    any(
+        missing_tool = "qemu-img",
+        missing_tool = "qemu-system-x86_64",
+        missing_ovmf
+    ),
+    ignore = "needs qemu-img, qemu-system-x86_64 and OVMF (install: scripts/install-deps.sh full)"
+)]
 fn uefi_vm_boots_ovmf() {
     if !require_tool("qemu-img") || !require_tool("qemu-system-x86_64") {
         return;
@@ -409,6 +460,10 @@ fn uefi_vm_boots_ovmf() {
 
 /// A UEFI VM on a host without OVMF is refused before anything is touched, naming the package.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-system-x86_64"),
+    ignore = "needs qemu-img and qemu-system-x86_64 (install: scripts/install-deps.sh full)"
+)]
 fn uefi_without_ovmf_names_the_package() {
     if !require_tool("qemu-img") || !require_tool("qemu-system-x86_64") {
         return;
@@ -460,6 +515,10 @@ fn zero_timeout_and_bad_patterns_are_refused_at_load_time() {
 
 /// `--dry-run` shows the boot test's qemu command and runs nothing.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-system-x86_64"),
+    ignore = "needs qemu-img and qemu-system-x86_64 (install: scripts/install-deps.sh full)"
+)]
 fn dry_run_shows_the_boot_test_command() {
     if !require_tool("qemu-img") || !require_tool("qemu-system-x86_64") {
         return;

@@ -109,57 +109,101 @@ fn convert_one(source: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vmdk_monolithic_sparse() {
     convert_one("vmdk-sparse");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vmdk_stream_optimized() {
     convert_one("vmdk-stream");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vmdk_two_gb_max_extent_sparse() {
     convert_one("vmdk-2gb");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vmdk_monolithic_flat() {
     convert_one("vmdk-flat");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vhd_dynamic() {
     convert_one("vhd-dynamic");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vhd_fixed_is_not_copied_with_its_footer() {
     convert_one("vhd-fixed");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vhdx() {
     convert_one("vhdx");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn qcow2() {
     convert_one("qcow2");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn raw() {
     convert_one("raw");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn vdi() {
     convert_one("vdi");
 }
 
 /// A manifest naming the `-flat.vmdk` extent converts through its descriptor.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn flat_extent_is_replaced_by_its_descriptor() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -186,6 +230,10 @@ fn flat_extent_is_replaced_by_its_descriptor() {
 
 /// Disks are converted in boot order, each to `<id>.<format>`, and checksums are verified.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn multi_disk_manifest_in_yaml_with_checksums() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -254,6 +302,10 @@ disks:
 
 /// `--output-dir` beats `output.directory`; the report lands there too.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn output_dir_flag_wins() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -278,6 +330,10 @@ fn output_dir_flag_wins() {
 
 /// A second run refuses to replace outputs; `--overwrite` replaces them.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn existing_output_needs_overwrite() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -317,6 +373,10 @@ fn existing_output_needs_overwrite() {
 
 /// `--config` files merge later-wins, and a config may carry tool options.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn configs_merge_later_wins() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -353,6 +413,10 @@ fn configs_merge_later_wins() {
 
 /// The report path comes from options.report.path; a disabled report writes none.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn report_path_and_disabled_report() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -381,6 +445,10 @@ fn report_path_and_disabled_report() {
 
 /// Stages run only when enabled: with nothing enabled the manifest is only loaded and checked.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn nothing_enabled_only_loads() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -407,6 +475,10 @@ fn nothing_enabled_only_loads() {
 /// With nothing to fire in between, the checksum is verified while the disk converts, and the
 /// report still says so under load_manifest.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn checksum_verified_alongside_convert() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -435,6 +507,10 @@ fn checksum_verified_alongside_convert() {
 /// A hook between load_manifest and convert sees a verified source: then the checksum is
 /// verified first, as the stage order says.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn checksum_verified_first_when_a_hook_follows_it() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -465,6 +541,10 @@ fn checksum_verified_first_when_a_hook_follows_it() {
 /// (qemu 10.0's io_uring never completes the read of such a file's last sector): the run
 /// finishes instead of hanging, and the output matches.
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn odd_sized_source_converts_and_validates() {
     if !require_tool("qemu-img") {
         return;

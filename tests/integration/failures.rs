@@ -45,6 +45,10 @@ fn first_error(report: &serde_json::Value) -> String {
 /// qemu-img converts a truncated sparse VMDK "successfully", reading the lost grains as zeros;
 /// the source check must catch it first.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn truncated_vmdk_is_refused() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -65,6 +69,10 @@ fn truncated_vmdk_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn truncated_vmdk_is_refused_even_without_inspect() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -89,6 +97,10 @@ fn truncated_vmdk_is_refused_even_without_inspect() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn corrupt_qcow2_is_refused() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -111,6 +123,10 @@ fn corrupt_qcow2_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn real_format_differs_from_source_format() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -123,6 +139,10 @@ fn real_format_differs_from_source_format() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn qcow2_with_backing_file_is_refused() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -143,6 +163,10 @@ fn qcow2_with_backing_file_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn checksum_mismatch_names_disk_and_both_digests() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -200,6 +224,10 @@ impl Drop for Mount {
 }
 
 #[test]
+#[cfg_attr(
+    any(not_root, missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs root, qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn full_output_filesystem_fails_cleanly() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") || !require_root() {
         return;
@@ -231,6 +259,10 @@ fn full_output_filesystem_fails_cleanly() {
 }
 
 #[test]
+#[cfg_attr(
+    any(not_root, missing_tool = "qemu-img"),
+    ignore = "needs root and qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn read_only_output_directory_is_refused_before_start() {
     if !require_tool("qemu-img") || !require_root() {
         return;
@@ -275,6 +307,10 @@ fn missing_qemu_img_is_one_clear_line() {
 /// A large image is compared in ranges, one process each; a difference in a later range is
 /// reported at its offset in the whole image.
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn content_mismatch_in_a_later_range_names_its_offset() {
     if !require_tool("qemu-img") {
         return;

@@ -74,6 +74,10 @@ const READ_BACK: &[&str] = &[
 /// stable fstab and kernel command lines, virtio drivers in its initramfs config, no MAC
 /// pinning, no VMware tools; the source VMDK's bytes are unchanged.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn debian_production_run() {
     if !tools() {
         return;
@@ -194,6 +198,10 @@ fn debian_production_run() {
 /// A RHEL-like guest on XFS: BLS entries and /etc/default/grub get stable root= and resume=,
 /// dracut gets a virtio drop-in, ifcfg loses HWADDR, SELinux relabels on first boot.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn rhel_xfs_dracut_bls() {
     if !tools() {
         return;
@@ -257,6 +265,10 @@ fn rhel_xfs_dracut_bls() {
 /// `--dry-run` with fix: the changes are computed from a read-only view and printed; nothing
 /// is written anywhere.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn ubuntu_dry_run_prints_changes() {
     if !tools() {
         return;
@@ -305,6 +317,10 @@ fn ubuntu_dry_run_prints_changes() {
 
 /// Convert off: repairs go into the source itself, after a backup copy of it.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn suse_in_place_with_backup() {
     if !tools() {
         return;
@@ -398,6 +414,10 @@ fn refused_after(guest: Guest, damage: impl FnOnce(&Path)) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn no_operating_system() {
     if !tools() {
         return;
@@ -408,6 +428,10 @@ fn no_operating_system() {
 /// A root filesystem whose group descriptors are garbage: its superblock still says ext4, so
 /// inspection finds the filesystem but cannot mount it, and the error names the device.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn corrupt_root_filesystem_is_named() {
     if !tools() {
         return;
@@ -427,6 +451,10 @@ fn corrupt_root_filesystem_is_named() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn several_roots() {
     if !tools() {
         return;
@@ -435,8 +463,17 @@ fn several_roots() {
 }
 
 #[test]
+#[cfg_attr(
+    any(
+        missing_tool = "qemu-img",
+        missing_tool = "guestfish",
+        missing_tool = "cryptsetup"
+    ),
+    ignore = "needs qemu-img, guestfish and cryptsetup (install: scripts/install-deps.sh full)"
+)]
 fn encrypted_volume_without_a_key() {
-    if !tools() {
+    // cryptsetup formats the LUKS partition of the phony guest on the host.
+    if !tools() || !require_tool("cryptsetup") {
         return;
     }
     insta::assert_snapshot!(refused(Guest::Luks), @"no operating system was found on the disks (encrypted LUKS volumes /dev/sda2 may hide it; no key was given); nothing was changed");
@@ -445,6 +482,10 @@ fn encrypted_volume_without_a_key() {
 /// A Windows guest is recognised; the Linux repairs are skipped with a note, and the disk is
 /// still converted.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn windows_guest_skips_the_linux_repairs() {
     if !tools() {
         return;
@@ -480,6 +521,10 @@ fn windows_guest_skips_the_linux_repairs() {
 
 /// Without libguestfs, a manifest that needs it is one clear line naming the package.
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn libguestfs_missing() {
     if !require_tool("qemu-img") {
         return;

@@ -242,6 +242,10 @@ fn two_disk_manifest(dir: &TestDir, checksum: &str, hooks: Option<Value>) -> Pat
 /// One VM, two disks (one with a correct checksum): inspect, convert to compressed qcow2,
 /// validate with compare, and the libvirt domain.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn golden_convert_report() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -280,6 +284,10 @@ fn golden_convert_report() {
 /// be verified before anything else, so the VM fails at load_manifest after only the
 /// `pre_extraction` hook ran.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn golden_failed_checksum_report() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -384,6 +392,15 @@ fn debian_source(dir: &TestDir) -> (PathBuf, String, String) {
 /// The phony Debian guest as a VMware-style VMDK through the production profile (with VMware
 /// tools removal): inspect with guest info, fix in an overlay, convert, validate, domain.
 #[test]
+#[cfg_attr(
+    any(
+        missing_tool = "qemu-img",
+        missing_tool = "guestfish",
+        missing_tool = "blkid",
+        missing_tool = "debugfs"
+    ),
+    ignore = "needs qemu-img, guestfish, blkid and debugfs (install: scripts/install-deps.sh full)"
+)]
 fn golden_guest_fix_report() {
     if !["qemu-img", "guestfish", "blkid", "debugfs"]
         .iter()
@@ -445,6 +462,10 @@ fn golden_guest_fix_report() {
 /// A blank 64 MiB raw disk with the boot test on: SeaBIOS finds nothing to boot, validate fails
 /// and its result keeps the boot test's outcome.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-system-x86_64"),
+    ignore = "needs qemu-img and qemu-system-x86_64 (install: scripts/install-deps.sh full)"
+)]
 fn golden_failed_boot_test_report() {
     if !require_tool("qemu-img") || !require_tool("qemu-system-x86_64") {
         return;
@@ -497,6 +518,10 @@ fn golden_failed_boot_test_report() {
 /// A batch of three VMs, two at a time, one failing at inspect (a qcow2 listed as vmdk):
 /// batch_report.json, batch_summary.txt and the failed VM's report.json.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn golden_batch_report() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;

@@ -117,6 +117,10 @@ fn read_pid(path: &Path) -> i32 {
 // Order and templating.
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn every_hook_stage_fires_once_in_pipeline_order() {
     if !require_tool("qemu-img") {
         return;
@@ -200,6 +204,10 @@ fn every_hook_stage_fires_once_in_pipeline_order() {
 /// With guest repair on, pre_fix and post_fix fire too: all seven stages, once each, in
 /// pipeline order, around a real fix stage on a phony Debian guest.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
 fn fix_hooks_fire_once_around_the_real_fix_stage() {
     if !require_tool("qemu-img") || !require_tool("guestfish") {
         return;
@@ -268,6 +276,10 @@ fn assert_nothing_ran(dir: &TestDir) {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn hostile_vm_name_reaches_a_script_verbatim_as_one_argument() {
     if !require_tool("qemu-img") {
         return;
@@ -295,6 +307,10 @@ fn hostile_vm_name_reaches_a_script_verbatim_as_one_argument() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "python3"),
+    ignore = "needs qemu-img and python3 (install: scripts/install-deps.sh core)"
+)]
 fn hostile_vm_name_reaches_python_and_http_as_data() {
     if !require_tool("qemu-img") || !require_tool("python3") {
         return;
@@ -427,16 +443,28 @@ fn timed_out_hook(continue_on_error: bool) {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn hook_timeout_kills_hook_and_grandchild_and_fails_the_vm() {
     timed_out_hook(false);
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn hook_timeout_with_continue_on_error_is_a_warning() {
     timed_out_hook(true);
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn a_hook_that_ignores_sigterm_is_killed_after_the_grace() {
     if !require_tool("qemu-img") {
         return;
@@ -473,6 +501,10 @@ fn a_hook_that_ignores_sigterm_is_killed_after_the_grace() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn sigint_stops_a_running_hook() {
     if !require_tool("qemu-img") {
         return;
@@ -541,6 +573,10 @@ def which():
 "#;
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "python3"),
+    ignore = "needs qemu-img and python3 (install: scripts/install-deps.sh core)"
+)]
 fn python_hook_result_and_continue_on_error() {
     if !require_tool("qemu-img") || !require_tool("python3") {
         return;
@@ -596,6 +632,10 @@ fn python_hook_result_and_continue_on_error() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "python3"),
+    ignore = "needs qemu-img and python3 (install: scripts/install-deps.sh core)"
+)]
 fn python_exception_fails_the_vm_with_its_traceback() {
     if !require_tool("qemu-img") || !require_tool("python3") {
         return;
@@ -629,6 +669,10 @@ fn python_exception_fails_the_vm_with_its_traceback() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "python3"),
+    ignore = "needs qemu-img and python3 (install: scripts/install-deps.sh core)"
+)]
 fn python_hook_timeout_kills_python() {
     if !require_tool("qemu-img") || !require_tool("python3") {
         return;
@@ -654,6 +698,10 @@ fn python_hook_timeout_kills_python() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "python3"),
+    ignore = "needs qemu-img and python3 (install: scripts/install-deps.sh core)"
+)]
 fn python_modules_come_from_the_manifest_dir_then_pythonpath_never_the_cwd() {
     if !require_tool("qemu-img") || !require_tool("python3") {
         return;
@@ -705,6 +753,10 @@ fn python_modules_come_from_the_manifest_dir_then_pythonpath_never_the_cwd() {
 // HTTP hooks.
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn http_hook_sends_method_path_headers_and_json_body() {
     if !require_tool("qemu-img") {
         return;
@@ -772,6 +824,10 @@ fn http_hook_sends_method_path_headers_and_json_body() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn http_hook_retries_after_500s() {
     if !require_tool("qemu-img") {
         return;
@@ -805,6 +861,10 @@ fn http_hook_retries_after_500s() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn http_hook_gives_up_after_max_retries_and_fails_the_vm() {
     if !require_tool("qemu-img") {
         return;
@@ -841,6 +901,10 @@ fn http_hook_gives_up_after_max_retries_and_fails_the_vm() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn http_get_sends_the_body_as_a_query_string() {
     if !require_tool("qemu-img") {
         return;
@@ -899,6 +963,10 @@ fn profile_hooks_merge_like_the_rest_of_the_config() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn dry_run_lists_hooks_and_runs_none() {
     if !require_tool("qemu-img") {
         return;
@@ -992,6 +1060,7 @@ hooks:
 }
 
 #[test]
+#[cfg_attr(not_root, ignore = "needs root")]
 fn script_in_a_world_writable_place_is_refused_as_root() {
     if !require_root() {
         return;
@@ -1014,6 +1083,10 @@ fn script_in_a_world_writable_place_is_refused_as_root() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "python3",
+    ignore = "needs python3 (install: scripts/install-deps.sh core)"
+)]
 fn python_and_environment_problems_are_found_when_planning() {
     if !require_tool("python3") {
         return;
@@ -1049,6 +1122,10 @@ hooks:
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "python3",
+    ignore = "needs python3 (install: scripts/install-deps.sh core)"
+)]
 fn python_syntax_error_is_found_when_planning() {
     if !require_tool("python3") {
         return;

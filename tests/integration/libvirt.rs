@@ -97,6 +97,10 @@ fn tools() -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn bios_network_round_trip() {
     if !tools() {
         return;
@@ -107,6 +111,10 @@ fn bios_network_round_trip() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn uefi_bridge_round_trip() {
     if !tools() {
         return;
@@ -117,6 +125,10 @@ fn uefi_bridge_round_trip() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn secureboot_windows_round_trip() {
     if !tools() {
         return;
@@ -131,6 +143,10 @@ fn secureboot_windows_round_trip() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn multi_disk_boot_order_round_trip() {
     if !tools() {
         return;
@@ -181,6 +197,10 @@ fn multi_disk_boot_order_round_trip() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn import_summary_names_the_next_command() {
     if !tools() {
         return;
@@ -201,6 +221,10 @@ fn import_summary_names_the_next_command() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn block_device_backed_by_a_file() {
     if !tools() {
         return;
@@ -236,6 +260,15 @@ fn block_device_backed_by_a_file() {
 
 /// A real block device: its size is read from the device (stat says 0), and it converts.
 #[test]
+#[cfg_attr(
+    any(
+        not_root,
+        missing_tool = "losetup",
+        missing_tool = "qemu-img",
+        missing_tool = "qemu-io"
+    ),
+    ignore = "needs root, losetup, qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn block_device_on_a_loop_device() {
     if !tools() || !require_root() || !require_tool("losetup") {
         return;
@@ -280,6 +313,10 @@ fn block_device_on_a_loop_device() {
 
 /// libvirt's whole unit table, each through the binary.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn every_memory_unit() {
     if !tools() {
         return;
@@ -331,6 +368,10 @@ fn every_memory_unit() {
 /// Config-file form: `cmd: libvirt-xml`, paths relative to the config, another manifest name,
 /// checksums off (no checksum key at all); and the `--xml-path` alias.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn config_cmd_and_aliases() {
     if !tools() {
         return;
@@ -399,6 +440,10 @@ fn config_cmd_and_aliases() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn dry_run_prints_the_manifest_and_writes_nothing() {
     if !tools() {
         return;
@@ -564,6 +609,10 @@ fn no_disks() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn missing_disk_files_are_listed() {
     if !tools() {
         return;

@@ -4,6 +4,11 @@
     clippy::print_stderr,
     reason = "tests print a visible SKIPPED line when a tool is missing"
 )]
+#![allow(
+    clippy::disallowed_types,
+    reason = "the tests run the real binary and make and check images with the real tools, \
+              outside the crate's process runner (clippy.toml)"
+)]
 
 /// Helpers: temp dirs, images, manifests, running the binary, redaction.
 mod support;

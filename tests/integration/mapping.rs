@@ -67,6 +67,10 @@ fn domain_of(dir: &TestDir) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn preserve_keeps_macs_and_maps_bridges_and_networks() {
     if !require_tool("qemu-img") {
         return;
@@ -90,6 +94,10 @@ fn preserve_keeps_macs_and_maps_bridges_and_networks() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn regenerate_makes_new_local_macs_that_stay_the_same_on_a_rerun() {
     if !require_tool("qemu-img") {
         return;
@@ -113,6 +121,10 @@ fn regenerate_makes_new_local_macs_that_stay_the_same_on_a_rerun() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn custom_overrides_one_mac_and_keeps_the_other() {
     if !require_tool("qemu-img") {
         return;
@@ -129,6 +141,10 @@ fn custom_overrides_one_mac_and_keeps_the_other() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn unmapped_networks_are_a_named_warning_or_an_error_when_strict() {
     if !require_tool("qemu-img") {
         return;
@@ -165,7 +181,15 @@ fn unmapped_networks_are_a_named_warning_or_an_error_when_strict() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn invalid_mappings_are_all_reported() {
+    // The manifest names a real disk, made with qemu-img, so that only the mappings are wrong.
+    if !require_tool("qemu-img") {
+        return;
+    }
     let dir = TestDir::new();
     let m = manifest_with(
         &dir,
@@ -185,6 +209,10 @@ fn invalid_mappings_are_all_reported() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn disks_are_placed_formatted_and_preallocated_as_mapped() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -264,6 +292,10 @@ fn disks_are_placed_formatted_and_preallocated_as_mapped() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn storage_mappings_that_cannot_work_are_refused_before_start() {
     if !require_tool("qemu-img") {
         return;

@@ -69,11 +69,19 @@ fn interrupt_with(signal: Signal) {
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn sigint_stops_the_conversion() {
     interrupt_with(Signal::SIGINT);
 }
 
 #[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
 fn sigterm_stops_the_conversion() {
     interrupt_with(Signal::SIGTERM);
 }

@@ -1,5 +1,14 @@
 //! Helpers shared by the integration tests: temp dirs, real images made with qemu-img and
 //! qemu-io, manifests, running the binary, and redaction for snapshots.
+//!
+//! A test that needs an external tool, root, OVMF or time says so twice. At build time,
+//! `#[cfg_attr(missing_tool = "qemu-img", ignore = "needs qemu-img (install: ...)")]` (or
+//! `not_root`, `missing_ovmf`, `skip_slow_tests`; build.rs sets them) makes it ignored, so
+//! nextest reports it as SKIP and cargo test as `ignored, <reason>` instead of as passed: libtest
+//! cannot skip a test once it runs. At run time, [`require_tool`], [`require_root`] and
+//! [`skip_slow`] are the guard for CI: under `CI=true` build.rs declares everything present, and
+//! a missing tool panics there instead. A new test that needs a tool takes both: the
+//! `require_*` call alone would pass, silently, wherever the tool is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -7,8 +16,9 @@ use std::process::{Command, Output};
 use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
 
-/// Whether a tool a test needs is present. Missing: skip with a visible message locally, fail
-/// under CI (`CI=true`), where every tool must have been installed by `.ci/run`.
+/// Whether a tool a test needs is present. Missing: fail under CI (`CI=true`), where every tool
+/// must have been installed by `.ci/run`; elsewhere build.rs has normally had the test ignored
+/// already, and this returns false with a message (a test run with `--include-ignored`).
 pub fn require_tool(tool: &str) -> bool {
     if which::which(tool).is_ok() {
         return true;
@@ -20,7 +30,7 @@ pub fn require_tool(tool: &str) -> bool {
     false
 }
 
-/// Tests that mount filesystems need root; same skip/fail rule as tools.
+/// Tests that mount filesystems need root; same rule as tools (`not_root` at build time).
 pub fn require_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
@@ -316,7 +326,9 @@ impl Drop for LoopDevice {
     }
 }
 
-/// Whether slow end-to-end tests are skipped (`make test-fast` sets HYPER2KVM_SKIP_SLOW=1).
+/// Whether slow end-to-end tests are skipped (`make test-fast` sets HYPER2KVM_SKIP_SLOW=1;
+/// build.rs turns it into `skip_slow_tests`, so this only matters for a test binary built
+/// without it and run with it).
 pub fn skip_slow() -> bool {
     if std::env::var("HYPER2KVM_SKIP_SLOW").is_ok_and(|v| v == "1") {
         eprintln!("SKIPPED: a slow end-to-end test (HYPER2KVM_SKIP_SLOW=1)");
@@ -328,7 +340,8 @@ pub fn skip_slow() -> bool {
 /// The real Debian 12 guest of `scripts/build-test-guest.sh` (a streamOptimized VMDK whose fstab
 /// and grub.cfg say /dev/sda1), built by that script on first use and cached outside the
 /// checkout; the demo and benchmarks call the same script, so they share the cache.
-/// `None` when a tool or root is missing (a failure under CI).
+/// `None` when a tool or root is missing (a failure under CI). Its tests are ignored at build
+/// time on the same conditions: `not_root` and a `missing_tool` for each tool listed here.
 pub fn debian_guest() -> Option<PathBuf> {
     let tools = [
         "debootstrap",

@@ -37,6 +37,10 @@ fn two_disk_manifest(dir: &TestDir) -> std::path::PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn dry_run_prints_the_plan_and_touches_nothing() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -54,6 +58,10 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn run_summary() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -77,6 +85,10 @@ fn run_summary() {
 
 /// The documented exit codes, scenario by scenario (docs/exit-codes.md).
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn exit_codes() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
@@ -132,6 +144,10 @@ fn exit_codes() {
 
 /// `--log-file` keeps an audit trail of every command run, whatever the terminal shows.
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
 fn log_file_records_every_command() {
     if !require_tool("qemu-img") || !require_tool("qemu-io") {
         return;
