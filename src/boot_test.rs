@@ -146,8 +146,8 @@ pub enum FirmwarePlan {
 impl FirmwarePlan {
     pub fn name(&self) -> &'static str {
         match self {
-            FirmwarePlan::Bios => "bios",
-            FirmwarePlan::Uefi { .. } => "uefi",
+            FirmwarePlan::Bios => Firmware::Bios.name(),
+            FirmwarePlan::Uefi { .. } => Firmware::Uefi.name(),
         }
     }
 }

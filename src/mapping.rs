@@ -25,6 +25,7 @@ use crate::config::kind_of;
 use crate::diag::{Problem, Problems};
 use crate::manifest::schema::{self, Kind};
 use crate::manifest::{Nic, NicType, OutputFormat, is_mac};
+use crate::spelling::spelled_enum;
 
 // ---------------------------------------------------------------------------------------------
 // MAC addresses.
@@ -90,16 +91,15 @@ fn generated_mac(identity: &str, index: usize, attempt: u32) -> MacAddr {
 // The manifest sections, typed. Validation ([`check_network_mapping`], [`check_storage_mapping`])
 // runs on the raw document first, so deserialising these never fails on user input.
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MacPolicy {
-    #[default]
-    Preserve,
-    Regenerate,
-    Custom,
+spelled_enum! {
+    #[derive(Default)]
+    pub enum MacPolicy {
+        #[default]
+        Preserve = "preserve",
+        Regenerate = "regenerate",
+        Custom = "custom",
+    }
 }
-
-pub const MAC_POLICIES: &[&str] = &["preserve", "regenerate", "custom"];
 
 /// Where a source network goes: a bare name is a host bridge (upstream's form); `{bridge: X}` or
 /// `{network: X}` says which explicitly.
@@ -145,28 +145,15 @@ pub struct NetworkMapping {
     pub strict: bool,
 }
 
-/// qemu-img's `preallocation` modes (`off` is the same as not asking).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preallocation {
-    Off,
-    Metadata,
-    Falloc,
-    Full,
-}
-
-impl Preallocation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preallocation::Off => "off",
-            Preallocation::Metadata => "metadata",
-            Preallocation::Falloc => "falloc",
-            Preallocation::Full => "full",
-        }
+spelled_enum! {
+    /// qemu-img's `preallocation` modes (`off` is the same as not asking).
+    pub enum Preallocation {
+        Off = "off",
+        Metadata = "metadata",
+        Falloc = "falloc",
+        Full = "full",
     }
 }
-
-pub const PREALLOCATION_MODES: &[&str] = &["off", "metadata", "falloc", "full"];
 
 /// `preallocate: true|false` (upstream's form) or a qemu-img mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -281,7 +268,7 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
         schema::check_value(
             &schema::join(path, "mac_address_policy"),
             p,
-            &Kind::Enum(MAC_POLICIES),
+            &Kind::Enum(MacPolicy::NAMES),
             problems,
         );
     }
@@ -290,9 +277,12 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
         match overrides.as_object() {
             Some(o) => {
                 check_overrides(&here, o, problems);
-                let shown = policy.and_then(Value::as_str).unwrap_or("preserve");
+                let shown = policy
+                    .and_then(Value::as_str)
+                    .unwrap_or(MacPolicy::default().name());
                 // An invalid policy is reported on its own; say nothing more about it here.
-                if !o.is_empty() && shown != "custom" && MAC_POLICIES.contains(&shown) {
+                let named = MacPolicy::from_name(shown);
+                if !o.is_empty() && named.is_some_and(|p| p != MacPolicy::Custom) {
                     problems.push(
                         &here,
                         format!(
@@ -435,19 +425,21 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
         schema::check_value(
             &schema::join(path, "format_override"),
             f,
-            &Kind::Enum(schema::OUTPUT_FORMATS),
+            &Kind::Enum(OutputFormat::NAMES),
             problems,
         );
     }
     if let Some(p) = map.get("preallocate").filter(|v| !v.is_null()) {
         let here = schema::join(path, "preallocate");
-        let ok = p.is_boolean() || p.as_str().is_some_and(|s| PREALLOCATION_MODES.contains(&s));
+        let ok = p.is_boolean()
+            || p.as_str()
+                .is_some_and(|s| Preallocation::NAMES.contains(&s));
         if !ok {
             problems.push(
                 &here,
                 format!(
                     "{here} must be true, false or one of: {} (got {}: {p})",
-                    PREALLOCATION_MODES.join(", "),
+                    Preallocation::NAMES.join(", "),
                     kind_of(p)
                 ),
             );

@@ -106,11 +106,12 @@ impl PlannedHook {
     }
 
     pub fn type_name(&self) -> &'static str {
-        match self.action {
-            PlannedAction::Script(_) => "script",
-            PlannedAction::Python(_) => "python",
-            PlannedAction::Http(_) => "http",
-        }
+        let kind = match self.action {
+            PlannedAction::Script(_) => spec::HookType::Script,
+            PlannedAction::Python(_) => spec::HookType::Python,
+            PlannedAction::Http(_) => spec::HookType::Http,
+        };
+        kind.name()
     }
 
     /// What the hook runs: the script, `module.function`, or `METHOD url` (as written).

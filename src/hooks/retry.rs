@@ -9,25 +9,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backoff {
-    #[default]
-    Exponential,
-    Linear,
-    Constant,
-}
+use crate::spelling::spelled_enum;
 
-impl Backoff {
-    pub const NAMES: &[&str] = &["exponential", "linear", "constant"];
-
-    pub fn from_name(name: &str) -> Option<Backoff> {
-        match name {
-            "exponential" => Some(Backoff::Exponential),
-            "linear" => Some(Backoff::Linear),
-            "constant" => Some(Backoff::Constant),
-            _ => None,
-        }
+spelled_enum! {
+    /// How the delay grows from one retry to the next.
+    #[derive(Default)]
+    pub enum Backoff {
+        #[default]
+        Exponential = "exponential",
+        Linear = "linear",
+        Constant = "constant",
     }
 }
 

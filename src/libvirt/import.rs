@@ -1069,8 +1069,8 @@ pub fn build_manifest(
     vm.insert(
         "firmware".into(),
         json!(match facts.firmware {
-            Some(Firmware::Uefi) => "uefi",
-            _ => "bios",
+            Some(Firmware::Uefi) => Firmware::Uefi,
+            _ => Firmware::Bios,
         }),
     );
     vm.insert("secureboot".into(), json!(facts.secureboot));

@@ -11,7 +11,6 @@ pub mod batch;
 pub mod schema;
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,11 +20,9 @@ use crate::config::{self, ConfigError, kind_of};
 use crate::diag::{Problem, Problems, render_problems};
 use crate::mapping::{NetworkMapping, StorageMapping};
 use crate::profile::{self, Catalog};
+use crate::spelling::spelled_enum;
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];
-pub const SOURCE_FORMATS: &[&str] = &["vmdk", "qcow2", "raw", "vhd", "vhdx", "vdi"];
-const DISK_TYPES: &[&str] = &["boot", "data", "unknown"];
-const FIRMWARES: &[&str] = &["bios", "uefi", "unknown"];
 const DISK_KEYS: &[&str] = &[
     "id",
     "source_format",
@@ -133,13 +130,14 @@ pub struct Source {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Firmware {
-    #[default]
-    Bios,
-    Uefi,
-    Unknown,
+spelled_enum! {
+    #[derive(Default)]
+    pub enum Firmware {
+        #[default]
+        Bios = "bios",
+        Uefi = "uefi",
+        Unknown = "unknown",
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -159,15 +157,15 @@ pub struct Vm {
     pub os_version: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceFormat {
-    Vmdk,
-    Qcow2,
-    Raw,
-    Vhd,
-    Vhdx,
-    Vdi,
+spelled_enum! {
+    pub enum SourceFormat {
+        Vmdk = "vmdk",
+        Qcow2 = "qcow2",
+        Raw = "raw",
+        Vhd = "vhd",
+        Vhdx = "vhdx",
+        Vdi = "vdi",
+    }
 }
 
 impl SourceFormat {
@@ -178,17 +176,6 @@ impl SourceFormat {
             SourceFormat::Qcow2 => "qcow2",
             SourceFormat::Raw => "raw",
             SourceFormat::Vhd => "vpc",
-            SourceFormat::Vhdx => "vhdx",
-            SourceFormat::Vdi => "vdi",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SourceFormat::Vmdk => "vmdk",
-            SourceFormat::Qcow2 => "qcow2",
-            SourceFormat::Raw => "raw",
-            SourceFormat::Vhd => "vhd",
             SourceFormat::Vhdx => "vhdx",
             SourceFormat::Vdi => "vdi",
         }
@@ -213,19 +200,14 @@ impl SourceFormat {
     }
 }
 
-impl fmt::Display for SourceFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+spelled_enum! {
+    #[derive(Default)]
+    pub enum DiskType {
+        Boot = "boot",
+        Data = "data",
+        #[default]
+        Unknown = "unknown",
     }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiskType {
-    Boot,
-    Data,
-    #[default]
-    Unknown,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -275,14 +257,14 @@ pub struct Nic {
     pub model: Option<String>,
 }
 
-/// The libvirt interface types a migrated NIC can keep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NicType {
-    Bridge,
-    Network,
-    Direct,
-    User,
+spelled_enum! {
+    /// The libvirt interface types a migrated NIC can keep.
+    pub enum NicType {
+        Bridge = "bridge",
+        Network = "network",
+        Direct = "direct",
+        User = "user",
+    }
 }
 
 /// `domain`: choices about the libvirt domain XML written after a conversion.
@@ -322,23 +304,25 @@ pub struct InspectStage {
     pub collect_guest_info: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FstabMode {
-    #[default]
-    StabilizeAll,
-    BypathOnly,
-    Noop,
+spelled_enum! {
+    #[derive(Default)]
+    pub enum FstabMode {
+        #[default]
+        StabilizeAll = "stabilize-all",
+        BypathOnly = "bypath-only",
+        Noop = "noop",
+    }
 }
 
-/// When `regen_initramfs` rebuilds an image: `auto` when it lacks the virtio drivers or the
-/// repairs changed a file it carries a copy of, `always` for every kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InitramfsRebuild {
-    #[default]
-    Auto,
-    Always,
+spelled_enum! {
+    /// When `regen_initramfs` rebuilds an image: `auto` when it lacks the virtio drivers or the
+    /// repairs changed a file it carries a copy of, `always` for every kernel.
+    #[derive(Default)]
+    pub enum InitramfsRebuild {
+        #[default]
+        Auto = "auto",
+        Always = "always",
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -413,28 +397,13 @@ impl Default for ValidateStage {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    #[default]
-    Qcow2,
-    Raw,
-    Vdi,
-}
-
-impl OutputFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            OutputFormat::Qcow2 => "qcow2",
-            OutputFormat::Raw => "raw",
-            OutputFormat::Vdi => "vdi",
-        }
-    }
-}
-
-impl fmt::Display for OutputFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+spelled_enum! {
+    #[derive(Default)]
+    pub enum OutputFormat {
+        #[default]
+        Qcow2 = "qcow2",
+        Raw = "raw",
+        Vdi = "vdi",
     }
 }
 
@@ -806,7 +775,7 @@ fn validate_disks(disks: &[Value], dir: &Path, problems: &mut Problems) {
         }
         if let Some(fmt) = d.get("source_format") {
             match fmt.as_str() {
-                Some(s) if SOURCE_FORMATS.contains(&s) => {}
+                Some(s) if SourceFormat::NAMES.contains(&s) => {}
                 _ => {
                     let shown = fmt
                         .as_str()
@@ -814,14 +783,14 @@ fn validate_disks(disks: &[Value], dir: &Path, problems: &mut Problems) {
                         .unwrap_or_else(|| fmt.to_string());
                     let hint = fmt
                         .as_str()
-                        .and_then(|s| crate::diag::suggest(s, SOURCE_FORMATS))
+                        .and_then(|s| crate::diag::suggest(s, SourceFormat::NAMES))
                         .map(|s| format!(" (did you mean '{s}'?)"))
                         .unwrap_or_default();
                     problems.push(
                         &p("source_format"),
                         format!(
                             "disks[{i}].source_format unsupported: {shown}. Supported: {}{hint}",
-                            py_list(SOURCE_FORMATS)
+                            py_list(SourceFormat::NAMES)
                         ),
                     );
                 }
@@ -892,11 +861,14 @@ fn validate_disks(disks: &[Value], dir: &Path, problems: &mut Problems) {
             schema::check_value(&p("label"), l, &schema::Kind::Str, problems);
         }
         if let Some(t) = d.get("disk_type")
-            && !t.as_str().is_some_and(|s| DISK_TYPES.contains(&s))
+            && !t.as_str().is_some_and(|s| DiskType::NAMES.contains(&s))
         {
             problems.push(
                 &p("disk_type"),
-                format!("disks[{i}].disk_type must be one of: boot, data, unknown"),
+                format!(
+                    "disks[{i}].disk_type must be one of: {}",
+                    DiskType::NAMES.join(", ")
+                ),
             );
         }
         problems.unknown_keys(&format!("disks[{i}]"), d, DISK_KEYS);
@@ -909,7 +881,7 @@ fn validate_vm(vm: &Value, problems: &mut Problems) {
         return;
     };
     if let Some(fw) = vm.get("firmware")
-        && !fw.as_str().is_some_and(|s| FIRMWARES.contains(&s))
+        && !fw.as_str().is_some_and(|s| Firmware::NAMES.contains(&s))
     {
         let shown = fw
             .as_str()
@@ -917,7 +889,10 @@ fn validate_vm(vm: &Value, problems: &mut Problems) {
             .unwrap_or_else(|| fw.to_string());
         problems.push(
             "vm.firmware",
-            format!("vm.firmware must be one of: bios, uefi, unknown (got: '{shown}')"),
+            format!(
+                "vm.firmware must be one of: {} (got: '{shown}')",
+                Firmware::NAMES.join(", ")
+            ),
         );
     }
     if let Some(sb) = vm.get("secureboot")

@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value};
 
+use super::{FstabMode, InitramfsRebuild, NicType, OutputFormat};
 use crate::config::kind_of;
 use crate::diag::Problems;
 use crate::diag::suggest;
@@ -48,10 +49,6 @@ const fn f(name: &'static str, kind: Kind) -> Field {
     Field { name, kind }
 }
 
-pub const FSTAB_MODES: &[&str] = &["stabilize-all", "bypath-only", "noop"];
-pub const INITRAMFS_REBUILDS: &[&str] = &["auto", "always"];
-pub const OUTPUT_FORMATS: &[&str] = &["qcow2", "raw", "vdi"];
-
 const INSPECT: &[Field] = &[
     f("enabled", Kind::Bool),
     f("collect_guest_info", Kind::Bool),
@@ -61,8 +58,8 @@ const FIX: &[Field] = &[
     f("backup", Kind::Bool),
     f("update_grub", Kind::Bool),
     f("regen_initramfs", Kind::Bool),
-    f("initramfs_rebuild", Kind::Enum(INITRAMFS_REBUILDS)),
-    f("fstab_mode", Kind::Enum(FSTAB_MODES)),
+    f("initramfs_rebuild", Kind::Enum(InitramfsRebuild::NAMES)),
+    f("fstab_mode", Kind::Enum(FstabMode::NAMES)),
     f("remove_vmware_tools", Kind::Bool),
     f("print_fstab", Kind::Bool),
     f("network", Kind::Bool),
@@ -106,7 +103,7 @@ pub const PIPELINE: &[Field] = &[
 ];
 const OUTPUT: &[Field] = &[
     f("directory", Kind::Str),
-    f("format", Kind::Enum(OUTPUT_FORMATS)),
+    f("format", Kind::Enum(OutputFormat::NAMES)),
     f("filename", Kind::Str),
 ];
 const REPORT: &[Field] = &[f("enabled", Kind::Bool), f("path", Kind::RequiredStr)];
@@ -115,12 +112,11 @@ const OPTIONS: &[Field] = &[
     f("verbose", Kind::Int { min: 0, max: 3 }),
     f("report", Kind::Object(REPORT)),
 ];
-pub const NIC_TYPES: &[&str] = &["bridge", "network", "direct", "user"];
 const NIC: &[Field] = &[
     f("id", Kind::Str),
     f("mac", Kind::Str),
     f("network", Kind::Str),
-    f("type", Kind::Enum(NIC_TYPES)),
+    f("type", Kind::Enum(NicType::NAMES)),
     f("model", Kind::Str),
 ];
 const DOMAIN: &[Field] = &[f("preserve_uuid", Kind::Bool)];

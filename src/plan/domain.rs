@@ -233,13 +233,7 @@ fn nics_of(m: &Manifest) -> (Vec<Nic>, Vec<String>, Vec<Problem>) {
             });
             continue;
         }
-        let kind = match text("type").as_deref() {
-            Some("bridge") => Some(NicType::Bridge),
-            Some("network") => Some(NicType::Network),
-            Some("direct") => Some(NicType::Direct),
-            Some("user") => Some(NicType::User),
-            _ => None,
-        };
+        let kind = text("type").as_deref().and_then(NicType::from_name);
         nics.push(Nic {
             id: Some(format!("net{i}")),
             mac,
