@@ -22,60 +22,13 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::kind_of;
-use crate::diag::{Problem, Problems};
+use crate::diag::{Problem, Problems, join};
 use crate::manifest::schema::{self, Kind};
-use crate::manifest::{Nic, NicType, OutputFormat, is_mac};
+use crate::manifest::{MacAddr, Nic, NicType, OutputFormat};
 use crate::spelling::spelled_enum;
 
 // ---------------------------------------------------------------------------------------------
 // MAC addresses.
-
-/// A MAC address, shown lower-case with colons (the form libvirt writes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// Parses `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, any case.
-    pub fn parse(s: &str) -> Option<Self> {
-        if !is_mac(s) {
-            return None;
-        }
-        let mut bytes = [0u8; 6];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[i * 3..i * 3 + 2], 16).ok()?;
-        }
-        Some(Self(bytes))
-    }
-
-    /// A NIC address must be unicast: libvirt refuses a multicast bit in the first octet.
-    pub fn is_unicast(self) -> bool {
-        self.0[0] & 1 == 0
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a MAC address: '{s}'")))
-    }
-}
 
 /// The prefix of every MAC this tool makes.
 pub const GENERATED_MAC_PREFIX: [u8; 3] = [0x52, 0x54, 0x00];
@@ -229,11 +182,11 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
     };
     problems.unknown_keys(path, map, NETWORK_KEYS);
     if let Some(nets) = map.get("source_networks") {
-        let here = schema::join(path, "source_networks");
+        let here = join(path, "source_networks");
         match nets.as_object() {
             Some(nets) => {
                 for (name, target) in nets {
-                    check_target(&schema::join(&here, name), target, problems);
+                    check_target(&join(&here, name), target, problems);
                 }
             }
             None => problems.push(
@@ -252,13 +205,13 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
             } else {
                 "libvirt network name"
             };
-            non_empty_name(&schema::join(path, key), v, what, problems);
+            non_empty_name(&join(path, key), v, what, problems);
         }
     }
     let set = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
     if set("default_bridge") && set("default_network") {
         problems.push(
-            &schema::join(path, "default_network"),
+            &join(path, "default_network"),
             "set default_bridge or default_network, not both (unmapped networks can go to only \
              one place)",
         );
@@ -266,14 +219,14 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
     let policy = map.get("mac_address_policy");
     if let Some(p) = policy {
         schema::check_value(
-            &schema::join(path, "mac_address_policy"),
+            &join(path, "mac_address_policy"),
             p,
             &Kind::Enum(MacPolicy::NAMES),
             problems,
         );
     }
     if let Some(overrides) = map.get("mac_address_overrides") {
-        let here = schema::join(path, "mac_address_overrides");
+        let here = join(path, "mac_address_overrides");
         match overrides.as_object() {
             Some(o) => {
                 check_overrides(&here, o, problems);
@@ -302,7 +255,7 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
         }
     }
     if let Some(s) = map.get("strict") {
-        schema::check_value(&schema::join(path, "strict"), s, &Kind::Bool, problems);
+        schema::check_value(&join(path, "strict"), s, &Kind::Bool, problems);
     }
 }
 
@@ -328,7 +281,7 @@ fn check_overrides(path: &str, overrides: &Map<String, Value>, problems: &mut Pr
     let mut sources = BTreeMap::new();
     let mut targets: BTreeMap<MacAddr, &str> = BTreeMap::new();
     for (from, to) in overrides {
-        let here = schema::join(path, from);
+        let here = join(path, from);
         match MacAddr::parse(from) {
             Some(mac) => {
                 if let Some(earlier) = sources.insert(mac, from.as_str()) {
@@ -395,7 +348,7 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
     };
     problems.unknown_keys(path, map, STORAGE_KEYS);
     if let Some(pool) = map.get("default_pool").filter(|v| !v.is_null()) {
-        let here = schema::join(path, "default_pool");
+        let here = join(path, "default_pool");
         non_empty_name(&here, pool, "libvirt storage pool name", problems);
         if pool.as_str().is_some_and(|s| s.contains('/')) {
             problems.push(
@@ -405,11 +358,11 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
         }
     }
     if let Some(dm) = map.get("disk_mappings") {
-        let here = schema::join(path, "disk_mappings");
+        let here = join(path, "disk_mappings");
         match dm.as_object() {
             Some(dm) => {
                 for (id, dir) in dm {
-                    non_empty_name(&schema::join(&here, id), dir, "directory path", problems);
+                    non_empty_name(&join(&here, id), dir, "directory path", problems);
                 }
             }
             None => problems.push(
@@ -423,14 +376,14 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
     }
     if let Some(f) = map.get("format_override").filter(|v| !v.is_null()) {
         schema::check_value(
-            &schema::join(path, "format_override"),
+            &join(path, "format_override"),
             f,
             &Kind::Enum(OutputFormat::NAMES),
             problems,
         );
     }
     if let Some(p) = map.get("preallocate").filter(|v| !v.is_null()) {
-        let here = schema::join(path, "preallocate");
+        let here = join(path, "preallocate");
         let ok = p.is_boolean()
             || p.as_str()
                 .is_some_and(|s| Preallocation::NAMES.contains(&s));
@@ -472,32 +425,6 @@ pub fn check_disk_mapping_ids(doc: &Map<String, Value>, problems: &mut Problems)
                 .unwrap_or_else(|| format!("; the disks are: {}", ids.join(", ")));
             let here = format!("storage_mapping.disk_mappings.{key}");
             problems.push(&here, format!("{here}: no disk has the id '{key}'{hint}"));
-        }
-    }
-}
-
-/// `nics`: ids unique, MACs well-formed and unicast.
-pub fn check_nics(nics: &[Value], problems: &mut Problems) {
-    let mut ids = BTreeSet::new();
-    for (i, nic) in nics.iter().enumerate() {
-        if let Some(id) = nic.get("id").and_then(Value::as_str)
-            && !ids.insert(id)
-        {
-            problems.push(&format!("nics[{i}].id"), format!("Duplicate NIC id: {id}"));
-        }
-        if let Some(mac) = nic
-            .get("mac")
-            .and_then(Value::as_str)
-            .and_then(MacAddr::parse)
-            && !mac.is_unicast()
-        {
-            problems.push(
-                &format!("nics[{i}].mac"),
-                format!(
-                    "nics[{i}].mac {mac} is a multicast address; a NIC needs a unicast MAC (even \
-                     first octet)"
-                ),
-            );
         }
     }
 }
@@ -789,20 +716,6 @@ mod tests {
         let mut problems = Problems::default();
         f(path, &v, &mut problems);
         problems.0.iter().map(ToString::to_string).collect()
-    }
-
-    #[test]
-    fn mac_parsing_and_display() {
-        let m = MacAddr::parse("00-50-56-AB-CD-EF").expect("valid");
-        assert_eq!(m.to_string(), "00:50:56:ab:cd:ef");
-        assert!(m.is_unicast());
-        assert!(
-            !MacAddr::parse("01:00:5e:00:00:01")
-                .expect("valid")
-                .is_unicast()
-        );
-        assert_eq!(MacAddr::parse("00:50:56:ab:cd"), None);
-        assert_eq!(MacAddr::parse("zz:50:56:ab:cd:ef"), None);
     }
 
     #[test]

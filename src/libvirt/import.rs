@@ -29,8 +29,9 @@ use super::xml::{self, Element, XmlError};
 use crate::checksum;
 use crate::config;
 use crate::exec::{self, CancelToken, Watch};
+use crate::manifest::MacAddr;
+use crate::manifest::domain::parse_uuid;
 use crate::manifest::{self, Firmware, Layers, SourceFormat};
-use crate::mapping::MacAddr;
 use crate::tools::qemu_img::{ImageInfo, QemuImg};
 
 use crate::diag::Problem;
@@ -248,7 +249,7 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
         ),
     }
     if let Some(u) = root.child("uuid") {
-        match u.text().and_then(super::parse_uuid) {
+        match u.text().and_then(parse_uuid) {
             Some(uuid) => facts.uuid = Some(uuid),
             None => problem(
                 "/domain/uuid".to_owned(),

@@ -189,15 +189,3 @@ fn defaults_match_upstream() {
     assert!(m.options.report.enabled);
     assert_eq!(m.options.report.path, "report.json");
 }
-
-#[test]
-fn patterns() {
-    assert!(is_id("disk-0_A"));
-    assert!(!is_id("disk 0"));
-    assert!(!is_id(""));
-    assert!(is_sha256_checksum(&format!("sha256:{}", "a".repeat(64))));
-    assert!(!is_sha256_checksum(&format!("sha256:{}", "A".repeat(64))));
-    assert!(is_mac("00:50:56:AA:bb:cc"));
-    assert!(is_mac("00-50-56-aa-bb-cc"));
-    assert!(!is_mac("00:50:56:aa:bb"));
-}

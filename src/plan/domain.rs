@@ -15,8 +15,9 @@ use crate::libvirt::domain::{
     DEFAULT_MEMORY_GIB, DEFAULT_VCPUS, DomainDisk, DomainPlan, FirmwarePlan, UuidOrigin,
     derive_uuid, disk_letters,
 };
+use crate::manifest::MacAddr;
 use crate::manifest::{Firmware, Manifest, Nic, NicType, OutputFormat};
-use crate::mapping::{self, MacAddr};
+use crate::mapping;
 use crate::tools::ovmf;
 
 /// What the planner knows when it plans the domain.
@@ -93,7 +94,7 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
     let source_uuid = m.source.extra.get("uuid").and_then(Value::as_str);
     let (uuid, uuid_origin) = match (
         m.domain.preserve_uuid,
-        source_uuid.and_then(crate::libvirt::parse_uuid),
+        source_uuid.and_then(crate::manifest::domain::parse_uuid),
     ) {
         (true, Some(u)) => (u, UuidOrigin::Preserved),
         _ => (derive_uuid(&identity), UuidOrigin::Derived),
