@@ -12,6 +12,7 @@
 //! The model sits below the services: nothing here imports a runner, a planner or libvirt.
 
 pub mod batch;
+pub mod boot_test;
 pub mod disks;
 pub mod domain;
 pub mod nics;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use boot_test::BootTestSettings;
 pub use disks::{Disk, DiskType, SourceFormat, is_id, is_sha256_checksum};
 pub use domain::DomainSection;
 pub use nics::{MacAddr, Nic, NicType, is_mac};

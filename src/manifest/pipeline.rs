@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::boot_test::{BOOT_TEST, BootTestSettings};
 use super::schema::{Field, Kind, f};
 use crate::spelling::spelled_enum;
 
@@ -107,7 +108,7 @@ pub struct ValidateStage {
     /// Compare the output's content with the source (`qemu-img compare`).
     pub check_image_integrity: bool,
     /// Boot the outputs once and read the serial console.
-    pub boot_test: crate::boot_test::BootTestSettings,
+    pub boot_test: BootTestSettings,
 }
 
 impl Default for ValidateStage {
@@ -115,7 +116,7 @@ impl Default for ValidateStage {
         Self {
             enabled: false,
             check_image_integrity: true,
-            boot_test: crate::boot_test::BootTestSettings::default(),
+            boot_test: BootTestSettings::default(),
         }
     }
 }
@@ -140,26 +141,6 @@ const CONVERT: &[Field] = &[
     f("compress", Kind::Bool),
     f("compress_level", Kind::Int { min: 1, max: 9 }),
     f("check_image_integrity", Kind::Bool),
-];
-const BOOT_TEST: &[Field] = &[
-    f("enabled", Kind::Bool),
-    f(
-        "timeout",
-        Kind::Int {
-            min: 1,
-            max: 86_400,
-        },
-    ),
-    f("success_pattern", Kind::Regex { nullable: false }),
-    f("failure_pattern", Kind::Regex { nullable: true }),
-    f(
-        "memory_mb",
-        Kind::Int {
-            min: 128,
-            max: 1_048_576,
-        },
-    ),
-    f("cpus", Kind::Int { min: 1, max: 64 }),
 ];
 const VALIDATE: &[Field] = &[
     f("enabled", Kind::Bool),

@@ -30,9 +30,11 @@ pub enum Kind {
     StrMap,
     StrList,
     ObjectList(&'static [Field]),
-    /// A regular expression (checked by compiling it); `nullable`: null means unset.
+    /// A regular expression; `check` says what is wrong with one (so the section decides which
+    /// regex rules apply), `nullable`: null means unset.
     Regex {
         nullable: bool,
+        check: fn(&str) -> Result<(), String>,
     },
     /// A section this build does not implement: only an empty value (or `enabled: false`) passes.
     Unsupported(&'static str),
@@ -164,9 +166,9 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
             None => wrong(problems, "a list"),
         },
         Kind::Check(check) => check(path, value, problems),
-        Kind::Regex { nullable } => match value.as_str() {
+        Kind::Regex { nullable, check } => match value.as_str() {
             Some(pattern) => {
-                if let Err(why) = crate::boot_test::check_pattern(pattern) {
+                if let Err(why) = check(pattern) {
                     problems.push(path, format!("{path} {why}"));
                 }
             }
