@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::MacAddr;
-use crate::manifest::OutputFormat;
 use crate::manifest::domain::format_uuid;
+use crate::manifest::{MacAddr, OutputFormat};
 use crate::mapping::InterfacePlan;
 
 /// Memory for a VM whose manifest has no `vm.mem_gb` (the Python tool's `--memory` default).

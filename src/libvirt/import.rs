@@ -29,9 +29,8 @@ use super::xml::{self, Element, XmlError};
 use crate::checksum;
 use crate::config;
 use crate::exec::{self, CancelToken, Watch};
-use crate::manifest::MacAddr;
 use crate::manifest::domain::parse_uuid;
-use crate::manifest::{self, Firmware, Layers, SourceFormat};
+use crate::manifest::{self, Firmware, Layers, MacAddr, SourceFormat};
 use crate::tools::qemu_img::{ImageInfo, QemuImg};
 
 use crate::diag::Problem;

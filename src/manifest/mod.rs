@@ -15,6 +15,7 @@ pub mod batch;
 pub mod boot_test;
 pub mod disks;
 pub mod domain;
+pub mod mapping;
 pub mod nics;
 pub mod output;
 pub mod pipeline;
@@ -31,6 +32,10 @@ use serde_json::{Map, Value};
 pub use boot_test::BootTestSettings;
 pub use disks::{Disk, DiskType, SourceFormat, is_id, is_sha256_checksum};
 pub use domain::DomainSection;
+pub use mapping::{
+    ExplicitTarget, MacPolicy, NetworkMapping, NetworkTarget, PreallocateSetting, Preallocation,
+    StorageMapping,
+};
 pub use nics::{MacAddr, Nic, NicType, is_mac};
 pub use output::{Options, Output, OutputFormat, ReportOptions};
 pub use pipeline::{
@@ -42,7 +47,6 @@ pub use warnings::ManifestWarning;
 
 use crate::config::{self, ConfigError, kind_of};
 use crate::diag::{Problem, Problems, render_problems};
-use crate::mapping::{NetworkMapping, StorageMapping};
 use crate::profile::{self, Catalog};
 use schema::{Field, Kind, f};
 
@@ -285,7 +289,7 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
     // is touched.
     crate::hooks::spec::parse(doc.get("hooks"), Some(dir), problems);
     source::check(doc.get("source"), problems);
-    crate::mapping::check_disk_mapping_ids(doc, problems);
+    mapping::check_disk_mapping_ids(doc, problems);
     domain::check_preserve_uuid(doc, problems);
     if let Some(Value::Array(nics)) = doc.get("nics") {
         nics::check(nics, problems);
@@ -343,11 +347,11 @@ pub const TOP_LEVEL: &[Field] = &[
     f("description", Kind::Str),
     f(
         "network_mapping",
-        Kind::Check(crate::mapping::check_network_mapping),
+        Kind::Check(mapping::check_network_mapping),
     ),
     f(
         "storage_mapping",
-        Kind::Check(crate::mapping::check_storage_mapping),
+        Kind::Check(mapping::check_storage_mapping),
     ),
     f("domain", Kind::Object(domain::DOMAIN)),
     f(

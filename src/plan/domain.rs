@@ -15,8 +15,7 @@ use crate::libvirt::domain::{
     DEFAULT_MEMORY_GIB, DEFAULT_VCPUS, DomainDisk, DomainPlan, FirmwarePlan, UuidOrigin,
     derive_uuid, disk_letters,
 };
-use crate::manifest::MacAddr;
-use crate::manifest::{Firmware, Manifest, Nic, NicType, OutputFormat};
+use crate::manifest::{Firmware, MacAddr, Manifest, Nic, NicType, OutputFormat};
 use crate::mapping;
 use crate::tools::ovmf;
 
