@@ -15,6 +15,7 @@ pub mod batch;
 pub mod boot_test;
 pub mod disks;
 pub mod domain;
+pub mod hooks;
 pub mod mapping;
 pub mod nics;
 pub mod output;
@@ -32,6 +33,7 @@ use serde_json::{Map, Value};
 pub use boot_test::BootTestSettings;
 pub use disks::{Disk, DiskType, SourceFormat, is_id, is_sha256_checksum};
 pub use domain::DomainSection;
+pub use hooks::HookSet;
 pub use mapping::{
     ExplicitTarget, MacPolicy, NetworkMapping, NetworkTarget, PreallocateSetting, Preallocation,
     StorageMapping,
@@ -104,7 +106,7 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub description: Option<String>,
     #[serde(default)]
-    pub hooks: crate::hooks::HookSet,
+    pub hooks: HookSet,
     #[serde(default)]
     pub network_mapping: NetworkMapping,
     #[serde(default)]
@@ -287,7 +289,7 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
     schema::check_object("", doc, TOP_LEVEL, HAND_CHECKED, problems);
     // Hooks: structure, templates and script files, so a bad hook stops the run before any disk
     // is touched.
-    crate::hooks::spec::parse(doc.get("hooks"), Some(dir), problems);
+    hooks::parse(doc.get("hooks"), Some(dir), problems);
     source::check(doc.get("source"), problems);
     mapping::check_disk_mapping_ids(doc, problems);
     domain::check_preserve_uuid(doc, problems);

@@ -6,6 +6,15 @@
 //! error in every templated string. With the manifest's directory it also checks script files:
 //! present, regular, executable, and (as root) not writable by others. Python modules and `${NAME}`
 //! environment references are checked when planning (they need python3 and the environment).
+//!
+//! What the checks need lives beside them: the retry policy ([`retry`]), the templates and their
+//! variables ([`template`], parsed here so a typo in `{{ vm_name }}` is found at load time), and
+//! the script file checks ([`trust`]). The runner in [`crate::hooks`] plans and runs these specs
+//! and uses the same modules.
+
+pub mod retry;
+pub mod template;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,14 +23,13 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use super::retry::{Backoff, MAX_DELAY_SECONDS, MAX_RETRIES, RetryPolicy};
-use super::template::{JsonTemplate, Syntax, Template, TemplateError};
 use crate::config::{self, kind_of};
+use crate::diag::{Problems, suggest};
 use crate::spelling::spelled_enum;
 use crate::stage::HookStage;
-
-use crate::diag::Problems;
-use crate::diag::suggest;
+pub use retry::{Backoff, RetryPolicy};
+use retry::{MAX_DELAY_SECONDS, MAX_RETRIES};
+use template::{JsonTemplate, Syntax, Template, TemplateError};
 
 /// Upstream's default: five minutes.
 pub const DEFAULT_TIMEOUT_SECONDS: f64 = 300.0;
@@ -546,7 +554,7 @@ fn parse_script(
         problems,
     );
     if let (Some(script), Some(dir)) = (script, dir)
-        && let Err(message) = super::script::check_script(&config::resolve_relative(dir, script))
+        && let Err(message) = trust::check_script(&config::resolve_relative(dir, script))
     {
         problems.push(&format!("{path}.path"), message);
     }
@@ -741,8 +749,8 @@ fn parse_http(obj: &Map<String, Value>, path: &str, problems: &mut Problems) -> 
         }
         let t = template(u, Syntax::Vars, &url_path, problems)?;
         // Every variable as a plain word: what remains must already be a valid URL.
-        let mut sample = super::template::Context::default();
-        for &v in super::template::Var::ALL {
+        let mut sample = template::Context::default();
+        for &v in template::Var::ALL {
             sample.set(v, "x");
         }
         if let Err(e) = reqwest::Url::parse(&t.render_url(&sample)) {
