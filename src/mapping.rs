@@ -55,9 +55,9 @@ fn connection_of(target: &NetworkTarget) -> Connection {
     }
 }
 
-/// How an emitted interface is connected.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", content = "source", rename_all = "lowercase")]
+/// How an emitted interface is connected. Serialized as `{type, source}`, its type spelled as
+/// the manifest's NIC `type` (both are libvirt's interface types).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Connection {
     /// `<interface type='bridge'><source bridge=.../>`
     Bridge(String),
@@ -67,6 +67,39 @@ pub enum Connection {
     Direct(String),
     /// `<interface type='user'>` (no host network)
     User,
+}
+
+impl Connection {
+    /// The libvirt interface type.
+    pub fn kind(&self) -> NicType {
+        match self {
+            Connection::Bridge(_) => NicType::Bridge,
+            Connection::Network(_) => NicType::Network,
+            Connection::Direct(_) => NicType::Direct,
+            Connection::User => NicType::User,
+        }
+    }
+
+    /// The bridge, network or host device; none for user-mode networking.
+    pub fn source(&self) -> Option<&str> {
+        match self {
+            Connection::Bridge(s) | Connection::Network(s) | Connection::Direct(s) => Some(s),
+            Connection::User => None,
+        }
+    }
+}
+
+impl Serialize for Connection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let source = self.source();
+        let mut st = s.serialize_struct("Connection", 1 + usize::from(source.is_some()))?;
+        st.serialize_field("type", &self.kind())?;
+        if let Some(source) = source {
+            st.serialize_field("source", source)?;
+        }
+        st.end()
+    }
 }
 
 impl fmt::Display for Connection {
@@ -335,6 +368,22 @@ mod tests {
         check_network_mapping("network_mapping", &v, &mut problems);
         assert!(problems.is_empty(), "{:?}", problems.0);
         serde_json::from_value(v).expect("typed")
+    }
+
+    #[test]
+    fn connections_serialize_as_type_and_source() {
+        assert_eq!(
+            serde_json::to_value(Connection::Bridge("br0".into())).expect("json"),
+            json!({"type": "bridge", "source": "br0"})
+        );
+        assert_eq!(
+            serde_json::to_value(Connection::Direct("eth0".into())).expect("json"),
+            json!({"type": "direct", "source": "eth0"})
+        );
+        assert_eq!(
+            serde_json::to_value(Connection::User).expect("json"),
+            json!({"type": "user"})
+        );
     }
 
     #[test]
