@@ -282,6 +282,58 @@ pub fn is_sha256_checksum(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn problems_of(disks: Option<Value>) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.raw"), b"x").expect("write");
+        let mut problems = Problems::default();
+        check(disks.as_ref(), dir.path(), &mut problems);
+        problems.0.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_list_itself() {
+        assert_eq!(
+            problems_of(None),
+            ["Missing required field: disks[]. Artifact Manifest v1 requires at least one disk."]
+        );
+        assert_eq!(
+            problems_of(Some(json!([]))),
+            ["Field 'disks' must contain at least one disk"]
+        );
+        assert_eq!(
+            problems_of(Some(json!({}))),
+            ["Field 'disks' must be an array"]
+        );
+    }
+
+    #[test]
+    fn null_checksum_is_a_clean_error() {
+        let disks = json!([
+            {"id": "d0", "source_format": "raw", "bytes": 1, "local_path": "a.raw", "checksum": null}
+        ]);
+        assert_eq!(
+            problems_of(Some(disks)),
+            ["disks[0].checksum must match format: sha256:<hexdigest> (got: 'null')"]
+        );
+    }
+
+    #[test]
+    fn types_and_enums_use_the_names() {
+        let disks = json!([
+            {"id": "d0", "source_format": 3, "bytes": 1, "local_path": "a.raw",
+             "disk_type": "Boot", "label": 7}
+        ]);
+        assert_eq!(
+            problems_of(Some(disks)),
+            [
+                "disks[0].source_format unsupported: 3. Supported: ['vmdk', 'qcow2', 'raw', 'vhd', 'vhdx', 'vdi']",
+                "disks[0].label must be a string (got an integer: 7)",
+                "disks[0].disk_type must be one of: boot, data, unknown",
+            ]
+        );
+    }
 
     #[test]
     fn patterns() {

@@ -96,3 +96,46 @@ pub fn check_filename(doc: &Map<String, Value>, problems: &mut Problems) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problems_of(v: Value) -> usize {
+        let Value::Object(doc) = v else {
+            panic!("test documents are objects")
+        };
+        let mut problems = Problems::default();
+        check_filename(&doc, &mut problems);
+        problems.len()
+    }
+
+    #[test]
+    fn filename_needs_a_single_disk() {
+        let one = json!([{"id": "a"}]);
+        let two = json!([{"id": "a"}, {"id": "b"}]);
+        assert_eq!(
+            problems_of(json!({"disks": one, "output": {"filename": "x.img"}})),
+            0
+        );
+        assert_eq!(
+            problems_of(json!({"disks": two, "output": {"filename": null}})),
+            0
+        );
+        assert_eq!(
+            problems_of(json!({"disks": two, "output": {"filename": "x.img"}})),
+            1
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let o: Options = serde_json::from_value(json!({})).expect("typed");
+        assert_eq!(o.verbose, 1);
+        assert!(o.report.enabled);
+        assert_eq!(o.report.path, "report.json");
+        let out: Output = serde_json::from_value(json!({"format": "vdi"})).expect("typed");
+        assert_eq!(out.format, OutputFormat::Vdi);
+    }
+}

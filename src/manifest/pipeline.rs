@@ -155,3 +155,45 @@ pub const PIPELINE: &[Field] = &[
     f("convert", Kind::Object(CONVERT)),
     f("validate", Kind::Object(VALIDATE)),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::Problems;
+    use serde_json::json;
+
+    #[test]
+    fn stage_tables_check_enums_and_ranges() {
+        let mut problems = Problems::default();
+        let v = json!({"fix": {"fstab_mode": "stabilise-all", "initramfs_rebuild": "never"},
+            "convert": {"compress_level": 0}, "validate": {"boot_test": {"timeout": 0}}});
+        let map = v.as_object().expect("mapping");
+        super::super::schema::check_object("pipeline", map, PIPELINE, &[], &mut problems);
+        let got: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "pipeline.fix.fstab_mode must be one of: stabilize-all, bypath-only, noop (got: 'stabilise-all') (did you mean 'stabilize-all'?)",
+                "pipeline.fix.initramfs_rebuild must be one of: auto, always (got: 'never')",
+                "pipeline.convert.compress_level must be an integer from 1 to 9 (got an integer: 0)",
+                "pipeline.validate.boot_test.timeout must be an integer from 1 to 86400 (got an integer: 0)",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_and_spellings() {
+        let p: Pipeline =
+            serde_json::from_value(json!({"fix": {"fstab_mode": "bypath-only"}})).expect("typed");
+        assert_eq!(p.fix.fstab_mode, FstabMode::BypathOnly);
+        assert!(p.fix.backup && p.fix.regen_initramfs && p.fix.network);
+        assert_eq!(p.fix.initramfs_rebuild, InitramfsRebuild::Auto);
+        assert_eq!(p.convert.compress_level, 6);
+        assert!(p.convert.check_image_integrity && p.validate.check_image_integrity);
+        assert!(!p.inspect.enabled && !p.fix.enabled && !p.validate.boot_test.enabled);
+        assert_eq!(
+            serde_json::to_value(p.fix.fstab_mode).expect("json"),
+            json!("bypath-only")
+        );
+    }
+}

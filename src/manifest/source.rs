@@ -52,3 +52,23 @@ pub fn check(source: Option<&Value>, problems: &mut Problems) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn known_keys_are_strings_and_the_rest_is_free() {
+        let mut problems = Problems::default();
+        let source = json!({"provider": "vsphere", "vm_id": 42, "vm_name": null,
+            "uuid": "anything", "tags": {"a": [1]}});
+        check(Some(&source), &mut problems);
+        let got: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["source.vm_id must be a string (got an integer: 42)"]);
+        let source = json!({"provider": "vsphere", "uuid": "anything", "tags": {"a": [1]}});
+        let typed: Source = serde_json::from_value(source).expect("typed");
+        assert_eq!(typed.provider.as_deref(), Some("vsphere"));
+        assert!(typed.extra.contains_key("uuid") && typed.extra.contains_key("tags"));
+    }
+}

@@ -96,3 +96,30 @@ pub fn check(vm: &Value, problems: &mut Problems) {
     }
     problems.unknown_keys("vm", vm, KEYS);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problems_of(vm: Value) -> Vec<String> {
+        let mut problems = Problems::default();
+        check(&vm, &mut problems);
+        problems.0.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn upstream_messages() {
+        assert!(problems_of(json!({"firmware": "uefi", "cpu": 2, "os_hint": null})).is_empty());
+        assert_eq!(problems_of(json!([])), ["Field 'vm' must be an object"]);
+        assert_eq!(
+            problems_of(json!({"firmware": 1, "mem_gb": 0, "os_version": 12, "cpus": 2})),
+            [
+                "vm.firmware must be one of: bios, uefi, unknown (got: '1')",
+                "vm.mem_gb must be an integer >= 1",
+                "vm.os_version must be a string (got an integer: 12)",
+                "vm.cpus: unknown key 'cpus' (did you mean 'cpu'?)",
+            ]
+        );
+    }
+}
