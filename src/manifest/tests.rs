@@ -1,3 +1,7 @@
+//! Tests of the manifest as a whole: the order problems from different sections are reported
+//! in, layering (profile, overrides, batch layers) and the defaults of a minimal manifest. Each
+//! section's own checks are tested in its module.
+
 use super::*;
 use serde_json::json;
 

@@ -2,8 +2,9 @@
 //!
 //! The delay before retry `n` (1-based) is, as upstream: exponential `d·2^(n-1)`, linear `d·n`,
 //! constant `d`, each capped at `max_delay` (upstream leaves constant uncapped; a cap that
-//! sometimes does not apply surprises more than it helps). Kept apart from the runner so the
-//! arithmetic is tested without waiting.
+//! sometimes does not apply surprises more than it helps). The arithmetic is part of the policy,
+//! so it is here with the model; the runner only waits, and the arithmetic is tested without
+//! waiting.
 
 use std::time::Duration;
 

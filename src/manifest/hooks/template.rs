@@ -7,6 +7,9 @@
 //! named `{{ stage }}` or `$(reboot)` stays exactly that text. Header values may also name an
 //! environment variable as `${NAME}` (tokens stay out of manifests); those are resolved once at
 //! plan time and never shown.
+//!
+//! Rendering lives here beside the parser, although only the runner renders: what a substituted
+//! value can and cannot do is part of what a template means.
 
 use std::collections::BTreeMap;
 use std::fmt;
