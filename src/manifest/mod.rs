@@ -70,6 +70,8 @@ pub enum ManifestError {
     },
 }
 
+/// A validated manifest, typed. Every default is its section's `Default` (or serde default), so
+/// `--dump-config` prints what the planner will use.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
