@@ -23,23 +23,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::exec::{self, CancelToken, Command, CommandRecord, ExecError, Status, Watch};
+use crate::manifest::boot_test::{BootTestSettings, check_pattern};
 use crate::manifest::{Firmware, Vm};
 use crate::tools::Tool;
 use crate::tools::ovmf;
 use crate::tools::qemu_system::{self, Accel};
 
-/// How long the guest gets to match `success_pattern` (TCG boots of a small Debian take 1–3
-/// minutes on a busy 2-core machine).
-pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
-/// A login prompt (printed without a newline) or systemd reaching the multi-user or graphical
-/// target.
-pub const DEFAULT_SUCCESS_PATTERN: &str =
-    r"(?:^|\s)login:\s*$|Reached target.*(?:Multi-User System|Graphical Interface)";
-pub const DEFAULT_MEMORY_MB: u32 = 1024;
-pub const DEFAULT_CPUS: u32 = 1;
 /// Console lines kept in the report.
 pub const TAIL_LINES: usize = 100;
 /// The machine type of the domain hyper2kvm emits.
@@ -61,49 +53,6 @@ const POLL: Duration = Duration::from_millis(200);
 const CONSOLE_KEEP_BYTES: u64 = 4 << 20;
 /// The longest unfinished line matched; a guest that never prints a newline keeps its end.
 const LINE_KEEP_BYTES: usize = 64 * 1024;
-
-/// The manifest's `pipeline.validate.boot_test`. Defaults live here.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BootTestSettings {
-    pub enabled: bool,
-    /// Seconds; more than 0.
-    pub timeout: u64,
-    /// A regular expression matched against each console line.
-    pub success_pattern: String,
-    /// An extra regular expression that fails the test (panics and emergency shells always do).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_pattern: Option<String>,
-    pub memory_mb: u32,
-    pub cpus: u32,
-}
-
-impl Default for BootTestSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            timeout: DEFAULT_TIMEOUT_SECONDS,
-            success_pattern: DEFAULT_SUCCESS_PATTERN.to_owned(),
-            failure_pattern: None,
-            memory_mb: DEFAULT_MEMORY_MB,
-            cpus: DEFAULT_CPUS,
-        }
-    }
-}
-
-/// Checks a pattern the way the boot test will compile it; `Err` says what is wrong.
-pub fn check_pattern(pattern: &str) -> Result<(), String> {
-    if pattern.is_empty() {
-        return Err("must not be empty (an empty pattern matches every line)".to_owned());
-    }
-    Regex::new(pattern).map(|_| ()).map_err(|e| {
-        // regex's message spans several lines (pattern, caret, error); keep the error.
-        let text = e.to_string();
-        let last = text.lines().last().unwrap_or("").trim();
-        let last = last.strip_prefix("error: ").unwrap_or(last);
-        format!("is not a valid regular expression ('{pattern}': {last})")
-    })
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootTestError {
@@ -146,8 +95,8 @@ pub enum FirmwarePlan {
 impl FirmwarePlan {
     pub fn name(&self) -> &'static str {
         match self {
-            FirmwarePlan::Bios => "bios",
-            FirmwarePlan::Uefi { .. } => "uefi",
+            FirmwarePlan::Bios => Firmware::Bios.name(),
+            FirmwarePlan::Uefi { .. } => Firmware::Uefi.name(),
         }
     }
 }
@@ -740,6 +689,7 @@ fn read_console(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::boot_test::DEFAULT_SUCCESS_PATTERN;
 
     fn test_plan(success: &str, failure: Option<&str>) -> BootTestPlan {
         BootTestPlan {
@@ -766,17 +716,6 @@ mod tests {
             ],
             console_log: PathBuf::from("/out/vm.boot-test-console.log"),
         }
-    }
-
-    #[test]
-    fn default_success_pattern_matches_prompts_and_targets() {
-        let re = Regex::new(DEFAULT_SUCCESS_PATTERN).expect("regex");
-        assert!(re.is_match("h2k-debian12 login: "));
-        assert!(re.is_match("localhost login:"));
-        assert!(re.is_match("[  OK  ] Reached target multi-user.target - Multi-User System."));
-        assert!(re.is_match("[  OK  ] Reached target Graphical Interface."));
-        assert!(!re.is_match("[  OK  ] Reached target local-fs.target - Local File Systems."));
-        assert!(!re.is_match("Last login: Mon Jan  1 on ttyS0 x"));
     }
 
     #[test]
@@ -832,15 +771,6 @@ mod tests {
             clean(b"[\x1b[0;32m  OK  \x1b[0m] Reached\r\n\x07x\ty"),
             "[  OK  ] Reached\nx\ty"
         );
-    }
-
-    #[test]
-    fn bad_patterns_say_why() {
-        let e = check_pattern("(unclosed").expect_err("invalid");
-        assert!(e.contains("not a valid regular expression"), "{e}");
-        assert!(e.contains("unclosed group"), "{e}");
-        assert!(check_pattern("").is_err());
-        assert!(check_pattern("login:").is_ok());
     }
 
     #[test]

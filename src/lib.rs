@@ -30,6 +30,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod profile;
 pub mod report;
+pub mod spelling;
 pub mod stage;
 pub mod tools;
 pub mod ui;

@@ -1,11 +1,11 @@
-//! Network and storage mapping: where a migrated VM's NICs and disks land on the KVM host.
+//! Network and storage mapping applied: where a migrated VM's NICs and disks land on the KVM
+//! host.
 //!
-//! `network_mapping` connects each source network (a vSphere port group, a libvirt network or
-//! bridge) to a host bridge or libvirt network and decides every NIC's MAC address under the
-//! `mac_address_policy`. `storage_mapping` places each disk's output in a directory, overrides the
-//! output format and asks qemu-img to preallocate. The Python tool parses these sections but never
-//! applies them; here [`plan_interfaces`] and the planner apply them, and everything is decided
-//! before a disk is touched.
+//! The sections themselves (types, defaults, load-time checks) are
+//! [`crate::manifest::mapping`]. Here [`plan_interfaces`] connects each NIC as `network_mapping`
+//! says and decides its MAC address under the `mac_address_policy`; the planner applies
+//! `storage_mapping`. The Python tool parses these sections but never applies them; this one
+//! does, and decides everything before a disk is touched.
 //!
 //! Regenerated MACs are `52:54:00:xx:xx:xx` (the prefix libvirt and QEMU use for locally made
 //! MACs). They are derived from the VM's identity and the NIC's position rather than drawn at
@@ -17,64 +17,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::kind_of;
-use crate::diag::{Problem, Problems};
-use crate::manifest::schema::{self, Kind};
-use crate::manifest::{Nic, NicType, OutputFormat, is_mac};
+use crate::diag::Problem;
+use crate::manifest::{
+    ExplicitTarget, MacAddr, MacPolicy, NetworkMapping, NetworkTarget, Nic, NicType,
+};
 
 // ---------------------------------------------------------------------------------------------
 // MAC addresses.
-
-/// A MAC address, shown lower-case with colons (the form libvirt writes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// Parses `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, any case.
-    pub fn parse(s: &str) -> Option<Self> {
-        if !is_mac(s) {
-            return None;
-        }
-        let mut bytes = [0u8; 6];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[i * 3..i * 3 + 2], 16).ok()?;
-        }
-        Some(Self(bytes))
-    }
-
-    /// A NIC address must be unicast: libvirt refuses a multicast bit in the first octet.
-    pub fn is_unicast(self) -> bool {
-        self.0[0] & 1 == 0
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a MAC address: '{s}'")))
-    }
-}
 
 /// The prefix of every MAC this tool makes.
 pub const GENERATED_MAC_PREFIX: [u8; 3] = [0x52, 0x54, 0x00];
@@ -87,435 +39,25 @@ fn generated_mac(identity: &str, index: usize, attempt: u32) -> MacAddr {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The manifest sections, typed. Validation ([`check_network_mapping`], [`check_storage_mapping`])
-// runs on the raw document first, so deserialising these never fails on user input.
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MacPolicy {
-    #[default]
-    Preserve,
-    Regenerate,
-    Custom,
-}
-
-pub const MAC_POLICIES: &[&str] = &["preserve", "regenerate", "custom"];
-
-/// Where a source network goes: a bare name is a host bridge (upstream's form); `{bridge: X}` or
-/// `{network: X}` says which explicitly.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum NetworkTarget {
-    Bridge(String),
-    Explicit(ExplicitTarget),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExplicitTarget {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-}
-
-impl NetworkTarget {
-    fn connection(&self) -> Connection {
-        match self {
-            NetworkTarget::Bridge(b) => Connection::Bridge(b.clone()),
-            NetworkTarget::Explicit(ExplicitTarget {
-                network: Some(n), ..
-            }) => Connection::Network(n.clone()),
-            NetworkTarget::Explicit(ExplicitTarget { bridge, .. }) => {
-                Connection::Bridge(bridge.clone().unwrap_or_default())
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetworkMapping {
-    pub source_networks: BTreeMap<String, NetworkTarget>,
-    pub default_bridge: Option<String>,
-    pub default_network: Option<String>,
-    pub mac_address_policy: MacPolicy,
-    pub mac_address_overrides: BTreeMap<String, String>,
-    /// An unmapped source network is an error instead of a warning.
-    pub strict: bool,
-}
-
-/// qemu-img's `preallocation` modes (`off` is the same as not asking).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preallocation {
-    Off,
-    Metadata,
-    Falloc,
-    Full,
-}
-
-impl Preallocation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preallocation::Off => "off",
-            Preallocation::Metadata => "metadata",
-            Preallocation::Falloc => "falloc",
-            Preallocation::Full => "full",
-        }
-    }
-}
-
-pub const PREALLOCATION_MODES: &[&str] = &["off", "metadata", "falloc", "full"];
-
-/// `preallocate: true|false` (upstream's form) or a qemu-img mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum PreallocateSetting {
-    Enabled(bool),
-    Mode(Preallocation),
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageMapping {
-    pub default_pool: Option<String>,
-    /// Disk id → the directory its output is written to.
-    pub disk_mappings: BTreeMap<String, String>,
-    pub format_override: Option<OutputFormat>,
-    pub preallocate: Option<PreallocateSetting>,
-}
-
-impl StorageMapping {
-    /// The qemu-img mode to pass, if any. `true` means `falloc`: the space is reserved up front
-    /// (what an admin asking for preallocation wants) without the time `full` spends writing zeros.
-    pub fn preallocation(&self) -> Option<Preallocation> {
-        match self.preallocate? {
-            PreallocateSetting::Enabled(true) => Some(Preallocation::Falloc),
-            PreallocateSetting::Enabled(false) | PreallocateSetting::Mode(Preallocation::Off) => {
-                None
-            }
-            PreallocateSetting::Mode(mode) => Some(mode),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Validation of the raw sections (called through the manifest schema table).
-
-const NETWORK_KEYS: &[&str] = &[
-    "source_networks",
-    "default_bridge",
-    "default_network",
-    "mac_address_policy",
-    "mac_address_overrides",
-    "strict",
-];
-const STORAGE_KEYS: &[&str] = &[
-    "default_pool",
-    "disk_mappings",
-    "format_override",
-    "preallocate",
-];
-
-fn non_empty_name(path: &str, value: &Value, what: &str, problems: &mut Problems) {
-    match value.as_str() {
-        Some(s) if !s.trim().is_empty() => {}
-        _ => problems.push(
-            path,
-            format!(
-                "{path} must be a non-empty {what} (got {}: {value})",
-                kind_of(value)
-            ),
-        ),
-    }
-}
-
-/// `network_mapping`: every problem, each with its field path.
-pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems) {
-    let Some(map) = value.as_object() else {
-        problems.push(
-            path,
-            format!("{path} must be a mapping (got {}: {value})", kind_of(value)),
-        );
-        return;
-    };
-    problems.unknown_keys(path, map, NETWORK_KEYS);
-    if let Some(nets) = map.get("source_networks") {
-        let here = schema::join(path, "source_networks");
-        match nets.as_object() {
-            Some(nets) => {
-                for (name, target) in nets {
-                    check_target(&schema::join(&here, name), target, problems);
-                }
-            }
-            None => problems.push(
-                &here,
-                format!(
-                    "{here} must be a mapping of source network name to bridge (got {}: {nets})",
-                    kind_of(nets)
-                ),
-            ),
-        }
-    }
-    for key in ["default_bridge", "default_network"] {
-        if let Some(v) = map.get(key).filter(|v| !v.is_null()) {
-            let what = if key == "default_bridge" {
-                "bridge name"
-            } else {
-                "libvirt network name"
-            };
-            non_empty_name(&schema::join(path, key), v, what, problems);
-        }
-    }
-    let set = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
-    if set("default_bridge") && set("default_network") {
-        problems.push(
-            &schema::join(path, "default_network"),
-            "set default_bridge or default_network, not both (unmapped networks can go to only \
-             one place)",
-        );
-    }
-    let policy = map.get("mac_address_policy");
-    if let Some(p) = policy {
-        schema::check_value(
-            &schema::join(path, "mac_address_policy"),
-            p,
-            &Kind::Enum(MAC_POLICIES),
-            problems,
-        );
-    }
-    if let Some(overrides) = map.get("mac_address_overrides") {
-        let here = schema::join(path, "mac_address_overrides");
-        match overrides.as_object() {
-            Some(o) => {
-                check_overrides(&here, o, problems);
-                let shown = policy.and_then(Value::as_str).unwrap_or("preserve");
-                // An invalid policy is reported on its own; say nothing more about it here.
-                if !o.is_empty() && shown != "custom" && MAC_POLICIES.contains(&shown) {
-                    problems.push(
-                        &here,
-                        format!(
-                            "{here} is set but mac_address_policy is '{shown}'; overrides apply \
-                             only with mac_address_policy: custom"
-                        ),
-                    );
-                }
-            }
-            None => problems.push(
-                &here,
-                format!(
-                    "{here} must be a mapping of source MAC to new MAC (got {}: {overrides})",
-                    kind_of(overrides)
-                ),
-            ),
-        }
-    }
-    if let Some(s) = map.get("strict") {
-        schema::check_value(&schema::join(path, "strict"), s, &Kind::Bool, problems);
-    }
-}
-
-fn check_target(path: &str, target: &Value, problems: &mut Problems) {
-    let expected = "a bridge name, {bridge: NAME} or {network: NAME}";
-    match target {
-        Value::String(s) if !s.trim().is_empty() => {}
-        Value::Object(o) => {
-            let names: Vec<&String> = o.keys().collect();
-            let ok = o.len() == 1
-                && matches!(names[0].as_str(), "bridge" | "network")
-                && o.values()
-                    .all(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()));
-            if !ok {
-                problems.push(path, format!("{path} must be {expected} (got {target})"));
-            }
-        }
-        _ => problems.push(path, format!("{path} must be {expected} (got {target})")),
-    }
-}
-
-fn check_overrides(path: &str, overrides: &Map<String, Value>, problems: &mut Problems) {
-    let mut sources = BTreeMap::new();
-    let mut targets: BTreeMap<MacAddr, &str> = BTreeMap::new();
-    for (from, to) in overrides {
-        let here = schema::join(path, from);
-        match MacAddr::parse(from) {
-            Some(mac) => {
-                if let Some(earlier) = sources.insert(mac, from.as_str()) {
-                    problems.push(
-                        &here,
-                        format!("{here}: the same source MAC as '{earlier}' is overridden twice"),
-                    );
-                }
-            }
-            None => problems.push(
-                &here,
-                format!(
-                    "Invalid MAC address format: {from} (expected six hex pairs like \
-                     00:50:56:aa:bb:cc)"
-                ),
-            ),
-        }
-        match to.as_str().map(|s| (s, MacAddr::parse(s))) {
-            Some((_, Some(mac))) if !mac.is_unicast() => problems.push(
-                &here,
-                format!(
-                    "{here}: {mac} is a multicast address; a NIC needs a unicast MAC (even first \
-                     octet)"
-                ),
-            ),
-            Some((_, Some(mac))) => {
-                if let Some(other) = targets.insert(mac, from.as_str()) {
-                    problems.push(
-                        &here,
-                        format!(
-                            "{here}: {mac} is also the override for '{other}'; two NICs cannot \
-                             share a MAC"
-                        ),
-                    );
-                }
-            }
-            Some((s, None)) => problems.push(
-                &here,
-                format!(
-                    "Invalid MAC address format: {s} (expected six hex pairs like \
-                     52:54:00:12:34:56)"
-                ),
-            ),
-            None => problems.push(
-                &here,
-                format!(
-                    "{here} must be a MAC address string (got {}: {to})",
-                    kind_of(to)
-                ),
-            ),
-        }
-    }
-}
-
-/// `storage_mapping`: every problem, each with its field path. Whether `disk_mappings` names
-/// existing disks is checked by [`check_disk_mapping_ids`], which sees the whole manifest.
-pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems) {
-    let Some(map) = value.as_object() else {
-        problems.push(
-            path,
-            format!("{path} must be a mapping (got {}: {value})", kind_of(value)),
-        );
-        return;
-    };
-    problems.unknown_keys(path, map, STORAGE_KEYS);
-    if let Some(pool) = map.get("default_pool").filter(|v| !v.is_null()) {
-        let here = schema::join(path, "default_pool");
-        non_empty_name(&here, pool, "libvirt storage pool name", problems);
-        if pool.as_str().is_some_and(|s| s.contains('/')) {
-            problems.push(
-                &here,
-                format!("{here} names a libvirt storage pool, not a path (got '{pool}')"),
-            );
-        }
-    }
-    if let Some(dm) = map.get("disk_mappings") {
-        let here = schema::join(path, "disk_mappings");
-        match dm.as_object() {
-            Some(dm) => {
-                for (id, dir) in dm {
-                    non_empty_name(&schema::join(&here, id), dir, "directory path", problems);
-                }
-            }
-            None => problems.push(
-                &here,
-                format!(
-                    "{here} must be a mapping of disk id to directory (got {}: {dm})",
-                    kind_of(dm)
-                ),
-            ),
-        }
-    }
-    if let Some(f) = map.get("format_override").filter(|v| !v.is_null()) {
-        schema::check_value(
-            &schema::join(path, "format_override"),
-            f,
-            &Kind::Enum(schema::OUTPUT_FORMATS),
-            problems,
-        );
-    }
-    if let Some(p) = map.get("preallocate").filter(|v| !v.is_null()) {
-        let here = schema::join(path, "preallocate");
-        let ok = p.is_boolean() || p.as_str().is_some_and(|s| PREALLOCATION_MODES.contains(&s));
-        if !ok {
-            problems.push(
-                &here,
-                format!(
-                    "{here} must be true, false or one of: {} (got {}: {p})",
-                    PREALLOCATION_MODES.join(", "),
-                    kind_of(p)
-                ),
-            );
-        }
-    }
-}
-
-/// `storage_mapping.disk_mappings` may only name disks the manifest has.
-pub fn check_disk_mapping_ids(doc: &Map<String, Value>, problems: &mut Problems) {
-    let Some(dm) = doc
-        .get("storage_mapping")
-        .and_then(|s| s.get("disk_mappings"))
-        .and_then(Value::as_object)
-    else {
-        return;
-    };
-    let ids: Vec<&str> = doc
-        .get("disks")
-        .and_then(Value::as_array)
-        .map(|d| {
-            d.iter()
-                .filter_map(|d| d.get("id").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
-    for key in dm.keys() {
-        if !ids.contains(&key.as_str()) {
-            let hint = crate::diag::suggest(key, &ids)
-                .map(|s| format!(" (did you mean '{s}'?)"))
-                .unwrap_or_else(|| format!("; the disks are: {}", ids.join(", ")));
-            let here = format!("storage_mapping.disk_mappings.{key}");
-            problems.push(&here, format!("{here}: no disk has the id '{key}'{hint}"));
-        }
-    }
-}
-
-/// `nics`: ids unique, MACs well-formed and unicast.
-pub fn check_nics(nics: &[Value], problems: &mut Problems) {
-    let mut ids = BTreeSet::new();
-    for (i, nic) in nics.iter().enumerate() {
-        if let Some(id) = nic.get("id").and_then(Value::as_str)
-            && !ids.insert(id)
-        {
-            problems.push(&format!("nics[{i}].id"), format!("Duplicate NIC id: {id}"));
-        }
-        if let Some(mac) = nic
-            .get("mac")
-            .and_then(Value::as_str)
-            .and_then(MacAddr::parse)
-            && !mac.is_unicast()
-        {
-            problems.push(
-                &format!("nics[{i}].mac"),
-                format!(
-                    "nics[{i}].mac {mac} is a multicast address; a NIC needs a unicast MAC (even \
-                     first octet)"
-                ),
-            );
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Planning.
 
-/// How an emitted interface is connected.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", content = "source", rename_all = "lowercase")]
+/// Where a mapped source network goes. Loading allowed only a bare name, `{bridge: X}` or
+/// `{network: X}`, so the empty-bridge fallback is never taken.
+fn connection_of(target: &NetworkTarget) -> Connection {
+    match target {
+        NetworkTarget::Bridge(b) => Connection::Bridge(b.clone()),
+        NetworkTarget::Explicit(ExplicitTarget {
+            network: Some(n), ..
+        }) => Connection::Network(n.clone()),
+        NetworkTarget::Explicit(ExplicitTarget { bridge, .. }) => {
+            Connection::Bridge(bridge.clone().unwrap_or_default())
+        }
+    }
+}
+
+/// How an emitted interface is connected. Serialized as `{type, source}`, its type spelled as
+/// the manifest's NIC `type` (both are libvirt's interface types).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Connection {
     /// `<interface type='bridge'><source bridge=.../>`
     Bridge(String),
@@ -525,6 +67,39 @@ pub enum Connection {
     Direct(String),
     /// `<interface type='user'>` (no host network)
     User,
+}
+
+impl Connection {
+    /// The libvirt interface type.
+    pub fn kind(&self) -> NicType {
+        match self {
+            Connection::Bridge(_) => NicType::Bridge,
+            Connection::Network(_) => NicType::Network,
+            Connection::Direct(_) => NicType::Direct,
+            Connection::User => NicType::User,
+        }
+    }
+
+    /// The bridge, network or host device; none for user-mode networking.
+    pub fn source(&self) -> Option<&str> {
+        match self {
+            Connection::Bridge(s) | Connection::Network(s) | Connection::Direct(s) => Some(s),
+            Connection::User => None,
+        }
+    }
+}
+
+impl Serialize for Connection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let source = self.source();
+        let mut st = s.serialize_struct("Connection", 1 + usize::from(source.is_some()))?;
+        st.serialize_field("type", &self.kind())?;
+        if let Some(source) = source {
+            st.serialize_field("source", source)?;
+        }
+        st.end()
+    }
 }
 
 impl fmt::Display for Connection {
@@ -597,7 +172,7 @@ pub fn plan_interfaces(
         let mapped = network
             .as_ref()
             .and_then(|n| mapping.source_networks.get(n))
-            .map(NetworkTarget::connection);
+            .map(connection_of);
         let default = mapping
             .default_bridge
             .clone()
@@ -774,7 +349,9 @@ fn unmapped_connection(network: Option<&str>, kind: Option<NicType>) -> (Connect
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::diag::Problems;
+    use crate::manifest::mapping::check_network_mapping;
+    use serde_json::{Value, json};
 
     fn nic(id: &str, network: Option<&str>, mac: Option<&str>, kind: Option<NicType>) -> Nic {
         Nic {
@@ -793,24 +370,20 @@ mod tests {
         serde_json::from_value(v).expect("typed")
     }
 
-    fn problems_of(f: fn(&str, &Value, &mut Problems), path: &str, v: Value) -> Vec<String> {
-        let mut problems = Problems::default();
-        f(path, &v, &mut problems);
-        problems.0.iter().map(ToString::to_string).collect()
-    }
-
     #[test]
-    fn mac_parsing_and_display() {
-        let m = MacAddr::parse("00-50-56-AB-CD-EF").expect("valid");
-        assert_eq!(m.to_string(), "00:50:56:ab:cd:ef");
-        assert!(m.is_unicast());
-        assert!(
-            !MacAddr::parse("01:00:5e:00:00:01")
-                .expect("valid")
-                .is_unicast()
+    fn connections_serialize_as_type_and_source() {
+        assert_eq!(
+            serde_json::to_value(Connection::Bridge("br0".into())).expect("json"),
+            json!({"type": "bridge", "source": "br0"})
         );
-        assert_eq!(MacAddr::parse("00:50:56:ab:cd"), None);
-        assert_eq!(MacAddr::parse("zz:50:56:ab:cd:ef"), None);
+        assert_eq!(
+            serde_json::to_value(Connection::Direct("eth0".into())).expect("json"),
+            json!({"type": "direct", "source": "eth0"})
+        );
+        assert_eq!(
+            serde_json::to_value(Connection::User).expect("json"),
+            json!({"type": "user"})
+        );
     }
 
     #[test]
@@ -938,61 +511,5 @@ mod tests {
                 .message
                 .contains("already used by another VM")
         );
-    }
-
-    #[test]
-    fn network_mapping_validation_reports_everything() {
-        let got = problems_of(
-            check_network_mapping,
-            "network_mapping",
-            json!({"source_network": {}, "source_networks": {"a": 3, "b": {"bridge": "x", "network": "y"}},
-                   "default_bridge": "br0", "default_network": "",
-                   "mac_address_policy": "random", "strict": "yes",
-                   "mac_address_overrides": {"zz": "01:00:5e:00:00:01", "00:50:56:00:00:01": "52:54:00:00:00:0"}}),
-        );
-        assert_eq!(
-            got,
-            [
-                "network_mapping.source_network: unknown key 'source_network' (did you mean 'source_networks'?)",
-                "network_mapping.source_networks.a must be a bridge name, {bridge: NAME} or {network: NAME} (got 3)",
-                "network_mapping.source_networks.b must be a bridge name, {bridge: NAME} or {network: NAME} (got {\"bridge\":\"x\",\"network\":\"y\"})",
-                "network_mapping.default_network must be a non-empty libvirt network name (got a string: \"\")",
-                "network_mapping.default_network: set default_bridge or default_network, not both (unmapped networks can go to only one place)",
-                "network_mapping.mac_address_policy must be one of: preserve, regenerate, custom (got: 'random')",
-                "network_mapping.mac_address_overrides.zz: Invalid MAC address format: zz (expected six hex pairs like 00:50:56:aa:bb:cc)",
-                "network_mapping.mac_address_overrides.zz: 01:00:5e:00:00:01 is a multicast address; a NIC needs a unicast MAC (even first octet)",
-                "network_mapping.mac_address_overrides.00:50:56:00:00:01: Invalid MAC address format: 52:54:00:00:00:0 (expected six hex pairs like 52:54:00:12:34:56)",
-                "network_mapping.strict must be a boolean (true or false) (got a string: \"yes\")",
-            ]
-        );
-    }
-
-    #[test]
-    fn storage_mapping_validation_and_preallocation() {
-        let got = problems_of(
-            check_storage_mapping,
-            "storage_mapping",
-            json!({"default_pool": "/var/lib/x", "disk_mappings": {"d0": ""}, "format_override": "QCOW2",
-                   "preallocate": "sometimes", "pool": 1}),
-        );
-        assert_eq!(
-            got,
-            [
-                "storage_mapping.pool: unknown key 'pool'; expected one of: default_pool, disk_mappings, format_override, preallocate",
-                "storage_mapping.default_pool names a libvirt storage pool, not a path (got '\"/var/lib/x\"')",
-                "storage_mapping.disk_mappings.d0 must be a non-empty directory path (got a string: \"\")",
-                "storage_mapping.format_override must be one of: qcow2, raw, vdi (got: 'QCOW2')",
-                "storage_mapping.preallocate must be true, false or one of: off, metadata, falloc, full (got a string: \"sometimes\")",
-            ]
-        );
-        let s: StorageMapping =
-            serde_json::from_value(json!({"preallocate": true})).expect("typed");
-        assert_eq!(s.preallocation(), Some(Preallocation::Falloc));
-        let s: StorageMapping =
-            serde_json::from_value(json!({"preallocate": "full"})).expect("typed");
-        assert_eq!(s.preallocation(), Some(Preallocation::Full));
-        let s: StorageMapping =
-            serde_json::from_value(json!({"preallocate": false})).expect("typed");
-        assert_eq!(s.preallocation(), None);
     }
 }

@@ -8,45 +8,25 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-/// A stage of the per-VM pipeline, in the order they run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    /// Read the manifest's facts and verify the checksums.
-    Load,
-    Inspect,
-    Fix,
-    Convert,
-    Validate,
-    /// Write the libvirt domain XML.
-    Domain,
+use crate::spelling::spelled_enum;
+
+spelled_enum! {
+    /// A stage of the per-VM pipeline, in the order they run. The names are the ones reports
+    /// and messages use (upstream's for the first five).
+    #[derive(PartialOrd, Ord)]
+    pub enum Stage {
+        /// Read the manifest's facts and verify the checksums.
+        Load = "load_manifest",
+        Inspect = "inspect",
+        Fix = "fix",
+        Convert = "convert",
+        Validate = "validate",
+        /// Write the libvirt domain XML.
+        Domain = "domain_xml",
+    }
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
-        Stage::Load,
-        Stage::Inspect,
-        Stage::Fix,
-        Stage::Convert,
-        Stage::Validate,
-        Stage::Domain,
-    ];
-
-    /// The name reports and messages use (upstream's for the first five).
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Load => "load_manifest",
-            Stage::Inspect => "inspect",
-            Stage::Fix => "fix",
-            Stage::Convert => "convert",
-            Stage::Validate => "validate",
-            Stage::Domain => "domain_xml",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Stage> {
-        Stage::ALL.into_iter().find(|s| s.name() == name)
-    }
-
     /// The hook stages fired before and after this stage.
     pub fn hooks(self) -> (Option<HookStage>, Option<HookStage>) {
         use HookStage as H;
@@ -60,63 +40,21 @@ impl Stage {
     }
 }
 
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+spelled_enum! {
+    /// Where in the pipeline a hook runs; declared in pipeline order.
+    #[derive(PartialOrd, Ord)]
+    pub enum HookStage {
+        PreExtraction = "pre_extraction",
+        PostExtraction = "post_extraction",
+        PreFix = "pre_fix",
+        PostFix = "post_fix",
+        PreConvert = "pre_convert",
+        PostConvert = "post_convert",
+        PostValidate = "post_validate",
     }
-}
-
-impl Serialize for Stage {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-/// Where in the pipeline a hook runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HookStage {
-    PreExtraction,
-    PostExtraction,
-    PreFix,
-    PostFix,
-    PreConvert,
-    PostConvert,
-    PostValidate,
 }
 
 impl HookStage {
-    /// In pipeline order.
-    pub const ALL: [HookStage; 7] = [
-        HookStage::PreExtraction,
-        HookStage::PostExtraction,
-        HookStage::PreFix,
-        HookStage::PostFix,
-        HookStage::PreConvert,
-        HookStage::PostConvert,
-        HookStage::PostValidate,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            HookStage::PreExtraction => "pre_extraction",
-            HookStage::PostExtraction => "post_extraction",
-            HookStage::PreFix => "pre_fix",
-            HookStage::PostFix => "post_fix",
-            HookStage::PreConvert => "pre_convert",
-            HookStage::PostConvert => "post_convert",
-            HookStage::PostValidate => "post_validate",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<HookStage> {
-        HookStage::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    pub fn names() -> Vec<&'static str> {
-        HookStage::ALL.iter().map(|s| s.name()).collect()
-    }
-
     /// The pipeline stage that must be enabled for this hook stage to fire; extraction hooks
     /// always fire (load_manifest always runs).
     pub fn pipeline_stage(self) -> Stage {
@@ -126,12 +64,6 @@ impl HookStage {
             HookStage::PreConvert | HookStage::PostConvert => Stage::Convert,
             HookStage::PostValidate => Stage::Validate,
         }
-    }
-}
-
-impl fmt::Display for HookStage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -213,10 +145,10 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in Stage::ALL {
+        for &s in Stage::ALL {
             assert_eq!(Stage::from_name(s.name()), Some(s));
         }
-        for h in HookStage::ALL {
+        for &h in HookStage::ALL {
             assert_eq!(HookStage::from_name(h.name()), Some(h));
             let (before, after) = h.pipeline_stage().hooks();
             assert!(before == Some(h) || after == Some(h), "{h}");

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{DeviceIds, Devices};
+use crate::manifest::Firmware;
 use crate::tools::guestfish::{GuestError, Session};
 
 /// The guest as inspection sees it; goes into the report as `guest`.
@@ -196,7 +197,12 @@ pub fn inspect(session: &mut Session<'_>) -> Result<GuestInfo, InspectError> {
         mountpoints,
         filesystems,
         esp_present,
-        firmware_hint: if esp_present { "uefi" } else { "bios" },
+        // The same spelling as vm.firmware, so a reader can compare the two in the report.
+        firmware_hint: if esp_present {
+            Firmware::Uefi.name()
+        } else {
+            Firmware::Bios.name()
+        },
         kernels: Vec::new(),
         encrypted,
         not_mounted: Vec::new(),

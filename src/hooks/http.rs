@@ -17,11 +17,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::spec::{HttpSpec, Method};
-use super::template::{Context, JsonTemplate, Template};
 use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail};
 use crate::diag::Problems;
 use crate::exec::CancelToken;
+use crate::manifest::hooks::template::{Context, JsonTemplate, Template};
+use crate::manifest::hooks::{HttpSpec, Method};
 
 /// The most of a response body we read; the report keeps its tail.
 const BODY_READ_LIMIT: u64 = 1024 * 1024;

@@ -1,7 +1,8 @@
 //! Hooks: the admin's own code (a script, a python function, an HTTP call) run at seven points
 //! of a VM's pipeline: back up before fix, tell the CMDB after convert, page someone on failure.
 //!
-//! The `hooks` section is parsed and checked with the manifest ([`spec`]); planning ([`plan`])
+//! The `hooks` section is parsed and checked with the manifest ([`crate::manifest::hooks`]);
+//! planning ([`plan`])
 //! turns it into [`HooksPlan`]: script paths resolved, python modules imported once in a child to
 //! prove they load, `${NAME}` header references read from the environment, and the template
 //! variables that do not change during the run filled in. The pipeline then calls
@@ -13,11 +14,7 @@
 
 pub mod http;
 pub mod python;
-pub mod retry;
 pub mod script;
-pub mod spec;
-pub mod template;
-pub mod trust;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,9 +27,8 @@ pub use crate::stage::HookStage;
 use crate::stage::Stage;
 use crate::tools::Tool;
 
-pub use retry::RetryPolicy;
-pub use spec::{Action, HookSet, HookSpec};
-use template::{Context, Var};
+use crate::manifest::hooks::template::{Context, Var};
+use crate::manifest::hooks::{Action, HookSet, HookType, RetryPolicy};
 
 /// Which pipeline stages will run, as planned.
 #[derive(Clone, Copy, Debug, Default)]
@@ -106,11 +102,12 @@ impl PlannedHook {
     }
 
     pub fn type_name(&self) -> &'static str {
-        match self.action {
-            PlannedAction::Script(_) => "script",
-            PlannedAction::Python(_) => "python",
-            PlannedAction::Http(_) => "http",
-        }
+        let kind = match self.action {
+            PlannedAction::Script(_) => HookType::Script,
+            PlannedAction::Python(_) => HookType::Python,
+            PlannedAction::Http(_) => HookType::Http,
+        };
+        kind.name()
     }
 
     /// What the hook runs: the script, `module.function`, or `METHOD url` (as written).

@@ -15,11 +15,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::spec::PythonSpec;
-use super::template::{Context, JsonTemplate};
-use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail, trust};
+use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail};
 use crate::diag::Problems;
 use crate::exec::{self, CancelToken, Status, Watch};
+use crate::manifest::hooks::PythonSpec;
+use crate::manifest::hooks::template::{Context, JsonTemplate};
+use crate::manifest::hooks::trust;
 
 #[derive(Clone, Debug)]
 pub struct PythonPlan {

@@ -3,19 +3,20 @@
 //!
 //! Each rendered argument is one argv element, so a VM named `a; rm -rf /` reaches the script as
 //! that one argument and nothing else. The file is checked when the manifest is loaded (present,
-//! a regular file, executable, and as root not writable by others: see [`super::trust`]) and
+//! a regular file, executable, and as root not writable by others: see
+//! [`crate::manifest::hooks::trust`]) and
 //! runs through [`crate::exec`] in its own process group, so a timeout or Ctrl-C takes down
 //! everything it started.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::spec::ScriptSpec;
-use super::template::{Context, Template};
-use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail, trust};
+use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail};
 use crate::diag::Problems;
 use crate::exec::{self, CancelToken, Status, Watch};
+use crate::manifest::hooks::ScriptSpec;
+use crate::manifest::hooks::template::{Context, Template};
+use crate::manifest::hooks::trust::check_script;
 
 #[derive(Clone, Debug)]
 pub struct ScriptPlan {
@@ -26,31 +27,6 @@ pub struct ScriptPlan {
     pub working_directory: Option<Template>,
     /// The manifest's directory, for a relative working directory.
     pub base_dir: PathBuf,
-}
-
-/// Load-time checks of a script file; the message says what is wrong and how to fix it.
-pub fn check_script(path: &Path) -> Result<(), String> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("script not found: {}", path.display()));
-        }
-        Err(e) => return Err(format!("cannot read script {}: {e}", path.display())),
-    };
-    if !meta.is_file() {
-        return Err(format!("script {} is not a regular file", path.display()));
-    }
-    let executable = meta.permissions().mode() & 0o111 != 0
-        && nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok();
-    if !executable {
-        return Err(format!(
-            "script {} is not executable (hooks run the file directly, never through a shell); \
-             fix with: chmod +x {}",
-            path.display(),
-            path.display()
-        ));
-    }
-    trust::check(path, "script", trust::running_as_root())
 }
 
 pub fn plan(
@@ -164,29 +140,13 @@ fn ended_with(status: &Status, stderr: &str) -> String {
 mod tests {
     use super::*;
     use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
 
     fn script(dir: &Path, name: &str, body: &str, mode: u32) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, body).expect("write");
         std::fs::set_permissions(&p, Permissions::from_mode(mode)).expect("chmod");
         p
-    }
-
-    #[test]
-    fn missing_non_regular_and_non_executable_are_refused() {
-        let d = tempfile::tempdir().expect("tempdir");
-        let missing = d.path().join("nope.sh");
-        assert_eq!(
-            check_script(&missing).unwrap_err(),
-            format!("script not found: {}", missing.display())
-        );
-        assert!(
-            check_script(d.path())
-                .unwrap_err()
-                .contains("is not a regular file")
-        );
-        let plain = script(d.path(), "plain.sh", "#!/bin/sh\n", 0o644);
-        assert!(check_script(&plain).unwrap_err().contains("chmod +x"));
     }
 
     #[test]
@@ -202,18 +162,26 @@ mod tests {
         let plan = ScriptPlan {
             program: s,
             args: vec![
-                Template::parse("{{ vm_name }}", super::super::template::Syntax::Vars).expect("t"),
+                Template::parse(
+                    "{{ vm_name }}",
+                    crate::manifest::hooks::template::Syntax::Vars,
+                )
+                .expect("t"),
             ],
             env: vec![(
                 "H2K_STAGE".to_owned(),
-                Template::parse("{{ stage }}", super::super::template::Syntax::Vars).expect("t"),
+                Template::parse(
+                    "{{ stage }}",
+                    crate::manifest::hooks::template::Syntax::Vars,
+                )
+                .expect("t"),
             )],
             working_directory: Some(Template::literal("work")),
             base_dir: d.path().to_owned(),
         };
         let mut ctx = Context::default();
-        ctx.set(super::super::template::Var::VmName, "a b; $(x)");
-        ctx.set(super::super::template::Var::Stage, "pre_convert");
+        ctx.set(crate::manifest::hooks::template::Var::VmName, "a b; $(x)");
+        ctx.set(crate::manifest::hooks::template::Var::Stage, "pre_convert");
         let a = attempt(&plan, Duration::from_secs(10), &ctx, &CancelToken::new());
         assert_eq!(a.verdict, Verdict::Succeeded, "{a:?}");
         assert_eq!(

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::OutputFormat;
-use crate::mapping::{InterfacePlan, MacAddr};
+use crate::manifest::domain::format_uuid;
+use crate::manifest::{MacAddr, OutputFormat};
+use crate::mapping::InterfacePlan;
 
 /// Memory for a VM whose manifest has no `vm.mem_gb` (the Python tool's `--memory` default).
 pub const DEFAULT_MEMORY_GIB: u32 = 2;
@@ -99,7 +100,7 @@ pub fn derive_uuid(identity: &str) -> String {
     b.copy_from_slice(&digest[..16]);
     b[6] = (b[6] & 0x0f) | 0x80;
     b[8] = (b[8] & 0x3f) | 0x80;
-    super::format_uuid(&b)
+    format_uuid(&b)
 }
 
 #[cfg(test)]
@@ -124,6 +125,6 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "8");
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
-        assert!(super::super::parse_uuid(&u).is_some());
+        assert!(crate::manifest::domain::parse_uuid(&u).is_some());
     }
 }

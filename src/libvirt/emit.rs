@@ -198,27 +198,18 @@ fn devices_node(plan: &DomainPlan) -> Node {
             .child(Node::new("boot").attr("order", d.boot_order.to_string()))
     });
     let interfaces = plan.interfaces.iter().map(|i| {
-        let (kind, source) = match &i.connection {
-            Connection::Bridge(b) => (
-                "bridge",
-                Some(Node::new("source").attr("bridge", b.clone())),
+        let source = match &i.connection {
+            Connection::Bridge(b) => Some(Node::new("source").attr("bridge", b.clone())),
+            Connection::Network(n) => Some(Node::new("source").attr("network", n.clone())),
+            Connection::Direct(d) => Some(
+                Node::new("source")
+                    .attr("dev", d.clone())
+                    .attr("mode", "bridge"),
             ),
-            Connection::Network(n) => (
-                "network",
-                Some(Node::new("source").attr("network", n.clone())),
-            ),
-            Connection::Direct(d) => (
-                "direct",
-                Some(
-                    Node::new("source")
-                        .attr("dev", d.clone())
-                        .attr("mode", "bridge"),
-                ),
-            ),
-            Connection::User => ("user", None),
+            Connection::User => None,
         };
         let mut n = Node::new("interface")
-            .attr("type", kind)
+            .attr("type", i.connection.kind().name())
             .child(Node::new("mac").attr("address", i.mac.to_string()));
         if let Some(s) = source {
             n = n.child(s);

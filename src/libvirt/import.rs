@@ -29,8 +29,8 @@ use super::xml::{self, Element, XmlError};
 use crate::checksum;
 use crate::config;
 use crate::exec::{self, CancelToken, Watch};
-use crate::manifest::{self, Firmware, Layers, SourceFormat};
-use crate::mapping::MacAddr;
+use crate::manifest::domain::parse_uuid;
+use crate::manifest::{self, Firmware, Layers, MacAddr, NicType, SourceFormat};
 use crate::tools::qemu_img::{ImageInfo, QemuImg};
 
 use crate::diag::Problem;
@@ -248,7 +248,7 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
         ),
     }
     if let Some(u) = root.child("uuid") {
-        match u.text().and_then(super::parse_uuid) {
+        match u.text().and_then(parse_uuid) {
             Some(uuid) => facts.uuid = Some(uuid),
             None => problem(
                 "/domain/uuid".to_owned(),
@@ -663,14 +663,14 @@ fn read_interfaces(
         let element = at(iface, &xpath);
         let kind = iface.attr("type").unwrap_or("unknown");
         let source = iface.child("source");
-        let network = match kind {
-            "network" => source.and_then(|s| s.attr("network")),
-            "bridge" => source.and_then(|s| s.attr("bridge")),
-            "direct" => source.and_then(|s| s.attr("dev")),
-            "user" => None,
-            other => {
+        let network = match NicType::from_name(kind) {
+            Some(NicType::Network) => source.and_then(|s| s.attr("network")),
+            Some(NicType::Bridge) => source.and_then(|s| s.attr("bridge")),
+            Some(NicType::Direct) => source.and_then(|s| s.attr("dev")),
+            Some(NicType::User) => None,
+            None => {
                 facts.notes.push(format!(
-                    "interface {element}: type '{other}' cannot be migrated as it is; it is left \
+                    "interface {element}: type '{kind}' cannot be migrated as it is; it is left \
                      out (add a NIC to the manifest's nics to connect one)"
                 ));
                 continue;
@@ -1069,8 +1069,8 @@ pub fn build_manifest(
     vm.insert(
         "firmware".into(),
         json!(match facts.firmware {
-            Some(Firmware::Uefi) => "uefi",
-            _ => "bios",
+            Some(Firmware::Uefi) => Firmware::Uefi,
+            _ => Firmware::Bios,
         }),
     );
     vm.insert("secureboot".into(), json!(facts.secureboot));

@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::disks::is_id;
 use crate::config::{self, ConfigError, kind_of};
-use crate::manifest::is_id;
-
 use crate::diag::{Problem, Problems, render_problems};
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];

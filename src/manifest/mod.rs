@@ -6,44 +6,53 @@
 //! `vm`, then every other section through the [`schema`] tables. All problems are collected and
 //! reported together, each with its field path, before anything is typed. Only a manifest that
 //! passes becomes a [`Manifest`]; nothing downstream reads the raw document.
+//!
+//! Each section lives in its own module with its type, its field table, its checks and their
+//! tests; this module holds the root, the layering and the order the sections are checked in.
+//! The model sits below the services: nothing here imports a runner, a planner or libvirt.
 
 pub mod batch;
+pub mod boot_test;
+pub mod disks;
+pub mod domain;
+pub mod hooks;
+pub mod mapping;
+pub mod nics;
+pub mod output;
+pub mod pipeline;
 pub mod schema;
+pub mod source;
+pub mod vm;
+pub mod warnings;
 
-use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use boot_test::BootTestSettings;
+pub use disks::{Disk, DiskType, SourceFormat, is_id, is_sha256_checksum};
+pub use domain::DomainSection;
+pub use hooks::HookSet;
+pub use mapping::{
+    ExplicitTarget, MacPolicy, NetworkMapping, NetworkTarget, PreallocateSetting, Preallocation,
+    StorageMapping,
+};
+pub use nics::{MacAddr, Nic, NicType, is_mac};
+pub use output::{Options, Output, OutputFormat, ReportOptions};
+pub use pipeline::{
+    ConvertStage, FixStage, FstabMode, InitramfsRebuild, InspectStage, Pipeline, ValidateStage,
+};
+pub use source::Source;
+pub use vm::{Firmware, Vm};
+pub use warnings::ManifestWarning;
+
 use crate::config::{self, ConfigError, kind_of};
 use crate::diag::{Problem, Problems, render_problems};
-use crate::mapping::{NetworkMapping, StorageMapping};
 use crate::profile::{self, Catalog};
+use schema::{Field, Kind, f};
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];
-pub const SOURCE_FORMATS: &[&str] = &["vmdk", "qcow2", "raw", "vhd", "vhdx", "vdi"];
-const DISK_TYPES: &[&str] = &["boot", "data", "unknown"];
-const FIRMWARES: &[&str] = &["bios", "uefi", "unknown"];
-const DISK_KEYS: &[&str] = &[
-    "id",
-    "source_format",
-    "bytes",
-    "local_path",
-    "checksum",
-    "boot_order_hint",
-    "label",
-    "disk_type",
-];
-const VM_KEYS: &[&str] = &[
-    "cpu",
-    "mem_gb",
-    "firmware",
-    "secureboot",
-    "os_hint",
-    "os_version",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -61,9 +70,8 @@ pub enum ManifestError {
     },
 }
 
-// ---------------------------------------------------------------------------------------------
-// The typed model. Defaults live here and only here.
-
+/// A validated manifest, typed. Every default is its section's `Default` (or serde default), so
+/// `--dump-config` prints what the planner will use.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -100,7 +108,7 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub description: Option<String>,
     #[serde(default)]
-    pub hooks: crate::hooks::HookSet,
+    pub hooks: HookSet,
     #[serde(default)]
     pub network_mapping: NetworkMapping,
     #[serde(default)]
@@ -108,378 +116,11 @@ pub struct Manifest {
     /// How the libvirt domain written after conversion is made.
     #[serde(default)]
     pub domain: DomainSection,
-    // Sections this build rejects when non-empty (see `schema::TOP_LEVEL`).
+    // Sections this build rejects when non-empty (see `TOP_LEVEL`).
     #[serde(default, skip_serializing)]
     pub libvirt_integration: Option<Value>,
     #[serde(default, skip_serializing)]
     pub configuration: Option<Value>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct Source {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vm_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vm_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datacenter: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub export_timestamp: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub export_method: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Firmware {
-    #[default]
-    Bios,
-    Uefi,
-    Unknown,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Vm {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mem_gb: Option<u32>,
-    #[serde(default)]
-    pub firmware: Firmware,
-    #[serde(default)]
-    pub secureboot: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub os_hint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceFormat {
-    Vmdk,
-    Qcow2,
-    Raw,
-    Vhd,
-    Vhdx,
-    Vdi,
-}
-
-impl SourceFormat {
-    /// The qemu block driver name (`-f`), which differs from the manifest name only for VHD.
-    pub fn driver(self) -> &'static str {
-        match self {
-            SourceFormat::Vmdk => "vmdk",
-            SourceFormat::Qcow2 => "qcow2",
-            SourceFormat::Raw => "raw",
-            SourceFormat::Vhd => "vpc",
-            SourceFormat::Vhdx => "vhdx",
-            SourceFormat::Vdi => "vdi",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SourceFormat::Vmdk => "vmdk",
-            SourceFormat::Qcow2 => "qcow2",
-            SourceFormat::Raw => "raw",
-            SourceFormat::Vhd => "vhd",
-            SourceFormat::Vhdx => "vhdx",
-            SourceFormat::Vdi => "vdi",
-        }
-    }
-
-    /// The manifest format for a qemu driver name.
-    pub fn from_driver(driver: &str) -> Option<Self> {
-        Some(match driver {
-            "vmdk" => SourceFormat::Vmdk,
-            "qcow2" => SourceFormat::Qcow2,
-            "raw" => SourceFormat::Raw,
-            "vpc" => SourceFormat::Vhd,
-            "vhdx" => SourceFormat::Vhdx,
-            "vdi" => SourceFormat::Vdi,
-            _ => return None,
-        })
-    }
-
-    /// Whether `qemu-img check` can examine this format (raw and vpc answer "not supported").
-    pub fn checkable(self) -> bool {
-        !matches!(self, SourceFormat::Raw | SourceFormat::Vhd)
-    }
-}
-
-impl fmt::Display for SourceFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiskType {
-    Boot,
-    Data,
-    #[default]
-    Unknown,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Disk {
-    pub id: String,
-    pub source_format: SourceFormat,
-    pub bytes: u64,
-    pub local_path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checksum: Option<String>,
-    #[serde(default = "default_boot_order_hint")]
-    pub boot_order_hint: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default)]
-    pub disk_type: DiskType,
-}
-
-fn default_boot_order_hint() -> u32 {
-    999
-}
-
-impl Disk {
-    pub fn label(&self) -> &str {
-        self.label.as_deref().unwrap_or(&self.id)
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Nic {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
-    /// The source network (port group, libvirt network, bridge or host device) that
-    /// `network_mapping.source_networks` is looked up by.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    /// How the source connected it, when known (libvirt's interface type).
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<NicType>,
-    /// The source's NIC model (e1000, vmxnet3, virtio...), kept for the record: the emitted
-    /// domain always uses virtio.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
-
-/// The libvirt interface types a migrated NIC can keep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NicType {
-    Bridge,
-    Network,
-    Direct,
-    User,
-}
-
-/// `domain`: choices about the libvirt domain XML written after a conversion.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DomainSection {
-    /// Reuse `source.uuid` as the domain's UUID instead of deriving a new one. Only for a VM
-    /// whose original will not run on the same libvirt host (libvirt refuses a second domain
-    /// with the same UUID) and whose guest software is tied to the UUID.
-    pub preserve_uuid: bool,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManifestWarning {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Pipeline {
-    pub inspect: InspectStage,
-    pub fix: FixStage,
-    pub convert: ConvertStage,
-    pub validate: ValidateStage,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InspectStage {
-    pub enabled: bool,
-    pub collect_guest_info: bool,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FstabMode {
-    #[default]
-    StabilizeAll,
-    BypathOnly,
-    Noop,
-}
-
-/// When `regen_initramfs` rebuilds an image: `auto` when it lacks the virtio drivers or the
-/// repairs changed a file it carries a copy of, `always` for every kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InitramfsRebuild {
-    #[default]
-    Auto,
-    Always,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FixStage {
-    pub enabled: bool,
-    pub backup: bool,
-    pub update_grub: bool,
-    pub regen_initramfs: bool,
-    pub initramfs_rebuild: InitramfsRebuild,
-    pub fstab_mode: FstabMode,
-    pub remove_vmware_tools: bool,
-    pub print_fstab: bool,
-    /// Remove MAC pinning from the guest's network configuration.
-    pub network: bool,
-}
-
-impl Default for FixStage {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            backup: true,
-            update_grub: true,
-            regen_initramfs: true,
-            initramfs_rebuild: InitramfsRebuild::Auto,
-            fstab_mode: FstabMode::StabilizeAll,
-            remove_vmware_tools: false,
-            print_fstab: false,
-            network: true,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConvertStage {
-    pub enabled: bool,
-    pub compress: bool,
-    pub compress_level: u8,
-    /// Run `qemu-img check` on the source before converting, when inspect has not already.
-    pub check_image_integrity: bool,
-}
-
-impl Default for ConvertStage {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            compress: false,
-            compress_level: 6,
-            check_image_integrity: true,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ValidateStage {
-    pub enabled: bool,
-    /// Compare the output's content with the source (`qemu-img compare`).
-    pub check_image_integrity: bool,
-    /// Boot the outputs once and read the serial console.
-    pub boot_test: crate::boot_test::BootTestSettings,
-}
-
-impl Default for ValidateStage {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            check_image_integrity: true,
-            boot_test: crate::boot_test::BootTestSettings::default(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    #[default]
-    Qcow2,
-    Raw,
-    Vdi,
-}
-
-impl OutputFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            OutputFormat::Qcow2 => "qcow2",
-            OutputFormat::Raw => "raw",
-            OutputFormat::Vdi => "vdi",
-        }
-    }
-}
-
-impl fmt::Display for OutputFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Output {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub directory: Option<String>,
-    pub format: OutputFormat,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Options {
-    pub dry_run: bool,
-    pub verbose: u8,
-    pub report: ReportOptions,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            dry_run: false,
-            verbose: 1,
-            report: ReportOptions::default(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReportOptions {
-    pub enabled: bool,
-    pub path: String,
-}
-
-impl Default for ReportOptions {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            path: "report.json".to_owned(),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -633,9 +274,35 @@ fn check_profile_overrides(po: &Map<String, Value>, problems: &mut Problems) -> 
 }
 
 /// Validates a merged manifest document; `dir` resolves relative disk paths.
+/// Validates a merged manifest document; `dir` resolves relative disk paths.
 pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
-    // 1. Version.
-    match doc.get("manifest_version") {
+    // The order of these checks is the order problems are reported in.
+    check_version(doc.get("manifest_version"), problems);
+    if doc.contains_key("custom_profile_path") && doc.contains_key("profiles_directory") {
+        problems.push(
+            "profiles_directory",
+            "custom_profile_path and profiles_directory name the same setting; keep one",
+        );
+    }
+    disks::check(doc.get("disks"), dir, problems);
+    if let Some(vm) = doc.get("vm") {
+        vm::check(vm, problems);
+    }
+    schema::check_object("", doc, TOP_LEVEL, HAND_CHECKED, problems);
+    // Hooks: structure, templates and script files, so a bad hook stops the run before any disk
+    // is touched.
+    hooks::parse(doc.get("hooks"), Some(dir), problems);
+    source::check(doc.get("source"), problems);
+    mapping::check_disk_mapping_ids(doc, problems);
+    domain::check_preserve_uuid(doc, problems);
+    if let Some(Value::Array(nics)) = doc.get("nics") {
+        nics::check(nics, problems);
+    }
+    output::check_filename(doc, problems);
+}
+
+fn check_version(version: Option<&Value>, problems: &mut Problems) {
+    match version {
         None => problems.push(
             "manifest_version",
             "Missing required field: manifest_version. This is an Artifact Manifest v1. \
@@ -662,327 +329,46 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
             );
         }
     }
-    if doc.contains_key("custom_profile_path") && doc.contains_key("profiles_directory") {
-        problems.push(
-            "profiles_directory",
-            "custom_profile_path and profiles_directory name the same setting; keep one",
-        );
-    }
+}
 
-    // 2. Disks.
-    match doc.get("disks") {
-        None => problems.push(
-            "disks",
-            "Missing required field: disks[]. Artifact Manifest v1 requires at least one disk.",
+/// Top-level keys checked by hand (their messages are upstream's) or by their own parser.
+const HAND_CHECKED: &[&str] = &["manifest_version", "disks", "vm", "hooks"];
+
+/// Every top-level manifest key other than those in [`HAND_CHECKED`].
+pub const TOP_LEVEL: &[Field] = &[
+    f("source", Kind::FreeObject),
+    f("nics", Kind::ObjectList(nics::NIC)),
+    f("notes", Kind::StrList),
+    f("warnings", Kind::ObjectList(warnings::WARNING)),
+    f("metadata", Kind::FreeObject),
+    f("pipeline", Kind::Object(pipeline::PIPELINE)),
+    f("output", Kind::Object(output::OUTPUT)),
+    f("options", Kind::Object(output::OPTIONS)),
+    f("profile", Kind::Str),
+    f("profile_overrides", Kind::FreeObject),
+    f("custom_profile_path", Kind::Str),
+    f("profiles_directory", Kind::Str),
+    f("description", Kind::Str),
+    f(
+        "network_mapping",
+        Kind::Check(mapping::check_network_mapping),
+    ),
+    f(
+        "storage_mapping",
+        Kind::Check(mapping::check_storage_mapping),
+    ),
+    f("domain", Kind::Object(domain::DOMAIN)),
+    f(
+        "libvirt_integration",
+        Kind::Unsupported("libvirt_integration is not supported by this version of hyper2kvm yet"),
+    ),
+    f(
+        "configuration",
+        Kind::Unsupported(
+            "configuration (guest injection) is not supported by this version of hyper2kvm yet",
         ),
-        Some(Value::Array(disks)) if disks.is_empty() => {
-            problems.push("disks", "Field 'disks' must contain at least one disk")
-        }
-        Some(Value::Array(disks)) => validate_disks(disks, dir, problems),
-        Some(_) => problems.push("disks", "Field 'disks' must be an array"),
-    }
-
-    // 3. VM.
-    if let Some(vm) = doc.get("vm") {
-        validate_vm(vm, problems);
-    }
-
-    // 4. Everything else.
-    schema::check_object(
-        "",
-        doc,
-        schema::TOP_LEVEL,
-        &["manifest_version", "disks", "vm", "hooks"],
-        problems,
-    );
-    // Hooks: structure, templates and script files, so a bad hook stops the run before any disk
-    // is touched.
-    crate::hooks::spec::parse(doc.get("hooks"), Some(dir), problems);
-    if let Some(Value::Object(source)) = doc.get("source") {
-        for key in schema::SOURCE_STRINGS {
-            if let Some(v) = source.get(*key)
-                && !v.is_string()
-                && !v.is_null()
-            {
-                schema::check_value(&format!("source.{key}"), v, &schema::Kind::Str, problems);
-            }
-        }
-    }
-    crate::mapping::check_disk_mapping_ids(doc, problems);
-    check_preserve_uuid(doc, problems);
-    if let Some(Value::Array(nics)) = doc.get("nics") {
-        crate::mapping::check_nics(nics, problems);
-    }
-    if let Some(Value::Array(nics)) = doc.get("nics") {
-        for (i, nic) in nics.iter().enumerate() {
-            if let Some(mac) = nic.get("mac").and_then(Value::as_str)
-                && !is_mac(mac)
-            {
-                problems.push(
-                    &format!("nics[{i}].mac"),
-                    format!(
-                        "nics[{i}].mac must be a MAC address like 00:50:56:aa:bb:cc (got: '{mac}')"
-                    ),
-                );
-            }
-        }
-    }
-    if let Some(disks) = doc.get("disks").and_then(Value::as_array)
-        && disks.len() > 1
-        && doc
-            .get("output")
-            .and_then(|o| o.get("filename"))
-            .is_some_and(|f| !f.is_null())
-    {
-        problems.push(
-            "output.filename",
-            "output.filename names one output file, but the manifest has several disks; \
-             remove it (outputs are named <disk id>.<format>)",
-        );
-    }
-}
-
-/// `domain.preserve_uuid` needs a UUID to preserve.
-fn check_preserve_uuid(doc: &Map<String, Value>, problems: &mut Problems) {
-    let wanted = doc
-        .get("domain")
-        .and_then(|d| d.get("preserve_uuid"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if !wanted {
-        return;
-    }
-    match doc.get("source").and_then(|s| s.get("uuid")) {
-        None | Some(Value::Null) => problems.push(
-            "domain.preserve_uuid",
-            "domain.preserve_uuid is true but source.uuid is not set; add the source VM's UUID \
-             as source.uuid, or remove domain.preserve_uuid",
-        ),
-        Some(u) if u.as_str().and_then(crate::libvirt::parse_uuid).is_none() => problems.push(
-            "source.uuid",
-            format!(
-                "source.uuid must be a UUID like 6b3c2a4e-1f0d-4c3a-9b2e-0123456789ab (got {u})"
-            ),
-        ),
-        Some(_) => {}
-    }
-}
-
-fn validate_disks(disks: &[Value], dir: &Path, problems: &mut Problems) {
-    let mut seen_ids = HashSet::new();
-    for (i, disk) in disks.iter().enumerate() {
-        let p = |field: &str| format!("disks[{i}].{field}");
-        let Some(d) = disk.as_object() else {
-            problems.push(
-                &format!("disks[{i}]"),
-                format!("disks[{i}] must be an object"),
-            );
-            continue;
-        };
-        for field in ["id", "source_format", "bytes", "local_path"] {
-            if !d.contains_key(field) {
-                problems.push(&p(field), format!("disks[{i}].{field} is required"));
-            }
-        }
-        if let Some(id) = d.get("id") {
-            match id.as_str() {
-                Some(id) => {
-                    if !seen_ids.insert(id.to_owned()) {
-                        problems.push(&p("id"), format!("Duplicate disk ID: {id}"));
-                    } else if !is_id(id) {
-                        problems.push(
-                            &p("id"),
-                            format!(
-                                "disks[{i}].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: '{id}')"
-                            ),
-                        );
-                    }
-                }
-                None => problems.push(
-                    &p("id"),
-                    format!("disks[{i}].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: {id})"),
-                ),
-            }
-        }
-        if let Some(fmt) = d.get("source_format") {
-            match fmt.as_str() {
-                Some(s) if SOURCE_FORMATS.contains(&s) => {}
-                _ => {
-                    let shown = fmt
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| fmt.to_string());
-                    let hint = fmt
-                        .as_str()
-                        .and_then(|s| crate::diag::suggest(s, SOURCE_FORMATS))
-                        .map(|s| format!(" (did you mean '{s}'?)"))
-                        .unwrap_or_default();
-                    problems.push(
-                        &p("source_format"),
-                        format!(
-                            "disks[{i}].source_format unsupported: {shown}. Supported: {}{hint}",
-                            py_list(SOURCE_FORMATS)
-                        ),
-                    );
-                }
-            }
-        }
-        if let Some(bytes) = d.get("bytes")
-            && bytes.as_u64().is_none()
-        {
-            problems.push(
-                &p("bytes"),
-                format!("disks[{i}].bytes must be a non-negative integer (got: {bytes})"),
-            );
-        }
-        if let Some(lp) = d.get("local_path") {
-            match lp.as_str() {
-                Some(s) => {
-                    let resolved = config::resolve_relative(dir, s);
-                    match std::fs::metadata(&resolved) {
-                        Err(_) => problems.push(
-                            &p("local_path"),
-                            format!("disks[{i}].local_path not found: {}", resolved.display()),
-                        ),
-                        Ok(m) if m.is_dir() => problems.push(
-                            &p("local_path"),
-                            format!(
-                                "disks[{i}].local_path is a directory, expected a disk image file: {}",
-                                resolved.display()
-                            ),
-                        ),
-                        Ok(_) => {}
-                    }
-                }
-                None => problems.push(
-                    &p("local_path"),
-                    format!(
-                        "disks[{i}].local_path must be a string path (got {})",
-                        kind_of(lp)
-                    ),
-                ),
-            }
-        }
-        if let Some(sum) = d.get("checksum") {
-            let ok = sum.as_str().is_some_and(is_sha256_checksum);
-            if !ok {
-                let shown = sum
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| sum.to_string());
-                problems.push(
-                    &p("checksum"),
-                    format!(
-                        "disks[{i}].checksum must match format: sha256:<hexdigest> (got: '{shown}')"
-                    ),
-                );
-            }
-        }
-        if let Some(h) = d.get("boot_order_hint")
-            && h.as_u64().is_none_or(|n| n > u64::from(u32::MAX))
-        {
-            problems.push(
-                &p("boot_order_hint"),
-                format!("disks[{i}].boot_order_hint must be a non-negative integer"),
-            );
-        }
-        if let Some(l) = d.get("label")
-            && !l.is_string()
-        {
-            schema::check_value(&p("label"), l, &schema::Kind::Str, problems);
-        }
-        if let Some(t) = d.get("disk_type")
-            && !t.as_str().is_some_and(|s| DISK_TYPES.contains(&s))
-        {
-            problems.push(
-                &p("disk_type"),
-                format!("disks[{i}].disk_type must be one of: boot, data, unknown"),
-            );
-        }
-        problems.unknown_keys(&format!("disks[{i}]"), d, DISK_KEYS);
-    }
-}
-
-fn validate_vm(vm: &Value, problems: &mut Problems) {
-    let Some(vm) = vm.as_object() else {
-        problems.push("vm", "Field 'vm' must be an object");
-        return;
-    };
-    if let Some(fw) = vm.get("firmware")
-        && !fw.as_str().is_some_and(|s| FIRMWARES.contains(&s))
-    {
-        let shown = fw
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| fw.to_string());
-        problems.push(
-            "vm.firmware",
-            format!("vm.firmware must be one of: bios, uefi, unknown (got: '{shown}')"),
-        );
-    }
-    if let Some(sb) = vm.get("secureboot")
-        && !sb.is_boolean()
-    {
-        problems.push("vm.secureboot", "vm.secureboot must be a boolean");
-    }
-    for key in ["cpu", "mem_gb"] {
-        if let Some(v) = vm.get(key)
-            && !v
-                .as_u64()
-                .is_some_and(|n| n >= 1 && n <= u64::from(u32::MAX))
-        {
-            problems.push(
-                &format!("vm.{key}"),
-                format!("vm.{key} must be an integer >= 1"),
-            );
-        }
-    }
-    for key in ["os_hint", "os_version"] {
-        if let Some(v) = vm.get(key)
-            && !v.is_string()
-            && !v.is_null()
-        {
-            schema::check_value(&format!("vm.{key}"), v, &schema::Kind::Str, problems);
-        }
-    }
-    problems.unknown_keys("vm", vm, VM_KEYS);
-}
-
-/// Formats a list the way upstream's Python messages do: `['a', 'b']`.
-fn py_list(items: &[&str]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("'{s}'")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-/// `^[a-zA-Z0-9_-]+$`
-pub fn is_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// `^sha256:[a-f0-9]{64}$`
-pub fn is_sha256_checksum(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
-/// `^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$`
-pub fn is_mac(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 17
-        && b.iter().enumerate().all(|(i, c)| {
-            if i % 3 == 2 {
-                *c == b':' || *c == b'-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
-}
+    ),
+];
 
 #[cfg(test)]
 mod tests;

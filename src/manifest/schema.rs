@@ -1,15 +1,16 @@
 //! A small table-driven checker for the manifest sections that upstream leaves unchecked.
 //!
-//! Each section is a table of [`Field`]s; [`check_object`] reports unknown keys (with the nearest
-//! valid key), wrong types and out-of-range values, every problem at once, each with its field
-//! path. The upstream-compatible checks for `manifest_version`, `disks` and `vm` are hand-written
-//! in the parent module because their messages and order are part of the interface.
+//! A section is a table of [`Field`]s, kept in the section's own module beside its type;
+//! [`check_object`] reports unknown keys (with the nearest valid key), wrong types and
+//! out-of-range values, every problem at once, each with its field path. The checker knows no
+//! section: what a table cannot say is a [`Kind::Check`] function, or a hand-written check in the
+//! section's module (`manifest_version`, `disks` and `vm`, whose messages and order are
+//! upstream's).
 
 use serde_json::{Map, Value};
 
 use crate::config::kind_of;
-use crate::diag::Problems;
-use crate::diag::suggest;
+use crate::diag::{Problems, join, suggest};
 
 pub enum Kind {
     Bool,
@@ -29,9 +30,11 @@ pub enum Kind {
     StrMap,
     StrList,
     ObjectList(&'static [Field]),
-    /// A regular expression (checked by compiling it); `nullable`: null means unset.
+    /// A regular expression; `check` says what is wrong with one (so the section decides which
+    /// regex rules apply), `nullable`: null means unset.
     Regex {
         nullable: bool,
+        check: fn(&str) -> Result<(), String>,
     },
     /// A section this build does not implement: only an empty value (or `enabled: false`) passes.
     Unsupported(&'static str),
@@ -44,145 +47,9 @@ pub struct Field {
     pub kind: Kind,
 }
 
-const fn f(name: &'static str, kind: Kind) -> Field {
+/// A table row; short, because the tables are long.
+pub const fn f(name: &'static str, kind: Kind) -> Field {
     Field { name, kind }
-}
-
-pub const FSTAB_MODES: &[&str] = &["stabilize-all", "bypath-only", "noop"];
-pub const INITRAMFS_REBUILDS: &[&str] = &["auto", "always"];
-pub const OUTPUT_FORMATS: &[&str] = &["qcow2", "raw", "vdi"];
-
-const INSPECT: &[Field] = &[
-    f("enabled", Kind::Bool),
-    f("collect_guest_info", Kind::Bool),
-];
-const FIX: &[Field] = &[
-    f("enabled", Kind::Bool),
-    f("backup", Kind::Bool),
-    f("update_grub", Kind::Bool),
-    f("regen_initramfs", Kind::Bool),
-    f("initramfs_rebuild", Kind::Enum(INITRAMFS_REBUILDS)),
-    f("fstab_mode", Kind::Enum(FSTAB_MODES)),
-    f("remove_vmware_tools", Kind::Bool),
-    f("print_fstab", Kind::Bool),
-    f("network", Kind::Bool),
-];
-const CONVERT: &[Field] = &[
-    f("enabled", Kind::Bool),
-    f("compress", Kind::Bool),
-    f("compress_level", Kind::Int { min: 1, max: 9 }),
-    f("check_image_integrity", Kind::Bool),
-];
-const BOOT_TEST: &[Field] = &[
-    f("enabled", Kind::Bool),
-    f(
-        "timeout",
-        Kind::Int {
-            min: 1,
-            max: 86_400,
-        },
-    ),
-    f("success_pattern", Kind::Regex { nullable: false }),
-    f("failure_pattern", Kind::Regex { nullable: true }),
-    f(
-        "memory_mb",
-        Kind::Int {
-            min: 128,
-            max: 1_048_576,
-        },
-    ),
-    f("cpus", Kind::Int { min: 1, max: 64 }),
-];
-const VALIDATE: &[Field] = &[
-    f("enabled", Kind::Bool),
-    f("check_image_integrity", Kind::Bool),
-    f("boot_test", Kind::Object(BOOT_TEST)),
-];
-pub const PIPELINE: &[Field] = &[
-    f("inspect", Kind::Object(INSPECT)),
-    f("fix", Kind::Object(FIX)),
-    f("convert", Kind::Object(CONVERT)),
-    f("validate", Kind::Object(VALIDATE)),
-];
-const OUTPUT: &[Field] = &[
-    f("directory", Kind::Str),
-    f("format", Kind::Enum(OUTPUT_FORMATS)),
-    f("filename", Kind::Str),
-];
-const REPORT: &[Field] = &[f("enabled", Kind::Bool), f("path", Kind::RequiredStr)];
-const OPTIONS: &[Field] = &[
-    f("dry_run", Kind::Bool),
-    f("verbose", Kind::Int { min: 0, max: 3 }),
-    f("report", Kind::Object(REPORT)),
-];
-pub const NIC_TYPES: &[&str] = &["bridge", "network", "direct", "user"];
-const NIC: &[Field] = &[
-    f("id", Kind::Str),
-    f("mac", Kind::Str),
-    f("network", Kind::Str),
-    f("type", Kind::Enum(NIC_TYPES)),
-    f("model", Kind::Str),
-];
-const DOMAIN: &[Field] = &[f("preserve_uuid", Kind::Bool)];
-const WARNING: &[Field] = &[
-    f("stage", Kind::Str),
-    f("message", Kind::Str),
-    f("timestamp", Kind::Str),
-];
-
-/// Every top-level manifest key other than `manifest_version`, `disks` and `vm` (checked by hand).
-pub const TOP_LEVEL: &[Field] = &[
-    f("source", Kind::FreeObject),
-    f("nics", Kind::ObjectList(NIC)),
-    f("notes", Kind::StrList),
-    f("warnings", Kind::ObjectList(WARNING)),
-    f("metadata", Kind::FreeObject),
-    f("pipeline", Kind::Object(PIPELINE)),
-    f("output", Kind::Object(OUTPUT)),
-    f("options", Kind::Object(OPTIONS)),
-    f("profile", Kind::Str),
-    f("profile_overrides", Kind::FreeObject),
-    f("custom_profile_path", Kind::Str),
-    f("profiles_directory", Kind::Str),
-    f("description", Kind::Str),
-    f(
-        "network_mapping",
-        Kind::Check(crate::mapping::check_network_mapping),
-    ),
-    f(
-        "storage_mapping",
-        Kind::Check(crate::mapping::check_storage_mapping),
-    ),
-    f("domain", Kind::Object(DOMAIN)),
-    f(
-        "libvirt_integration",
-        Kind::Unsupported("libvirt_integration is not supported by this version of hyper2kvm yet"),
-    ),
-    f(
-        "configuration",
-        Kind::Unsupported(
-            "configuration (guest injection) is not supported by this version of hyper2kvm yet",
-        ),
-    ),
-];
-
-/// Source keys upstream knows; others are allowed (the schema says `additionalProperties: true`)
-/// but must still be scalars or mappings the user owns.
-pub const SOURCE_STRINGS: &[&str] = &[
-    "provider",
-    "vm_id",
-    "vm_name",
-    "datacenter",
-    "export_timestamp",
-    "export_method",
-];
-
-pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
 }
 
 /// Checks `map` against `fields`, skipping the keys in `handled` (checked elsewhere).
@@ -299,9 +166,9 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
             None => wrong(problems, "a list"),
         },
         Kind::Check(check) => check(path, value, problems),
-        Kind::Regex { nullable } => match value.as_str() {
+        Kind::Regex { nullable, check } => match value.as_str() {
             Some(pattern) => {
-                if let Err(why) = crate::boot_test::check_pattern(pattern) {
+                if let Err(why) = check(pattern) {
                     problems.push(path, format!("{path} {why}"));
                 }
             }

@@ -156,7 +156,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
     let mut errors = Vec::new();
     let mut status = VmStatus::Succeeded;
 
-    for stage in Stage::ALL {
+    for &stage in Stage::ALL {
         if !planned(plan, stage) {
             continue;
         }

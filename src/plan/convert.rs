@@ -4,8 +4,7 @@
 
 use crate::diag::Problems;
 use crate::exec::{self, Watch};
-use crate::manifest::{Manifest, OutputFormat};
-use crate::mapping::Preallocation;
+use crate::manifest::{Manifest, OutputFormat, Preallocation};
 use crate::tools::qemu_img::{Compression, QemuImg};
 
 #[derive(Clone, Debug)]

@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::VmPlan;
-use super::disks::disk_type_name;
 use crate::libvirt::domain::{DomainPlan, FirmwarePlan, UuidOrigin};
 use crate::mapping::MacOrigin;
 use crate::tools::qemu_img::Aio;
@@ -71,7 +70,7 @@ impl VmPlan {
                 s,
                 "  disk {} ({}, {}, {} bytes): {}",
                 d.id,
-                disk_type_name(d.disk_type),
+                d.disk_type,
                 d.declared,
                 d.expected_bytes,
                 d.source.display()

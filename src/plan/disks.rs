@@ -206,11 +206,3 @@ fn check_dir_writable(dir: &Path) -> Result<(), String> {
         )
     })
 }
-
-pub fn disk_type_name(t: DiskType) -> &'static str {
-    match t {
-        DiskType::Boot => "boot",
-        DiskType::Data => "data",
-        DiskType::Unknown => "unknown",
-    }
-}

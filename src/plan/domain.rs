@@ -15,8 +15,8 @@ use crate::libvirt::domain::{
     DEFAULT_MEMORY_GIB, DEFAULT_VCPUS, DomainDisk, DomainPlan, FirmwarePlan, UuidOrigin,
     derive_uuid, disk_letters,
 };
-use crate::manifest::{Firmware, Manifest, Nic, NicType, OutputFormat};
-use crate::mapping::{self, MacAddr};
+use crate::manifest::{Firmware, MacAddr, Manifest, Nic, NicType, OutputFormat};
+use crate::mapping;
 use crate::tools::ovmf;
 
 /// What the planner knows when it plans the domain.
@@ -93,7 +93,7 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
     let source_uuid = m.source.extra.get("uuid").and_then(Value::as_str);
     let (uuid, uuid_origin) = match (
         m.domain.preserve_uuid,
-        source_uuid.and_then(crate::libvirt::parse_uuid),
+        source_uuid.and_then(crate::manifest::domain::parse_uuid),
     ) {
         (true, Some(u)) => (u, UuidOrigin::Preserved),
         _ => (derive_uuid(&identity), UuidOrigin::Derived),
@@ -233,13 +233,7 @@ fn nics_of(m: &Manifest) -> (Vec<Nic>, Vec<String>, Vec<Problem>) {
             });
             continue;
         }
-        let kind = match text("type").as_deref() {
-            Some("bridge") => Some(NicType::Bridge),
-            Some("network") => Some(NicType::Network),
-            Some("direct") => Some(NicType::Direct),
-            Some("user") => Some(NicType::User),
-            _ => None,
-        };
+        let kind = text("type").as_deref().and_then(NicType::from_name);
         nics.push(Nic {
             id: Some(format!("net{i}")),
             mac,

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::VmReport;
+use crate::manifest::MacAddr;
 use crate::manifest::batch::BatchManifest;
-use crate::mapping::MacAddr;
 use crate::units::round2;
 
 /// What happened to one VM of a batch.

@@ -6,6 +6,15 @@
 //! error in every templated string. With the manifest's directory it also checks script files:
 //! present, regular, executable, and (as root) not writable by others. Python modules and `${NAME}`
 //! environment references are checked when planning (they need python3 and the environment).
+//!
+//! What the checks need lives beside them: the retry policy ([`retry`]), the templates and their
+//! variables ([`template`], parsed here so a typo in `{{ vm_name }}` is found at load time), and
+//! the script file checks ([`trust`]). The runner in [`crate::hooks`] plans and runs these specs
+//! and uses the same modules.
+
+pub mod retry;
+pub mod template;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,20 +23,19 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use super::retry::{Backoff, MAX_DELAY_SECONDS, MAX_RETRIES, RetryPolicy};
-use super::template::{JsonTemplate, Syntax, Template, TemplateError};
 use crate::config::{self, kind_of};
+use crate::diag::{Problems, suggest};
+use crate::spelling::spelled_enum;
 use crate::stage::HookStage;
-
-use crate::diag::Problems;
-use crate::diag::suggest;
+pub use retry::{Backoff, RetryPolicy};
+use retry::{MAX_DELAY_SECONDS, MAX_RETRIES};
+use template::{JsonTemplate, Syntax, Template, TemplateError};
 
 /// Upstream's default: five minutes.
 pub const DEFAULT_TIMEOUT_SECONDS: f64 = 300.0;
 /// A week: longer is certainly a typo, and keeps the seconds within what a timer can hold.
 pub const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
-pub const HOOK_TYPES: &[&str] = &["script", "python", "http"];
 const COMMON_KEYS: &[&str] = &["type", "timeout", "continue_on_error", "retry"];
 const SCRIPT_KEYS: &[&str] = &["path", "args", "env", "working_directory"];
 const PYTHON_KEYS: &[&str] = &["module", "function", "args"];
@@ -62,8 +70,17 @@ pub struct HookSpec {
     pub retry: RetryPolicy,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+spelled_enum! {
+    /// A hook's `type`: what kind of code it runs.
+    pub enum HookType {
+        Script = "script",
+        Python = "python",
+        Http = "http",
+    }
+}
+
+/// What a hook does; serialized with its [`HookType`] as `type`, beside the fields of its kind.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     Script(ScriptSpec),
     Python(PythonSpec),
@@ -71,11 +88,34 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn type_name(&self) -> &'static str {
+    pub fn kind(&self) -> HookType {
         match self {
-            Action::Script(_) => "script",
-            Action::Python(_) => "python",
-            Action::Http(_) => "http",
+            Action::Script(_) => HookType::Script,
+            Action::Python(_) => HookType::Python,
+            Action::Http(_) => HookType::Http,
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        self.kind().name()
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The tag comes from HookType, so the name serde writes is the name parsing accepts.
+        #[derive(Serialize)]
+        struct Tagged<'a, T> {
+            #[serde(rename = "type")]
+            kind: HookType,
+            #[serde(flatten)]
+            spec: &'a T,
+        }
+        let kind = self.kind();
+        match self {
+            Action::Script(spec) => Tagged { kind, spec }.serialize(s),
+            Action::Python(spec) => Tagged { kind, spec }.serialize(s),
+            Action::Http(spec) => Tagged { kind, spec }.serialize(s),
         }
     }
 }
@@ -98,38 +138,14 @@ pub struct PythonSpec {
     pub args: JsonTemplate,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Method {
-    Get,
-    Post,
-    Put,
-    Patch,
-    Delete,
-}
-
-impl Method {
-    pub const NAMES: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Method> {
-        match name {
-            "GET" => Some(Method::Get),
-            "POST" => Some(Method::Post),
-            "PUT" => Some(Method::Put),
-            "PATCH" => Some(Method::Patch),
-            "DELETE" => Some(Method::Delete),
-            _ => None,
-        }
+spelled_enum! {
+    /// An HTTP hook's `method` (any case in the manifest; written upper-case).
+    pub enum Method {
+        Get = "GET",
+        Post = "POST",
+        Put = "PUT",
+        Patch = "PATCH",
+        Delete = "DELETE",
     }
 }
 
@@ -237,11 +253,11 @@ pub fn parse(value: Option<&Value>, dir: Option<&Path>, problems: &mut Problems)
 }
 
 fn unknown_stage(key: &str) -> String {
-    let names = HookStage::names();
+    let names = HookStage::NAMES;
     let hint = if key == "pre_validate" {
         " (there is no pre_validate stage: post_convert hooks run right before validate)".to_owned()
     } else {
-        suggest(key, &names)
+        suggest(key, names)
             .map(|s| format!(" (did you mean '{s}'?)"))
             .unwrap_or_default()
     };
@@ -261,7 +277,8 @@ fn parse_hook(
         problems.push(
             path,
             format!(
-                "{path} must be a mapping with a 'type' (script, python or http) (got {})",
+                "{path} must be a mapping with a 'type' ({}) (got {})",
+                or_list(HookType::NAMES),
                 kind_of(item)
             ),
         );
@@ -271,41 +288,46 @@ fn parse_hook(
         None | Some(Value::Null) => {
             problems.push(
                 path,
-                "Hook configuration must have 'type' field (script, python or http)",
+                format!(
+                    "Hook configuration must have 'type' field ({})",
+                    or_list(HookType::NAMES)
+                ),
             );
             return None;
         }
         Some(Value::String(t)) => {
             let lower = t.to_ascii_lowercase();
-            if !HOOK_TYPES.contains(&lower.as_str()) {
-                let hint = suggest(&lower, HOOK_TYPES)
+            let Some(kind) = HookType::from_name(&lower) else {
+                let hint = suggest(&lower, HookType::NAMES)
                     .map(|s| format!(" (did you mean '{s}'?)"))
                     .unwrap_or_default();
                 problems.push(
                     &format!("{path}.type"),
                     format!(
-                        "{path}.type: Unknown hook type: {t}. Supported types: script, python, http{hint}"
+                        "{path}.type: Unknown hook type: {t}. Supported types: {}{hint}",
+                        HookType::NAMES.join(", ")
                     ),
                 );
                 return None;
-            }
-            lower
+            };
+            kind
         }
         Some(other) => {
             problems.push(
                 &format!("{path}.type"),
                 format!(
-                    "{path}.type must be one of: script, python, http (got {}: {other})",
+                    "{path}.type must be one of: {} (got {}: {other})",
+                    HookType::NAMES.join(", "),
                     kind_of(other)
                 ),
             );
             return None;
         }
     };
-    let own_keys = match kind.as_str() {
-        "script" => SCRIPT_KEYS,
-        "python" => PYTHON_KEYS,
-        _ => HTTP_KEYS,
+    let own_keys = match kind {
+        HookType::Script => SCRIPT_KEYS,
+        HookType::Python => PYTHON_KEYS,
+        HookType::Http => HTTP_KEYS,
     };
     let before = problems.0.len();
     for key in obj.keys() {
@@ -349,10 +371,10 @@ fn parse_hook(
         }
     };
     let retry = parse_retry(obj.get("retry"), &format!("{path}.retry"), problems);
-    let action = match kind.as_str() {
-        "script" => parse_script(obj, path, dir, problems).map(Action::Script),
-        "python" => parse_python(obj, path, problems).map(Action::Python),
-        _ => parse_http(obj, path, problems).map(Action::Http),
+    let action = match kind {
+        HookType::Script => parse_script(obj, path, dir, problems).map(Action::Script),
+        HookType::Python => parse_python(obj, path, problems).map(Action::Python),
+        HookType::Http => parse_http(obj, path, problems).map(Action::Http),
     };
     if problems.0.len() > before {
         return None;
@@ -457,6 +479,14 @@ fn parse_retry(value: Option<&Value>, path: &str, problems: &mut Problems) -> Re
     policy
 }
 
+/// `a, b or c`: upstream's wording for the hook types.
+fn or_list(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(", "),
+    }
+}
+
 /// Adds each template error as a problem at `path`.
 fn template(text: &str, syntax: Syntax, path: &str, problems: &mut Problems) -> Option<Template> {
     match Template::parse(text, syntax) {
@@ -524,7 +554,7 @@ fn parse_script(
         problems,
     );
     if let (Some(script), Some(dir)) = (script, dir)
-        && let Err(message) = super::script::check_script(&config::resolve_relative(dir, script))
+        && let Err(message) = trust::check_script(&config::resolve_relative(dir, script))
     {
         problems.push(&format!("{path}.path"), message);
     }
@@ -719,8 +749,8 @@ fn parse_http(obj: &Map<String, Value>, path: &str, problems: &mut Problems) -> 
         }
         let t = template(u, Syntax::Vars, &url_path, problems)?;
         // Every variable as a plain word: what remains must already be a valid URL.
-        let mut sample = super::template::Context::default();
-        for v in super::template::Var::ALL {
+        let mut sample = template::Context::default();
+        for &v in template::Var::ALL {
             sample.set(v, "x");
         }
         if let Err(e) = reqwest::Url::parse(&t.render_url(&sample)) {

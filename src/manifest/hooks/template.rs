@@ -7,88 +7,41 @@
 //! named `{{ stage }}` or `$(reboot)` stays exactly that text. Header values may also name an
 //! environment variable as `${NAME}` (tokens stay out of manifests); those are resolved once at
 //! plan time and never shown.
+//!
+//! Rendering lives here beside the parser, although only the runner renders: what a substituted
+//! value can and cannot do is part of what a template means.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::diag::suggest;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-/// Every variable a template may name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Var {
-    Stage,
-    Timestamp,
-    TimestampIso,
-    VmName,
-    VmId,
-    SourcePath,
-    SourceDir,
-    SourceFilename,
-    OutputPath,
-    OutputDir,
-    OutputFilename,
-    OutputDirectory,
-    OutputFormat,
-    ManifestPath,
-    BatchId,
-    User,
-    Hostname,
-    Pwd,
-}
+use crate::diag::suggest;
+use crate::spelling::spelled_enum;
 
-impl Var {
-    pub const ALL: [Var; 18] = [
-        Var::Stage,
-        Var::Timestamp,
-        Var::TimestampIso,
-        Var::VmName,
-        Var::VmId,
-        Var::SourcePath,
-        Var::SourceDir,
-        Var::SourceFilename,
-        Var::OutputPath,
-        Var::OutputDir,
-        Var::OutputFilename,
-        Var::OutputDirectory,
-        Var::OutputFormat,
-        Var::ManifestPath,
-        Var::BatchId,
-        Var::User,
-        Var::Hostname,
-        Var::Pwd,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Var::Stage => "stage",
-            Var::Timestamp => "timestamp",
-            Var::TimestampIso => "timestamp_iso",
-            Var::VmName => "vm_name",
-            Var::VmId => "vm_id",
-            Var::SourcePath => "source_path",
-            Var::SourceDir => "source_dir",
-            Var::SourceFilename => "source_filename",
-            Var::OutputPath => "output_path",
-            Var::OutputDir => "output_dir",
-            Var::OutputFilename => "output_filename",
-            Var::OutputDirectory => "output_directory",
-            Var::OutputFormat => "output_format",
-            Var::ManifestPath => "manifest_path",
-            Var::BatchId => "batch_id",
-            Var::User => "user",
-            Var::Hostname => "hostname",
-            Var::Pwd => "pwd",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Var> {
-        Var::ALL.into_iter().find(|v| v.name() == name)
-    }
-
-    pub fn names() -> Vec<&'static str> {
-        Var::ALL.iter().map(|v| v.name()).collect()
+spelled_enum! {
+    /// Every variable a template may name.
+    #[derive(PartialOrd, Ord)]
+    pub enum Var {
+        Stage = "stage",
+        Timestamp = "timestamp",
+        TimestampIso = "timestamp_iso",
+        VmName = "vm_name",
+        VmId = "vm_id",
+        SourcePath = "source_path",
+        SourceDir = "source_dir",
+        SourceFilename = "source_filename",
+        OutputPath = "output_path",
+        OutputDir = "output_dir",
+        OutputFilename = "output_filename",
+        OutputDirectory = "output_directory",
+        OutputFormat = "output_format",
+        ManifestPath = "manifest_path",
+        BatchId = "batch_id",
+        User = "user",
+        Hostname = "hostname",
+        Pwd = "pwd",
     }
 }
 
@@ -156,7 +109,7 @@ impl Serialize for Template {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
-    #[error("unknown template variable '{name}'{hint}; variables: {}", Var::names().join(", "))]
+    #[error("unknown template variable '{name}'{hint}; variables: {}", Var::NAMES.join(", "))]
     UnknownVariable { name: String, hint: String },
     #[error(
         "malformed placeholder '{text}': a placeholder is {{{{ name }}}} with one variable name \
@@ -239,7 +192,7 @@ impl Template {
                         Some(var) => parts.push(Part::Var(var)),
                         None => errors.push(TemplateError::UnknownVariable {
                             name: name.to_owned(),
-                            hint: suggest(name, &Var::names())
+                            hint: suggest(name, Var::NAMES)
                                 .map(|s| format!(" (did you mean '{s}'?)"))
                                 .unwrap_or_default(),
                         }),
@@ -509,7 +462,7 @@ mod tests {
             err[0].to_string(),
             format!(
                 "unknown template variable 'vmname' (did you mean 'vm_name'?); variables: {}",
-                Var::names().join(", ")
+                Var::NAMES.join(", ")
             )
         );
     }

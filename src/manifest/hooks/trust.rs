@@ -1,4 +1,8 @@
-//! Refusing hook code that another user could change, when we run as root.
+//! Whether a hook's file may run: a script must exist, be a regular file and be executable,
+//! and, when we run as root, no hook code may be changeable by another user.
+//!
+//! These are load-time checks (the manifest is refused before any disk is touched), and the
+//! runner repeats them when planning, the last look before the file runs.
 //!
 //! A root process that runs a file which others can write runs whatever they put there. So, as
 //! root, a hook's script or python module is refused when the file, or any directory above it,
@@ -57,6 +61,31 @@ pub fn check(file: &Path, what: &str, as_root: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Load-time checks of a script file; the message says what is wrong and how to fix it.
+pub fn check_script(path: &Path) -> Result<(), String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("script not found: {}", path.display()));
+        }
+        Err(e) => return Err(format!("cannot read script {}: {e}", path.display())),
+    };
+    if !meta.is_file() {
+        return Err(format!("script {} is not a regular file", path.display()));
+    }
+    let executable = meta.permissions().mode() & 0o111 != 0
+        && nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok();
+    if !executable {
+        return Err(format!(
+            "script {} is not executable (hooks run the file directly, never through a shell); \
+             fix with: chmod +x {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    check(path, "script", running_as_root())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +102,25 @@ mod tests {
         std::fs::write(&file, "#!/bin/sh\n").expect("write");
         chmod(&file, 0o755);
         (dir, file)
+    }
+
+    #[test]
+    fn missing_non_regular_and_non_executable_are_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let missing = d.path().join("nope.sh");
+        assert_eq!(
+            check_script(&missing).unwrap_err(),
+            format!("script not found: {}", missing.display())
+        );
+        assert!(
+            check_script(d.path())
+                .unwrap_err()
+                .contains("is not a regular file")
+        );
+        let plain = d.path().join("plain.sh");
+        std::fs::write(&plain, "#!/bin/sh\n").expect("write");
+        chmod(&plain, 0o644);
+        assert!(check_script(&plain).unwrap_err().contains("chmod +x"));
     }
 
     #[test]

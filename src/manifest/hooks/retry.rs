@@ -2,32 +2,24 @@
 //!
 //! The delay before retry `n` (1-based) is, as upstream: exponential `d·2^(n-1)`, linear `d·n`,
 //! constant `d`, each capped at `max_delay` (upstream leaves constant uncapped; a cap that
-//! sometimes does not apply surprises more than it helps). Kept apart from the runner so the
-//! arithmetic is tested without waiting.
+//! sometimes does not apply surprises more than it helps). The arithmetic is part of the policy,
+//! so it is here with the model; the runner only waits, and the arithmetic is tested without
+//! waiting.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backoff {
-    #[default]
-    Exponential,
-    Linear,
-    Constant,
-}
+use crate::spelling::spelled_enum;
 
-impl Backoff {
-    pub const NAMES: &[&str] = &["exponential", "linear", "constant"];
-
-    pub fn from_name(name: &str) -> Option<Backoff> {
-        match name {
-            "exponential" => Some(Backoff::Exponential),
-            "linear" => Some(Backoff::Linear),
-            "constant" => Some(Backoff::Constant),
-            _ => None,
-        }
+spelled_enum! {
+    /// How the delay grows from one retry to the next.
+    #[derive(Default)]
+    pub enum Backoff {
+        #[default]
+        Exponential = "exponential",
+        Linear = "linear",
+        Constant = "constant",
     }
 }
 
