@@ -30,12 +30,10 @@ use crate::manifest::boot_test::{BootTestSettings, check_pattern};
 use crate::manifest::{Firmware, Vm};
 use crate::tools::Tool;
 use crate::tools::ovmf;
-use crate::tools::qemu_system::{self, Accel};
+use crate::tools::qemu_system::{self, Accel, BootFirmware, BootVm, BootVmDisk, MACHINE};
 
 /// Console lines kept in the report.
 pub const TAIL_LINES: usize = 100;
-/// The machine type of the domain hyper2kvm emits.
-pub const MACHINE: &str = "q35";
 
 /// A kernel that gave up.
 const PANIC_PATTERN: &str = r"Kernel panic - not syncing";
@@ -205,63 +203,33 @@ pub fn plan(input: PlanInput<'_>, notes: &mut Vec<String>) -> Result<BootTestPla
     })
 }
 
-/// qemu's option syntax doubles commas inside a value.
-fn opt_path(p: &Path) -> String {
-    p.display().to_string().replace(',', ",,")
-}
-
 impl BootTestPlan {
     /// The qemu command; `console` receives the serial port, `vars` is the UEFI variable store.
     pub fn command(&self, console: &Path, vars: Option<&Path>) -> Command {
-        // graphics=off makes SeaBIOS print on the serial port too ("No bootable device").
-        let mut cmd =
-            Command::new(&self.qemu).args(["-machine", &format!("{MACHINE},graphics=off")]);
-        cmd = match self.accel {
-            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
-            // `max` has every feature TCG emulates; newer distros need x86-64-v2 or more.
-            Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
-        };
-        cmd = cmd
-            .arg("-m")
-            .arg(self.memory_mb.to_string())
-            .arg("-smp")
-            .arg(self.cpus.to_string())
-            .args([
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-nic",
-                "none",
-                "-no-reboot",
-                "-snapshot",
-            ]);
-        if let FirmwarePlan::Uefi { code, .. } = &self.firmware {
-            cmd = cmd.arg("-drive").arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                opt_path(code)
-            ));
-            let vars = vars.map_or_else(|| "<copy of the OVMF_VARS template>".to_owned(), opt_path);
-            cmd = cmd
-                .arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=1,file={vars}"));
+        let vars = vars.map_or_else(
+            || "<copy of the OVMF_VARS template>".to_owned(),
+            qemu_system::vars_option,
+        );
+        BootVm {
+            qemu: &self.qemu,
+            accel: self.accel,
+            firmware: match &self.firmware {
+                FirmwarePlan::Bios => BootFirmware::Bios,
+                FirmwarePlan::Uefi { code, .. } => BootFirmware::Uefi { code, vars: &vars },
+            },
+            memory_mb: self.memory_mb,
+            cpus: self.cpus,
+            disks: self
+                .disks
+                .iter()
+                .map(|d| BootVmDisk {
+                    format: d.format,
+                    path: &d.path,
+                })
+                .collect(),
+            console,
         }
-        cmd = cmd
-            .arg("-chardev")
-            .arg(format!("file,id=console,path={}", opt_path(console)))
-            .args(["-serial", "chardev:console"]);
-        for (i, d) in self.disks.iter().enumerate() {
-            cmd = cmd
-                .arg("-drive")
-                .arg(format!(
-                    "if=none,id=disk{i},format={},file={}",
-                    d.format,
-                    opt_path(&d.path)
-                ))
-                .arg("-device")
-                .arg(format!("virtio-blk-pci,drive=disk{i},bootindex={}", i + 1));
-        }
-        cmd
+        .command()
     }
 
     /// Lines for `--dry-run`.

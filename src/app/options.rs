@@ -123,13 +123,15 @@ pub(super) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
 struct FileOptions {
     manifest: Option<String>,
     batch_manifest: Option<String>,
-    batch_parallel: Option<std::num::NonZeroUsize>,
+    #[serde(default, deserialize_with = "positive")]
+    batch_parallel: Option<usize>,
     batch_continue_on_error: Option<bool>,
     batch_resume: Option<bool>,
     output_dir: Option<String>,
     dry_run: Option<bool>,
     overwrite: Option<bool>,
     log_file: Option<String>,
+    #[serde(default, deserialize_with = "verbosity")]
     verbose: Option<u8>,
     progress: Option<ProgressMode>,
     /// The Python tool's configs spell it either way, and `libvirt_xml` or `libvirt-xml`.
@@ -142,6 +144,28 @@ struct FileOptions {
     /// Manifest content.
     #[serde(flatten)]
     rest: Map<String, Value>,
+}
+
+/// A positive integer (`batch_parallel`).
+fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let v = Value::deserialize(d)?;
+    v.as_u64()
+        .filter(|n| *n >= 1)
+        .and_then(|n| usize::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("must be a positive integer (got {v})")))
+}
+
+/// 0 to 3 (`verbose`, as `-v` to `-vvv`).
+fn verbosity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    let v = Value::deserialize(d)?;
+    v.as_u64()
+        .filter(|n| *n <= 3)
+        .and_then(|n| u8::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("must be an integer from 0 to 3 (got {v})"))
+        })
 }
 
 /// Takes the option keys out of a config file's document (the rest stays manifest content).
@@ -162,8 +186,8 @@ fn take_options(
     options.output_dir = path(taken.output_dir).or(options.output_dir.take());
     options.log_file = path(taken.log_file).or(options.log_file.take());
     options.libvirt_xml = path(taken.libvirt_xml).or(options.libvirt_xml.take());
-    if let Some(n) = taken.batch_parallel {
-        options.batch_parallel = Some(n.get());
+    if taken.batch_parallel.is_some() {
+        options.batch_parallel = taken.batch_parallel;
     }
     if taken.batch_continue_on_error.is_some() {
         options.batch_continue_on_error = taken.batch_continue_on_error;

@@ -1162,8 +1162,9 @@ pub fn build_manifest(
     doc.insert("nics".into(), Value::Array(nics));
     doc.insert("notes".into(), json!(all_notes));
     doc.insert("metadata".into(), Value::Object(metadata));
-    // Guest repair is not available in this build (the planner refuses it), so the manifest
-    // leaves it off; compression is off because the output is meant to run, not to be archived.
+    // Guest repair writes into the guest, which the admin should ask for (a profile, or
+    // pipeline.fix.enabled), so the manifest leaves it off; compression is off because the
+    // output is meant to run, not to be archived.
     doc.insert(
         "pipeline".into(),
         json!({

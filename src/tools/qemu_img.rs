@@ -1,6 +1,8 @@
 //! The qemu-img interface: the commands we build and what their output means.
 //!
-//! This module only builds [`Command`]s and interprets results; running them is `exec`'s job.
+//! This module builds [`Command`]s and interprets their results (and reads a file's tail or its
+//! neighbours where qemu-img's probe is not enough: a fixed VHD's footer, a flat VMDK's
+//! descriptor); running them is `exec`'s job.
 //! Every command passes `-f` explicitly once the format is known: probing is done once, on
 //! purpose, by [`QemuImg::probe_cmd`], because a fixed VHD is probed as `raw` and would otherwise
 //! be copied with its 512-byte footer.

@@ -1,4 +1,5 @@
-//! Which accelerator a VM we start (the libguestfs appliance, a boot test) can use.
+//! qemu-system-x86_64: which accelerator a VM we start (the libguestfs appliance, a boot test)
+//! can use, and the command line of the VM the boot test boots ([`BootVm`]).
 //!
 //! `/dev/kvm` existing is not enough: on nested or paravirtualised hosts (kvm-pvm, for one) it
 //! opens fine and then qemu aborts setting MSRs or the guest kernel hangs. So we boot a real
@@ -122,6 +123,102 @@ pub fn probe(qemu_system: &Path) -> Probe {
         )),
         Err(e) => tcg(format!("could not run the KVM probe: {e}; using TCG")),
     }
+}
+
+/// The machine type of the domain hyper2kvm emits (and so of the VM the boot test boots).
+pub const MACHINE: &str = "q35";
+
+/// Firmware for a VM qemu boots.
+#[derive(Clone, Copy, Debug)]
+pub enum BootFirmware<'a> {
+    /// SeaBIOS, qemu's default.
+    Bios,
+    /// OVMF: read-only code and a writable variable store.
+    Uefi { code: &'a Path, vars: &'a str },
+}
+
+/// One disk of a VM qemu boots: qemu block driver and file.
+#[derive(Clone, Copy, Debug)]
+pub struct BootVmDisk<'a> {
+    pub format: &'a str,
+    pub path: &'a Path,
+}
+
+/// A VM booted the way the emitted libvirt domain runs it: q35, virtio-blk disks in boot order,
+/// no network, writes to a throw-away overlay (`-snapshot`), the serial console into a file.
+#[derive(Clone, Debug)]
+pub struct BootVm<'a> {
+    pub qemu: &'a Path,
+    pub accel: Accel,
+    pub firmware: BootFirmware<'a>,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub disks: Vec<BootVmDisk<'a>>,
+    /// Receives the serial console.
+    pub console: &'a Path,
+}
+
+/// qemu's option syntax doubles commas inside a value.
+fn opt_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+impl BootVm<'_> {
+    pub fn command(&self) -> Command {
+        // graphics=off makes SeaBIOS print on the serial port too ("No bootable device").
+        let mut cmd =
+            Command::new(self.qemu).args(["-machine", &format!("{MACHINE},graphics=off")]);
+        cmd = match self.accel {
+            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+            // `max` has every feature TCG emulates; newer distros need x86-64-v2 or more.
+            Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
+        };
+        cmd = cmd
+            .arg("-m")
+            .arg(self.memory_mb.to_string())
+            .arg("-smp")
+            .arg(self.cpus.to_string())
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-nic",
+                "none",
+                "-no-reboot",
+                "-snapshot",
+            ]);
+        if let BootFirmware::Uefi { code, vars } = self.firmware {
+            cmd = cmd.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                opt_path(code)
+            ));
+            cmd = cmd
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,unit=1,file={vars}"));
+        }
+        cmd = cmd
+            .arg("-chardev")
+            .arg(format!("file,id=console,path={}", opt_path(self.console)))
+            .args(["-serial", "chardev:console"]);
+        for (i, d) in self.disks.iter().enumerate() {
+            cmd = cmd
+                .arg("-drive")
+                .arg(format!(
+                    "if=none,id=disk{i},format={},file={}",
+                    d.format,
+                    opt_path(d.path)
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=disk{i},bootindex={}", i + 1));
+        }
+        cmd
+    }
+}
+
+/// A UEFI variable store path as qemu's option syntax wants it.
+pub fn vars_option(path: &Path) -> String {
+    opt_path(path)
 }
 
 #[cfg(test)]

@@ -155,6 +155,37 @@ fn missing_manifest_file() {
     insta::assert_snapshot!(redact(&r.stderr, &dir), @"error: [TMP]/nope.yaml: file not found");
 }
 
+/// Every cause is printed, the operating system's included (a transparent wrapper once dropped
+/// the last one).
+#[test]
+fn a_directory_as_config_names_the_cause() {
+    let dir = TestDir::new();
+    std::fs::create_dir(dir.join("site.yaml")).expect("mkdir");
+    let r = run(hyper2kvm().arg("--config").arg(dir.join("site.yaml")));
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(redact(&r.stderr, &dir), @r"
+    error: [TMP]/site.yaml: could not read the file
+      caused by: Is a directory (os error 21)
+    ");
+}
+
+/// A bad tool option in a config file is named by its file and key.
+#[test]
+fn bad_option_in_a_config_file_names_file_and_key() {
+    let dir = TestDir::new();
+    let config = dir.write("site.yaml", "batch_parallel: 0\n");
+    let r = run(hyper2kvm()
+        .arg("--config")
+        .arg(&config)
+        .args(["--batch-manifest", "b.yaml"]));
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(redact(&r.stderr, &dir), @"error: [TMP]/site.yaml: batch_parallel: must be a positive integer (got 0)");
+    let config = dir.write("site.yaml", "progress: loud\n");
+    let r = run(hyper2kvm().arg("--config").arg(&config));
+    assert_eq!(r.code, Some(2));
+    insta::assert_snapshot!(redact(&r.stderr, &dir), @"error: [TMP]/site.yaml: progress: unknown variant `loud`, expected one of `auto`, `bars`, `lines`, `none`");
+}
+
 #[test]
 fn no_manifest_at_all_is_a_usage_error() {
     let r = run(&mut hyper2kvm());

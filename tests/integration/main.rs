@@ -16,6 +16,9 @@ mod support;
 /// Every supported source format converted to every output format, content compared.
 mod convert;
 
+/// The module layers of `src/`: no import points up.
+mod layers;
+
 /// Invalid manifests and configs: exit code 2, every problem named, nothing written.
 mod bad_input;
 
