@@ -1,7 +1,6 @@
 //! Offline guest repair on phony guests: golden guest files after the fix, sources untouched.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::guests::{Guest, phony_guest, read_back};
 use crate::support::*;
@@ -18,21 +17,7 @@ fn source(dir: &TestDir, guest: Guest, name: &str, vmdk: bool) -> PathBuf {
         return raw;
     }
     let out = dir.join(&format!("{name}.vmdk"));
-    run_ok(
-        Command::new("qemu-img")
-            .args([
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "vmdk",
-                "-o",
-                "subformat=streamOptimized",
-            ])
-            .arg(&raw)
-            .arg(&out),
-    );
-    std::fs::remove_file(&raw).expect("rm raw");
+    raw_to_stream_optimized(&raw, &out);
     out
 }
 

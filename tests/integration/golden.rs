@@ -371,21 +371,7 @@ fn debian_source(dir: &TestDir) -> (PathBuf, String, String) {
     let root = uuid_at(&raw, 2048 * 512);
     let swap = uuid_at(&raw, 917_504 * 512);
     let src = dir.join("debian.vmdk");
-    run_ok(
-        Command::new("qemu-img")
-            .args([
-                "convert",
-                "-f",
-                "raw",
-                "-O",
-                "vmdk",
-                "-o",
-                "subformat=streamOptimized",
-            ])
-            .arg(&raw)
-            .arg(&src),
-    );
-    std::fs::remove_file(&raw).expect("rm raw");
+    raw_to_stream_optimized(&raw, &src);
     (src, root, swap)
 }
 

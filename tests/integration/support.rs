@@ -110,6 +110,26 @@ pub fn make_image(path: &Path, driver: &str, opts: Option<&str>) {
     run_ok(io.arg(path));
 }
 
+/// Converts a raw image into a streamOptimized VMDK (what vSphere exports) and removes the raw
+/// file.
+pub fn raw_to_stream_optimized(raw: &Path, vmdk: &Path) {
+    run_ok(
+        Command::new("qemu-img")
+            .args([
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "vmdk",
+                "-o",
+                "subformat=streamOptimized",
+            ])
+            .arg(raw)
+            .arg(vmdk),
+    );
+    std::fs::remove_file(raw).expect("rm raw");
+}
+
 /// `qemu-img compare`: true when the guest-visible content is identical.
 pub fn identical(a: &Path, a_driver: &str, b: &Path, b_driver: &str) -> bool {
     let out = Command::new("qemu-img")
