@@ -35,6 +35,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// (setsid, a daemon started by a hook script) can hold the pipes open forever; we must not wait
 /// for it.
 const PIPE_DRAIN: Duration = Duration::from_secs(2);
+/// The longest piece of stdout handed to a line watcher: a command that prints without a newline
+/// must not make us buffer all of it.
+const PIECE_MAX_BYTES: usize = 256 * 1024;
 
 /// A cancellation flag shared between the signal handler and every running command.
 #[derive(Clone, Debug, Default)]
@@ -74,6 +77,8 @@ pub struct Command {
     stdout_limit: Option<usize>,
     /// Bytes written to the child's stdin, which is then closed; without them stdin is null.
     stdin: Option<Vec<u8>>,
+    /// Kill what the child left running in its process group once it has exited.
+    kill_leftovers: bool,
 }
 
 impl Command {
@@ -88,6 +93,7 @@ impl Command {
             capture_stdout: true,
             stdout_limit: None,
             stdin: None,
+            kill_leftovers: false,
         }
     }
 
@@ -135,6 +141,13 @@ impl Command {
     /// Captures only the last `bytes` of stdout.
     pub fn stdout_tail(mut self, bytes: usize) -> Self {
         self.stdout_limit = Some(bytes);
+        self
+    }
+
+    /// Once the child has exited, SIGKILLs whatever it left behind in its process group (a hook
+    /// that started a daemon), so nothing it started outlives it or holds its pipes open.
+    pub fn kill_leftovers(mut self) -> Self {
+        self.kill_leftovers = true;
         self
     }
 
@@ -256,6 +269,10 @@ impl fmt::Display for CommandRecord {
 pub struct Output {
     pub record: CommandRecord,
     pub stdout: Vec<u8>,
+    /// How many bytes the command wrote to stdout and to stderr in all; `stdout` and the
+    /// record's `stderr_tail` keep only their ends.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,14 +351,17 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
     let stderr = child.stderr.take().expect("stderr was piped");
     let stderr_tx = tx.clone();
     thread::spawn(move || {
-        let _ = stderr_tx.send(Event::StderrDone(read_tail(stderr, STDERR_TAIL_BYTES)));
+        let (tail, total) = read_tail(stderr, STDERR_TAIL_BYTES);
+        let _ = stderr_tx.send(Event::StderrDone(tail, total));
     });
     let stdout = child.stdout.take().expect("stdout was piped");
     let (capture, limit) = (cmd.capture_stdout, cmd.stdout_limit);
+    // Pieces are only cut and sent when someone watches them.
+    let watched = watch.on_stdout_line.is_some();
     let stdout_tx = tx.clone();
     thread::spawn(move || {
-        let captured = read_stdout(stdout, capture, limit, &stdout_tx);
-        let _ = stdout_tx.send(Event::StdoutDone(captured));
+        let (captured, total) = read_stdout(stdout, capture, limit, watched.then_some(&stdout_tx));
+        let _ = stdout_tx.send(Event::StdoutDone(captured, total));
     });
     thread::spawn(move || {
         let _ = tx.send(Event::Exited(child.wait()));
@@ -361,6 +381,10 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
         command: command_line.clone(),
         source,
     })?;
+    if cmd.kill_leftovers {
+        // The leader is reaped; anything still in its group was left behind by it.
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
     // The pipes reach EOF when the last process holding them exits; normally that is the child
     // just reaped. Wait a little for stragglers, never forever.
     let drain_deadline = Instant::now() + PIPE_DRAIN;
@@ -372,8 +396,9 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
     }
     let Collect { stdout, stderr, .. } = collect;
     let held_open = stdout.is_none() || stderr.is_none();
-    let stdout = stdout.unwrap_or_default();
-    let mut stderr_tail = String::from_utf8_lossy(&stderr.unwrap_or_default()).into_owned();
+    let (stdout, stdout_bytes) = stdout.unwrap_or_default();
+    let (stderr, stderr_bytes) = stderr.unwrap_or_default();
+    let mut stderr_tail = String::from_utf8_lossy(&stderr).into_owned();
     if held_open {
         tracing::warn!(command = %command_line, "output still held open after exit");
         stderr_tail.push_str(
@@ -394,25 +419,30 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
         seconds = record.duration_seconds,
         "finished"
     );
-    Ok(Output { record, stdout })
+    Ok(Output {
+        record,
+        stdout,
+        stdout_bytes,
+        stderr_bytes,
+    })
 }
 
 /// What a running command's helper threads report.
 enum Event {
     /// A `\n`/`\r`-terminated piece of stdout.
     Piece(Vec<u8>),
-    /// Stdout reached EOF; what was captured.
-    StdoutDone(Vec<u8>),
-    /// Stderr reached EOF; its tail.
-    StderrDone(Vec<u8>),
+    /// Stdout reached EOF; what was captured, and how many bytes there were in all.
+    StdoutDone(Vec<u8>, u64),
+    /// Stderr reached EOF; its tail, and how many bytes there were in all.
+    StderrDone(Vec<u8>, u64),
     /// The child was reaped.
     Exited(io::Result<ExitStatus>),
 }
 
 /// What a run keeps of its child's output while waiting for it.
 struct Collect<'c> {
-    stdout: Option<Vec<u8>>,
-    stderr: Option<Vec<u8>>,
+    stdout: Option<(Vec<u8>, u64)>,
+    stderr: Option<(Vec<u8>, u64)>,
     on_line: Option<&'c mut dyn FnMut(&str)>,
 }
 
@@ -424,8 +454,8 @@ impl Collect<'_> {
                     cb(&String::from_utf8_lossy(&piece));
                 }
             }
-            Event::StdoutDone(bytes) => self.stdout = Some(bytes),
-            Event::StderrDone(bytes) => self.stderr = Some(bytes),
+            Event::StdoutDone(bytes, total) => self.stdout = Some((bytes, total)),
+            Event::StderrDone(bytes, total) => self.stderr = Some((bytes, total)),
             // Only the waiter sends it, once, and `supervise` consumes it.
             Event::Exited(_) => {}
         }
@@ -516,13 +546,16 @@ fn kill_group(
     }
 }
 
-fn read_tail(mut r: impl Read, keep: usize) -> Vec<u8> {
+/// The last `keep` bytes of `r`, and how many bytes it held in all.
+fn read_tail(mut r: impl Read, keep: usize) -> (Vec<u8>, u64) {
     let mut tail = Vec::new();
+    let mut total = 0u64;
     let mut buf = [0u8; 8192];
     loop {
         match r.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                total += n as u64;
                 tail.extend_from_slice(&buf[..n]);
                 if tail.len() > 2 * keep {
                     tail.drain(..tail.len() - keep);
@@ -533,24 +566,27 @@ fn read_tail(mut r: impl Read, keep: usize) -> Vec<u8> {
     if tail.len() > keep {
         tail.drain(..tail.len() - keep);
     }
-    tail
+    (tail, total)
 }
 
-/// Reads stdout, captures it (or its last `limit` bytes) when asked, and sends each
-/// `\n`/`\r`-terminated piece on.
+/// Reads stdout, captures it (or its last `limit` bytes) when asked, and, when `pieces` is
+/// given, sends each `\n`/`\r`-terminated piece on (at most [`PIECE_MAX_BYTES`] each). Returns
+/// what was captured and how many bytes there were in all.
 fn read_stdout(
     mut r: impl Read,
     capture: bool,
     limit: Option<usize>,
-    pieces: &mpsc::Sender<Event>,
-) -> Vec<u8> {
+    pieces: Option<&mpsc::Sender<Event>>,
+) -> (Vec<u8>, u64) {
     let mut captured = Vec::new();
     let mut pending = Vec::new();
+    let mut total = 0u64;
     let mut buf = [0u8; 8192];
     loop {
         match r.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                total += n as u64;
                 if capture {
                     captured.extend_from_slice(&buf[..n]);
                     if let Some(keep) = limit
@@ -559,6 +595,7 @@ fn read_stdout(
                         captured.drain(..captured.len() - keep);
                     }
                 }
+                let Some(pieces) = pieces else { continue };
                 for &b in &buf[..n] {
                     if b == b'\n' || b == b'\r' {
                         if !pending.is_empty() {
@@ -566,12 +603,17 @@ fn read_stdout(
                         }
                     } else {
                         pending.push(b);
+                        if pending.len() >= PIECE_MAX_BYTES {
+                            let _ = pieces.send(Event::Piece(std::mem::take(&mut pending)));
+                        }
                     }
                 }
             }
         }
     }
-    if !pending.is_empty() {
+    if let Some(pieces) = pieces
+        && !pending.is_empty()
+    {
         let _ = pieces.send(Event::Piece(pending));
     }
     if let Some(keep) = limit
@@ -579,7 +621,7 @@ fn read_stdout(
     {
         captured.drain(..captured.len() - keep);
     }
-    captured
+    (captured, total)
 }
 
 /// A background service started through a command that prints one line and leaves a daemon
@@ -652,7 +694,7 @@ impl Daemon {
         let status = child.wait().map(exit_status).unwrap_or(Status::Exited(-1));
         let stderr_tail = if line.is_empty() {
             std::fs::File::open(stderr_log)
-                .map(|f| read_tail(f, STDERR_TAIL_BYTES))
+                .map(|f| read_tail(f, STDERR_TAIL_BYTES).0)
                 .unwrap_or_default()
         } else {
             Vec::new()

@@ -340,6 +340,9 @@ pub struct Attempt {
     pub output: Option<String>,
     pub stdout_tail: Option<String>,
     pub stderr_tail: Option<String>,
+    /// Bytes printed before the tails, which were not kept.
+    pub stdout_dropped_bytes: u64,
+    pub stderr_dropped_bytes: u64,
     pub body_tail: Option<String>,
 }
 
@@ -355,6 +358,8 @@ impl Attempt {
             output: None,
             stdout_tail: None,
             stderr_tail: None,
+            stdout_dropped_bytes: 0,
+            stderr_dropped_bytes: 0,
             body_tail: None,
         }
     }
@@ -368,6 +373,15 @@ impl Attempt {
 
 /// How much of a hook's output the report keeps.
 pub const OUTPUT_TAIL_BYTES: usize = 4 * 1024;
+
+/// How many of `total` bytes of output did not make it into the kept `tail`.
+pub(crate) fn dropped(total: u64, tail: &str) -> u64 {
+    total.saturating_sub(tail.len() as u64)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 /// The last `keep` bytes of `text`, cut at a character boundary.
 pub fn tail(text: &str, keep: usize) -> String {
@@ -407,6 +421,12 @@ pub struct HookOutcome {
     pub stdout_tail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr_tail: Option<String>,
+    /// What the hook printed before `stdout_tail` and `stderr_tail`, in bytes: only the tails are
+    /// kept, whatever a hook prints.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stdout_dropped_bytes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stderr_dropped_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_tail: Option<String>,
     pub error: Option<String>,
@@ -537,6 +557,8 @@ fn run_hook(hook: &PlannedHook, base: &Context, cancel: &CancelToken) -> HookOut
         output: last.output,
         stdout_tail: last.stdout_tail,
         stderr_tail: last.stderr_tail,
+        stdout_dropped_bytes: last.stdout_dropped_bytes,
+        stderr_dropped_bytes: last.stderr_dropped_bytes,
         body_tail: last.body_tail,
         error: last.error,
         interrupted: last.verdict == Verdict::Cancelled,

@@ -49,6 +49,9 @@ answer = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
 def reply(**kw):
     json.dump(kw, answer, default=str)
+    # The newline lets hyper2kvm read the answer before the pipe closes: a child the hook left
+    # behind may hold it open.
+    answer.write("\n")
     answer.flush()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -145,6 +148,7 @@ fn runner(
         .stdin_bytes(serde_json::to_vec(request).unwrap_or_default())
         .timeout(timeout)
         .stdout_tail(64 * 1024)
+        .kill_leftovers()
 }
 
 /// How a run of the runner ended.
@@ -160,19 +164,25 @@ fn ask(
     cmd: &exec::Command,
     timeout: Duration,
     cancel: Option<&CancelToken>,
-) -> (Option<exec::CommandRecord>, Reply) {
+) -> (Option<(exec::CommandRecord, u64)>, Reply) {
+    // The answer is one line; it is taken as it arrives, so a process that left the hook's
+    // process group and still holds stdout open cannot hide it.
+    let mut answer_line = String::new();
+    let mut on_line = |piece: &str| answer_line = piece.to_owned();
     let out = match exec::run(
         cmd,
         Watch {
             cancel,
-            ..Watch::default()
+            on_stdout_line: Some(&mut on_line),
         },
     ) {
         Ok(out) => out,
         Err(e) => return (None, Reply::NotStarted(crate::diag::error_chain(&e))),
     };
+    let answer = serde_json::from_slice::<Answer>(&out.stdout)
+        .or_else(|_| serde_json::from_str::<Answer>(&answer_line));
     let reply = match &out.record.status {
-        Status::Exited(0) => match serde_json::from_slice::<Answer>(&out.stdout) {
+        Status::Exited(0) => match answer {
             Ok(a) => Reply::Answer(a),
             Err(_) => Reply::NoAnswer(format!(
                 "python3 gave no answer (did the hook close the runner's stdout?): {}",
@@ -189,7 +199,7 @@ fn ask(
             tail(out.record.stderr_tail.trim(), 2000)
         )),
     };
-    (Some(out.record), reply)
+    (Some((out.record, out.stderr_bytes)), reply)
 }
 
 pub fn plan(
@@ -307,8 +317,8 @@ pub fn attempt(
         &plan.function,
         timeout,
     );
-    let (record, reply) = ask(&cmd, timeout, Some(cancel));
-    let status = record.as_ref().map(|r| r.status.clone());
+    let (ran, reply) = ask(&cmd, timeout, Some(cancel));
+    let status = ran.as_ref().map(|(r, _)| r.status.clone());
     let mut a = match reply {
         Reply::NotStarted(e) => Attempt::failed(Verdict::Broken, e),
         Reply::NoAnswer(e) => Attempt::failed(
@@ -342,12 +352,14 @@ pub fn attempt(
             }
         }
     };
-    let Some(record) = record else {
+    let Some((record, stderr_bytes)) = ran else {
         a.argv = Some(cmd.argv());
         return a;
     };
     a.argv = Some(record.argv);
     a.exit_status = Some(record.status);
-    a.stderr_tail = Some(tail(&record.stderr_tail, OUTPUT_TAIL_BYTES));
+    let stderr = tail(&record.stderr_tail, OUTPUT_TAIL_BYTES);
+    a.stderr_dropped_bytes = super::dropped(stderr_bytes, &stderr);
+    a.stderr_tail = Some(stderr);
     a
 }

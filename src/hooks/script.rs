@@ -70,7 +70,8 @@ pub fn attempt(
     let mut cmd = exec::Command::new(&plan.program)
         .args(plan.args.iter().map(|a| a.render(ctx)))
         .timeout(timeout)
-        .stdout_tail(OUTPUT_TAIL_BYTES);
+        .stdout_tail(OUTPUT_TAIL_BYTES)
+        .kill_leftovers();
     for (name, value) in &plan.env {
         cmd = cmd.env(name, value.render(ctx));
     }
@@ -123,8 +124,12 @@ pub fn attempt(
     a.error = error;
     a.argv = Some(record.argv);
     a.exit_status = Some(record.status);
-    a.stdout_tail = Some(String::from_utf8_lossy(&out.stdout).into_owned());
-    a.stderr_tail = Some(tail(&record.stderr_tail, OUTPUT_TAIL_BYTES));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = tail(&record.stderr_tail, OUTPUT_TAIL_BYTES);
+    a.stdout_dropped_bytes = super::dropped(out.stdout_bytes, &stdout);
+    a.stderr_dropped_bytes = super::dropped(out.stderr_bytes, &stderr);
+    a.stdout_tail = Some(stdout);
+    a.stderr_tail = Some(stderr);
     a
 }
 
