@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::options::Options;
-use super::{AppError, print_text, setup};
+use super::{AppError, print_text, render, setup};
 use crate::batch::{self, BatchOptions};
 use crate::exec::CancelToken;
 use crate::exit_code;
@@ -35,21 +35,41 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
     let batch_report = report::batch::build(&outcome);
     let summary = report::batch::summary_text(&batch_report);
     let report_path = outcome.report_dir.join("batch_report.json");
-    report::write(&report_path, &batch_report).map_err(AppError::Report)?;
-    crate::atomic::write(
-        &outcome.report_dir.join("batch_summary.txt"),
-        summary.as_bytes(),
-    )
-    .map_err(AppError::Report)?;
+    let summary_path = outcome.report_dir.join("batch_summary.txt");
+    // Both are tried, and the summary printed, whatever happens to either file.
+    let written = [
+        (&report_path, report::write(&report_path, &batch_report)),
+        (
+            &summary_path,
+            crate::atomic::write(&summary_path, summary.as_bytes()),
+        ),
+    ];
     print_text(&summary);
-    print_text(&format!(
-        "Reports: {} and batch_summary.txt\n",
-        report_path.display()
-    ));
+    let mut unwritten = None;
+    if written.iter().all(|(_, r)| r.is_ok()) {
+        print_text(&format!(
+            "Reports: {} and batch_summary.txt\n",
+            report_path.display()
+        ));
+    } else {
+        for (path, result) in written {
+            match result {
+                Ok(()) => print_text(&format!("Report: {}\n", path.display())),
+                Err(e) => {
+                    print_text(&render::report_not_written(&e));
+                    unwritten.get_or_insert(e);
+                }
+            }
+        }
+    }
     let b = &batch_report.batch;
-    Ok(if outcome.interrupted {
-        exit_code::INTERRUPTED
-    } else if b.failed_vms > 0 || b.not_started_vms > 0 {
+    if outcome.interrupted {
+        return Ok(exit_code::INTERRUPTED);
+    }
+    if let Some(e) = unwritten {
+        return Err(AppError::Report(e));
+    }
+    Ok(if b.failed_vms > 0 || b.not_started_vms > 0 {
         exit_code::BATCH_PARTIAL
     } else {
         exit_code::SUCCESS

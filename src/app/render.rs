@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::atomic::WriteError;
 use crate::boot_test::{BootResult, BootTestOutcome};
 use crate::events::VmStatus;
 use crate::guest::repair::RepairOutcome;
@@ -12,8 +13,9 @@ use crate::outcome::VmOutcome;
 use crate::plan::VmPlan;
 use crate::units::human_bytes;
 
-/// The short account printed after a run (the report has the details).
-pub fn summary(plan: &VmPlan, outcome: &VmOutcome) -> String {
+/// The short account printed after a run (the report has the details); `unwritten` is why the
+/// report could not be written, when it could not.
+pub fn summary(plan: &VmPlan, outcome: &VmOutcome, unwritten: Option<&WriteError>) -> String {
     let mut s = String::new();
     let status = match outcome.status {
         VmStatus::Succeeded => "succeeded",
@@ -59,11 +61,21 @@ pub fn summary(plan: &VmPlan, outcome: &VmOutcome) -> String {
             s.push_str(&format!("    {l}\n"));
         }
     }
-    match &plan.report_path {
-        Some(p) => s.push_str(&format!("Report: {}\n", p.display())),
-        None => s.push_str("Report: disabled (options.report.enabled is false)\n"),
+    match (&plan.report_path, unwritten) {
+        (_, Some(e)) => s.push_str(&report_not_written(e)),
+        (Some(p), None) => s.push_str(&format!("Report: {}\n", p.display())),
+        (None, None) => s.push_str("Report: disabled (options.report.enabled is false)\n"),
     }
     s
+}
+
+/// The summary's line for a report that could not be written: the file and the reason.
+pub fn report_not_written(e: &WriteError) -> String {
+    format!(
+        "Report: NOT WRITTEN to {}: {}\n",
+        e.path.display(),
+        crate::diag::error_chain(&e.source)
+    )
 }
 
 /// The run summary's line for a VM's boot test.

@@ -73,13 +73,16 @@ pub(super) fn run(
     display.finish();
 
     let vm_report = report::vm_report(&plan, &outcome);
-    if let Some(path) = &plan.report_path {
-        report::write(path, &vm_report).map_err(AppError::Report)?;
+    let unwritten = plan
+        .report_path
+        .as_ref()
+        .and_then(|path| report::write(path, &vm_report).err());
+    // The summary is what is left of the run when the report is lost: it always prints.
+    print_text(&render::summary(&plan, &outcome, unwritten.as_ref()));
+    match (outcome.status, unwritten) {
+        (VmStatus::Interrupted, _) => Ok(exit_code::INTERRUPTED),
+        (_, Some(e)) => Err(AppError::Report(e)),
+        (VmStatus::Succeeded, None) => Ok(exit_code::SUCCESS),
+        (VmStatus::Failed, None) => Ok(exit_code::VM_FAILED),
     }
-    print_text(&render::summary(&plan, &outcome));
-    Ok(match outcome.status {
-        VmStatus::Succeeded => exit_code::SUCCESS,
-        VmStatus::Failed => exit_code::VM_FAILED,
-        VmStatus::Interrupted => exit_code::INTERRUPTED,
-    })
 }

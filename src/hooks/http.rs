@@ -4,7 +4,8 @@
 //! percent-encoded, so they cannot add path segments or query parameters. For GET the body's
 //! top-level keys become query parameters, as upstream. Header values may name environment
 //! variables as `${NAME}` (resolved at plan time, so a missing token is a plan error); header
-//! values are never written to reports or logs, only their names. Redirects are not followed: a
+//! values are never written to reports or logs, only their names, and URLs are recorded without
+//! their userinfo and query values ([`crate::manifest::hooks::redact`]). Redirects are not followed: a
 //! 3xx is a failure, so a token in a header never travels to a host the manifest did not name.
 //! The request runs on a worker thread that the hook only waits for, so cancellation returns at
 //! once; the worker ends by itself within the hook's timeout.
@@ -20,13 +21,13 @@ use serde_json::Value;
 use super::{Attempt, OUTPUT_TAIL_BYTES, Verdict, tail};
 use crate::diag::Problems;
 use crate::exec::CancelToken;
+use crate::manifest::hooks::redact::{self, REDACTED};
 use crate::manifest::hooks::template::{Context, JsonTemplate, Template};
 use crate::manifest::hooks::{HttpSpec, Method};
 
 /// The most of a response body we read; the report keeps its tail.
 const BODY_READ_LIMIT: u64 = 1024 * 1024;
 const POLL: Duration = Duration::from_millis(25);
-const REDACTED: &str = "[redacted]";
 
 #[derive(Clone, Debug)]
 pub struct HttpPlan {
@@ -37,7 +38,8 @@ pub struct HttpPlan {
     pub body: Option<JsonTemplate>,
 }
 
-/// The request as the report shows it: header values redacted.
+/// The request as the report shows it: header values, the URL's userinfo and its query values
+/// redacted.
 #[derive(Clone, Debug, Serialize)]
 pub struct RequestRecord {
     pub method: &'static str,
@@ -89,7 +91,7 @@ pub fn attempt(plan: &HttpPlan, timeout: Duration, ctx: &Context, cancel: &Cance
         Err(e) => {
             return Attempt::failed(
                 Verdict::Broken,
-                format!("the URL {rendered} is not valid: {e}"),
+                format!("the URL {} is not valid: {e}", redact::url(&rendered)),
             );
         }
     };
@@ -109,7 +111,7 @@ pub fn attempt(plan: &HttpPlan, timeout: Duration, ctx: &Context, cancel: &Cance
     }
     let record = RequestRecord {
         method: plan.method.name(),
-        url: url.to_string(),
+        url: redact::url(url.as_str()),
         headers: plan
             .headers
             .iter()
@@ -223,7 +225,8 @@ pub fn attempt(plan: &HttpPlan, timeout: Duration, ctx: &Context, cancel: &Cance
             Verdict::TimedOut,
             format!("no answer within {}s", timeout.as_secs_f64()),
         ),
-        Err(e) => Attempt::failed(Verdict::Failed, crate::diag::error_chain(&e)),
+        // reqwest's messages quote the URL, credentials and all; the report has it redacted.
+        Err(e) => Attempt::failed(Verdict::Failed, crate::diag::error_chain(&e.without_url())),
     };
     a.request = Some(record);
     a

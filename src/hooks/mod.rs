@@ -27,6 +27,7 @@ pub use crate::stage::HookStage;
 use crate::stage::Stage;
 use crate::tools::Tool;
 
+use crate::manifest::hooks::redact;
 use crate::manifest::hooks::template::{Context, Var};
 use crate::manifest::hooks::{Action, HookSet, HookType, RetryPolicy};
 
@@ -110,12 +111,15 @@ impl PlannedHook {
         kind.name()
     }
 
-    /// What the hook runs: the script, `module.function`, or `METHOD url` (as written).
+    /// What the hook runs: the script, `module.function`, or `METHOD url` (as written, with its
+    /// credentials and query values redacted).
     pub fn target(&self) -> String {
         match &self.action {
             PlannedAction::Script(s) => s.program.display().to_string(),
             PlannedAction::Python(p) => format!("{}.{}", p.module, p.function),
-            PlannedAction::Http(h) => format!("{} {}", h.method.name(), h.url),
+            PlannedAction::Http(h) => {
+                format!("{} {}", h.method.name(), redact::url(h.url.source()))
+            }
         }
     }
 }
@@ -134,20 +138,26 @@ impl HooksPlan {
                     PlannedAction::Script(s) => {
                         let mut argv = vec![s.program.display().to_string()];
                         argv.extend(s.args.iter().map(|a| a.source().to_owned()));
-                        format!("script {}", crate::exec::quote_argv(&argv))
+                        let mut what = format!("script {}", crate::exec::quote_argv(&argv));
+                        // Names only: an env value may be a password.
+                        if !s.env.is_empty() {
+                            let names: Vec<&str> = s.env.iter().map(|(n, _)| n.as_str()).collect();
+                            what.push_str(&format!(" (env: {})", names.join(", ")));
+                        }
+                        what
                     }
                     PlannedAction::Python(p) => {
                         format!("python {}.{}(**args)", p.module, p.function)
                     }
                     PlannedAction::Http(x) => {
                         let names: Vec<&str> = x.headers.iter().map(|(n, _)| n.as_str()).collect();
+                        let url = redact::url(x.url.source());
                         if names.is_empty() {
-                            format!("http {} {}", x.method.name(), x.url)
+                            format!("http {} {url}", x.method.name())
                         } else {
                             format!(
-                                "http {} {} (headers: {})",
+                                "http {} {url} (headers: {})",
                                 x.method.name(),
-                                x.url,
                                 names.join(", ")
                             )
                         }

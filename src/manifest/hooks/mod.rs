@@ -12,6 +12,7 @@
 //! the script file checks ([`trust`]). The runner in [`crate::hooks`] plans and runs these specs
 //! and uses the same modules.
 
+pub mod redact;
 pub mod retry;
 pub mod template;
 pub mod trust;
@@ -743,7 +744,10 @@ fn parse_http(obj: &Map<String, Value>, path: &str, problems: &mut Problems) -> 
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
             problems.push(
                 &url_path,
-                format!("{url_path} must be an http:// or https:// URL (got '{u}')"),
+                format!(
+                    "{url_path} must be an http:// or https:// URL (got '{}')",
+                    redact::url(u)
+                ),
             );
             return None;
         }
@@ -756,7 +760,10 @@ fn parse_http(obj: &Map<String, Value>, path: &str, problems: &mut Problems) -> 
         if let Err(e) = reqwest::Url::parse(&t.render_url(&sample)) {
             problems.push(
                 &url_path,
-                format!("{url_path} is not a valid URL: {e} (got '{u}')"),
+                format!(
+                    "{url_path} is not a valid URL: {e} (got '{}')",
+                    redact::url(u)
+                ),
             );
             return None;
         }
