@@ -53,6 +53,13 @@ mod hooks;
 
 /// A tiny HTTP listener on 127.0.0.1 that records requests, for the http hook tests.
 mod http_listener;
+
+/// Hooks are bounded: flat memory whatever a hook prints, leftover children killed, secrets in
+/// URLs and env values redacted everywhere.
+mod trust_hooks;
+
+/// The summary survives a report that cannot be written, and the run still fails.
+mod report_unwritable;
 /// `--libvirt-xml` import of the fixture corpus, round trips to a defined domain, bad domain XML.
 mod libvirt;
 
