@@ -58,10 +58,10 @@ mod http_listener;
 /// URLs and env values redacted everywhere.
 mod trust_hooks;
 
-/// The summary survives a report that cannot be written, and the run still fails.
-mod report_unwritable;
 /// `--libvirt-xml` import of the fixture corpus, round trips to a defined domain, bad domain XML.
 mod libvirt;
+/// The summary survives a report that cannot be written, and the run still fails.
+mod report_unwritable;
 
 /// network_mapping and storage_mapping as they land in the converted VM and its domain XML.
 mod mapping;

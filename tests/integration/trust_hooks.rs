@@ -86,6 +86,25 @@ fn read_pid(path: &Path) -> i32 {
         .expect("pid")
 }
 
+/// Kills, when dropped, every process whose pid is in one of these files.
+struct Reap(Vec<PathBuf>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            if let Some(pid) = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 /// The peak resident set size (VmHWM) of a running process, in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -218,20 +237,26 @@ fn a_hook_that_leaves_a_daemon_keeps_its_result_and_the_daemon_dies() {
             {"type": "script", "path": "bg.sh", "args": [pidfile("bg.pid")]},
         ]}),
     );
-    let r = run(&mut hyper2kvm_on(&m));
-    let detached = read_pid(&dir.join("detached.pid"));
-    // It left the hook's process group, so it is not the group kill's to stop; do not leave it.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(detached),
-        nix::sys::signal::Signal::SIGKILL,
+    // `detached` left the hook's process group, so it is not the group kill's to stop; and
+    // should the test fail, no daemon of it may outlive it either.
+    let _reap = Reap(
+        ["forked.pid", "spawned.pid", "detached.pid", "bg.pid"]
+            .iter()
+            .map(|n| dir.join(n))
+            .collect(),
     );
+    let r = run(&mut hyper2kvm_on(&m));
     assert_eq!(r.code, Some(0), "{}", show(&r));
     let rep = read_json(&dir.join("output/report.json"));
     let hooks = rep["hooks"].as_array().expect("hooks");
     assert_eq!(hooks.len(), 4);
     for h in hooks {
         assert_eq!(h["success"], true, "{h}");
-        assert_eq!(h["exit_status"], json!({"kind": "exited", "value": 0}), "{h}");
+        assert_eq!(
+            h["exit_status"],
+            json!({"kind": "exited", "value": 0}),
+            "{h}"
+        );
     }
     // The function's own return value decided, also when a child held the answer's pipe.
     assert_eq!(hooks[0]["output"], "True");
@@ -295,7 +320,8 @@ fn secrets_in_hook_urls_and_env_values_are_redacted_everywhere() {
         dry.stdout
     );
     assert!(
-        dry.stdout.contains("/env.sh (env: API_PASSWORD), timeout 300s\n"),
+        dry.stdout
+            .contains("/env.sh (env: API_PASSWORD), timeout 300s\n"),
         "{}",
         dry.stdout
     );
@@ -324,8 +350,7 @@ fn secrets_in_hook_urls_and_env_values_are_redacted_everywhere() {
     assert_eq!(hooks[1]["success"], false);
     let error = hooks[1]["error"].as_str().expect("error");
     assert!(error.contains("Connection refused"), "{error}");
-    let report_text =
-        std::fs::read_to_string(dir.join("output/report.json")).expect("report.json");
+    let report_text = std::fs::read_to_string(dir.join("output/report.json")).expect("report.json");
     let log_text = std::fs::read_to_string(&log).expect("log");
     assert!(log_text.contains("running hook"), "{log_text}");
     for (what, text) in [
@@ -337,7 +362,10 @@ fn secrets_in_hook_urls_and_env_values_are_redacted_everywhere() {
         ("dry-run stderr", &dry.stderr),
     ] {
         for secret in ["pw-s3cret", "tok-s3cret", "env-s3cret"] {
-            assert!(!text.contains(secret), "{secret} leaked into the {what}:\n{text}");
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into the {what}:\n{text}"
+            );
         }
     }
 }
