@@ -982,6 +982,47 @@ mod tests {
             .stdout_tail(16);
         let out = run(&cmd, Watch::default()).expect("runs");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "98\n99999\n100000\n");
+        assert_eq!(
+            out.stdout_bytes, 588_895,
+            "every byte is counted, not only the tail"
+        );
+    }
+
+    #[test]
+    fn leftovers_in_the_group_are_killed_once_the_child_exits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 600 & echo $! > {}", pidfile.to_string_lossy());
+        let cmd = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .kill_leftovers();
+        let started = Instant::now();
+        let out = run(&cmd, Watch::default()).expect("runs");
+        assert_eq!(out.record.status, Status::Exited(0));
+        // The killed leftover closed the pipes: no wait for them to be released.
+        assert!(started.elapsed() < PIPE_DRAIN, "{:?}", started.elapsed());
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        // SIGKILL is delivered asynchronously: give it a moment to land.
+        let state = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("gone")
+                .to_owned()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !["Z", "X", "gone"].contains(&state().as_str()) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            ["Z", "X", "gone"].contains(&state().as_str()),
+            "sleep is {}",
+            state()
+        );
     }
 
     #[test]
