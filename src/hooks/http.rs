@@ -4,9 +4,10 @@
 //! percent-encoded, so they cannot add path segments or query parameters. For GET the body's
 //! top-level keys become query parameters, as upstream. Header values may name environment
 //! variables as `${NAME}` (resolved at plan time, so a missing token is a plan error); header
-//! values are never written to reports or logs, only their names, and URLs are recorded without
-//! their userinfo and query values ([`crate::manifest::hooks::redact`]). Redirects are not followed: a
-//! 3xx is a failure, so a token in a header never travels to a host the manifest did not name.
+//! values are never written to reports or logs, only their names, and URLs are recorded
+//! without their userinfo and query values ([`crate::manifest::hooks::redact`]). Redirects are
+//! not followed: a 3xx is a failure, so a token in a header never travels to a host the manifest
+//! did not name.
 //! The request runs on a worker thread that the hook only waits for, so cancellation returns at
 //! once; the worker ends by itself within the hook's timeout.
 

@@ -4,7 +4,9 @@
 //! The child runs a fixed program ([`RUNNER`]); the module, function and rendered arguments reach
 //! it as JSON on stdin, never spliced into code. Modules are searched in the manifest's directory,
 //! then PYTHONPATH, then the interpreter's own paths; never in the current directory. Everything
-//! the hook prints goes to stderr, so stdout carries only the runner's one-line JSON answer.
+//! the hook prints goes to stderr, so stdout carries only the runner's one-line JSON answer, read
+//! as soon as its line arrives: a child the function left behind (killed with the process group
+//! once python3 exits, unless it called `setsid`) cannot hold the answer back.
 //! Planning runs the same program twice per hook: once to locate the module without executing it
 //! (so, as root, its file can be checked like a script's), then once to import it and check that
 //! the function exists and accepts the hook's argument names.

@@ -6,7 +6,8 @@
 //! a regular file, executable, and as root not writable by others: see
 //! [`crate::manifest::hooks::trust`]) and
 //! runs through [`crate::exec`] in its own process group, so a timeout or Ctrl-C takes down
-//! everything it started.
+//! everything it started, and whatever it leaves running when it exits is killed. Only the tails
+//! of its stdout and stderr are kept; the report counts the bytes dropped before them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -3,7 +3,8 @@
 //! `report.json` keeps upstream's layout (version, timestamp, pipeline.stages, artifacts,
 //! warnings, errors, input_manifest, summary) and adds what an admin needs the morning after:
 //! the VM's final status, for every stage the commands it ran with their exit status, duration
-//! and stderr tail, and every hook's outcome (`hooks`, with header values redacted).
+//! and stderr tail, and every hook's outcome (`hooks`, with header values, URL credentials and
+//! query values redacted, and output kept to bounded tails).
 
 pub mod batch;
 
