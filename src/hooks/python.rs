@@ -34,8 +34,11 @@ pub struct PythonPlan {
     pub args: JsonTemplate,
 }
 
-/// Planning probes get at most this long (or the hook's own timeout, when shorter).
+/// Planning probes get at most this long (or the hook's own timeout, when shorter, but never
+/// less than `PROBE_FLOOR`: starting python3 alone can take seconds on a loaded host, and a
+/// hook's timeout bounds its call, not the interpreter's start).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+const PROBE_FLOOR: Duration = Duration::from_secs(15);
 
 /// The program the child python3 runs. Modes: `locate` finds the module's file without running
 /// it; `check` imports it and binds the argument names to the function's signature; `call`
@@ -212,7 +215,7 @@ pub fn plan(
     path: &str,
     problems: &mut Problems,
 ) -> Option<PythonPlan> {
-    let probe_timeout = timeout.min(PROBE_TIMEOUT);
+    let probe_timeout = timeout.max(PROBE_FLOOR).min(PROBE_TIMEOUT);
     let arg_names: Vec<&str> = spec.args.keys();
     let request = |mode: &str| {
         json!({"mode": mode, "module_dir": dir, "module": spec.module,
