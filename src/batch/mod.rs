@@ -184,7 +184,7 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
             VmPrep::Run(plan, _) => plan
                 .disks
                 .iter()
-                .filter_map(|d| d.output.clone())
+                .flat_map(|d| d.output.clone().into_iter().chain(d.part_path()))
                 .chain(plan.report_path.clone())
                 .chain(plan.domain.as_ref().map(|d| d.path.clone()))
                 .collect(),
@@ -197,7 +197,7 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
             _ => Vec::new(),
         };
         for p in paths {
-            if let Some(other) = owners.insert(p.clone(), entry.id.clone())
+            if let Some(other) = owners.insert(plan::same_file_key(&p), entry.id.clone())
                 && other != entry.id
             {
                 problems.push(format!(
