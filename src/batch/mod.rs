@@ -177,14 +177,15 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
         vms.push((entry.clone(), prepared));
     }
 
-    // Two VMs must never write the same file.
+    // Two VMs must never write the same file, also through two names for one directory. (Their
+    // `.part` files meet only where their outputs do: no output name ends in `.part`.)
     let mut owners: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (entry, prepared) in &vms {
         let paths: Vec<PathBuf> = match prepared {
             VmPrep::Run(plan, _) => plan
                 .disks
                 .iter()
-                .flat_map(|d| d.output.clone().into_iter().chain(d.part_path()))
+                .filter_map(|d| d.output.clone())
                 .chain(plan.report_path.clone())
                 .chain(plan.domain.as_ref().map(|d| d.path.clone()))
                 .collect(),
