@@ -1,7 +1,8 @@
 //! Files that appear whole or not at all.
 //!
 //! Reports, checkpoints and generated manifests are written to a temporary file in the target's
-//! own directory, flushed to disk, and renamed over the target, so a crash or a full disk never
+//! own directory (0600, in directories made 0700, whatever the umask), flushed to disk, and
+//! renamed over the target, so a crash or a full disk never
 //! leaves a half-written file under the final name. Disk images and backups, which other
 //! processes write to a `.part` file, get the same flush through [`sync_data`] before their
 //! rename, and [`Writeback`] starts that flush's disk writes while they are still being written.
@@ -31,13 +32,16 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
+    crate::files::create_private_dir_all(dir).map_err(err)?;
+    let private = || std::os::unix::fs::PermissionsExt::from_mode(crate::files::FILE_MODE);
     let mut tmp = tempfile::Builder::new()
         .prefix(".")
         .suffix(".tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .permissions(private())
         .tempfile_in(dir)
         .map_err(err)?;
+    // The mode asked for at creation is narrowed by the umask; this one is not.
+    tmp.as_file().set_permissions(private()).map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
@@ -48,11 +52,18 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     Ok(())
 }
 
-/// `<output>.part`: the name an image or backup has while it is being written.
+/// `<output>.part`: the name an image or backup has while it is being written. Output file
+/// names never end in `.part` themselves (`output.filename` is refused so), so a name that
+/// does is always unfinished work (see [`is_part_name`]).
 pub fn part_path(output: &Path) -> PathBuf {
     let mut name = output.as_os_str().to_owned();
     name.push(".part");
     PathBuf::from(name)
+}
+
+/// Whether a file name is that of an unfinished image or backup (a `.part` file).
+pub fn is_part_name(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().ends_with(b".part")
 }
 
 /// Flushes a finished `.part` file to disk and moves it to its final name; without `overwrite`,

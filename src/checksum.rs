@@ -10,7 +10,6 @@
 //! CPU the conversion leaves idle instead of slowing the conversion down, and gets its normal
 //! priority back once something waits for it.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +18,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use sha2::{Digest, Sha256};
 
 use crate::exec::CancelToken;
+use crate::files;
 
 const BUF_SIZE: usize = 1024 * 1024;
 /// Buffers in circulation: one being hashed, the rest being filled or queued.
@@ -111,11 +111,15 @@ impl Drop for Lowered<'_> {
     }
 }
 
-/// Streams `path` through SHA-256 and returns `sha256:<lower-case hex>`.
+/// Streams `path` through SHA-256 and returns `sha256:<lower-case hex>`, reading at most
+/// `limit` bytes (a source's pinned size: a file that grows, or a device that never ends, is
+/// not read forever). The file is opened as a source is ([`files::open_source`]): never
+/// blocking, and only a regular file or a block device.
 /// `on_bytes` is told how many bytes have been hashed so far. With `background`, the hashing
 /// threads run at the lowest CPU priority until it hurries them (see [`Background`]).
 pub fn sha256_file(
     path: &Path,
+    limit: Option<u64>,
     cancel: Option<&CancelToken>,
     background: Option<&Background>,
     mut on_bytes: impl FnMut(u64),
@@ -130,7 +134,24 @@ pub fn sha256_file(
     if cancel.is_some_and(CancelToken::is_cancelled) {
         return Err(cancelled());
     }
-    let file = File::open(path).map_err(io_err)?;
+    let file = match files::open_source(path, true) {
+        Ok((file, _)) => file,
+        // Nothing to read: the digest of no bytes.
+        Err(files::SourceError::Empty) => {
+            return Ok(format!("sha256:{}", hex(&Sha256::digest(b""))));
+        }
+        Err(files::SourceError::Io(e)) => return Err(io_err(e)),
+        Err(files::SourceError::NotFound) => {
+            return Err(io_err(io::Error::from(io::ErrorKind::NotFound)));
+        }
+        Err(e) => {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                e.to_string(),
+            )));
+        }
+    };
+    let file = file.take(limit.unwrap_or(u64::MAX));
     // Full buffers travel to the hasher, empty ones back to the reader. The hashing closure
     // owns its ends of both channels, so when it returns (at the end, on an error or on
     // cancellation) they close and the reader stops before the scope joins it.
@@ -180,7 +201,7 @@ pub fn sha256_file(
 /// empty read (end of file), an error, or when the hasher has hung up. `each_buffer` runs
 /// before each buffer is filled.
 fn read_ahead(
-    mut file: File,
+    mut file: impl Read,
     empty: &Receiver<Vec<u8>>,
     full: &SyncSender<io::Result<(Vec<u8>, usize)>>,
     mut each_buffer: impl FnMut(),
@@ -229,7 +250,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("abc");
         std::fs::write(&path, b"abc").expect("write");
-        let sum = sha256_file(&path, None, None, |_| {}).expect("hash");
+        let sum = sha256_file(&path, None, None, None, |_| {}).expect("hash");
         assert_eq!(
             sum,
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -255,7 +276,7 @@ mod tests {
             );
             let background = Background::new();
             let mut seen = Vec::new();
-            let sum = sha256_file(&path, None, Some(&background), |_| {
+            let sum = sha256_file(&path, None, None, Some(&background), |_| {
                 seen.push(getpriority_process(None).expect("getpriority"));
                 background.hurry();
             })
@@ -296,7 +317,7 @@ mod tests {
             let path = dir.path().join(format!("f{len}"));
             std::fs::write(&path, &data).expect("write");
             let mut last = 0;
-            let sum = sha256_file(&path, None, None, |done| last = done).expect("hash");
+            let sum = sha256_file(&path, None, None, None, |done| last = done).expect("hash");
             assert_eq!(
                 sum,
                 format!("sha256:{}", hex(&Sha256::digest(&data))),
@@ -313,15 +334,32 @@ mod tests {
         let path = dir.path().join("big");
         std::fs::write(&path, vec![1u8; BUF_SIZE * (BUFFERS * 3)]).expect("write");
         let token = CancelToken::new();
-        let result = sha256_file(&path, Some(&token), None, |_| token.cancel());
+        let result = sha256_file(&path, None, Some(&token), None, |_| token.cancel());
         assert!(matches!(result, Err(ChecksumError::Cancelled { .. })));
+    }
+
+    /// A limit stops the read: what a device or a growing file gives beyond it is not hashed.
+    #[test]
+    fn reads_at_most_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcdef").expect("write");
+        let sum = sha256_file(&path, Some(3), None, None, |_| {}).expect("hash");
+        assert_eq!(
+            sum,
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(
+            sha256_file(Path::new("/dev/zero"), None, None, None, |_| {}).is_err(),
+            "a character device is hashed"
+        );
     }
 
     #[test]
     fn missing_file_is_an_io_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(matches!(
-            sha256_file(&dir.path().join("nope"), None, None, |_| {}),
+            sha256_file(&dir.path().join("nope"), None, None, None, |_| {}),
             Err(ChecksumError::Io { .. })
         ));
     }
@@ -334,7 +372,7 @@ mod tests {
         let token = CancelToken::new();
         token.cancel();
         assert!(matches!(
-            sha256_file(&path, Some(&token), None, |_| {}),
+            sha256_file(&path, None, Some(&token), None, |_| {}),
             Err(ChecksumError::Cancelled { .. })
         ));
     }

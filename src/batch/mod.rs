@@ -177,7 +177,8 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
         vms.push((entry.clone(), prepared));
     }
 
-    // Two VMs must never write the same file.
+    // Two VMs must never write the same file, also through two names for one directory. (Their
+    // `.part` files meet only where their outputs do: no output name ends in `.part`.)
     let mut owners: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (entry, prepared) in &vms {
         let paths: Vec<PathBuf> = match prepared {
@@ -197,7 +198,7 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
             _ => Vec::new(),
         };
         for p in paths {
-            if let Some(other) = owners.insert(p.clone(), entry.id.clone())
+            if let Some(other) = owners.insert(plan::same_file_key(&p), entry.id.clone())
                 && other != entry.id
             {
                 problems.push(format!(

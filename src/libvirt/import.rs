@@ -982,7 +982,7 @@ fn checksum_all(
     let results: Vec<Result<String, checksum::ChecksumError>> = disks
         .par_iter()
         .map(|d| {
-            checksum::sha256_file(&d.facts.path, Some(cancel), None, |done| {
+            checksum::sha256_file(&d.facts.path, None, Some(cancel), None, |done| {
                 events.send(Event::Progress {
                     vm: vm.to_owned(),
                     disk: d.facts.id.clone(),
@@ -1099,6 +1099,10 @@ pub fn build_manifest(
                 "disk_type".into(),
                 json!(if i == 0 { "boot" } else { "data" }),
             );
+            // The domain names a block device: converting it is what the admin asked for.
+            if d.facts.kind == SourceKind::Block {
+                e.insert("allow_block_device".into(), json!(true));
+            }
             let mut m = Map::new();
             m.insert("virtual_size".into(), json!(d.virtual_size));
             m.insert("source_type".into(), json!(d.facts.kind.name()));

@@ -3,8 +3,9 @@
 //! Its checks are written by hand, in upstream's order and wording
 //! (`disks[1].source_format unsupported: vmdkk. Supported: ['vmdk', ...]`), because those
 //! messages are what users of the Python tool know; the field path and "did you mean" are added.
-//! Whether `local_path` exists is checked here too, so a typo in a path stops the run before
-//! anything is planned.
+//! Whether `local_path` exists and is a disk (a regular, non-empty file, or a block device with
+//! `allow_block_device`) is checked here too, so a typo in a path, or `/dev/zero`, a FIFO or a
+//! directory, stops the run before anything is planned.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -15,6 +16,7 @@ use serde_json::Value;
 use super::schema::{self, Kind};
 use crate::config::{self, kind_of};
 use crate::diag::Problems;
+use crate::files;
 use crate::spelling::spelled_enum;
 
 spelled_enum! {
@@ -79,6 +81,10 @@ pub struct Disk {
     pub label: Option<String>,
     #[serde(default)]
     pub disk_type: DiskType,
+    /// Whether `local_path` may be a block device (a LUN, an LVM volume) instead of an image
+    /// file; anything else that is not a regular file is always refused.
+    #[serde(default)]
+    pub allow_block_device: bool,
 }
 
 /// Upstream's default, so a disk without a hint sorts after those with the usual small hints.
@@ -101,6 +107,7 @@ const KEYS: &[&str] = &[
     "boot_order_hint",
     "label",
     "disk_type",
+    "allow_block_device",
 ];
 
 /// Checks the `disks` value (`None` when the key is missing); `dir` resolves relative paths.
@@ -185,23 +192,21 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
                 format!("disks[{i}].bytes must be a non-negative integer (got: {bytes})"),
             );
         }
+        let allow_block = d
+            .get("allow_block_device")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if let Some(a) = d.get("allow_block_device")
+            && !a.is_boolean()
+        {
+            schema::check_value(&p("allow_block_device"), a, &Kind::Bool, problems);
+        }
         if let Some(lp) = d.get("local_path") {
             match lp.as_str() {
                 Some(s) => {
                     let resolved = config::resolve_relative(dir, s);
-                    match std::fs::metadata(&resolved) {
-                        Err(_) => problems.push(
-                            &p("local_path"),
-                            format!("disks[{i}].local_path not found: {}", resolved.display()),
-                        ),
-                        Ok(m) if m.is_dir() => problems.push(
-                            &p("local_path"),
-                            format!(
-                                "disks[{i}].local_path is a directory, expected a disk image file: {}",
-                                resolved.display()
-                            ),
-                        ),
-                        Ok(_) => {}
+                    if let Err(e) = files::open_source(&resolved, allow_block) {
+                        problems.push(&p("local_path"), source_problem(i, &resolved, &e));
                     }
                 }
                 None => problems.push(
@@ -253,6 +258,32 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
             );
         }
         problems.unknown_keys(&format!("disks[{i}]"), d, KEYS);
+    }
+}
+
+/// Why `disks[i].local_path` cannot be read as a source disk, and what was expected.
+pub fn source_problem(i: usize, path: &Path, e: &files::SourceError) -> String {
+    let shown = path.display();
+    let expected = "expected a disk image file (a regular file, not empty)";
+    match e {
+        files::SourceError::NotFound => format!("disks[{i}].local_path not found: {shown}"),
+        files::SourceError::Io(e) => {
+            format!("disks[{i}].local_path {shown} cannot be read ({e}); {expected}")
+        }
+        files::SourceError::NotADisk(files::FileKind::Directory) => {
+            format!("disks[{i}].local_path is a directory, expected a disk image file: {shown}")
+        }
+        files::SourceError::NotADisk(kind) => format!(
+            "disks[{i}].local_path {shown} is {}; {expected}",
+            kind.described()
+        ),
+        files::SourceError::BlockDeviceNotAllowed => format!(
+            "disks[{i}].local_path {shown} is a block device; {expected}, or set \
+             disks[{i}].allow_block_device: true to convert the device itself"
+        ),
+        files::SourceError::Empty => {
+            format!("disks[{i}].local_path {shown} is empty (0 bytes); {expected}")
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! `output` and `options`: where converted disks and the report go, and run options.
 //!
 //! Output names are decided by the planner (`<disk id>.<format>` in the output directory); the
-//! only cross-section rule is here: `output.filename` names one file, so it needs a manifest
-//! with one disk.
+//! rules for `output.filename` are here: it is one plain file name inside the output directory
+//! (no `/`, not `.` or `..`, not a `.part` name), and it needs a manifest with one disk. That
+//! no output coincides with the report, the domain XML or another output is checked when
+//! planning, where every path is known.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -80,8 +82,23 @@ pub const OPTIONS: &[Field] = &[
     f("report", Kind::Object(REPORT)),
 ];
 
-/// `output.filename` with several disks would give them all one file name.
+/// `output.filename` names one file inside the output directory: a single path component, not
+/// a `.part` name (what a file being written is called), and only with one disk.
 pub fn check_filename(doc: &Map<String, Value>, problems: &mut Problems) {
+    if let Some(name) = doc
+        .get("output")
+        .and_then(|o| o.get("filename"))
+        .and_then(Value::as_str)
+        && let Err(why) = single_component(name)
+    {
+        problems.push(
+            "output.filename",
+            format!(
+                "output.filename must be a plain file name inside the output directory, {why} \
+                 (got: '{name}'); choose the directory with output.directory"
+            ),
+        );
+    }
     if let Some(disks) = doc.get("disks").and_then(Value::as_array)
         && disks.len() > 1
         && doc
@@ -94,6 +111,23 @@ pub fn check_filename(doc: &Map<String, Value>, problems: &mut Problems) {
             "output.filename names one output file, but the manifest has several disks; \
              remove it (outputs are named <disk id>.<format>)",
         );
+    }
+}
+
+/// Why `name` is not one plain file name, if it is not.
+fn single_component(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.trim().is_empty() {
+        Err("not empty")
+    } else if name == "." || name == ".." {
+        Err("not '.' or '..'")
+    } else if name.contains('/') {
+        Err("without '/'")
+    } else if name.contains('\0') {
+        Err("without NUL bytes")
+    } else if name.ends_with(".part") {
+        Err("not ending in .part (the name of a file still being written)")
+    } else {
+        Ok(())
     }
 }
 
@@ -126,6 +160,22 @@ mod tests {
         assert_eq!(
             problems_of(json!({"disks": two, "output": {"filename": "x.img"}})),
             1
+        );
+    }
+
+    #[test]
+    fn filename_is_one_plain_name() {
+        let one = json!([{"id": "a"}]);
+        for bad in ["../x", "a/b", "/etc/passwd", "..", ".", "", "x.qcow2.part"] {
+            assert_eq!(
+                problems_of(json!({"disks": one, "output": {"filename": bad}})),
+                1,
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            problems_of(json!({"disks": one, "output": {"filename": "..x.img"}})),
+            0
         );
     }
 

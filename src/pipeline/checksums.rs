@@ -62,20 +62,19 @@ pub(super) fn overlap(plan: &VmPlan) -> bool {
 /// returns the verified ones (none yet when they run in the background).
 pub(super) fn start(run: &mut Run<'_>) -> Result<Vec<VerifiedChecksum>, StageFailure> {
     let plan = run.plan;
-    let to_verify: Vec<(String, PathBuf, String)> = plan
+    let to_verify: Vec<ToVerify> = plan
         .disks
         .iter()
         .filter_map(|d| {
-            d.checksum
-                .as_ref()
-                .map(|c| (d.id.clone(), d.given_path.clone(), c.clone()))
+            d.checksum.as_ref().map(|c| ToVerify {
+                id: d.id.clone(),
+                path: d.given_path.clone(),
+                expected: c.clone(),
+                limit: d.pinned.as_ref().map(|p| p.size),
+            })
         })
         .collect();
-    run.bytes_read += to_verify
-        .iter()
-        .filter_map(|(_, path, _)| std::fs::metadata(path).ok())
-        .map(|m| m.len())
-        .sum::<u64>();
+    run.bytes_read += to_verify.iter().filter_map(|v| v.limit).sum::<u64>();
     if overlap(plan) {
         // The display shows the conversion's progress meanwhile: two activities on one VM's
         // bar would make it jump back and forth.
@@ -96,10 +95,18 @@ pub(super) fn start(run: &mut Run<'_>) -> Result<Vec<VerifiedChecksum>, StageFai
     check(results)
 }
 
+/// A disk whose checksum the manifest gives; `limit` is its pinned size, the most that is read.
+struct ToVerify {
+    id: String,
+    path: PathBuf,
+    expected: String,
+    limit: Option<u64>,
+}
+
 /// Hashes the disks (in parallel) and pairs each digest with the one the manifest expects;
 /// `background` as for [`checksum::sha256_file`].
 fn hash_disks(
-    to_verify: &[(String, PathBuf, String)],
+    to_verify: &[ToVerify],
     cancel: &CancelToken,
     events: &EventSink,
     vm: &str,
@@ -107,19 +114,27 @@ fn hash_disks(
 ) -> Vec<ChecksumResult> {
     to_verify
         .par_iter()
-        .map(|(id, path, expected)| {
-            let total = crate::files::disk_size(path).unwrap_or(0);
-            let actual = checksum::sha256_file(path, Some(cancel), background, |done| {
-                events.send(Event::Progress {
-                    vm: vm.to_owned(),
-                    disk: id.clone(),
-                    activity: Activity::Checksum,
-                    done,
-                    total,
-                })
-            });
-            (id.clone(), expected.clone(), actual)
-        })
+        .map(
+            |ToVerify {
+                 id,
+                 path,
+                 expected,
+                 limit,
+             }| {
+                let total = limit.unwrap_or(0);
+                let actual =
+                    checksum::sha256_file(path, *limit, Some(cancel), background, |done| {
+                        events.send(Event::Progress {
+                            vm: vm.to_owned(),
+                            disk: id.clone(),
+                            activity: Activity::Checksum,
+                            done,
+                            total,
+                        })
+                    });
+                (id.clone(), expected.clone(), actual)
+            },
+        )
         .collect()
 }
 

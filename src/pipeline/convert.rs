@@ -1,6 +1,8 @@
 //! convert: each source (or its repair overlay) into the output format with qemu-img, written
-//! to `<output>.part` and published under its final name only once it is whole, flushed, and
-//! the source's checksum (when verified alongside) is known to match.
+//! to `<output>.part` and published under its final name only once it is whole, flushed, the
+//! source's checksum (when verified alongside) is known to match, and the source is still the
+//! file pinned at planning. The `.part` file is created here first, new, 0600 and never through
+//! a symlink, and qemu-img writes into it; directories made for outputs are 0700.
 
 use std::path::Path;
 
@@ -8,6 +10,7 @@ use super::{Run, StageFailure};
 use crate::atomic;
 use crate::events::{Activity, Event};
 use crate::exec::{self, CommandRecord};
+use crate::files;
 use crate::manifest::SourceFormat;
 use crate::outcome::stages::{ConvertResult, ConvertedDisk};
 use crate::outcome::{Artifact, ArtifactKind};
@@ -17,7 +20,7 @@ use crate::units::human_bytes;
 pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
     let plan = run.plan;
     let convert = plan.convert.as_ref().expect("stage runs only when planned");
-    std::fs::create_dir_all(&plan.output_dir).map_err(|e| {
+    files::create_private_dir_all(&plan.output_dir).map_err(|e| {
         StageFailure::new(format!(
             "cannot create output directory {}: {e}",
             plan.output_dir.display()
@@ -32,7 +35,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
         };
         // storage_mapping.disk_mappings may place this disk outside the output directory.
         if let Some(dir) = output.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            files::create_private_dir_all(dir).map_err(|e| {
                 StageFailure::new(format!(
                     "disk {}: cannot create directory {}: {e}",
                     disk.id,
@@ -56,6 +59,17 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
                 Some(total),
             )
             .expect("convert is planned");
+        // Ours alone: created new (never over a leftover, never through a symlink) and 0600;
+        // qemu-img then writes into this file, keeping its inode and mode.
+        let held = files::create_private_file(&part).map_err(|e| {
+            StageFailure::new(format!(
+                "disk {}: cannot create {} ({e}): something already has that name (a \
+                 leftover of an interrupted run, or a link planted there); it is left as it is \
+                 and nothing is written through it: remove it and run again",
+                disk.id,
+                part.display()
+            ))
+        })?;
         // The disk starts writing the output while qemu-img still produces it.
         let writeback = atomic::Writeback::start(part.clone());
         if let Some(create) = plan.qemu_img.create_target_cmd(&spec) {
@@ -81,6 +95,14 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
         })?;
         let kicked = writeback.finish();
         tracing::debug!("disk {}: {kicked} early writebacks", disk.id);
+        // Only the file created above is published, not whatever took its name meanwhile.
+        still_ours(&held, &part, &disk.id)?;
+        drop(held);
+        // What was converted must be the source that was planned, untouched.
+        if let Err(f) = run.check_pinned(idx, "before its conversion was published") {
+            atomic::remove_part(&part);
+            return Err(f);
+        }
         // Nothing is published before the source is known to be the one the manifest names.
         if let Err(f) = run.settle_checksums() {
             atomic::remove_part(&part);
@@ -120,6 +142,8 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
             boot_order_hint: disk.boot_order_hint,
         });
     }
+    // A source converted earlier may have been changed while a later one was converted.
+    run.check_all_pinned("after convert")?;
     Ok(ConvertResult {
         disks_converted: converted.len(),
         output_format: convert.format,
@@ -128,6 +152,24 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
         compression: convert.compression,
         converted_disks: converted,
     })
+}
+
+/// Whether `part` is still the file that was created for it (same device and inode, not a
+/// symlink): a `.part` name replaced while qemu-img ran is refused, and left alone.
+fn still_ours(held: &std::fs::File, part: &Path, disk_id: &str) -> Result<(), StageFailure> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = held.metadata().ok().map(|m| (m.dev(), m.ino()));
+    let now = std::fs::symlink_metadata(part)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|m| (m.dev(), m.ino()));
+    if ours.is_some() && ours == now {
+        return Ok(());
+    }
+    Err(StageFailure::new(format!(
+        "disk {disk_id}: {} was replaced while it was being written; refusing to publish it",
+        part.display()
+    )))
 }
 
 /// Runs a command that writes `part`; when it cannot run or fails, `part` is removed and the

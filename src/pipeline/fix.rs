@@ -31,7 +31,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
         let disk = &plan.disks[idx];
         match &fix.mode {
             FixMode::Overlay { work_dir } => {
-                std::fs::create_dir_all(work_dir).map_err(|e| {
+                crate::files::create_private_dir_all(work_dir).map_err(|e| {
                     StageFailure::new(format!(
                         "cannot create the work directory {}: {e}",
                         work_dir.display()

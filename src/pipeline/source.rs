@@ -111,6 +111,37 @@ impl Run<'_> {
         Ok(facts)
     }
 
+    /// Checks that a source is still the file that was pinned when the run was planned (same
+    /// device and inode, size and mtime); `when` says at which point, for the message. A source
+    /// that changed (truncated or rewritten by a hook, replaced) fails the VM: what was converted
+    /// or compared is then not what the manifest named.
+    pub(super) fn check_pinned(&self, idx: usize, when: &str) -> Result<(), StageFailure> {
+        let disk = &self.plan.disks[idx];
+        let Some(pinned) = &disk.pinned else {
+            return Ok(());
+        };
+        let path = &disk.given_path;
+        let changes = match crate::files::source_identity(path, disk.allow_block_device) {
+            Ok(now) => pinned.changes(&now),
+            Err(e) => vec![format!("it {e}")],
+        };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(StageFailure::new(format!(
+            "disk {}: source {} changed {when}: {}; it was pinned when the run was planned, \
+             and a changed source makes the result unreliable",
+            disk.id,
+            path.display(),
+            changes.join(", ")
+        )))
+    }
+
+    /// Checks every source with [`Run::check_pinned`].
+    pub(super) fn check_all_pinned(&self, when: &str) -> Result<(), StageFailure> {
+        (0..self.plan.disks.len()).try_for_each(|idx| self.check_pinned(idx, when))
+    }
+
     /// The format probe. For a file that may be read through io_uring it tries io_uring first
     /// (while io_uring is not known to fail), which settles whether it works; when that probe
     /// fails the plain one decides: if it succeeds, io_uring was what failed.

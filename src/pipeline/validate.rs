@@ -27,6 +27,8 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ValidateResult, StageFailure> {
         .format
         .name();
     let q = plan.qemu_img.clone();
+    // Comparing with a source that changed since it was pinned would prove nothing.
+    run.check_all_pinned("after convert, before validate compared it")?;
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for idx in 0..plan.disks.len() {
@@ -115,6 +117,11 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ValidateResult, StageFailure> {
             integrity_check: integrity,
             content_check: content,
         });
+    }
+    if validate.compare
+        && let Err(f) = run.check_all_pinned("while validate compared it with the output")
+    {
+        failures.push(f.message);
     }
     if !failures.is_empty() {
         return Err(StageFailure::new(failures.join("; ")));

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::PlanOptions;
 use crate::config;
 use crate::diag::Problems;
+use crate::files::{self, Identity};
 use crate::manifest::{DiskType, Loaded, OutputFormat, SourceFormat};
 
 #[derive(Clone, Debug)]
@@ -27,6 +28,11 @@ pub struct DiskPlan {
     pub disk_type: DiskType,
     /// Final output file (when converting).
     pub output: Option<PathBuf>,
+    /// `allow_block_device`: the source may be a block device.
+    pub allow_block_device: bool,
+    /// The source's identity when the run was planned (`None` only when it could not be read,
+    /// which is a planning problem). Convert and validate check that it still holds.
+    pub pinned: Option<Identity>,
 }
 
 impl DiskPlan {
@@ -67,8 +73,20 @@ pub(super) fn plan(
     let mut disks: Vec<DiskPlan> = m
         .disks
         .iter()
-        .map(|d| {
+        .enumerate()
+        .map(|(i, d)| {
             let given = loaded.disk_path(d);
+            // Pinned now, on the descriptor: what convert and validate must still find.
+            let pinned = match files::open_source(&given, d.allow_block_device) {
+                Ok((_, identity)) => Some(identity),
+                Err(e) => {
+                    problems.push(
+                        &format!("disks[{i}].local_path"),
+                        crate::manifest::disks::source_problem(i, &given, &e),
+                    );
+                    None
+                }
+            };
             let source = match d.source_format {
                 SourceFormat::Vmdk => crate::tools::qemu_img::flat_vmdk_descriptor(&given)
                     .unwrap_or_else(|| given.clone()),
@@ -92,6 +110,8 @@ pub(super) fn plan(
                 boot_order_hint: d.boot_order_hint,
                 disk_type: d.disk_type,
                 output,
+                allow_block_device: d.allow_block_device,
+                pinned,
             }
         })
         .collect();
@@ -129,6 +149,84 @@ pub(super) fn plan(
         }
     }
     disks
+}
+
+/// A file this VM writes: what it is (for messages) and the field that decides its name.
+struct Written<'a> {
+    what: String,
+    field: &'a str,
+    path: PathBuf,
+}
+
+/// No two files this VM writes may be one: each converted disk and its `.part` file, the
+/// report and the domain XML. Otherwise the later write destroys the earlier (a report over the
+/// converted disk) while the run "succeeds".
+pub(super) fn check_collisions(
+    loaded: &Loaded,
+    disks: &[DiskPlan],
+    report: Option<&Path>,
+    domain_xml: Option<&Path>,
+    problems: &mut Problems,
+) {
+    let disk_field = if loaded.manifest.output.filename.is_some() {
+        "output.filename"
+    } else {
+        "disks"
+    };
+    let mut written: Vec<Written> = Vec::new();
+    written.extend(report.map(|p| Written {
+        what: "the report".to_owned(),
+        field: "options.report.path",
+        path: p.to_owned(),
+    }));
+    written.extend(domain_xml.map(|p| Written {
+        what: "the domain XML".to_owned(),
+        field: "output.directory",
+        path: p.to_owned(),
+    }));
+    for d in disks {
+        if let Some(out) = &d.output {
+            written.push(Written {
+                what: format!("disk {}'s output", d.id),
+                field: disk_field,
+                path: out.clone(),
+            });
+        }
+        if let Some(part) = d.part_path() {
+            written.push(Written {
+                what: format!("disk {}'s unfinished output", d.id),
+                field: disk_field,
+                path: part,
+            });
+        }
+    }
+    let keys: Vec<PathBuf> = written.iter().map(|w| same_file_key(&w.path)).collect();
+    for (j, later) in written.iter().enumerate() {
+        if let Some(i) = (0..j).find(|&i| keys[i] == keys[j]) {
+            let earlier = &written[i];
+            problems.push(
+                later.field,
+                format!(
+                    "{} and {} would both be {}; give them different names",
+                    earlier.what,
+                    later.what,
+                    later.path.display()
+                ),
+            );
+        }
+    }
+}
+
+/// A path as a key for "the same file": its directory resolved (symlinks, `..`) where it
+/// exists, its name as given.
+pub fn same_file_key(path: &Path) -> PathBuf {
+    let normal = config::absolute(path);
+    match (normal.parent(), normal.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_owned())
+            .join(name),
+        _ => normal,
+    }
 }
 
 /// The output directory, and (when converting) every `disk_mappings` directory, must be

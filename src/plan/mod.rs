@@ -32,7 +32,7 @@ use crate::tools::guestfish::GuestEnv;
 use crate::tools::qemu_img::{Aio, ConvertSpec, QemuImg};
 
 pub use convert::ConvertPlan;
-pub use disks::DiskPlan;
+pub use disks::{DiskPlan, same_file_key};
 pub use fix::{FixMode, FixPlan};
 pub use inspect::InspectPlan;
 pub use validate::ValidatePlan;
@@ -214,6 +214,14 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         .report
         .enabled
         .then(|| config::resolve_relative(&output_dir, &m.options.report.path));
+
+    disks::check_collisions(
+        loaded,
+        &disks,
+        report_path.as_deref(),
+        domain.as_ref().map(|d| d.path.as_path()),
+        &mut problems,
+    );
 
     if !problems.is_empty() {
         return Err(PlanError::Invalid {

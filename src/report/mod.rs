@@ -3,8 +3,9 @@
 //! `report.json` keeps upstream's layout (version, timestamp, pipeline.stages, artifacts,
 //! warnings, errors, input_manifest, summary) and adds what an admin needs the morning after:
 //! the VM's final status, for every stage the commands it ran with their exit status, duration
-//! and stderr tail, and every hook's outcome (`hooks`, with header values, URL credentials and
-//! query values redacted, and output kept to bounded tails).
+//! and stderr tail, every hook's outcome (`hooks`, with header values, URL credentials and
+//! query values redacted, and output kept to bounded tails), and each source disk's identity as
+//! it was pinned (`input_manifest.sources`).
 
 pub mod batch;
 
@@ -98,6 +99,23 @@ pub struct InputManifest {
     pub source_vm_id: Option<String>,
     pub source_vm_name: String,
     pub profile: Option<String>,
+    /// Each source disk as it was pinned when the run was planned, in boot order.
+    pub sources: Vec<PinnedSource>,
+}
+
+/// A source disk's identity when the run was planned; convert and validate checked that it
+/// still held.
+#[derive(Clone, Debug, Serialize)]
+pub struct PinnedSource {
+    pub disk_id: String,
+    pub path: String,
+    /// `file` or `block_device`.
+    pub file_type: &'static str,
+    pub device: u64,
+    pub inode: u64,
+    pub size_bytes: u64,
+    /// RFC 3339 in UTC, to the nanosecond.
+    pub mtime: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -141,6 +159,21 @@ pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
             source_vm_id: plan.source_vm_id.clone(),
             source_vm_name: plan.vm_name.clone(),
             profile: plan.profile_chain.first().cloned(),
+            sources: plan
+                .disks
+                .iter()
+                .filter_map(|d| {
+                    d.pinned.as_ref().map(|p| PinnedSource {
+                        disk_id: d.id.clone(),
+                        path: d.given_path.display().to_string(),
+                        file_type: p.kind.name(),
+                        device: p.device,
+                        inode: p.inode,
+                        size_bytes: p.size,
+                        mtime: p.mtime(),
+                    })
+                })
+                .collect(),
         },
         hyper2kvm_version: env!("CARGO_PKG_VERSION"),
         summary: Summary {

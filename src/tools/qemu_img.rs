@@ -380,7 +380,8 @@ pub fn parse_progress(piece: &str) -> Option<f64> {
 /// which qemu-img probes as raw.
 pub fn has_vhd_footer(path: &Path) -> bool {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = std::fs::File::open(path) else {
+    // Opened as a source is: never blocking, and only a regular file or a block device.
+    let Ok((mut file, _)) = crate::files::open_source(path, true) else {
         return false;
     };
     if file.seek(SeekFrom::End(-512)).is_err() {

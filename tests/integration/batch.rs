@@ -321,7 +321,9 @@ fn stop_after_first_failure() {
                 .write(true)
                 .open(&disk)
                 .expect("open");
-            f.set_len(0).expect("truncate");
+            // Damaged, not empty: an empty file is refused when the manifest is loaded, and
+            // this VM must fail only once the batch runs.
+            f.set_len(4096).expect("truncate");
         }
         entries.push(json!({"manifest": format!("vms/{name}.yaml"), "id": name}));
     }

@@ -2,7 +2,9 @@
 //! its position, as the binary writes them today. Only what changes from run to run or from host
 //! to host is redacted:
 //!
-//! - times: RFC 3339 timestamps, and the numbers under the keys in [`TIMED`];
+//! - times: RFC 3339 timestamps (a pinned source's mtime among them), and the numbers under
+//!   the keys in [`TIMED`];
+//! - a pinned source's device and inode numbers ([`PINNED`]) and its size;
 //! - the test directory (`[TMP]`), the programs' install paths, guestfish's `--remote=<pid>`,
 //!   the scratch directories of guest sessions and boot tests, backup name stamps;
 //! - values that follow from those: the domain XML's size (it holds the test directory's path)
@@ -35,6 +37,9 @@ const TIMED: &[&str] = &[
     "average_duration",
 ];
 
+/// Keys whose numeric values are a pinned source's host identity (`input_manifest.sources`).
+const PINNED: &[&str] = &["device", "inode"];
+
 fn re(pattern: &str) -> regex_lite::Regex {
     regex_lite::Regex::new(pattern).expect("regex")
 }
@@ -49,6 +54,11 @@ fn redact_times(v: &mut Value) {
                 for (k, val) in map.iter_mut() {
                     if TIMED.contains(&k.as_str()) && val.is_number() {
                         *val = json!("[DURATION]");
+                    } else if PINNED.contains(&k.as_str()) && val.is_number() {
+                        *val = json!(format!("[{}]", k.to_uppercase()));
+                    } else if k == "sources" {
+                        redact_pinned_sizes(val);
+                        walk(val, rfc3339);
                     } else {
                         walk(val, rfc3339);
                     }
@@ -69,6 +79,21 @@ fn redact_times(v: &mut Value) {
         }
     }
     walk(v, &rfc3339);
+}
+
+/// A pinned source's size (`input_manifest.sources`), checked against the file, then redacted:
+/// a phony guest's VMDK need not come out the same size on every host.
+fn redact_pinned_sizes(sources: &mut Value) {
+    for s in sources.as_array_mut().expect("sources is a list") {
+        let path = PathBuf::from(s["path"].as_str().expect("path"));
+        assert_eq!(
+            s["size_bytes"].as_u64(),
+            Some(file_size(&path)),
+            "{}",
+            path.display()
+        );
+        s["size_bytes"] = json!("[SOURCE_BYTES]");
+    }
 }
 
 /// Sets the value at a JSON pointer, which must exist.

@@ -22,6 +22,9 @@ mod layers;
 /// Invalid manifests and configs: exit code 2, every problem named, nothing written.
 mod bad_input;
 
+/// Only real disks are sources, sources are pinned, outputs are safe and private.
+mod trust_sources;
+
 /// Runs that start and fail: corrupt sources, format mismatches, full or unwritable outputs.
 mod failures;
 
