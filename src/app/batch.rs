@@ -11,7 +11,7 @@ use crate::report;
 use crate::ui::{Display, ProgressMode};
 
 pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Result<u8, AppError> {
-    let prepared = batch::prepare(
+    let mut prepared = batch::prepare(
         path,
         &BatchOptions {
             parallel: options.batch_parallel,
@@ -26,6 +26,8 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
         print_text(&prepared.describe());
         return Ok(exit_code::SUCCESS);
     }
+    // Held until the batch report and summary are written.
+    let held = prepared.lock_outputs()?;
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
     let display = Display::start(options.progress.unwrap_or(progress), prepared.runnable());
@@ -46,6 +48,7 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
         "Reports: {} and batch_summary.txt\n",
         report_path.display()
     ));
+    drop(held);
     let b = &batch_report.batch;
     Ok(if outcome.interrupted {
         exit_code::INTERRUPTED

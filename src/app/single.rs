@@ -36,7 +36,7 @@ pub(super) fn run(
         return Ok(exit_code::SUCCESS);
     }
 
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         &loaded,
         &PlanOptions {
             output_dir_override: options.output_dir.clone(),
@@ -66,6 +66,10 @@ pub(super) fn run(
         return Ok(exit_code::SUCCESS);
     }
 
+    // Held until the report is written; leftovers of a killed run are gone once it is taken.
+    let held = crate::lock::take(&plan.claim())?;
+    plan.notes
+        .extend(held.cleaned.iter().map(|c| c.note.clone()));
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
     let display = Display::start(options.progress.unwrap_or(cli.progress), 1);
@@ -77,6 +81,7 @@ pub(super) fn run(
         report::write(path, &vm_report).map_err(AppError::Report)?;
     }
     print_text(&render::summary(&plan, &outcome));
+    drop(held);
     Ok(match outcome.status {
         VmStatus::Succeeded => exit_code::SUCCESS,
         VmStatus::Failed => exit_code::VM_FAILED,

@@ -321,6 +321,33 @@ impl PreparedBatch {
         v
     }
 
+    /// Locks the batch's report directory and every output directory of every VM that will run
+    /// (see [`crate::lock`]), all before the first VM starts, so a second run of the same batch
+    /// (or any run sharing a directory with it) stops at once. The leftovers of a killed run
+    /// found there are removed, and each VM whose directory held one says so in its report.
+    pub fn lock_outputs(&mut self) -> Result<crate::lock::Held, crate::lock::LockError> {
+        let mut claim = crate::lock::Claim::default();
+        claim.dir(&self.report_dir);
+        for (_, prepared) in &self.vms {
+            if let VmPrep::Run(plan, _) = prepared {
+                claim.extend(&plan.claim());
+            }
+        }
+        let held = crate::lock::take(&claim)?;
+        for (_, prepared) in &mut self.vms {
+            if let VmPrep::Run(plan, _) = prepared {
+                let mine = plan.claim();
+                plan.notes.extend(
+                    held.cleaned
+                        .iter()
+                        .filter(|c| mine.covers(c))
+                        .map(|c| c.note.clone()),
+                );
+            }
+        }
+        Ok(held)
+    }
+
     /// Runs the batch and returns its outcome; reports are the caller's to write.
     pub fn run(self, cancel: &CancelToken, events: &EventSink) -> BatchOutcome {
         let started_at = crate::clock::now_local();
