@@ -338,11 +338,7 @@ fn sigkill_during_the_boot_test_leaves_no_process() {
             16 << 20
         ),
     );
-    let mut child = start(
-        &manifest,
-        &mark,
-        Some(&path_with(&dir.join("paused-bin"))),
-    );
+    let mut child = start(&manifest, &mark, Some(&path_with(&dir.join("paused-bin"))));
     wait_for_process(&mark, &mut child, "chardev", Duration::from_secs(120));
     sigkill(&mut child);
     assert_nothing_left(&mark);

@@ -51,7 +51,11 @@ fn start_slow(dir: &TestDir, manifest: &Path, mark: &str, extra: &[&str]) -> Chi
 fn wait_for(path: &Path, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         assert!(
             child.try_wait().expect("wait").is_none(),
             "hyper2kvm exited early"
@@ -90,7 +94,12 @@ fn a_second_run_is_refused_and_a_killed_runs_leftovers_are_cleaned() {
     let out = dir.join("output");
 
     // A dry run takes no lock and creates nothing.
-    let (r, _) = quick(hyper2kvm().arg("--manifest").arg(&manifest).arg("--dry-run"));
+    let (r, _) = quick(
+        hyper2kvm()
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--dry-run"),
+    );
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert!(!out.exists(), "a dry run created {}", out.display());
 
@@ -120,10 +129,18 @@ fn a_second_run_is_refused_and_a_killed_runs_leftovers_are_cleaned() {
         .replace(&real_out.display().to_string(), "[OUT]")
         .replace(&pid, "[PID]");
     insta::assert_snapshot!("second_run_is_refused", shown);
-    assert!(part.exists(), "the second run touched the first run's .part");
+    assert!(
+        part.exists(),
+        "the second run touched the first run's .part"
+    );
 
     // A dry run is not stopped by the lock and leaves it alone.
-    let (r, _) = quick(hyper2kvm().arg("--manifest").arg(&manifest).arg("--dry-run"));
+    let (r, _) = quick(
+        hyper2kvm()
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--dry-run"),
+    );
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert_eq!(
         std::fs::read_to_string(out.join(LOCK_FILE)).expect("lock"),
