@@ -84,6 +84,15 @@ impl Claim {
         self.scratch.extend(other.scratch.iter().cloned());
     }
 
+    /// The part of the claim whose directories exist already (a batch locks those up front and
+    /// the others as each VM starts, so a VM that never runs leaves no directory behind).
+    pub fn existing(&self) -> Claim {
+        Claim {
+            dirs: self.dirs.iter().filter(|d| d.is_dir()).cloned().collect(),
+            scratch: self.scratch.clone(),
+        }
+    }
+
     /// Whether a cleaned-up leftover lies in one of this claim's directories.
     pub fn covers(&self, cleaned: &Cleaned) -> bool {
         self.dirs.iter().any(|d| cleaned.path.starts_with(d))
@@ -99,7 +108,7 @@ pub struct Cleaned {
 }
 
 /// The locks of a run; dropping it releases them and removes the lock files.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Held {
     locks: Vec<DirLock>,
     /// The leftovers found and removed when the locks were taken.
@@ -107,6 +116,15 @@ pub struct Held {
 }
 
 impl Held {
+    /// Locks the directories of `claim` not held yet, as [`take`] does, and returns the
+    /// leftovers removed from them.
+    pub fn take_more(&mut self, claim: &Claim) -> Result<Vec<Cleaned>, LockError> {
+        let more = lock_and_clean(claim, &self.locks)?;
+        self.locks.extend(more.locks);
+        self.cleaned.extend(more.cleaned.iter().cloned());
+        Ok(more.cleaned)
+    }
+
     /// How many directories are locked.
     pub fn len(&self) -> usize {
         self.locks.len()
@@ -119,6 +137,8 @@ impl Held {
 
 #[derive(Debug)]
 struct DirLock {
+    /// The directory, canonical.
+    dir: PathBuf,
     path: PathBuf,
     file: Flock<File>,
 }
@@ -144,6 +164,11 @@ fn same_file(file: &File, path: &Path) -> bool {
 /// leftovers of earlier runs in them. Fails without removing anything when any directory is
 /// locked by another run.
 pub fn take(claim: &Claim) -> Result<Held, LockError> {
+    lock_and_clean(claim, &[])
+}
+
+/// [`take`], skipping the directories of `held`.
+fn lock_and_clean(claim: &Claim, held: &[DirLock]) -> Result<Held, LockError> {
     // One lock per directory however it is spelt: two flocks of the same file from one process
     // would conflict with each other.
     let mut by_real: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
@@ -162,7 +187,9 @@ pub fn take(claim: &Claim) -> Result<Held, LockError> {
             .create(dir)
             .map_err(io("cannot create it"))?;
         let real = std::fs::canonicalize(dir).map_err(io("cannot resolve it"))?;
-        by_real.entry(real).or_default().push(dir.clone());
+        if held.iter().all(|h| h.dir != real) {
+            by_real.entry(real).or_default().push(dir.clone());
+        }
     }
 
     let mut locks = Vec::new();
@@ -303,7 +330,14 @@ fn acquire(dir: &Path) -> Result<(DirLock, Option<Holder>), LockError> {
                     continue;
                 }
                 let before = read_holder(&mut locked);
-                return Ok((DirLock { path, file: locked }, before));
+                return Ok((
+                    DirLock {
+                        dir: dir.to_owned(),
+                        path,
+                        file: locked,
+                    },
+                    before,
+                ));
             }
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 // The holder writes its pid right after it got the lock; give it a moment.
@@ -388,6 +422,15 @@ mod tests {
         );
         assert!(held.cleaned[0].note.contains("pid 999999"));
         assert!(out.join("keep.qcow2").exists());
+
+        // More directories for the same run: those held already are skipped, not refused.
+        let mut held = held;
+        let mut more = Claim::default();
+        more.dir(&out);
+        more.dir(&dir.path().join("second"));
+        assert!(more.existing().dirs.len() == 1);
+        held.take_more(&more).expect("more");
+        assert_eq!(held.len(), 2);
         assert!(dir.path().join("escape.part").exists());
     }
 }

@@ -31,7 +31,8 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
     let display = Display::start(options.progress.unwrap_or(progress), prepared.runnable());
-    let outcome = prepared.run(&cancel, &display.sink());
+    let held = std::sync::Mutex::new(held);
+    let outcome = prepared.run(&held, &cancel, &display.sink());
     display.finish();
 
     let batch_report = report::batch::build(&outcome);
