@@ -66,6 +66,14 @@ pub fn is_part_name(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().ends_with(b".part")
 }
 
+/// The final name a `.part` file is written for: the inverse of [`part_path`], and the one place
+/// that says what a `.part` name looks like to whoever recognises leftovers ([`crate::lock`]).
+pub fn part_target(part: &Path) -> Option<PathBuf> {
+    let name = part.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".part").filter(|s| !s.is_empty())?;
+    Some(part.with_file_name(stem))
+}
+
 /// Flushes a finished `.part` file to disk and moves it to its final name; without `overwrite`,
 /// never replaces a file that appeared in the meantime. The writers (qemu-img, cp) do not flush,
 /// and without it a crash could leave a final name over data that never reached the disk.
@@ -224,6 +232,9 @@ mod tests {
         publish(&part, &out, true).expect("overwrite");
         assert_eq!(std::fs::read(&out).expect("read"), b"new");
         assert_eq!(part_path(&out), dir.path().join("d0.qcow2.part"));
+        assert_eq!(part_target(&part_path(&out)), Some(out.clone()));
+        assert_eq!(part_target(&out), None);
+        assert_eq!(part_target(Path::new("/o/.part")), None);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! [`CommandRecord`] (argv, status or signal, duration, stderr tail) that goes into errors and
 //! reports alike, so an admin can always re-run what we ran. clippy.toml makes any other use of
 //! `std::process::Command` in the crate an error.
+//!
+//! Every group started here is registered with the reaper ([`crate::reaper`], started by
+//! [`start_reaper`]) and unregistered once it is empty, so nothing we started outlives us, even
+//! when we are killed with SIGKILL.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -345,6 +349,7 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
         });
     }
     let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    crate::reaper::register(pgid.as_raw());
     // Everything a run waits for arrives on one channel, so the end of a command is noticed the
     // moment it happens: no polling interval sits between a child's exit and ours.
     let (tx, rx) = mpsc::channel::<Event>();
@@ -377,6 +382,7 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
         on_line: on_stdout_line,
     };
     let status = supervise(&rx, &mut collect, cmd.timeout, cancel, started, pgid);
+    forget_if_empty(pgid);
     let status = status.map_err(|source| ExecError::Wait {
         command: command_line.clone(),
         source,
@@ -499,6 +505,38 @@ fn supervise(
             return Ok(status);
         }
     }
+}
+
+/// Tells the reaper a group is gone once nothing of it is left. A group that outlives its leader
+/// (a hook's background child) stays registered, so it still dies with us; the reaper forgets it
+/// by itself once it empties.
+fn forget_if_empty(pgid: Pid) {
+    if killpg(pgid, None).is_err() {
+        crate::reaper::unregister(pgid.as_raw());
+    }
+}
+
+/// Starts the reaper (see [`crate::reaper`]): this binary again, with the hidden argument, in a
+/// process group of its own, reading the registrations from a pipe whose write end only we hold.
+/// Called once, before anything else is started.
+pub fn start_reaper() -> io::Result<()> {
+    // Close-on-exec from the start: a child that inherited the write end would keep the pipe
+    // open after our death, and the reaper would wait for it.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    #[expect(
+        clippy::disallowed_types,
+        reason = "this is the one place a command becomes a process (clippy.toml)"
+    )]
+    let mut proc = std::process::Command::new("/proc/self/exe");
+    proc.arg(crate::reaper::ARG)
+        .stdin(Stdio::from(read))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    // Never waited for: it lives exactly as long as we do, and init reaps it after us.
+    let _reaper = proc.spawn()?;
+    crate::reaper::install(std::fs::File::from(write));
+    Ok(())
 }
 
 fn exit_status(status: ExitStatus) -> Status {
@@ -676,6 +714,7 @@ impl Daemon {
             source,
         })?;
         let pgid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        crate::reaper::register(pgid.as_raw());
         let stdout = child.stdout.take().expect("stdout was piped");
         let (tx, rx) = std::sync::mpsc::channel();
         // The daemon keeps the pipes open for its whole life: read them on detached threads.
@@ -805,17 +844,20 @@ impl Daemon {
     /// SIGTERM to the daemon's group, then SIGKILL after the grace period.
     pub fn stop(&self) {
         if killpg(self.pgid, Signal::SIGTERM).is_err() {
+            forget_if_empty(self.pgid);
             return;
         }
         let deadline = Instant::now() + KILL_GRACE;
         while Instant::now() < deadline {
             // Signal 0 only checks whether anything in the group is still alive.
             if killpg(self.pgid, None).is_err() {
+                forget_if_empty(self.pgid);
                 return;
             }
             thread::sleep(POLL_INTERVAL);
         }
         let _ = killpg(self.pgid, Signal::SIGKILL);
+        forget_if_empty(self.pgid);
     }
 }
 

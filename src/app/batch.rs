@@ -11,7 +11,7 @@ use crate::report;
 use crate::ui::{Display, ProgressMode};
 
 pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Result<u8, AppError> {
-    let prepared = batch::prepare(
+    let mut prepared = batch::prepare(
         path,
         &BatchOptions {
             parallel: options.batch_parallel,
@@ -26,10 +26,13 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
         print_text(&prepared.describe());
         return Ok(exit_code::SUCCESS);
     }
+    // Held until the batch report and summary are written.
+    let held = prepared.lock_outputs()?;
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
     let display = Display::start(options.progress.unwrap_or(progress), prepared.runnable());
-    let outcome = prepared.run(&cancel, &display.sink());
+    let held = std::sync::Mutex::new(held);
+    let outcome = prepared.run(&held, &cancel, &display.sink());
     display.finish();
 
     let batch_report = report::batch::build(&outcome);
@@ -62,6 +65,7 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
             }
         }
     }
+    drop(held);
     let b = &batch_report.batch;
     if outcome.interrupted {
         return Ok(exit_code::INTERRUPTED);

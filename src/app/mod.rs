@@ -44,6 +44,8 @@ pub enum AppError {
     Batch(#[from] BatchError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error("could not write the report")]
     Report(#[source] crate::atomic::WriteError),
     #[error("could not set up {what}")]
@@ -75,6 +77,8 @@ impl AppError {
             }
             AppError::Batch(_) => exit_code::INVALID_INPUT,
             AppError::Report(_) => exit_code::VM_FAILED,
+            // Another run holds an output directory: nothing was touched, run it later.
+            AppError::Lock(_) => exit_code::INVALID_INPUT,
             // Nothing has been touched yet (log file, signal handlers).
             AppError::Setup { .. } => exit_code::INVALID_INPUT,
         }
@@ -103,6 +107,7 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
         config_layer,
     } = options::gather(&cli)?;
     setup::init_logging(options.verbose, options.log_file.as_deref())?;
+    setup::start_reaper();
 
     if let Some(cmd) = options.cmd.as_deref()
         && !COMMANDS.contains(&cmd)

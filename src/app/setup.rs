@@ -1,4 +1,5 @@
-//! What every mode sets up before it touches anything: logging and signal handling.
+//! What every mode sets up before it touches anything: logging, the process reaper and signal
+//! handling.
 
 use std::path::Path;
 
@@ -64,4 +65,15 @@ pub(super) fn install_signal_handlers(cancel: &CancelToken) -> Result<(), AppErr
         flag::register(sig, cancel.flag()).map_err(setup)?;
     }
     Ok(())
+}
+
+/// Starts the reaper that ends our process groups when we die (see [`crate::reaper`]), before
+/// any mode starts a process. Without one (no `/proc` here) the run goes on, and says so.
+pub(super) fn start_reaper() {
+    if let Err(e) = crate::exec::start_reaper() {
+        tracing::warn!(
+            "could not start the process reaper ({e}); if hyper2kvm is killed, the programs it \
+             started keep running"
+        );
+    }
 }

@@ -36,7 +36,7 @@ pub(super) fn run(
         return Ok(exit_code::SUCCESS);
     }
 
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         &loaded,
         &PlanOptions {
             output_dir_override: options.output_dir.clone(),
@@ -66,6 +66,10 @@ pub(super) fn run(
         return Ok(exit_code::SUCCESS);
     }
 
+    // Held until the report is written; leftovers of a killed run are gone once it is taken.
+    let held = crate::lock::take(&plan.claim())?;
+    plan.notes
+        .extend(held.cleaned.iter().map(|c| c.note.clone()));
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
     let display = Display::start(options.progress.unwrap_or(cli.progress), 1);
@@ -79,6 +83,7 @@ pub(super) fn run(
         .and_then(|path| report::write(path, &vm_report).err());
     // The summary is what is left of the run when the report is lost: it always prints.
     print_text(&render::summary(&plan, &outcome, unwritten.as_ref()));
+    drop(held);
     match (outcome.status, unwritten) {
         (VmStatus::Interrupted, _) => Ok(exit_code::INTERRUPTED),
         (_, Some(e)) => Err(AppError::Report(e)),

@@ -322,8 +322,45 @@ impl PreparedBatch {
         v
     }
 
-    /// Runs the batch and returns its outcome; reports are the caller's to write.
-    pub fn run(self, cancel: &CancelToken, events: &EventSink) -> BatchOutcome {
+    /// Locks the batch's report directory, and every existing output directory of every VM that
+    /// will run (see [`crate::lock`]), before the first VM starts, so a second run of the same
+    /// batch (or any run writing where one of its VMs writes) stops at once. A VM's directories
+    /// that do not exist yet are created and locked as it starts. The leftovers of a killed run
+    /// found now are removed, and each VM whose directory held one says so in its report.
+    pub fn lock_outputs(&mut self) -> Result<crate::lock::Held, crate::lock::LockError> {
+        let mut claim = crate::lock::Claim::default();
+        claim.dir(&self.report_dir);
+        for (_, prepared) in &self.vms {
+            if let VmPrep::Run(plan, _) = prepared
+                && !plan.dry_run
+            {
+                claim.extend(&plan.claim().existing());
+            }
+        }
+        let held = crate::lock::take(&claim)?;
+        for (_, prepared) in &mut self.vms {
+            if let VmPrep::Run(plan, _) = prepared {
+                let mine = plan.claim();
+                plan.notes.extend(
+                    held.cleaned
+                        .iter()
+                        .filter(|c| mine.covers(c))
+                        .map(|c| c.note.clone()),
+                );
+            }
+        }
+        Ok(held)
+    }
+
+    /// Runs the batch and returns its outcome; reports are the caller's to write. Each VM locks
+    /// its directories in `locks` (from [`PreparedBatch::lock_outputs`]) as it starts; one held by
+    /// another run fails the VM.
+    pub fn run(
+        self,
+        locks: &Mutex<crate::lock::Held>,
+        cancel: &CancelToken,
+        events: &EventSink,
+    ) -> BatchOutcome {
         let started_at = crate::clock::now_local();
         let started = Instant::now();
         let workers = self.workers();
@@ -392,6 +429,34 @@ impl PreparedBatch {
                 }
                 continue;
             }
+            let locked = match locks.lock() {
+                Ok(mut held) => held.take_more(&plan.claim()),
+                Err(_) => Ok(Vec::new()),
+            };
+            let cleaned = match locked {
+                Ok(cleaned) => cleaned,
+                Err(e) => {
+                    let result = not_run(entry, BatchVmStatus::Failed, Some(e.to_string()));
+                    if !continue_on_error {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    if let Ok(mut r) = results.lock() {
+                        r[pos] = Some(result);
+                    }
+                    record(&results);
+                    continue;
+                }
+            };
+            // Leftovers found only now (in a directory that appeared since the batch started).
+            let with_notes;
+            let plan: &VmPlan = if cleaned.is_empty() {
+                plan
+            } else {
+                let mut p = (**plan).clone();
+                p.notes.extend(cleaned.into_iter().map(|c| c.note));
+                with_notes = p;
+                &with_notes
+            };
             let outcome = pipeline::run_vm(plan, cancel, events);
             let mut result = ran(entry, plan, &outcome, fingerprint.clone());
             if let Some(path) = &plan.report_path {

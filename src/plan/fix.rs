@@ -33,7 +33,7 @@ pub(super) fn plan(
         settings: m.pipeline.fix.clone(),
         mode: if converting {
             FixMode::Overlay {
-                work_dir: output_dir.join(format!(".hyper2kvm-work-{vm_id}")),
+                work_dir: output_dir.join(format!("{}{vm_id}", crate::lock::WORK_DIR_PREFIX)),
             }
         } else {
             FixMode::InPlace {

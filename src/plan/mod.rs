@@ -318,6 +318,45 @@ impl VmPlan {
         })
     }
 
+    /// What this VM's run claims (see [`crate::lock`]): every directory it writes into, and
+    /// the scratch files it may leave there if it is killed (`.part` outputs and backups, the
+    /// fix stage's work directory).
+    pub fn claim(&self) -> crate::lock::Claim {
+        let mut claim = crate::lock::Claim::default();
+        claim.dir(&self.output_dir);
+        let in_dir = |file: &Path, claim: &mut crate::lock::Claim| {
+            if let Some(dir) = file.parent() {
+                claim.dir(dir);
+            }
+        };
+        for d in &self.disks {
+            if let Some(out) = &d.output {
+                in_dir(out, &mut claim);
+                claim.scratch(&crate::atomic::part_path(out));
+            }
+        }
+        if let Some(report) = &self.report_path {
+            in_dir(report, &mut claim);
+        }
+        if let Some(domain) = &self.domain {
+            in_dir(&domain.path, &mut claim);
+        }
+        match self.fix.as_ref().map(|f| &f.mode) {
+            Some(FixMode::Overlay { work_dir }) => claim.scratch(work_dir),
+            Some(FixMode::InPlace {
+                backup_dir: Some(backups),
+            }) => {
+                for d in &self.disks {
+                    if let Some(name) = d.source.file_name() {
+                        claim.scratch(&crate::atomic::part_path(&backups.join(name)));
+                    }
+                }
+            }
+            _ => {}
+        }
+        claim
+    }
+
     /// The MACs this VM's domain uses (for [`PlanOptions::reserved_macs`] of the next VM).
     pub fn macs(&self) -> Vec<MacAddr> {
         self.domain

@@ -22,6 +22,8 @@ const ORDER: &[(&str, &[&str])] = &[
             "config",
             "exit_code",
             "atomic",
+            "lock",
+            "reaper",
             "exec",
         ],
     ),

@@ -50,6 +50,13 @@ mod appliance;
 /// SIGINT and SIGTERM during a conversion.
 mod signals;
 
+/// No orphans: SIGKILL (or a second SIGINT) during a conversion, a hook, an appliance launch or
+/// the boot test leaves no process of the run behind.
+mod orphans;
+
+/// One run per output directory: the lock, its holder's pid, and a killed run's leftovers.
+mod output_lock;
+
 /// Hooks (script, python, http) through the real binary: order, data-only templates, timeouts,
 /// cancellation, retries, redaction, bad input.
 mod hooks;

@@ -1,0 +1,179 @@
+//! The guard that outlives a run: whatever kills hyper2kvm, the processes it started die too.
+//!
+//! Every child runs in its own process group (see [`crate::exec`]), so neither a signal to our
+//! group nor the kernel's parent-death signal reaches it, and `PR_SET_PDEATHSIG` would fire
+//! when the spawning *thread* ends, not the process, and never reaches grandchildren. Instead,
+//! at startup [`crate::exec::start_reaper`] starts a second copy of the binary ([`ARG`]) in a
+//! process group of its own, with the read end of a pipe as its stdin. As we start and finish
+//! process groups we write `+<pgid>` and `-<pgid>` lines to the pipe ([`register`],
+//! [`unregister`]). The reaper ([`serve`]) ignores SIGINT, SIGTERM and SIGHUP and only reads.
+//! When the pipe reaches end of file, hyper2kvm is gone, however it ended (SIGKILL included,
+//! since the kernel closes a dead process's descriptors), and the reaper sends SIGTERM to every
+//! group still registered, SIGKILL to whatever is left after a grace period, and exits.
+//!
+//! The write end is the process's one piece of global state: the reaper watches the whole
+//! process, and every spawn, wherever it happens, has to reach it. A process without a reaper
+//! (the library's unit tests) simply registers nothing.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
+use nix::unistd::Pid;
+
+/// The hidden first argument that makes the binary a reaper.
+pub const ARG: &str = "--internal-process-reaper";
+
+/// How long groups get between SIGTERM and SIGKILL once hyper2kvm is gone.
+const GRACE: Duration = Duration::from_secs(2);
+/// How often the reaper forgets groups that have emptied without being unregistered (a hook's
+/// background child that ended later), so a process group id the kernel hands out again later
+/// is never signalled.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+static CHANNEL: OnceLock<Mutex<File>> = OnceLock::new();
+
+/// Makes `writer` (the pipe to a started reaper) the place registrations go.
+pub fn install(writer: File) {
+    let _ = CHANNEL.set(Mutex::new(writer));
+}
+
+/// Whether a reaper watches this process.
+pub fn installed() -> bool {
+    CHANNEL.get().is_some()
+}
+
+/// Tells the reaper about a process group we just started.
+pub fn register(pgid: i32) {
+    send('+', pgid);
+}
+
+/// Tells the reaper a group is gone (its last member has exited).
+pub fn unregister(pgid: i32) {
+    send('-', pgid);
+}
+
+fn send(op: char, pgid: i32) {
+    let Some(channel) = CHANNEL.get() else {
+        return;
+    };
+    // One write per line: a line this short reaches the pipe whole.
+    let line = format!("{op}{pgid}\n");
+    if let Ok(mut pipe) = channel.lock()
+        && let Err(e) = pipe.write_all(line.as_bytes())
+    {
+        tracing::warn!("the process reaper is gone ({e}); processes started now may outlive us");
+    }
+}
+
+/// One line of the protocol.
+fn parse(line: &str) -> Option<(bool, i32)> {
+    let line = line.trim();
+    let (add, rest) = match line.as_bytes().first()? {
+        b'+' => (true, &line[1..]),
+        b'-' => (false, &line[1..]),
+        _ => return None,
+    };
+    // Group 0 and 1 would mean our own group and init's: never accepted.
+    let pgid: i32 = rest.parse().ok().filter(|p| *p > 1)?;
+    Some((add, pgid))
+}
+
+/// Whether any process of the group is still there.
+fn alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+/// The reaper's whole life: reads registrations from `input` until end of file, then ends every
+/// group still registered. Returns the exit code.
+pub fn serve(input: impl Read + Send + 'static) -> u8 {
+    // Blocked rather than handled: a terminal's Ctrl-C, a second SIGTERM sent to hyper2kvm and
+    // its helpers, or the terminal hanging up must not stop the one process that cleans up.
+    let mut blocked = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        blocked.add(sig);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None);
+
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(input);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lines.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(line.clone()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Dropping the sender is the end-of-file signal.
+    });
+
+    let mut groups = BTreeSet::new();
+    let mut pruned = Instant::now();
+    loop {
+        match rx.recv_timeout(PRUNE_EVERY) {
+            Ok(line) => match parse(&line) {
+                Some((true, pgid)) => {
+                    groups.insert(pgid);
+                }
+                Some((false, pgid)) => {
+                    groups.remove(&pgid);
+                }
+                None => {}
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if pruned.elapsed() >= PRUNE_EVERY {
+            groups.retain(|&g| alive(g));
+            pruned = Instant::now();
+        }
+    }
+    end_groups(&groups);
+    0
+}
+
+/// SIGTERM to every group, SIGKILL to those still there after [`GRACE`].
+fn end_groups(groups: &BTreeSet<i32>) {
+    let mut left: Vec<i32> = groups.iter().copied().filter(|&g| alive(g)).collect();
+    for &g in &left {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + GRACE;
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left.retain(|&g| alive(g));
+    }
+    for &g in &left {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_and_refuse_dangerous_groups() {
+        assert_eq!(parse("+123\n"), Some((true, 123)));
+        assert_eq!(parse("-123"), Some((false, 123)));
+        assert_eq!(parse("+0"), None);
+        assert_eq!(parse("+1"), None);
+        assert_eq!(parse("+-5"), None);
+        assert_eq!(parse("123"), None);
+        assert_eq!(parse(""), None);
+    }
+}
