@@ -12,3 +12,24 @@ pub fn disk_size(path: &Path) -> std::io::Result<u64> {
     }
     std::fs::File::open(path)?.seek(SeekFrom::End(0))
 }
+
+/// The bytes a file takes on its filesystem (a sparse file's holes take none): at most what a
+/// sparse copy of it needs.
+pub fn allocated_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.blocks().saturating_mul(512))
+}
+
+/// The bytes an unprivileged writer may still use on the filesystem that holds `path`, or that
+/// would hold it once created (its nearest existing ancestor is asked).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let mut probe = path;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => probe = parent,
+            _ => break,
+        }
+    }
+    let st = nix::sys::statvfs::statvfs(probe).map_err(std::io::Error::from)?;
+    Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+}
