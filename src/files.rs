@@ -31,5 +31,5 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
         }
     }
     let st = nix::sys::statvfs::statvfs(probe).map_err(std::io::Error::from)?;
-    Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
 }

@@ -105,8 +105,9 @@ pub struct FixResult {
     pub mode: FixModeName,
     /// In place: the whole copies of the source files made before they were written (empty
     /// when the admin opted out of them); absent with overlays, which leave the sources alone.
+    /// Boxed: it keeps [`StageResult`]'s variants close in size.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_backups: Option<Vec<DiskBackup>>,
+    pub disk_backups: Option<Box<Vec<DiskBackup>>>,
 }
 
 /// How a whole-disk backup was made.

@@ -118,7 +118,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
             FixMode::Overlay { .. } => FixModeName::Overlay,
             FixMode::InPlace { .. } => FixModeName::InPlace,
         },
-        disk_backups,
+        disk_backups: disk_backups.map(Box::new),
     })
 }
 
@@ -129,7 +129,7 @@ fn with_backups(mut failure: StageFailure, backups: &[DiskBackup]) -> StageFailu
         failure.result = Some(Box::new(StageResult::Fix(FixResult {
             repair: guest_repair::RepairOutcome::default(),
             mode: FixModeName::InPlace,
-            disk_backups: Some(backups.to_vec()),
+            disk_backups: Some(Box::new(backups.to_vec())),
         })));
     }
     failure
