@@ -138,7 +138,8 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
         }
         if options.preview_guest {
             return Err(AppError::Usage(
-                "--preview-guest reads one VM's guest: run it with --manifest on a VM's manifest and --dry-run"
+                "--preview-guest reads one VM's guest: run it with --manifest on a VM's manifest \
+                 and --dry-run"
                     .to_owned(),
             ));
         }

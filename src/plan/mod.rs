@@ -248,7 +248,8 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
     if in_place && !m.options.report.enabled {
         // A run that writes the sources always leaves the record of what it changed.
         notes.push(
-            "options.report.enabled is false, but the report is written anyway: the fix stage writes the source disks, and the report is the record of every change it makes"
+            "options.report.enabled is false, but the report is written anyway: the fix stage \
+             writes the source disks, and the report is the record of every change it makes"
                 .to_owned(),
         );
     }

@@ -72,7 +72,8 @@ pub(super) fn plan(
         .transpose()?;
     if let Some(bt) = boot_test.as_ref().filter(|_| unprobed) {
         notes.push(format!(
-            "the dry run did not probe KVM (that starts qemu-system); the boot test is shown with {}, which a run tries first",
+            "the dry run did not probe KVM (that starts qemu-system); the boot test is shown \
+             with {}, which a run tries first",
             crate::tools::qemu_system::Accel::name(bt.accel)
         ));
     }
