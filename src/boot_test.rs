@@ -135,6 +135,8 @@ pub struct PlanInput<'a> {
     pub console_log: PathBuf,
     /// The accelerator already probed for this machine (libguestfs's), if any.
     pub accel: Option<Accel>,
+    /// False in a dry run: `accel` is then the one a run would try first, not probed.
+    pub accel_probed: bool,
 }
 
 /// Plans the boot test: finds qemu and (for UEFI) OVMF, decides KVM or TCG, compiles the
@@ -171,6 +173,10 @@ pub fn plan(input: PlanInput<'_>, notes: &mut Vec<String>) -> Result<BootTestPla
         }
     };
     let (accel, accel_reason) = match input.accel {
+        Some(a) if !input.accel_probed => (
+            a,
+            "not probed (a dry run starts no qemu-system); a run probes KVM first".to_owned(),
+        ),
         Some(a) => (a, "the same probe as the libguestfs appliance".to_owned()),
         None => {
             let p = qemu_system::probe(&qemu);

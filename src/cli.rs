@@ -59,9 +59,26 @@ pub struct Cli {
     #[arg(long)]
     pub dump_config: bool,
 
-    /// Plan and print what would run; read, write and convert nothing.
+    /// Plan and print what would run; start nothing (no libguestfs appliance, no qemu-system)
+    /// and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// With --dry-run on one manifest with pipeline.fix on: read the guest (read-only, in the
+    /// libguestfs appliance) and print the repairs a run would make.
+    #[arg(long)]
+    pub preview_guest: bool,
+
+    /// Consent to repairing the source disks themselves, which pipeline.fix does when
+    /// pipeline.convert is off (as pipeline.fix.allow_in_place: true). Each disk is first
+    /// copied whole to <output dir>/backups/.
+    #[arg(long)]
+    pub allow_in_place: bool,
+
+    /// With in-place repairs, make no whole-disk backup first (as pipeline.fix.disk_backup:
+    /// false).
+    #[arg(long)]
+    pub no_disk_backup: bool,
 
     /// Replace output files that already exist (otherwise an existing output is an error).
     #[arg(long)]

@@ -20,6 +20,7 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
             overwrite: options.overwrite,
             dry_run: options.dry_run,
             output_dir: options.output_dir.clone(),
+            in_place: options.in_place,
         },
     )?;
     if options.dry_run {

@@ -141,6 +141,13 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
                 "--dump-config shows one VM: run it with --manifest on a VM's manifest".to_owned(),
             ));
         }
+        if options.preview_guest {
+            return Err(AppError::Usage(
+                "--preview-guest reads one VM's guest: run it with --manifest on a VM's manifest \
+                 and --dry-run"
+                    .to_owned(),
+            ));
+        }
         return batch::run(&batch_path, &options, cli.progress);
     }
 

@@ -24,6 +24,8 @@ pub(super) struct Options {
     pub batch_resume: bool,
     pub output_dir: Option<PathBuf>,
     pub dry_run: bool,
+    pub preview_guest: bool,
+    pub in_place: crate::plan::InPlaceConsent,
     pub overwrite: bool,
     pub log_file: Option<PathBuf>,
     pub verbose: u8,
@@ -89,6 +91,11 @@ pub(super) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
         options.output_dir = cli.output_dir.clone();
     }
     options.dry_run |= cli.dry_run;
+    options.preview_guest = cli.preview_guest;
+    options.in_place = crate::plan::InPlaceConsent {
+        allow_in_place: cli.allow_in_place,
+        no_disk_backup: cli.no_disk_backup,
+    };
     options.overwrite |= cli.overwrite;
     if cli.log_file.is_some() {
         options.log_file = cli.log_file.clone();

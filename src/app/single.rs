@@ -1,5 +1,6 @@
 //! One VM from its manifest: `--dump-config` (the resolved manifest), `--dry-run` (the plan,
-//! and the guest repairs computed read-only), or the run itself, its report and summary.
+//! and with `--preview-guest` the guest repairs computed read-only), or the run itself, its
+//! report and summary.
 
 use std::path::PathBuf;
 
@@ -36,6 +37,11 @@ pub(super) fn run(
         return Ok(exit_code::SUCCESS);
     }
 
+    if options.preview_guest && !(options.dry_run || loaded.manifest.options.dry_run) {
+        return Err(AppError::Usage(
+            "--preview-guest shows what a dry run would repair; add --dry-run".to_owned(),
+        ));
+    }
     let mut plan = plan::plan(
         &loaded,
         &PlanOptions {
@@ -43,6 +49,8 @@ pub(super) fn run(
             default_output_dir: None,
             overwrite: options.overwrite,
             dry_run: options.dry_run,
+            preview_guest: options.preview_guest,
+            in_place: options.in_place,
             vm_id: None,
             batch_id: None,
             guest_env: None,
@@ -52,16 +60,7 @@ pub(super) fn run(
     if plan.dry_run {
         print_text(&plan.describe());
         if plan.fix.is_some() {
-            // Guest repairs can only be known by reading the guest: do that read-only.
-            let cancel = CancelToken::new();
-            setup::install_signal_handlers(&cancel)?;
-            match pipeline::preview_fix(&plan, &cancel) {
-                Ok(preview) => print_text(&render::fix_preview(&preview)),
-                Err(e) => {
-                    print_text(&format!("  fix: the guest could not be read: {e}\n"));
-                    return Ok(exit_code::VM_FAILED);
-                }
-            }
+            print_text(&preview(&plan, options.preview_guest)?);
         }
         return Ok(exit_code::SUCCESS);
     }
@@ -90,4 +89,30 @@ pub(super) fn run(
         (VmStatus::Succeeded, None) => Ok(exit_code::SUCCESS),
         (VmStatus::Failed, None) => Ok(exit_code::VM_FAILED),
     }
+}
+
+/// The dry run's account of the guest repairs. They can only be known by reading the guest,
+/// which a dry run does only when asked (`--preview-guest`), read-only; a guest that cannot be
+/// read is said, and the dry run still succeeds.
+fn preview(plan: &plan::VmPlan, preview_guest: bool) -> Result<String, AppError> {
+    if !preview_guest {
+        return Ok(
+            "  fix: the guest is not read by a dry run; add --preview-guest to read it \
+                   (read-only) and list the repairs a run would make\n"
+                .to_owned(),
+        );
+    }
+    let mut text =
+        "  fix: reading the guest read-only (--preview-guest); nothing is written to it\n"
+            .to_owned();
+    let cancel = CancelToken::new();
+    setup::install_signal_handlers(&cancel)?;
+    match pipeline::preview_fix(plan, &cancel) {
+        Ok(preview) => text.push_str(&render::fix_preview(&preview)),
+        Err(e) => text.push_str(&format!(
+            "  note: the guest preview could not read the guest, so the repairs are not \
+             listed: {e}\n"
+        )),
+    }
+    Ok(text)
 }

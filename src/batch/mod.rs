@@ -42,6 +42,8 @@ pub struct BatchOptions {
     pub dry_run: bool,
     /// `--output-dir`: replaces `shared_config.output_directory`.
     pub output_dir: Option<PathBuf>,
+    /// `--allow-in-place` and `--no-disk-backup`, for every VM.
+    pub in_place: plan::InPlaceConsent,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +140,12 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                     }
                     _ => {
                         if guest_env.is_none() && plan::needs_guest(&loaded.manifest) {
-                            guest_env = Some(plan::guest_env()?);
+                            // A dry run starts nothing: no KVM probe.
+                            guest_env = Some(if opts.dry_run {
+                                plan::guest_env_unprobed()?
+                            } else {
+                                plan::guest_env()?
+                            });
                         }
                         let plan_opts = PlanOptions {
                             output_dir_override: None,
@@ -147,6 +154,8 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                             // left; a VM the checkpoint does not know may not.
                             overwrite: opts.overwrite || previous.contains_key(&entry.id),
                             dry_run: opts.dry_run,
+                            preview_guest: false,
+                            in_place: opts.in_place,
                             vm_id: Some(entry.id.clone()),
                             batch_id: Some(batch.batch_id.clone()),
                             guest_env: guest_env.clone(),

@@ -53,6 +53,12 @@ spelled_enum! {
 #[serde(deny_unknown_fields, default)]
 pub struct FixStage {
     pub enabled: bool,
+    /// The admin's consent to write the source disks themselves, which fix does when convert
+    /// is off. Without it such a manifest is refused at plan time.
+    pub allow_in_place: bool,
+    /// Copy each source disk whole before an in-place repair writes it.
+    pub disk_backup: bool,
+    /// Copy each changed file inside the guest before it is rewritten.
     pub backup: bool,
     pub update_grub: bool,
     pub regen_initramfs: bool,
@@ -68,6 +74,8 @@ impl Default for FixStage {
     fn default() -> Self {
         Self {
             enabled: false,
+            allow_in_place: false,
+            disk_backup: true,
             backup: true,
             update_grub: true,
             regen_initramfs: true,
@@ -127,6 +135,8 @@ const INSPECT: &[Field] = &[
 ];
 const FIX: &[Field] = &[
     f("enabled", Kind::Bool),
+    f("allow_in_place", Kind::Bool),
+    f("disk_backup", Kind::Bool),
     f("backup", Kind::Bool),
     f("update_grub", Kind::Bool),
     f("regen_initramfs", Kind::Bool),
@@ -187,6 +197,7 @@ mod tests {
             serde_json::from_value(json!({"fix": {"fstab_mode": "bypath-only"}})).expect("typed");
         assert_eq!(p.fix.fstab_mode, FstabMode::BypathOnly);
         assert!(p.fix.backup && p.fix.regen_initramfs && p.fix.network);
+        assert!(p.fix.disk_backup && !p.fix.allow_in_place);
         assert_eq!(p.fix.initramfs_rebuild, InitramfsRebuild::Auto);
         assert_eq!(p.convert.compress_level, 6);
         assert!(p.convert.check_image_integrity && p.validate.check_image_integrity);

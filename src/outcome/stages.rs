@@ -103,6 +103,31 @@ pub struct FixResult {
     #[serde(flatten)]
     pub repair: RepairOutcome,
     pub mode: FixModeName,
+    /// In place: the whole copies of the source files made before they were written (empty
+    /// when the admin opted out of them); absent with overlays, which leave the sources alone.
+    /// Boxed: it keeps [`StageResult`]'s variants close in size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_backups: Option<Box<Vec<DiskBackup>>>,
+}
+
+/// How a whole-disk backup was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupMethod {
+    /// A copy-on-write clone (`cp --reflink=always`): instant, no room taken until blocks differ.
+    Reflink,
+    /// A sparse byte copy (`cp --sparse=always`), where the filesystem cannot clone.
+    Copy,
+}
+
+/// One source file copied whole before an in-place repair.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskBackup {
+    pub disk_id: String,
+    pub source: PathBuf,
+    pub backup: PathBuf,
+    pub method: BackupMethod,
+    pub size_bytes: u64,
 }
 
 /// `convert`: the outputs written.

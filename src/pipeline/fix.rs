@@ -1,7 +1,8 @@
 //! fix: offline guest repair in one appliance launch, into qcow2 overlays backed by the
 //! read-only sources (convert on; convert then flattens them), or into the sources themselves
-//! (convert off), after a backup copy when `fix.backup` is on. [`preview_fix`] computes the
-//! same changes on a read-only view for `--dry-run`.
+//! (convert off, with the admin's consent), after a whole copy of each source file unless the
+//! admin opted out of it. [`preview_fix`] computes the same changes on a read-only view for
+//! `--dry-run --preview-guest`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use crate::events::{Event, EventSink};
 use crate::exec::CancelToken;
 use crate::guest::inspect::InspectError;
 use crate::guest::repair::{self as guest_repair, RepairError};
-use crate::outcome::stages::{FixModeName, FixResult};
+use crate::outcome::stages::{BackupMethod, DiskBackup, FixModeName, FixResult, StageResult};
 use crate::plan::{FixMode, VmPlan};
 use crate::stage::Stage;
 use crate::tools::guestfish::{Drive, GuestError, Session};
@@ -26,6 +27,10 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
     let fix = plan.fix.as_ref().expect("stage runs only when planned");
     let env = guest::env(plan)?;
     let mut drives = Vec::new();
+    let mut disk_backups = match &fix.mode {
+        FixMode::InPlace { .. } => Some(Vec::new()),
+        FixMode::Overlay { .. } => None,
+    };
     for idx in 0..plan.disks.len() {
         let facts = run.source_facts(idx, true)?;
         let disk = &plan.disks[idx];
@@ -66,7 +71,8 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
                     )));
                 }
                 if let Some(dir) = backup_dir {
-                    backup_disk(run, idx, dir, &facts)?;
+                    let made = disk_backups.get_or_insert_default();
+                    backup_disk(run, idx, dir, &facts, made).map_err(|f| with_backups(f, made))?;
                 }
                 drives.push(Drive {
                     path: disk.source.clone(),
@@ -76,7 +82,9 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
             }
         }
     }
-    let mut session = guest::launch(run, env, &drives, Stage::Fix)?;
+    let backups = disk_backups.clone().unwrap_or_default();
+    let mut session =
+        guest::launch(run, env, &drives, Stage::Fix).map_err(|f| with_backups(f, &backups))?;
     let result = guest_repair::repair(&mut session, &fix.settings, false);
     let (records, finished) = session.finish();
     run.commands.extend(records);
@@ -86,10 +94,13 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
             RepairError::Guest(GuestError::Cancelled)
                 | RepairError::Inspect(InspectError::Guest(GuestError::Cancelled))
         );
-        guest::failure(&e, interrupted)
+        with_backups(guest::failure(&e, interrupted), &backups)
     })?;
     if let Err(e) = finished {
-        return Err(guest::failure(&e, matches!(e, GuestError::Cancelled)));
+        return Err(with_backups(
+            guest::failure(&e, matches!(e, GuestError::Cancelled)),
+            &backups,
+        ));
     }
     for note in &outcome.notes {
         run.warn(Stage::Fix, note.clone());
@@ -107,7 +118,21 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
             FixMode::Overlay { .. } => FixModeName::Overlay,
             FixMode::InPlace { .. } => FixModeName::InPlace,
         },
+        disk_backups: disk_backups.map(Box::new),
     })
+}
+
+/// An in-place fix that fails after backups were made still lists them in the report: they
+/// may be the only copies of the originals.
+fn with_backups(mut failure: StageFailure, backups: &[DiskBackup]) -> StageFailure {
+    if !backups.is_empty() && failure.result.is_none() {
+        failure.result = Some(Box::new(StageResult::Fix(FixResult {
+            repair: guest_repair::RepairOutcome::default(),
+            mode: FixModeName::InPlace,
+            disk_backups: Some(Box::new(backups.to_vec())),
+        })));
+    }
+    failure
 }
 
 /// What the fix stage would change, computed on a read-only view of the sources (`--dry-run`).
@@ -137,13 +162,16 @@ pub fn preview_fix(
     result.map_err(|e| error_chain(&e))
 }
 
-/// Copies a disk (every file of a multi-file VMDK) before it is modified in place; reflinks
-/// where the filesystem allows, so the copy is instant and takes no space until blocks differ.
+/// Copies a disk (every file of a multi-file VMDK) whole before it is modified in place: a
+/// reflink where the filesystem can clone (instant, no room taken until blocks differ), else a
+/// sparse copy. Every name and the room are checked before anything is copied, and each copy
+/// appears under its final name only once it is whole and flushed.
 fn backup_disk(
     run: &mut Run<'_>,
     idx: usize,
     dir: &Path,
     facts: &SourceFacts,
+    made: &mut Vec<DiskBackup>,
 ) -> Result<(), StageFailure> {
     let disk = &run.plan.disks[idx];
     std::fs::create_dir_all(dir).map_err(|e| {
@@ -152,7 +180,7 @@ fn backup_disk(
             dir.display()
         ))
     })?;
-    let mut files = vec![disk.source.clone()];
+    let mut files = crate::plan::backup_files(disk);
     if let Some(extents) = facts
         .info
         .format_specific
@@ -170,8 +198,8 @@ fn backup_disk(
             }
         }
     }
-    // Every name is checked before anything is copied, so a refusal leaves no partial backup.
     let mut copies = Vec::new();
+    let mut needed = 0u64;
     for file in files {
         let Some(name) = file.file_name() else {
             continue;
@@ -185,36 +213,90 @@ fn backup_disk(
                 dest.display()
             )));
         }
+        needed = needed.saturating_add(crate::files::allocated_bytes(&file).unwrap_or(0));
         copies.push((file, dest));
     }
-    // Each copy is written to `<name>.part`, flushed, and renamed: a backup under its final
-    // name is always whole, even after a crash or an interrupted copy.
+    // Planning checked the room; the extents of a multi-file VMDK are known only now, and the
+    // filesystem may have filled since.
+    if let Ok(free) = crate::files::free_bytes(dir)
+        && free < needed
+    {
+        return Err(StageFailure::new(format!(
+            "disk {}: its backup needs up to {needed} bytes in {}, but only {free} bytes are free \
+             there; the source was not touched (pipeline.fix.disk_backup: false or \
+             --no-disk-backup repairs without a backup)",
+            disk.id,
+            dir.display()
+        )));
+    }
     for (file, dest) in copies {
         let part = atomic::part_path(&dest);
-        let cmd = crate::exec::Command::new("cp")
-            .args([
-                "--reflink=auto",
-                "--sparse=always",
-                "--preserve=mode,timestamps",
-            ])
-            .arg(&file)
-            .arg(&part);
-        let out = run
-            .exec(&cmd, None)
-            .inspect_err(|_| atomic::remove_part(&part))?;
-        let failure = if !out.record.success() {
-            Some(out.record.to_string())
-        } else {
-            atomic::publish(&part, &dest, false).err()
+        let copied = copy_whole(run, &file, &part).inspect_err(|_| atomic::remove_part(&part))?;
+        let published =
+            copied.and_then(|method| atomic::publish(&part, &dest, false).map(|()| method));
+        let method = match published {
+            Ok(method) => method,
+            Err(why) => {
+                atomic::remove_part(&part);
+                return Err(StageFailure::new(format!(
+                    "disk {}: could not back up {}: {why}; the source was not touched",
+                    run.plan.disks[idx].id,
+                    file.display()
+                )));
+            }
         };
-        if let Some(why) = failure {
-            atomic::remove_part(&part);
-            return Err(StageFailure::new(format!(
-                "disk {}: could not back up {}: {why}",
+        let size_bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        let disk = &run.plan.disks[idx];
+        run.warn(
+            Stage::Fix,
+            format!(
+                "disk {}: {} is written in place; its original was copied whole to {} ({})",
                 disk.id,
-                file.display()
-            )));
-        }
+                file.display(),
+                dest.display(),
+                match method {
+                    BackupMethod::Reflink => "reflink",
+                    BackupMethod::Copy => "sparse copy",
+                }
+            ),
+        );
+        made.push(DiskBackup {
+            disk_id: disk.id.clone(),
+            source: file,
+            backup: dest,
+            method,
+            size_bytes,
+        });
     }
     Ok(())
+}
+
+/// Copies `file` to `part`: a reflink when the filesystem can clone it, else a sparse copy.
+/// The outer error is the run's (interrupted, could not start cp); the inner one says why the
+/// copy failed.
+fn copy_whole(
+    run: &mut Run<'_>,
+    file: &Path,
+    part: &Path,
+) -> Result<Result<BackupMethod, String>, StageFailure> {
+    let cp = |mode: &[&str]| {
+        crate::exec::Command::new("cp")
+            .args(mode.iter().copied())
+            .arg("--preserve=mode,timestamps")
+            .arg("--")
+            .arg(file)
+            .arg(part)
+    };
+    let clone = run.exec(&cp(&["--reflink=always"]), None)?;
+    if clone.record.success() {
+        return Ok(Ok(BackupMethod::Reflink));
+    }
+    // No clone here (another filesystem, or one that cannot): a byte copy that keeps holes.
+    atomic::remove_part(part);
+    let copy = run.exec(&cp(&["--reflink=never", "--sparse=always"]), None)?;
+    Ok(if copy.record.success() {
+        Ok(BackupMethod::Copy)
+    } else {
+        Err(copy.record.to_string())
+    })
 }

@@ -12,7 +12,15 @@ impl VmPlan {
     /// A human-readable account of what a run would do, for `--dry-run`.
     pub fn describe(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "Dry run: nothing will be read, written or converted.");
+        if self.preview_guest {
+            let _ = writeln!(
+                s,
+                "Dry run: the guest is read read-only (--preview-guest); nothing will be \
+                 written or converted."
+            );
+        } else {
+            let _ = writeln!(s, "Dry run: nothing will be read, written or converted.");
+        }
         let _ = writeln!(
             s,
             "VM {} (manifest {})",

@@ -33,7 +33,7 @@ use crate::tools::qemu_img::{Aio, ConvertSpec, QemuImg};
 
 pub use convert::ConvertPlan;
 pub use disks::{DiskPlan, same_file_key};
-pub use fix::{FixMode, FixPlan};
+pub use fix::{FixMode, FixPlan, InPlaceConsent, backup_files};
 pub use inspect::InspectPlan;
 pub use validate::ValidatePlan;
 
@@ -47,6 +47,11 @@ pub struct PlanOptions {
     pub default_output_dir: Option<PathBuf>,
     pub overwrite: bool,
     pub dry_run: bool,
+    /// `--preview-guest`: a dry run may read the guest (read-only), so libguestfs is located
+    /// and the accelerator probed as for a run. Without it a dry run starts nothing.
+    pub preview_guest: bool,
+    /// `--allow-in-place` and `--no-disk-backup`.
+    pub in_place: InPlaceConsent,
     /// The id reports and progress use for this VM.
     pub vm_id: Option<String>,
     /// The batch this VM runs in, when it runs in one.
@@ -75,6 +80,23 @@ pub fn guest_env() -> Result<GuestEnv, exec::ExecError> {
     Ok(GuestEnv::new(guestfish, accel))
 }
 
+/// Finds libguestfs without probing the accelerator, for a dry run: the probe boots a guest
+/// with qemu-system and writes its image, which a dry run does not. The accelerator shown is
+/// the one a run would try first.
+pub fn guest_env_unprobed() -> Result<GuestEnv, exec::ExecError> {
+    Ok(GuestEnv::new(Tool::Guestfish.locate()?, unprobed_accel()))
+}
+
+/// KVM where the device exists (a run probes it and falls back to TCG), else TCG.
+fn unprobed_accel() -> crate::tools::qemu_system::Accel {
+    use crate::tools::qemu_system::Accel;
+    if Path::new("/dev/kvm").exists() {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct VmPlan {
     pub vm_id: String,
@@ -99,6 +121,8 @@ pub struct VmPlan {
     pub domain: Option<DomainPlan>,
     pub overwrite: bool,
     pub dry_run: bool,
+    /// A dry run that reads the guest read-only (`--preview-guest`).
+    pub preview_guest: bool,
     /// Things the admin should know that do not stop the run; they go into the report.
     pub notes: Vec<String>,
     pub qemu_img: QemuImg,
@@ -209,10 +233,27 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         &mut notes,
     );
 
-    let report_path = m
-        .options
-        .report
-        .enabled
+    let fix = fix::plan(
+        m,
+        &output_dir,
+        &vm_id,
+        &disks,
+        opts.in_place,
+        &mut notes,
+        &mut problems,
+    );
+    let in_place = fix
+        .as_ref()
+        .is_some_and(|f| matches!(f.mode, FixMode::InPlace { .. }));
+    if in_place && !m.options.report.enabled {
+        // A run that writes the sources always leaves the record of what it changed.
+        notes.push(
+            "options.report.enabled is false, but the report is written anyway: the fix stage \
+             writes the source disks, and the report is the record of every change it makes"
+                .to_owned(),
+        );
+    }
+    let report_path = (m.options.report.enabled || in_place)
         .then(|| config::resolve_relative(&output_dir, &m.options.report.path));
 
     disks::check_collisions(
@@ -236,12 +277,12 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
     let guest_env = if needs_guest(m) {
         match &opts.guest_env {
             Some(env) => Some(env.clone()),
+            None if dry_run && !opts.preview_guest => Some(guest_env_unprobed()?),
             None => Some(guest_env()?),
         }
     } else {
         None
     };
-    let fix = fix::plan(m, &output_dir, &vm_id, &mut notes);
     let convert =
         converting.then(|| convert::plan(m, format, preallocation, dry_run, &qemu_img, &mut notes));
     let validate = validate::plan(
@@ -252,9 +293,11 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         &output_dir,
         &vm_id,
         guest_env.as_ref(),
+        dry_run && !opts.preview_guest,
         &mut notes,
     )?;
 
+    let preview_guest = dry_run && opts.preview_guest && fix.is_some();
     Ok(VmPlan {
         vm_id,
         batch_id: opts.batch_id.clone(),
@@ -276,6 +319,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         domain,
         overwrite: opts.overwrite,
         dry_run,
+        preview_guest,
         notes,
         qemu_img,
         guest_env,
@@ -346,8 +390,8 @@ impl VmPlan {
             Some(FixMode::InPlace {
                 backup_dir: Some(backups),
             }) => {
-                for d in &self.disks {
-                    if let Some(name) = d.source.file_name() {
+                for file in self.disks.iter().flat_map(backup_files) {
+                    if let Some(name) = file.file_name() {
                         claim.scratch(&crate::atomic::part_path(&backups.join(name)));
                     }
                 }

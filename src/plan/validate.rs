@@ -28,6 +28,7 @@ pub(super) fn plan(
     output_dir: &Path,
     vm_id: &str,
     guest_env: Option<&GuestEnv>,
+    unprobed: bool,
     notes: &mut Vec<String>,
 ) -> Result<Option<ValidatePlan>, PlanError> {
     let v = &m.pipeline.validate;
@@ -57,12 +58,25 @@ pub(super) fn plan(
                     vm: &m.vm,
                     disks: boot_disks(disks, format),
                     console_log: output_dir.join(format!("{vm_id}.boot-test-console.log")),
-                    accel: guest_env.map(|g| g.accel),
+                    accel: match guest_env {
+                        Some(g) => Some(g.accel),
+                        // A dry run boots nothing, not even the KVM probe.
+                        None if unprobed => Some(super::unprobed_accel()),
+                        None => None,
+                    },
+                    accel_probed: !unprobed,
                 },
                 notes,
             )
         })
         .transpose()?;
+    if let Some(bt) = boot_test.as_ref().filter(|_| unprobed) {
+        notes.push(format!(
+            "the dry run did not probe KVM (that starts qemu-system); the boot test is shown \
+             with {}, which a run tries first",
+            crate::tools::qemu_system::Accel::name(bt.accel)
+        ));
+    }
     Ok(Some(ValidatePlan {
         compare: v.check_image_integrity,
         boot_test,

@@ -192,12 +192,12 @@ fn checksum_mismatch_names_disk_and_both_digests() {
 }
 
 /// A tmpfs mounted for the test, unmounted when dropped.
-struct Mount {
-    path: std::path::PathBuf,
+pub(crate) struct Mount {
+    pub(crate) path: std::path::PathBuf,
 }
 
 impl Mount {
-    fn tmpfs(path: &Path, opts: &str) -> Option<Self> {
+    pub(crate) fn tmpfs(path: &Path, opts: &str) -> Option<Self> {
         std::fs::create_dir_all(path).expect("mkdir");
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", opts, "tmpfs"])

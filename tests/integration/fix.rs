@@ -247,8 +247,8 @@ fn rhel_xfs_dracut_bls() {
     assert!(!files.contains_key("/usr/lib/systemd/system/vmtoolsd.service"));
 }
 
-/// `--dry-run` with fix: the changes are computed from a read-only view and printed; nothing
-/// is written anywhere.
+/// `--dry-run --preview-guest` with fix: the changes are computed from a read-only view and
+/// printed; nothing is written anywhere.
 #[test]
 #[cfg_attr(
     any(missing_tool = "qemu-img", missing_tool = "guestfish"),
@@ -268,10 +268,18 @@ fn ubuntu_dry_run_prints_changes() {
         "pipeline:\n  fix: {enabled: true}\n  convert: {enabled: true}",
     );
     let snapshot = tree(dir.path());
-    let r = run(hyper2kvm().arg("--manifest").arg(&path).arg("--dry-run"));
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--dry-run", "--preview-guest"]));
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert_eq!(sha256(&src), before);
     assert_eq!(tree(dir.path()), snapshot, "a dry run writes nothing");
+    assert!(
+        r.stdout.contains("reading the guest read-only"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout
             .contains("guest: Ubuntu 22.04.4 LTS (linux ubuntu)"),
@@ -300,7 +308,8 @@ fn ubuntu_dry_run_prints_changes() {
     );
 }
 
-/// Convert off: repairs go into the source itself, after a backup copy of it.
+/// Convert off, with consent in the manifest: repairs go into the source itself, after a backup
+/// copy of it.
 #[test]
 #[cfg_attr(
     any(missing_tool = "qemu-img", missing_tool = "guestfish"),
@@ -317,7 +326,7 @@ fn suse_in_place_with_backup() {
         &dir,
         &src,
         "raw",
-        "pipeline:\n  fix: {enabled: true, backup: true, remove_vmware_tools: true}",
+        "pipeline:\n  fix: {enabled: true, allow_in_place: true, backup: true, remove_vmware_tools: true}",
     );
     let r = run(hyper2kvm()
         .arg("--manifest")

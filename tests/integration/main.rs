@@ -43,6 +43,10 @@ mod guests;
 /// Offline guest repair with libguestfs on phony guests.
 mod fix;
 
+/// Consent before a source is written (in-place repairs refused without it, whole-disk backups
+/// with it), and a dry run that starts and writes nothing.
+mod trust_consent;
+
 /// A libguestfs appliance launch that hangs: killed at its timeout, relaunched once, its
 /// console kept, no qemu left behind.
 mod appliance;
