@@ -265,6 +265,27 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// The bytes a file takes on its filesystem (a sparse file's holes take none): at most what a
+/// sparse copy of it needs.
+pub fn allocated_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.blocks().saturating_mul(512))
+}
+
+/// The bytes an unprivileged writer may still use on the filesystem that holds `path`, or that
+/// would hold it once created (its nearest existing ancestor is asked).
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let mut probe = path;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => probe = parent,
+            _ => break,
+        }
+    }
+    let st = nix::sys::statvfs::statvfs(probe).map_err(std::io::Error::from)?;
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,25 +370,4 @@ mod tests {
         assert!(create_private_file(&link).is_err(), "followed a symlink");
         assert_eq!(std::fs::read(&target).expect("read"), b"keep");
     }
-}
-
-/// The bytes a file takes on its filesystem (a sparse file's holes take none): at most what a
-/// sparse copy of it needs.
-pub fn allocated_bytes(path: &Path) -> std::io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Ok(std::fs::metadata(path)?.blocks().saturating_mul(512))
-}
-
-/// The bytes an unprivileged writer may still use on the filesystem that holds `path`, or that
-/// would hold it once created (its nearest existing ancestor is asked).
-pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    let mut probe = path;
-    while !probe.exists() {
-        match probe.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => probe = parent,
-            _ => break,
-        }
-    }
-    let st = nix::sys::statvfs::statvfs(probe).map_err(std::io::Error::from)?;
-    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
 }
