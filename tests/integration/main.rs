@@ -44,6 +44,9 @@ mod fix;
 /// console kept, no qemu left behind.
 mod appliance;
 
+/// Guest commands: failures seen, backups read back, a hung command killed with its appliance.
+mod guest_commands;
+
 /// SIGINT and SIGTERM during a conversion.
 mod signals;
 
