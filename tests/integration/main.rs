@@ -47,6 +47,9 @@ mod appliance;
 /// Guest commands: failures seen, backups read back, a hung command killed with its appliance.
 mod guest_commands;
 
+/// Bounds: a hung qemu-img step or boot test is stopped and the VM fails saying why.
+mod bounds;
+
 /// SIGINT and SIGTERM during a conversion.
 mod signals;
 
