@@ -14,8 +14,8 @@ use super::{Run, StageFailure};
 use crate::diag::error_chain;
 use crate::exec::{self, CancelToken, Status, Watch};
 
-/// How often the watchdog looks, at most.
-const POLL: Duration = Duration::from_secs(1);
+/// How often the watchdog looks, at most; also how late it may pass on a cancellation.
+const POLL: Duration = Duration::from_millis(250);
 
 impl Run<'_> {
     /// [`Run::exec`] for a qemu-img step bounded by the stall window (convert, compare);
@@ -142,14 +142,14 @@ mod tests {
         // Silent for longer than the window in all, but never for a whole window.
         let cmd = exec::Command::new("/bin/sh").args([
             "-c",
-            "for i in 1 2 3 4 5 6; do printf '(%d.00/100%%)\\r' $i; sleep 0.3; done",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do printf '(%d.00/100%%)\\r' $i; sleep 0.4; done",
         ]);
         let out = run(
             &cmd,
             &CancelToken::new(),
             None,
             None,
-            Duration::from_millis(1000),
+            Duration::from_millis(2000),
             "no progress",
         )
         .expect("runs");
@@ -161,7 +161,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("out");
         let script = format!(
-            "for i in 1 2 3 4 5 6; do echo x >> '{}'; sleep 0.3; done",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do echo x >> '{}'; sleep 0.4; done",
             file.display()
         );
         let cmd = exec::Command::new("/bin/sh").args(["-c", &script]);
@@ -170,7 +170,7 @@ mod tests {
             &CancelToken::new(),
             None,
             Some(&file),
-            Duration::from_millis(1000),
+            Duration::from_millis(2000),
             "no progress",
         )
         .expect("runs");
