@@ -4,7 +4,9 @@
 //! and then talks to it command by command (`guestfish --remote`), reading files, letting the
 //! pure transforms decide, and writing back, all in the same launch. Every remote command goes
 //! through `exec` and is recorded. Commands are sent with guestfish's `-` prefix, which keeps the
-//! server alive when a command fails; failure is then read from the exit status and stderr.
+//! server alive when a command fails; failure is then read from the exit status and stderr, where
+//! after the launch any message but a libguestfs warning, trace or debug line is a failure. Every
+//! command after the launch has a time limit, as the launch has its watchdog.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -762,6 +764,29 @@ mod tests {
         assert!(tail.starts_with("    line 9\n"), "{tail}");
         assert!(tail.ends_with("    line 20"), "{tail}");
         assert_eq!(console_tail(b""), "    (the console is empty)");
+    }
+
+    #[test]
+    fn any_message_but_libguestfs_notices_is_a_failure() {
+        // As guestfish 1.5x printed them for `-cp -p a b`, `-nosuchcmd`, `-set-smp x`.
+        for line in [
+            "error: incorrect number of arguments",
+            "usage: cp src dest",
+            "nosuchcmd: unknown command",
+            "set-smp: smp: invalid integer parameter (xstrtoll returned 4)",
+            "guestfish: 'maybe': invalid boolean value, use 'true' or 'false'",
+            "libguestfs: error: is_file: call launch before using this function",
+        ] {
+            assert!(is_failure_line(line), "{line}");
+        }
+        for line in [
+            "",
+            "  ",
+            "libguestfs: warning: something odd",
+            "libguestfs: trace: is_file \"/etc/fstab\"",
+        ] {
+            assert!(!is_failure_line(line), "{line}");
+        }
     }
 
     #[test]
