@@ -342,7 +342,7 @@ impl Repair<'_, '_> {
             }),
         });
         if let Err(e) = result {
-            if matches!(e, GuestError::Cancelled) {
+            if e.ends_session() {
                 return Err(e.into());
             }
             // The edited grub.cfg is still correct; regeneration only refreshes it.
@@ -590,7 +590,7 @@ impl Repair<'_, '_> {
                 };
                 (verdict, true, summary)
             }
-            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled.into()),
+            Err(e) if e.ends_session() => return Err(e.into()),
             Err(e) => (
                 Err(format!("`{}` failed: {e}", argv.join(" "))),
                 false,
@@ -662,7 +662,7 @@ impl Repair<'_, '_> {
         });
         match result {
             Ok(_) => Ok(()),
-            Err(GuestError::Cancelled) => Err(GuestError::Cancelled.into()),
+            Err(e) if e.ends_session() => Err(e.into()),
             Err(e) => Err(RepairError::Step {
                 step,
                 message: format!("`{}` failed in the guest: {e}", argv.join(" ")),

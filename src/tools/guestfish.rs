@@ -67,9 +67,10 @@ pub enum GuestError {
         seconds: u64,
         console_log: Option<PathBuf>,
     },
-    /// A command was asked of an appliance already killed by an earlier timeout.
-    #[error("libguestfs: the appliance was killed after a command timed out")]
-    Stopped,
+    /// A command was asked of an appliance already killed by an earlier timeout (whose message
+    /// this is, so a caller that passed over that error still reports it).
+    #[error("{0}")]
+    Stopped(String),
     #[error("could not use a scratch file for {what}")]
     Scratch {
         what: String,
@@ -88,6 +89,17 @@ pub enum GuestError {
         console_log: Option<PathBuf>,
         console_tail: String,
     },
+}
+
+impl GuestError {
+    /// Whether the session cannot go on after this error (interrupted, or its appliance killed
+    /// at a command timeout): callers that tolerate a failed command must pass these on.
+    pub fn ends_session(&self) -> bool {
+        matches!(
+            self,
+            GuestError::Cancelled | GuestError::CommandTimedOut { .. } | GuestError::Stopped(_)
+        )
+    }
 }
 
 /// What every session needs to know about this machine.
@@ -204,8 +216,8 @@ pub struct Session<'a> {
     notes: Vec<String>,
     /// Where the console is kept when a command times out.
     console_log: Option<PathBuf>,
-    /// Set once a timed-out command had the listener and its appliance killed.
-    stopped: bool,
+    /// Set once a timed-out command had the listener and its appliance killed: its error.
+    stopped: Option<String>,
 }
 
 /// How one launch attempt ended, when it did not give a running appliance.
@@ -312,7 +324,7 @@ impl<'a> Session<'a> {
             scratch,
             notes: Vec::new(),
             console_log: None,
-            stopped: false,
+            stopped: None,
         };
         session
             .first_call(&["set-smp".to_owned(), cpus.to_string()])
@@ -518,8 +530,8 @@ impl<'a> Session<'a> {
         if self.cancel.is_cancelled() {
             return Err(GuestError::Cancelled);
         }
-        if self.stopped {
-            return Err(GuestError::Stopped);
+        if let Some(why) = &self.stopped {
+            return Err(GuestError::Stopped(why.clone()));
         }
         let cmd = self
             .env
@@ -588,7 +600,6 @@ impl<'a> Session<'a> {
     /// console, and every message since) in the console log.
     fn command_timed_out(&mut self, mut record: CommandRecord, args: &[String]) -> GuestError {
         self.daemon.stop();
-        self.stopped = true;
         let seconds = self.env.command_timeout.as_secs();
         let console = self.daemon.stderr_from(0, CONSOLE_KEEP_BYTES);
         let kept = self
@@ -603,11 +614,13 @@ impl<'a> Session<'a> {
         }
         record.stderr_tail.push_str(&note);
         self.records.push(record);
-        GuestError::CommandTimedOut {
+        let e = GuestError::CommandTimedOut {
             command: args.join(" "),
             seconds,
             console_log: kept,
-        }
+        };
+        self.stopped = Some(e.to_string());
+        e
     }
 
     /// Output lines of a command, without empty ones.
@@ -688,8 +701,8 @@ impl<'a> Session<'a> {
     /// Flushes and detaches everything, then stops the appliance. The records come back
     /// whatever happened; the result says whether every write reached the disk.
     pub fn finish(mut self) -> (Vec<CommandRecord>, Result<(), GuestError>) {
-        if self.stopped {
-            return (self.take_records(), Err(GuestError::Stopped));
+        if let Some(why) = self.stopped.clone() {
+            return (self.take_records(), Err(GuestError::Stopped(why)));
         }
         let result = self
             .call(&["sync"])
