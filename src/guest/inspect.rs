@@ -138,7 +138,7 @@ pub fn inspect(session: &mut Session<'_>) -> Result<GuestInfo, InspectError> {
         }
         match session.call(&["vfs-type", &part]) {
             Ok(t) if t.trim() == "crypto_LUKS" => encrypted.push(part),
-            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled.into()),
+            Err(e) if e.ends_session() => return Err(e.into()),
             _ => {}
         }
     }
@@ -224,7 +224,7 @@ fn unmountable(
             Ok(_) => {
                 session.call(&["umount-all"])?;
             }
-            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled),
+            Err(e) if e.ends_session() => return Err(e),
             Err(e) => {
                 let message = match e {
                     GuestError::Command { message, .. } => message,
@@ -281,7 +281,7 @@ pub fn mount(
             continue;
         }
         if let Err(e) = session.call(&[verb, &dev, &mp]) {
-            if matches!(e, GuestError::Cancelled) {
+            if e.ends_session() {
                 return Err(e.into());
             }
             let message = match e {
@@ -326,7 +326,7 @@ pub fn devices(session: &mut Session<'_>, info: &GuestInfo) -> Result<Devices, G
         // blkid fails on devices without a signature (an empty partition): no ids, not an error.
         let text = match session.call(&["blkid", &name]) {
             Ok(t) => t,
-            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled),
+            Err(e) if e.ends_session() => return Err(e),
             Err(_) => String::new(),
         };
         by_name.insert(name, parse_blkid(&text));

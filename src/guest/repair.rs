@@ -154,7 +154,7 @@ pub fn repair(
 impl Repair<'_, '_> {
     /// Writes a changed file (after an in-guest backup when asked), or only records it in a dry
     /// run.
-    fn apply(&mut self, path: &str, rewrite: Rewrite) -> Result<(), GuestError> {
+    fn apply(&mut self, path: &str, rewrite: Rewrite) -> Result<(), RepairError> {
         self.out.notes.extend(rewrite.notes.iter().cloned());
         if !rewrite.changed() {
             return Ok(());
@@ -164,11 +164,40 @@ impl Repair<'_, '_> {
             return Ok(());
         }
         if self.settings.backup {
-            let backup = format!("{path}.backup.hyper2kvm.{}", self.stamp);
-            self.session.call(&["cp", "-p", path, &backup])?;
-            self.out.backups.push(backup);
+            self.backup(path)?;
         }
-        self.session.write(path, &rewrite.text)
+        Ok(self.session.write(path, &rewrite.text)?)
+    }
+
+    /// Copies a guest file next to itself (`cp -a`: owner, mode, times and extended attributes
+    /// kept) and reads both back: the backup is listed only once its checksum is the
+    /// original's. A file changed twice in one run keeps its first backup, the original.
+    fn backup(&mut self, path: &str) -> Result<(), RepairError> {
+        let backup = format!("{path}.backup.hyper2kvm.{}", self.stamp);
+        if self.out.backups.contains(&backup) {
+            return Ok(());
+        }
+        self.session.call(&["cp-a", path, &backup])?;
+        let original = self.session.call(&["checksum", "sha256", path])?;
+        let copy = self.session.call(&["checksum", "sha256", &backup])?;
+        let (original, copy) = (original.trim(), copy.trim());
+        if original.is_empty() || original != copy {
+            return Err(RepairError::Step {
+                step: "backup",
+                message: format!(
+                    "the backup {backup} does not read back as {path} (sha256 {} against {}); \
+                     {path} was left unchanged",
+                    if copy.is_empty() { "(none)" } else { copy },
+                    if original.is_empty() {
+                        "(none)"
+                    } else {
+                        original
+                    },
+                ),
+            });
+        }
+        self.out.backups.push(backup);
+        Ok(())
     }
 
     fn remove(&mut self, path: &str) -> Result<(), GuestError> {
@@ -179,7 +208,7 @@ impl Repair<'_, '_> {
         Ok(())
     }
 
-    fn fstab(&mut self, devices: &super::Devices) -> Result<(), GuestError> {
+    fn fstab(&mut self, devices: &super::Devices) -> Result<(), RepairError> {
         if let Some(text) = self.session.read("/etc/fstab")? {
             let rewrite = fstab::rewrite_fstab(&text, self.settings.fstab_mode, devices);
             if self.settings.print_fstab {
@@ -313,7 +342,7 @@ impl Repair<'_, '_> {
             }),
         });
         if let Err(e) = result {
-            if matches!(e, GuestError::Cancelled) {
+            if e.ends_session() {
                 return Err(e.into());
             }
             // The edited grub.cfg is still correct; regeneration only refreshes it.
@@ -339,7 +368,7 @@ impl Repair<'_, '_> {
         Ok(())
     }
 
-    fn network(&mut self) -> Result<(), GuestError> {
+    fn network(&mut self) -> Result<(), RepairError> {
         let mut files = Vec::new();
         for location in network::CONFIG_LOCATIONS {
             if self.session.is_dir(location)? {
@@ -561,7 +590,7 @@ impl Repair<'_, '_> {
                 };
                 (verdict, true, summary)
             }
-            Err(GuestError::Cancelled) => return Err(GuestError::Cancelled.into()),
+            Err(e) if e.ends_session() => return Err(e.into()),
             Err(e) => (
                 Err(format!("`{}` failed: {e}", argv.join(" "))),
                 false,
@@ -633,7 +662,7 @@ impl Repair<'_, '_> {
         });
         match result {
             Ok(_) => Ok(()),
-            Err(GuestError::Cancelled) => Err(GuestError::Cancelled.into()),
+            Err(e) if e.ends_session() => Err(e.into()),
             Err(e) => Err(RepairError::Step {
                 step,
                 message: format!("`{}` failed in the guest: {e}", argv.join(" ")),

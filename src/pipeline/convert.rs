@@ -182,7 +182,7 @@ fn write_part(
     failed: impl FnOnce(&CommandRecord) -> String,
 ) -> Result<(), StageFailure> {
     let out = run
-        .exec(cmd, on_line)
+        .exec_progressing(cmd, on_line, Some(part))
         .inspect_err(|_| atomic::remove_part(part))?;
     if !out.record.success() {
         atomic::remove_part(part);

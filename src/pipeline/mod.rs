@@ -26,6 +26,7 @@ mod guest;
 mod inspect;
 mod load;
 mod source;
+mod stall;
 mod validate;
 
 use std::path::PathBuf;
@@ -323,6 +324,15 @@ impl Run<'_> {
             },
         )
         .map_err(|e| StageFailure::new(error_chain(&e)))?;
+        let mut out = out;
+        if out.record.status == Status::TimedOut && cmd.program() == self.plan.qemu_img.path() {
+            let note = self.plan.qemu_img.limits().timed_out_note(&out.record.argv);
+            let tail = &mut out.record.stderr_tail;
+            if !tail.is_empty() && !tail.ends_with('\n') {
+                tail.push('\n');
+            }
+            tail.push_str(&note);
+        }
         self.commands.push(out.record.clone());
         if out.record.status == Status::Cancelled {
             return Err(StageFailure::interrupted());

@@ -155,6 +155,10 @@ impl Run<'_> {
                 self.io_uring = Some(true);
                 return Ok(out);
             }
+            // A probe stopped at its time limit says nothing about io_uring; one wait is enough.
+            if out.record.status == exec::Status::TimedOut {
+                return Ok(out);
+            }
         }
         let out = self.exec(&q.probe_cmd(&disk.source, Aio::Threads), None)?;
         if candidate && out.record.success() {

@@ -8,7 +8,7 @@ use super::{Run, StageFailure};
 use crate::boot_test::{BootResult, BootTestPlan};
 use crate::diag::error_chain;
 use crate::events::Event;
-use crate::exec::{self, CommandRecord, Status, Watch};
+use crate::exec::{self, CommandRecord, Status};
 use crate::outcome::StageResult;
 use crate::outcome::stages::{Check, ContentCheck, ValidateResult, ValidatedDisk};
 use crate::stage::{Stage, Step};
@@ -227,18 +227,14 @@ fn compare_content(
         ranges = vec![(0, q.compare_cmd(source, output))];
     }
     let cancel = run.cancel;
+    let limits = *q.limits();
     let outs: Vec<Result<exec::Output, exec::ExecError>> = std::thread::scope(|s| {
         let handles: Vec<_> = ranges
             .iter()
             .map(|(_, cmd)| {
                 s.spawn(move || {
-                    exec::run(
-                        cmd,
-                        Watch {
-                            cancel: Some(cancel),
-                            on_stdout_line: None,
-                        },
-                    )
+                    let note = limits.timed_out_note(&cmd.argv());
+                    super::stall::run(cmd, cancel, None, None, limits.stall, &note)
                 })
             })
             .collect();
@@ -296,7 +292,13 @@ impl StdoutSummary for CommandRecord {
     /// `qemu-img compare` says where content differs on stdout ("Content mismatch at offset N!").
     fn stdout_summary(&self, stdout: &[u8]) -> String {
         let text = String::from_utf8_lossy(stdout);
-        let line = text.lines().last().unwrap_or("").trim().to_owned();
+        // `-p` puts its progress steps before the verdict, each ended by `\r`.
+        let line = text
+            .split(['\n', '\r'])
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && qemu_img::parse_progress(l).is_none())
+            .unwrap_or("")
+            .to_owned();
         if line.is_empty() {
             self.to_string()
         } else {

@@ -4,7 +4,9 @@
 //! and then talks to it command by command (`guestfish --remote`), reading files, letting the
 //! pure transforms decide, and writing back, all in the same launch. Every remote command goes
 //! through `exec` and is recorded. Commands are sent with guestfish's `-` prefix, which keeps the
-//! server alive when a command fails; failure is then read from the exit status and stderr.
+//! server alive when a command fails; failure is then read from the exit status and stderr, where
+//! after the launch any message but a libguestfs warning, trace or debug line is a failure. Every
+//! command after the launch has a time limit, as the launch has its watchdog.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,8 +17,12 @@ use crate::tools::qemu_system::Accel;
 
 /// How long the listener may take to say it is ready (it does not launch the appliance yet).
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
-/// A single remote command; guest-side tools such as an initramfs rebuild under TCG are slow.
-const CALL_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+/// A single remote command after the launch. Generous: guest-side tools are slow under TCG
+/// (an initramfs rebuild of the test guest takes 2 to 3 minutes on 2 cores, a real one with
+/// many modules and a package manager's scripts far longer).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+/// Overrides the per-command timeout, in seconds.
+pub const COMMAND_TIMEOUT_ENV: &str = "HYPER2KVM_APPLIANCE_COMMAND_TIMEOUT";
 /// The longest an appliance may take to boot (`run`), however busy it keeps its qemu. A launch
 /// takes about 10 s under TCG on an idle 2-core host, 90 s with three at once and the test suite
 /// beside them, 2-3 s with KVM; libguestfs's own limit is 20 minutes.
@@ -49,6 +55,22 @@ pub enum GuestError {
     Command { command: String, message: String },
     #[error("interrupted")]
     Cancelled,
+    /// A command after the launch did not return within the command timeout; the listener and
+    /// its appliance were killed.
+    #[error(
+        "libguestfs: `{command}` did not finish within {seconds} s (the per-command timeout, \
+         {COMMAND_TIMEOUT_ENV}); the guestfish listener and its appliance were killed{}",
+        console_log.as_ref().map(|p| format!("; its console log is in {}", p.display())).unwrap_or_default()
+    )]
+    CommandTimedOut {
+        command: String,
+        seconds: u64,
+        console_log: Option<PathBuf>,
+    },
+    /// A command was asked of an appliance already killed by an earlier timeout (whose message
+    /// this is, so a caller that passed over that error still reports it).
+    #[error("{0}")]
+    Stopped(String),
     #[error("could not use a scratch file for {what}")]
     Scratch {
         what: String,
@@ -69,6 +91,17 @@ pub enum GuestError {
     },
 }
 
+impl GuestError {
+    /// Whether the session cannot go on after this error (interrupted, or its appliance killed
+    /// at a command timeout): callers that tolerate a failed command must pass these on.
+    pub fn ends_session(&self) -> bool {
+        matches!(
+            self,
+            GuestError::Cancelled | GuestError::CommandTimedOut { .. } | GuestError::Stopped(_)
+        )
+    }
+}
+
 /// What every session needs to know about this machine.
 #[derive(Clone, Debug)]
 pub struct GuestEnv {
@@ -78,6 +111,8 @@ pub struct GuestEnv {
     pub launch_timeout: Duration,
     /// How long a launch may sit idle (no console output, qemu idle) before it counts as hung.
     pub launch_stall: Duration,
+    /// How long one command after the launch may take.
+    pub command_timeout: Duration,
 }
 
 impl GuestEnv {
@@ -86,8 +121,8 @@ impl GuestEnv {
         Ok(Self::new(Tool::Guestfish.locate()?, accel))
     }
 
-    /// The launch limits are the defaults unless [`LAUNCH_TIMEOUT_ENV`] or [`LAUNCH_STALL_ENV`]
-    /// set them.
+    /// The limits are the defaults unless [`LAUNCH_TIMEOUT_ENV`], [`LAUNCH_STALL_ENV`] or
+    /// [`COMMAND_TIMEOUT_ENV`] set them.
     pub fn new(guestfish: PathBuf, accel: Accel) -> Self {
         let seconds = |var: &str| {
             std::env::var(var)
@@ -104,6 +139,7 @@ impl GuestEnv {
                 Accel::Kvm => LAUNCH_TIMEOUT_KVM,
             }),
             launch_stall: seconds(LAUNCH_STALL_ENV).unwrap_or(LAUNCH_STALL),
+            command_timeout: seconds(COMMAND_TIMEOUT_ENV).unwrap_or(COMMAND_TIMEOUT),
         }
     }
 
@@ -124,6 +160,33 @@ impl GuestEnv {
 /// of seconds with the host's load.
 fn appliance_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// How a remote command's stderr (the client's and the server's) is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Strictness {
+    /// Verbose output is off: any message other than a libguestfs warning, trace or debug line
+    /// is a failure. A `-`-prefixed command that guestfish rejects (a usage error such as
+    /// `error: incorrect number of arguments`, an unknown command, a bad parameter) prints its
+    /// message and still exits 0, and a message is all there is to go by.
+    AnyMessage,
+    /// Verbose output was on (the launch): the appliance's console shares the stream, so only
+    /// libguestfs's own error lines count.
+    ErrorsOnly,
+}
+
+/// Whether a line on a remote command's stderr says that the command failed. libguestfs
+/// prefixes what is not an error (`libguestfs: warning:`, `trace:` with LIBGUESTFS_TRACE,
+/// debug lines with LIBGUESTFS_DEBUG); everything else guestfish prints there is about a
+/// failure.
+fn is_failure_line(line: &str) -> bool {
+    let line = line.trim();
+    !line.is_empty() && !is_console_noise(line)
+}
+
+/// libguestfs's lines that do not report an error.
+fn is_console_noise(line: &str) -> bool {
+    line.starts_with("libguestfs: ") && !line.starts_with("libguestfs: error:")
 }
 
 /// Whether a failed remote command is guestfish's client finding the server alive (it checks
@@ -151,6 +214,10 @@ pub struct Session<'a> {
     scratch: tempfile::TempDir,
     records: Vec<CommandRecord>,
     notes: Vec<String>,
+    /// Where the console is kept when a command times out.
+    console_log: Option<PathBuf>,
+    /// Set once a timed-out command had the listener and its appliance killed: its error.
+    stopped: Option<String>,
 }
 
 /// How one launch attempt ended, when it did not give a running appliance.
@@ -183,7 +250,10 @@ impl<'a> Session<'a> {
         console_log: Option<&Path>,
     ) -> Result<Self, GuestError> {
         let first = match Self::attempt(env, drives, cancel, appliance_cpus()) {
-            Ok(session) => return Ok(session),
+            Ok(mut session) => {
+                session.console_log = console_log.map(Path::to_owned);
+                return Ok(session);
+            }
             Err(Attempt::Failed(e)) => return Err(e),
             Err(Attempt::Hung {
                 why,
@@ -195,6 +265,7 @@ impl<'a> Session<'a> {
         let kept = console_log.and_then(|path| keep_console(path, &console).then_some(path));
         match Self::attempt(env, drives, cancel, 1) {
             Ok(mut session) => {
+                session.console_log = console_log.map(Path::to_owned);
                 session.records.splice(0..0, records);
                 session.notes.push(format!(
                     "{why} and was killed; it started on the second try, with 1 vCPU{}",
@@ -252,6 +323,8 @@ impl<'a> Session<'a> {
             cancel,
             scratch,
             notes: Vec::new(),
+            console_log: None,
+            stopped: None,
         };
         session
             .first_call(&["set-smp".to_owned(), cpus.to_string()])
@@ -350,8 +423,12 @@ impl<'a> Session<'a> {
                 },
             }));
         }
-        self.call(&["set-verbose", "false"])
-            .map_err(Attempt::Failed)?;
+        // Console lines of the launch may still arrive with this call: only errors count.
+        self.call_with(
+            &["set-verbose".to_owned(), "false".to_owned()],
+            Strictness::ErrorsOnly,
+        )
+        .map_err(Attempt::Failed)?;
         Ok(())
     }
 
@@ -443,11 +520,18 @@ impl<'a> Session<'a> {
     }
 
     fn call_owned(&mut self, args: &[String]) -> Result<String, GuestError> {
+        self.call_with(args, Strictness::AnyMessage)
+    }
+
+    fn call_with(&mut self, args: &[String], strictness: Strictness) -> Result<String, GuestError> {
         let Some((name, rest)) = args.split_first() else {
             return Ok(String::new());
         };
         if self.cancel.is_cancelled() {
             return Err(GuestError::Cancelled);
+        }
+        if let Some(why) = &self.stopped {
+            return Err(GuestError::Stopped(why.clone()));
         }
         let cmd = self
             .env
@@ -456,7 +540,7 @@ impl<'a> Session<'a> {
             .arg("--")
             .arg(format!("-{name}"))
             .args(rest)
-            .timeout(CALL_TIMEOUT);
+            .timeout(self.env.command_timeout);
         let out = exec::run(
             &cmd,
             Watch {
@@ -474,20 +558,28 @@ impl<'a> Session<'a> {
             }
             record.stderr_tail.push_str(&server);
         }
+        if record.status == Status::TimedOut {
+            return Err(self.command_timed_out(record, args));
+        }
         self.records.push(record.clone());
         if record.status == Status::Cancelled {
             return Err(GuestError::Cancelled);
         }
         let stderr = record.stderr_tail.trim();
         let failed = !record.success()
-            || stderr.contains("libguestfs: error:")
-            || stderr.contains("guestfish: ");
+            || match strictness {
+                Strictness::AnyMessage => stderr.lines().any(is_failure_line),
+                Strictness::ErrorsOnly => {
+                    stderr.contains("libguestfs: error:") || stderr.contains("guestfish: ")
+                }
+            };
         if failed {
             let message = stderr
                 .lines()
                 .map(str::trim)
                 // mount(8)'s pointer to the appliance's kernel log, which the user cannot read.
                 .filter(|l| !l.is_empty() && !l.starts_with("dmesg(1) may have more information"))
+                .filter(|l| !is_console_noise(l))
                 .map(|l| l.trim_start_matches("libguestfs: error: "))
                 .collect::<Vec<_>>()
                 .join("; ");
@@ -501,6 +593,34 @@ impl<'a> Session<'a> {
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The client of a command gave up at the command timeout, and the listener is still inside
+    /// the command: kill it and its appliance, and keep what it printed (the launch's debug
+    /// console, and every message since) in the console log.
+    fn command_timed_out(&mut self, mut record: CommandRecord, args: &[String]) -> GuestError {
+        self.daemon.stop();
+        let seconds = self.env.command_timeout.as_secs();
+        let console = self.daemon.stderr_from(0, CONSOLE_KEEP_BYTES);
+        let kept = self
+            .console_log
+            .clone()
+            .filter(|path| keep_console(path, &console));
+        let note = format!(
+            "no answer within {seconds} s; the guestfish listener and its appliance were killed"
+        );
+        if !record.stderr_tail.is_empty() && !record.stderr_tail.ends_with('\n') {
+            record.stderr_tail.push('\n');
+        }
+        record.stderr_tail.push_str(&note);
+        self.records.push(record);
+        let e = GuestError::CommandTimedOut {
+            command: args.join(" "),
+            seconds,
+            console_log: kept,
+        };
+        self.stopped = Some(e.to_string());
+        e
     }
 
     /// Output lines of a command, without empty ones.
@@ -581,6 +701,9 @@ impl<'a> Session<'a> {
     /// Flushes and detaches everything, then stops the appliance. The records come back
     /// whatever happened; the result says whether every write reached the disk.
     pub fn finish(mut self) -> (Vec<CommandRecord>, Result<(), GuestError>) {
+        if let Some(why) = self.stopped.clone() {
+            return (self.take_records(), Err(GuestError::Stopped(why)));
+        }
         let result = self
             .call(&["sync"])
             .and_then(|_| self.call(&["umount-all"]))
@@ -654,6 +777,29 @@ mod tests {
         assert!(tail.starts_with("    line 9\n"), "{tail}");
         assert!(tail.ends_with("    line 20"), "{tail}");
         assert_eq!(console_tail(b""), "    (the console is empty)");
+    }
+
+    #[test]
+    fn any_message_but_libguestfs_notices_is_a_failure() {
+        // As guestfish 1.5x printed them for `-cp -p a b`, `-nosuchcmd`, `-set-smp x`.
+        for line in [
+            "error: incorrect number of arguments",
+            "usage: cp src dest",
+            "nosuchcmd: unknown command",
+            "set-smp: smp: invalid integer parameter (xstrtoll returned 4)",
+            "guestfish: 'maybe': invalid boolean value, use 'true' or 'false'",
+            "libguestfs: error: is_file: call launch before using this function",
+        ] {
+            assert!(is_failure_line(line), "{line}");
+        }
+        for line in [
+            "",
+            "  ",
+            "libguestfs: warning: something odd",
+            "libguestfs: trace: is_file \"/etc/fstab\"",
+        ] {
+            assert!(!is_failure_line(line), "{line}");
+        }
     }
 
     #[test]

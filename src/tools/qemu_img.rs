@@ -13,8 +13,81 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use std::time::Duration;
+
 use crate::exec::Command;
 use crate::tools::Tool;
+
+/// Overrides the time limit of the short qemu-img commands (`info`, `create`), in seconds.
+pub const TIMEOUT_ENV: &str = "HYPER2KVM_QEMU_IMG_TIMEOUT";
+/// Overrides the time limit of `qemu-img check`, in seconds.
+pub const CHECK_TIMEOUT_ENV: &str = "HYPER2KVM_QEMU_IMG_CHECK_TIMEOUT";
+/// Overrides how long `convert` and `compare` may go without progress, in seconds.
+pub const STALL_ENV: &str = "HYPER2KVM_QEMU_IMG_STALL_SECONDS";
+
+/// How long each kind of qemu-img step may take. `info` and `create` read or write a few
+/// metadata blocks: a fixed limit. `check` walks all of an image's metadata, which on a large
+/// qcow2 can take minutes: a longer fixed one. `convert` and `compare` read whole disks and
+/// legitimately run for hours, so no wall clock bounds them; they are stopped when they make no
+/// progress (no `-p` progress step, and for convert no change in the output file's size,
+/// allocation or modification time) for the stall window. qemu-img prints a progress step per
+/// 1 % (convert) or 2 % (compare) of the disk; the window leaves room for a 2 % step of a
+/// multi-terabyte disk read at a few hundred MB/s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub check_timeout: Duration,
+    pub stall: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            check_timeout: Duration::from_secs(3600),
+            stall: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults, except where [`TIMEOUT_ENV`], [`CHECK_TIMEOUT_ENV`] or [`STALL_ENV`] give
+    /// a whole number of seconds above zero.
+    pub fn from_env() -> Self {
+        let seconds = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs)
+        };
+        let d = Self::default();
+        Self {
+            timeout: seconds(TIMEOUT_ENV).unwrap_or(d.timeout),
+            check_timeout: seconds(CHECK_TIMEOUT_ENV).unwrap_or(d.check_timeout),
+            stall: seconds(STALL_ENV).unwrap_or(d.stall),
+        }
+    }
+
+    /// What a qemu-img step stopped at its limit says about that limit (for its record).
+    pub fn timed_out_note(&self, argv: &[String]) -> String {
+        let (limit, var) = match argv.get(1).map(String::as_str) {
+            Some("check") => (self.check_timeout, CHECK_TIMEOUT_ENV),
+            Some("convert" | "compare") => {
+                return format!(
+                    "qemu-img made no progress for {} s (no progress step on stdout, no change \
+                     to its output) and was killed; {STALL_ENV} sets the window",
+                    self.stall.as_secs()
+                );
+            }
+            _ => (self.timeout, TIMEOUT_ENV),
+        };
+        format!(
+            "qemu-img did not finish within {} s and was killed; {var} sets the limit",
+            limit.as_secs()
+        )
+    }
+}
 
 /// The compression qemu-img applies to qcow2 clusters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -111,12 +184,14 @@ impl Aio {
 #[derive(Clone, Debug)]
 pub struct QemuImg {
     path: PathBuf,
+    limits: Limits,
 }
 
 impl QemuImg {
     pub fn locate() -> Result<Self, crate::exec::ExecError> {
         Ok(Self {
             path: Tool::QemuImg.locate()?,
+            limits: Limits::from_env(),
         })
     }
 
@@ -124,21 +199,31 @@ impl QemuImg {
         &self.path
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A qemu-img command with no time limit of its own (convert, compare: see [`Limits`]).
     fn cmd(&self) -> Command {
         Command::new(&self.path)
+    }
+
+    /// A short qemu-img command, with the fixed limit.
+    fn short(&self) -> Command {
+        self.cmd().timeout(self.limits.timeout)
     }
 
     /// `qemu-img info` without `-f`: the one place the format is probed. With
     /// [`Aio::IoUring`] it also tells whether io_uring can be used at all, at no extra cost.
     pub fn probe_cmd(&self, image: &Path, aio: Aio) -> Command {
-        self.cmd()
+        self.short()
             .args(["info", "--output=json"])
             .arg(image_spec(image, aio))
     }
 
     /// `qemu-img info -f <driver>`: size and backing file of an image whose format is known.
     pub fn info_cmd(&self, image: &Path, driver: &str) -> Command {
-        self.cmd()
+        self.short()
             .args(["info", "--output=json", "-f", driver])
             .arg(image_arg(image))
     }
@@ -146,6 +231,7 @@ impl QemuImg {
     /// `qemu-img check -f <driver>`: structural consistency (formats that support it).
     pub fn check_cmd(&self, image: &Path, driver: &str) -> Command {
         self.cmd()
+            .timeout(self.limits.check_timeout)
             .args(["check", "--output=json", "-f", driver])
             .arg(image_arg(image))
     }
@@ -179,7 +265,9 @@ impl QemuImg {
         if spec.target_aio != Aio::IoUring {
             return None;
         }
-        let mut cmd = self.cmd().args(["create", "-q", "-f", spec.output_format]);
+        let mut cmd = self
+            .short()
+            .args(["create", "-q", "-f", spec.output_format]);
         let options = create_options(spec);
         if !options.is_empty() {
             cmd = cmd.args(["-o", &options.join(",")]);
@@ -197,7 +285,7 @@ impl QemuImg {
         (b, b_driver, b_aio): (&Path, &str, Aio),
     ) -> Command {
         self.cmd()
-            .args(["compare", "-f", a_driver, "-F", b_driver])
+            .args(["compare", "-p", "-f", a_driver, "-F", b_driver])
             .arg(image_spec(a, a_aio))
             .arg(image_spec(b, b_aio))
     }
@@ -216,7 +304,7 @@ impl QemuImg {
     ) -> Option<Command> {
         Some(
             self.cmd()
-                .args(["compare", "-f", "raw", "-F", "raw"])
+                .args(["compare", "-p", "-f", "raw", "-F", "raw"])
                 .arg(range_spec(a, a_driver, a_aio, offset, size)?)
                 .arg(range_spec(b, b_driver, b_aio, offset, size)?),
         )
@@ -224,7 +312,7 @@ impl QemuImg {
 
     /// A qcow2 overlay whose reads fall through to `backing` (opened read-only, never written).
     pub fn overlay_cmd(&self, overlay: &Path, backing: &Path, backing_driver: &str) -> Command {
-        self.cmd()
+        self.short()
             .args(["create", "-q", "-f", "qcow2", "-F", backing_driver, "-b"])
             .arg(image_arg(backing))
             .arg(image_arg(overlay))
@@ -232,7 +320,7 @@ impl QemuImg {
 
     /// Creates a throw-away zstd qcow2 to learn whether this qemu-img build has zstd.
     pub fn zstd_probe_cmd(&self, scratch: &Path) -> Command {
-        self.cmd()
+        self.short()
             .args(["create", "-q", "-f", "qcow2", "-o", "compression_type=zstd"])
             .arg(image_arg(scratch))
             .arg("1M")
@@ -446,6 +534,7 @@ mod tests {
     fn convert_command_line() {
         let q = QemuImg {
             path: PathBuf::from("qemu-img"),
+            limits: Limits::default(),
         };
         let cmd = q.convert_cmd(&ConvertSpec {
             source: Path::new("/src/a b.vmdk"),
@@ -486,6 +575,7 @@ mod tests {
     fn io_uring_target_is_created_first_then_filled() {
         let q = QemuImg {
             path: PathBuf::from("qemu-img"),
+            limits: Limits::default(),
         };
         let spec = ConvertSpec {
             source: Path::new("/src/a.vmdk"),
@@ -538,6 +628,7 @@ mod tests {
     fn io_uring_source_keeps_the_format_explicit() {
         let q = QemuImg {
             path: PathBuf::from("qemu-img"),
+            limits: Limits::default(),
         };
         let cmd = q.convert_cmd(&ConvertSpec {
             source: Path::new("/src/a \"b\".vhdx"),
@@ -568,6 +659,7 @@ mod tests {
     fn compare_ranges_wrap_each_image_in_a_raw_window() {
         let q = QemuImg {
             path: PathBuf::from("qemu-img"),
+            limits: Limits::default(),
         };
         let cmd = q
             .compare_range_cmd(
@@ -578,9 +670,9 @@ mod tests {
             )
             .expect("UTF-8 paths");
         let argv = cmd.argv();
-        assert_eq!(argv[1..6], ["compare", "-f", "raw", "-F", "raw"]);
+        assert_eq!(argv[1..7], ["compare", "-p", "-f", "raw", "-F", "raw"]);
         let a: Value =
-            serde_json::from_str(argv[6].strip_prefix("json:").expect("json")).expect("JSON");
+            serde_json::from_str(argv[7].strip_prefix("json:").expect("json")).expect("JSON");
         assert_eq!(
             a,
             serde_json::json!({"driver": "raw", "offset": 1u64 << 30, "size": 1u64 << 29,
@@ -588,7 +680,7 @@ mod tests {
                 "aio": "io_uring"}}})
         );
         let b: Value =
-            serde_json::from_str(argv[7].strip_prefix("json:").expect("json")).expect("JSON");
+            serde_json::from_str(argv[8].strip_prefix("json:").expect("json")).expect("JSON");
         assert_eq!(b["file"]["driver"], "qcow2");
         assert!(b["file"]["file"].get("aio").is_none());
         let last = q

@@ -51,6 +51,12 @@ mod trust_consent;
 /// console kept, no qemu left behind.
 mod appliance;
 
+/// Guest commands: failures seen, backups read back, a hung command killed with its appliance.
+mod guest_commands;
+
+/// Bounds: a hung qemu-img step or boot test is stopped and the VM fails saying why.
+mod bounds;
+
 /// SIGINT and SIGTERM during a conversion.
 mod signals;
 
