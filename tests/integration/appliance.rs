@@ -3,7 +3,7 @@
 //! qemu that sits idle while `run` waits. The launch must be killed at its timeout and tried
 //! once more, the debug console kept, and no qemu left behind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::guests::{Guest, phony_guest};
 use crate::support::*;
@@ -29,29 +29,6 @@ fn pausing_qemu(dir: &TestDir, hangs: u32) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
-}
-
-/// Processes whose command line mentions `needle` (a path only this test uses).
-fn processes_naming(needle: &Path) -> Vec<String> {
-    let needle = needle.display().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
-            continue;
-        }
-        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if cmdline.contains(&needle) {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
 }
 
 /// Runs the fix stage on a phony Debian guest with the wrapper and a stall window.

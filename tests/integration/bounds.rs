@@ -41,29 +41,6 @@ fn disk_entry(path: &Path) -> serde_json::Value {
     disk("boot", "raw", path)
 }
 
-/// Processes whose command line mentions `needle` (a path only this test uses).
-fn processes_naming(needle: &Path) -> Vec<String> {
-    let needle = needle.display().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
-            continue;
-        }
-        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if cmdline.contains(&needle) {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
-}
-
 /// `qemu-img info` that does not answer is killed at the short commands' time limit
 /// (HYPER2KVM_QEMU_IMG_TIMEOUT), and the VM fails naming the limit.
 #[test]

@@ -6,7 +6,7 @@
 //! the real guestfish with one argument too many (a usage error from guestfish itself), or turns
 //! it into `debug sh "sleep 1000"`, which really blocks inside the real appliance.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::guests::{Guest, phony_guest, read_back};
 use crate::support::*;
@@ -55,29 +55,6 @@ fn guestfish_wrapper(dir: &TestDir, command: &str, rewrite: &str) -> String {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     )
-}
-
-/// Processes whose command line mentions `needle` (a path only this test uses).
-fn processes_naming(needle: &Path) -> Vec<String> {
-    let needle = needle.display().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
-            continue;
-        }
-        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if cmdline.contains(&needle) {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
 }
 
 /// `fix.backup: true`: every backup the report lists exists in the converted guest and holds

@@ -24,7 +24,7 @@ const STAGES: [&str; 7] = [
 ];
 
 /// A VM directory with a 1 MiB raw disk.
-fn vm_dir() -> TestDir {
+pub(crate) fn vm_dir() -> TestDir {
     let dir = TestDir::new();
     std::fs::write(dir.join("disk.raw"), vec![0u8; 1 << 20]).expect("disk");
     dir
@@ -34,7 +34,7 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-fn script(dir: &TestDir, name: &str, body: &str) -> PathBuf {
+pub(crate) fn script(dir: &TestDir, name: &str, body: &str) -> PathBuf {
     let p = dir.write(name, body);
     chmod(&p, 0o755);
     p
@@ -54,7 +54,7 @@ fn manifest(dir: &TestDir, vm_name: &str, pipeline: Value, hooks: Value) -> Path
     p
 }
 
-fn hyper2kvm_on(manifest: &Path) -> std::process::Command {
+pub(crate) fn hyper2kvm_on(manifest: &Path) -> std::process::Command {
     let mut cmd = hyper2kvm();
     cmd.arg("--manifest")
         .arg(manifest)
@@ -66,7 +66,7 @@ fn report(dir: &TestDir) -> Value {
     read_json(&dir.join("output/report.json"))
 }
 
-fn show(r: &Run) -> String {
+pub(crate) fn show(r: &Run) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
         r.code, r.stdout, r.stderr
@@ -74,7 +74,7 @@ fn show(r: &Run) -> String {
 }
 
 /// Whether a process is gone (a zombie waiting for a reaper counts as gone: it runs nothing).
-fn gone(pid: i32) -> bool {
+pub(crate) fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat
@@ -105,7 +105,7 @@ fn wait_for_file(path: &Path, child: &mut std::process::Child) {
     }
 }
 
-fn read_pid(path: &Path) -> i32 {
+pub(crate) fn read_pid(path: &Path) -> i32 {
     std::fs::read_to_string(path)
         .expect("pid file")
         .trim()

@@ -395,3 +395,26 @@ pub fn debian_guest() -> Option<PathBuf> {
     assert!(path.is_absolute() && path.is_file(), "{stdout}");
     Some(path)
 }
+
+/// Processes whose command line mentions `needle` (a path only the calling test uses).
+pub fn processes_naming(needle: &Path) -> Vec<String> {
+    let needle = needle.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmdline.contains(&needle) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}

@@ -4,28 +4,15 @@
 //! reach the report, the log, the terminal or the dry run. Real scripts, a real python3 and a
 //! real HTTP listener on 127.0.0.1.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::hooks::{gone, hyper2kvm_on, read_pid, script, show, vm_dir};
 use crate::http_listener::Listener;
 use crate::support::*;
-
-/// A VM directory with a 1 MiB raw disk.
-fn vm_dir() -> TestDir {
-    let dir = TestDir::new();
-    std::fs::write(dir.join("disk.raw"), vec![0u8; 1 << 20]).expect("disk");
-    dir
-}
-
-fn script(dir: &TestDir, name: &str, body: &str) -> PathBuf {
-    let p = dir.write(name, body);
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    p
-}
 
 /// Writes `vm.json` with one raw disk, no pipeline stage and `hooks`.
 fn manifest(dir: &TestDir, hooks: Value) -> PathBuf {
@@ -41,32 +28,6 @@ fn manifest(dir: &TestDir, hooks: Value) -> PathBuf {
     p
 }
 
-fn hyper2kvm_on(manifest: &Path) -> std::process::Command {
-    let mut cmd = hyper2kvm();
-    cmd.arg("--manifest")
-        .arg(manifest)
-        .args(["--progress", "none"]);
-    cmd
-}
-
-fn show(r: &Run) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        r.code, r.stdout, r.stderr
-    )
-}
-
-/// Whether a process is gone (a zombie waiting for its reaper runs nothing).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-    }
-}
-
 fn wait_gone(pid: i32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !gone(pid) {
@@ -76,14 +37,6 @@ fn wait_gone(pid: i32) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     true
-}
-
-fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .parse()
-        .expect("pid")
 }
 
 /// Kills, when dropped, every process whose pid is in one of these files.
