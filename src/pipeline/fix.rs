@@ -55,6 +55,23 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
                         disk.id, out.record
                     )));
                 }
+                // qemu-img creates it under the umask; the 0700 work directory already keeps
+                // others out, and the overlay, which receives guest data, is private like every
+                // file we write.
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(
+                        &overlay,
+                        std::fs::Permissions::from_mode(crate::files::FILE_MODE),
+                    )
+                    .map_err(|e| {
+                        StageFailure::new(format!(
+                            "disk {}: cannot make the repair overlay {} private: {e}",
+                            disk.id,
+                            overlay.display()
+                        ))
+                    })?;
+                }
                 run.overlays[idx] = Some(overlay.clone());
                 drives.push(Drive {
                     path: overlay,

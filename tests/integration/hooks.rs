@@ -220,11 +220,27 @@ fn fix_hooks_fire_once_around_the_real_fix_stage() {
         "log.sh",
         &format!("#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\n", log.display()),
     );
+    // After the repair, the work directory and its overlays (guest data) are private.
+    let modes = dir.join("modes.log");
+    script(
+        &dir,
+        "modes.sh",
+        &format!(
+            "#!/bin/sh\nstat -c '%a %n' '{out}'/.hyper2kvm-work-* '{out}'/.hyper2kvm-work-*/* \
+             > '{modes}'\n",
+            out = dir.join("output").display(),
+            modes = modes.display()
+        ),
+    );
     let hook = json!([{"type": "script", "path": "log.sh", "args": ["{{ stage }}"]}]);
-    let hooks: serde_json::Map<String, Value> = STAGES
+    let mut hooks: serde_json::Map<String, Value> = STAGES
         .iter()
         .map(|s| ((*s).to_owned(), hook.clone()))
         .collect();
+    hooks["post_fix"]
+        .as_array_mut()
+        .expect("post_fix")
+        .push(json!({"type": "script", "path": "modes.sh"}));
     let m = json!({
         "manifest_version": "1.0",
         "source": {"provider": "vsphere", "vm_name": "guest"},
@@ -245,14 +261,31 @@ fn fix_hooks_fire_once_around_the_real_fix_stage() {
         .map(str::to_owned)
         .collect();
     assert_eq!(lines, STAGES);
+    let modes = std::fs::read_to_string(&modes).expect("modes.log");
+    let overlays: Vec<&str> = modes.lines().filter(|l| l.ends_with(".qcow2")).collect();
+    assert_eq!(overlays.len(), 1, "{modes}");
+    for line in modes.lines() {
+        let expected = if line.ends_with(".qcow2") {
+            "600 "
+        } else {
+            "700 "
+        };
+        assert!(line.starts_with(expected), "not private: {line}\n{modes}");
+    }
     let rep = report(&dir);
     // Each hook ran inside the stage order: the report lists hooks and stages in run order.
-    let fired: Vec<&str> = rep["hooks"]
+    let mut fired: Vec<&str> = rep["hooks"]
         .as_array()
         .expect("hooks")
         .iter()
         .map(|h| h["stage"].as_str().expect("stage"))
         .collect();
+    assert_eq!(
+        fired.len(),
+        STAGES.len() + 1,
+        "log.sh at each stage, modes.sh once"
+    );
+    fired.dedup();
     assert_eq!(fired, STAGES);
     let fix = rep["pipeline"]["stages"]["fix"].clone();
     assert_eq!(fix["success"], true, "{fix:#}");
