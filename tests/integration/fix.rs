@@ -534,7 +534,7 @@ fn libguestfs_missing() {
     .expect("symlink");
     let path = dir.write(
         "vm.yaml",
-        "manifest_version: \"1.0\"\npipeline: {fix: {enabled: true}}\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
+        "manifest_version: \"1.0\"\npipeline: {fix: {enabled: true}, convert: {enabled: true}}\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\n",
     );
     let r = run(hyper2kvm().arg("--manifest").arg(&path).env("PATH", &bin));
     assert_eq!(r.code, Some(4));
