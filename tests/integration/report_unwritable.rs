@@ -25,7 +25,9 @@ fn vm_blocking(dir: &TestDir, name: &str, blocked: &Path) -> PathBuf {
     script(
         dir,
         "block.sh",
-        "#!/bin/sh\nmkdir -p \"$1\"\necho blocked the report\n",
+        // The sleep keeps the VM's duration above the summary's rounding (0.00 s hides the
+        // Performance section), so the snapshot does not depend on how fast this machine is.
+        "#!/bin/sh\nmkdir -p \"$1\"\nsleep 0.05\necho blocked the report\n",
     );
     let m = json!({
         "manifest_version": "1.0",
