@@ -92,3 +92,7 @@ mod boot;
 
 /// Golden report.json and batch_report.json snapshots: the report format, pinned field by field.
 mod golden;
+
+/// Manifests in the guide's and the Python tool's shapes: probed disks, `checksum: null`, the
+/// generated-manifest shape, and the files and paths the loader's errors name.
+mod shapes;
