@@ -169,14 +169,23 @@ pub fn resolve(
     let path = config::absolute(path);
     let dir = config::dir_of(&path);
 
+    let mut problems = Problems::default();
+    // The guide's generated-manifest shape (top-level firmware and os_hint, metadata.vcpus and
+    // memory_bytes), mapped onto `vm` in each layer before the layers are merged.
+    let mut doc = doc;
+    vm::adopt_guide_shape(&mut doc, &mut problems);
+    let mut shared = layers.shared_config.clone().unwrap_or_default();
+    vm::adopt_guide_shape(&mut shared, &mut problems);
+
     // Everything but the profile, in precedence order, to learn which profile applies.
-    let mut upper = layers.shared_config.clone().unwrap_or_default();
+    let mut upper = shared;
     config::merge_maps(&mut upper, doc);
     if let Some(overrides) = &layers.overrides {
-        config::merge_maps(&mut upper, overrides.clone());
+        let mut overrides = overrides.clone();
+        vm::adopt_guide_shape(&mut overrides, &mut problems);
+        config::merge_maps(&mut upper, overrides);
     }
 
-    let mut problems = Problems::default();
     let profile_name = match upper.get("profile") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),

@@ -170,3 +170,78 @@ fn checksum_errors_say_what_is_expected() {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     insta::assert_snapshot!("checksum_error", redact(&r.stderr, &dir));
 }
+
+/// Converts a 1 MiB raw disk with `vm` (our shape) merged into the manifest, and returns the
+/// domain XML written, with the paths of the test directory replaced.
+fn domain_of(dir: &TestDir, name: &str, shape: serde_json::Value) -> String {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    std::fs::write(sub.join("boot.raw"), vec![0x5au8; 1 << 20]).expect("write disk");
+    let mut m = json!({
+        "manifest_version": "1.0",
+        "source": {"provider": "libvirt", "vm_name": "web-server",
+                   "libvirt_xml_path": "/etc/libvirt/qemu/web-server.xml"},
+        "disks": [{"id": "vda", "source_format": "raw", "local_path": "boot.raw",
+                   "bytes": 1 << 20, "checksum": null, "boot_order_hint": 0,
+                   "disk_type": "boot"}],
+        "pipeline": {"convert": {"enabled": true}},
+        "output": {"directory": "out", "format": "qcow2"}
+    });
+    for (k, v) in shape.as_object().expect("shape").clone() {
+        m[k] = v;
+    }
+    let manifest = sub.join("manifest.json");
+    write_json(&manifest, &m);
+    let r = run(hyper2kvm().arg("--manifest").arg(&manifest));
+    assert_eq!(r.code, Some(0), "{name}: {}", r.stderr);
+    std::fs::read_to_string(sub.join("out/web-server.xml"))
+        .expect("domain xml")
+        .replace(&sub.display().to_string(), "[VM]")
+}
+
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn the_guides_generated_manifest_makes_the_same_domain_as_ours() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let guide = domain_of(
+        &dir,
+        "guide",
+        json!({
+            "firmware": {"type": "uefi"},
+            "os_hint": "rhel9",
+            "metadata": {
+                "networks": [{"type": "bridge", "source": "br0", "mac": "52:54:00:6b:3c:58"}],
+                "memory_bytes": 8_589_934_592_u64,
+                "vcpus": 4
+            }
+        }),
+    );
+    let ours = domain_of(
+        &dir,
+        "ours",
+        json!({
+            "vm": {"firmware": "uefi", "os_hint": "rhel9", "mem_gb": 8, "cpu": 4},
+            "nics": [{"id": "net0", "type": "bridge", "network": "br0",
+                      "mac": "52:54:00:6b:3c:58"}]
+        }),
+    );
+    assert_eq!(guide, ours, "the guide's shape and ours make one domain");
+    for wanted in [">4</vcpu>", "8388608", "pflash", "br0", "52:54:00:6b:3c:58"] {
+        assert!(guide.contains(wanted), "{wanted} missing from:\n{guide}");
+    }
+
+    // Where both are given, vm.* wins.
+    let both = domain_of(
+        &dir,
+        "both",
+        json!({"firmware": {"type": "uefi"}, "metadata": {"vcpus": 4}, "vm": {"firmware": "bios", "cpu": 1}}),
+    );
+    assert!(!both.contains("pflash"), "{both}");
+    assert!(both.contains(">1</vcpu>"), "{both}");
+}
