@@ -245,3 +245,44 @@ fn the_guides_generated_manifest_makes_the_same_domain_as_ours() {
     assert!(!both.contains("pflash"), "{both}");
     assert!(both.contains(">1</vcpu>"), "{both}");
 }
+
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn an_unknown_libosinfo_id_is_kept_not_made_into_a_hint() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("bios-vm.qcow2"), "qcow2", None);
+    let text = fixture("libvirt/bios-network.xml")
+        .replace("@DIR@", &dir.path().display().to_string())
+        .replace(
+            "http://debian.org/debian/12",
+            "http://example.com/unknown/1",
+        );
+    let xml = dir.write("domain.xml", &text);
+    let r = run(hyper2kvm()
+        .arg("--libvirt-xml")
+        .arg(&xml)
+        .arg("--output-dir")
+        .arg(dir.join("out"))
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let manifest = read_json(&dir.join("out/manifest.json"));
+    assert_eq!(
+        manifest["vm"]["os_hint"],
+        json!("http://example.com/unknown/1"),
+        "no invented hint ('unknown1'): {manifest:#}"
+    );
+    assert!(manifest["vm"].get("os_version").is_none(), "{manifest:#}");
+    let said: Vec<&str> = r
+        .stdout
+        .lines()
+        .chain(r.stderr.lines())
+        .filter(|l| l.contains("libosinfo"))
+        .collect();
+    insta::assert_snapshot!("unknown_libosinfo_id", said.join("\n"));
+}
