@@ -214,11 +214,13 @@ pub fn resolve(
             Err(e) => problems.push("profile", format!("Profile loading failed: {e}")),
         }
     }
+    let mut overridden = Map::new();
     match upper.get("profile_overrides") {
         None | Some(Value::Null) => {}
         Some(Value::Object(po)) => {
             // Keys a profile may not set are reported once, here, and not merged.
             let allowed = check_profile_overrides(po, &mut problems);
+            overridden = allowed.clone();
             config::merge_maps(&mut effective, allowed);
         }
         Some(other) => problems.push(
@@ -229,9 +231,23 @@ pub fn resolve(
             ),
         ),
     }
+    let manifest_layer = upper.clone();
     config::merge_maps(&mut effective, upper);
 
+    let before = problems.0.len();
     validate(&effective, &dir, &mut problems);
+    // A problem in a value that came from profile_overrides (and that the manifest itself does
+    // not set) is named where it is written: `profile_overrides.pipeline.…`.
+    for p in &mut problems.0[before..] {
+        if !p.path.is_empty()
+            && has_path(&overridden, &p.path)
+            && !has_path(&manifest_layer, &p.path)
+        {
+            let moved = format!("profile_overrides.{}", p.path);
+            p.message = p.message.replacen(&p.path, &moved, 1);
+            p.path = moved;
+        }
+    }
     if !problems.is_empty() {
         return Err(ManifestError::Invalid {
             path,
@@ -254,6 +270,23 @@ pub fn resolve(
         manifest,
         profile_chain,
     })
+}
+
+/// Whether `map` holds a value at a problem's field path (`pipeline.convert.compres`,
+/// `hooks.pre_fix[0].path`; list indexes are not followed, the list is enough).
+pub fn has_path(map: &Map<String, Value>, path: &str) -> bool {
+    let mut here = map;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let key = part.split('[').next().unwrap_or(part);
+        match here.get(key) {
+            None => return false,
+            Some(_) if part.contains('[') || parts.peek().is_none() => return true,
+            Some(Value::Object(next)) => here = next,
+            Some(_) => return true,
+        }
+    }
+    false
 }
 
 fn check_profile_overrides(po: &Map<String, Value>, problems: &mut Problems) -> Map<String, Value> {

@@ -286,3 +286,16 @@ fn an_unknown_libosinfo_id_is_kept_not_made_into_a_hint() {
         .collect();
     insta::assert_snapshot!("unknown_libosinfo_id", said.join("\n"));
 }
+
+#[test]
+fn a_typo_in_profile_overrides_is_named_there() {
+    let dir = TestDir::new();
+    dir.write("disk.raw", "x");
+    let manifest = dir.write(
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: production\nprofile_overrides:\n  pipeline:\n    convert: {compres: true}\n    fix: {fstab_mode: bypath}\ndisks:\n  - {id: d0, source_format: raw, bytes: 1, local_path: disk.raw}\npipeline:\n  inspect: {colect_guest_info: true}\n",
+    );
+    let r = run(hyper2kvm().arg("--manifest").arg(&manifest));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    insta::assert_snapshot!("profile_overrides_typo", redact(&r.stderr, &dir));
+}
