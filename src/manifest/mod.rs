@@ -171,14 +171,13 @@ pub fn resolve(
 
     let mut problems = Problems::default();
     // The guide's generated-manifest shape (top-level firmware and os_hint, metadata.vcpus and
-    // memory_bytes), mapped onto `vm` in each layer before the layers are merged.
+    // memory_bytes), mapped onto `vm` in the manifest and the entry's overrides before the
+    // layers are merged (shared_config shares no `vm`).
     let mut doc = doc;
     vm::adopt_guide_shape(&mut doc, &mut problems);
-    let mut shared = layers.shared_config.clone().unwrap_or_default();
-    vm::adopt_guide_shape(&mut shared, &mut problems);
 
     // Everything but the profile, in precedence order, to learn which profile applies.
-    let mut upper = shared;
+    let mut upper = layers.shared_config.clone().unwrap_or_default();
     config::merge_maps(&mut upper, doc);
     if let Some(overrides) = &layers.overrides {
         let mut overrides = overrides.clone();

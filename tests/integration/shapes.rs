@@ -299,3 +299,22 @@ fn a_typo_in_profile_overrides_is_named_there() {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     insta::assert_snapshot!("profile_overrides_typo", redact(&r.stderr, &dir));
 }
+
+#[test]
+fn a_typo_in_shared_config_is_the_batch_files_once() {
+    let dir = TestDir::new();
+    dir.write("disk.raw", "x");
+    for vm in ["a", "b"] {
+        dir.write(
+            &format!("{vm}.yaml"),
+            "manifest_version: \"1.0\"\ndisks:\n  - {id: d0, source_format: raw, bytes: 1, local_path: disk.raw}\n",
+        );
+    }
+    let batch = dir.write(
+        "batch.yaml",
+        "batch_version: \"1.0\"\nvms:\n  - {manifest: a.yaml, id: a}\n  - {manifest: b.yaml, id: b}\nshared_config:\n  pipelin: {}\n  pipeline:\n    convert: {compres: true}\n",
+    );
+    let r = run(hyper2kvm().arg("--batch-manifest").arg(&batch));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    insta::assert_snapshot!("shared_config_typo", redact(&r.stderr, &dir));
+}
