@@ -318,3 +318,46 @@ fn a_typo_in_shared_config_is_the_batch_files_once() {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     insta::assert_snapshot!("shared_config_typo", redact(&r.stderr, &dir));
 }
+
+/// Whether a JSON value holds `null` anywhere.
+fn has_null(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Array(items) => items.iter().any(has_null),
+        serde_json::Value::Object(map) => map.values().any(has_null),
+        _ => false,
+    }
+}
+
+#[test]
+fn dump_config_leaves_unset_values_out_and_refuses_what_a_run_refuses() {
+    let dir = TestDir::new();
+    dir.write("disk.raw", "x");
+    let manifest = dir.write(
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: production\ndisks:\n  - {id: d0, source_format: raw, bytes: 1, local_path: disk.raw, checksum: null}\n",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dump-config"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let dumped: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert!(!has_null(&dumped), "unset values are left out:\n{dumped:#}");
+    assert!(dumped["storage_mapping"].is_object(), "{dumped:#}");
+
+    let config = dir.write(
+        "site.yaml",
+        "verbose: 1\npipeline: {convert: {enabled: true}}\n",
+    );
+    let real = run(hyper2kvm().arg("--config").arg(&config));
+    let dump = run(hyper2kvm()
+        .arg("--config")
+        .arg(&config)
+        .arg("--dump-config"));
+    assert_eq!(real.code, Some(2), "{}", real.stderr);
+    assert_eq!(dump.code, real.code, "{}", dump.stdout);
+    assert_eq!(dump.stderr, real.stderr);
+    assert!(dump.stdout.is_empty(), "{}", dump.stdout);
+    insta::assert_snapshot!("dump_config_without_manifest", dump.stderr);
+}
