@@ -2,6 +2,7 @@
 //! and with `--preview-guest` the guest repairs computed read-only), or the run itself, its
 //! report and summary.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
@@ -34,6 +35,12 @@ pub(super) fn run(
         // The typed manifest, so every default is shown as a run will use it.
         let mut resolved = serde_json::to_value(&loaded.manifest).unwrap_or(Value::Null);
         drop_unset(&mut resolved);
+        // Notes go to stderr, so what stdout holds stays a manifest.
+        let mut err = std::io::stderr().lock();
+        for note in &loaded.notes {
+            let _ = writeln!(err, "note: {note}");
+        }
+        drop(err);
         print_json(&resolved);
         return Ok(exit_code::SUCCESS);
     }

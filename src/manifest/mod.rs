@@ -145,6 +145,9 @@ pub struct Loaded {
     pub manifest: Manifest,
     /// The profile chain that was applied, child first.
     pub profile_chain: Vec<String>,
+    /// What loading decided that the admin should know (settings from shared layers that do
+    /// not apply to this VM); `--dump-config` prints them and planning adds them to its notes.
+    pub notes: Vec<String>,
 }
 
 impl Loaded {
@@ -175,6 +178,15 @@ pub fn resolve(
     // layers are merged (shared_config shares no `vm`).
     let mut doc = doc;
     vm::adopt_guide_shape(&mut doc, &mut problems);
+    // The disk_mappings keys this VM's own manifest (or its batch entry's overrides) writes:
+    // those must name its disks; keys from shared layers need only fit the VMs they fit.
+    let mut own_mapping_keys = mapping::disk_mapping_keys(&doc);
+    if let Some(Value::Object(po)) = doc.get("profile_overrides") {
+        own_mapping_keys.extend(mapping::disk_mapping_keys(po));
+    }
+    if let Some(overrides) = &layers.overrides {
+        own_mapping_keys.extend(mapping::disk_mapping_keys(overrides));
+    }
 
     // Everything but the profile, in precedence order, to learn which profile applies.
     let mut upper = layers.shared_config.clone().unwrap_or_default();
@@ -232,6 +244,22 @@ pub fn resolve(
     }
     let manifest_layer = upper.clone();
     config::merge_maps(&mut effective, upper);
+    let notes = mapping::drop_shared_disk_mappings(&mut effective, &own_mapping_keys, |key| {
+        if layers
+            .shared_config
+            .as_ref()
+            .is_some_and(|m| mapping::disk_mapping_keys(m).contains(key))
+        {
+            "the shared configuration (a batch's shared_config or a --config file)".to_owned()
+        } else if mapping::disk_mapping_keys(&overridden).contains(key) {
+            "profile_overrides".to_owned()
+        } else {
+            match profile_chain.first() {
+                Some(p) => format!("the profile '{p}'"),
+                None => "a shared layer".to_owned(),
+            }
+        }
+    });
 
     let before = problems.0.len();
     validate(&effective, &dir, &mut problems);
@@ -268,6 +296,7 @@ pub fn resolve(
         dir,
         manifest,
         profile_chain,
+        notes,
     })
 }
 

@@ -361,3 +361,80 @@ fn dump_config_leaves_unset_values_out_and_refuses_what_a_run_refuses() {
     assert!(dump.stdout.is_empty(), "{}", dump.stdout);
     insta::assert_snapshot!("dump_config_without_manifest", dump.stderr);
 }
+
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn shared_disk_mappings_need_only_fit_the_disks_a_vm_has() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    dir.write("boot.raw", "x");
+    // An organisation profile that maps a boot and a data disk, for every VM.
+    dir.write(
+        "profiles/org.yaml",
+        "extends: minimal\nstorage_mapping:\n  disk_mappings: {boot: /srv/boot, data: /srv/data}\n",
+    );
+    let manifest = dir.write(
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: org\ncustom_profile_path: profiles\ndisks:\n  - {id: boot, source_format: raw, bytes: 1, local_path: boot.raw}\npipeline: {convert: {enabled: true}}\n",
+    );
+    let dump = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dump-config"));
+    assert_eq!(dump.code, Some(0), "{}", dump.stderr);
+    let dumped: serde_json::Value = serde_json::from_str(&dump.stdout).expect("json");
+    assert_eq!(
+        dumped["storage_mapping"]["disk_mappings"],
+        json!({"boot": "/srv/boot"}),
+        "the key that fits no disk is left out"
+    );
+    let dry = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dry-run"));
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    let dry_notes: Vec<&str> = dry
+        .stdout
+        .lines()
+        .filter(|l| l.contains("disk_mappings"))
+        .collect();
+    insta::assert_snapshot!(
+        "shared_disk_mapping_notes",
+        format!(
+            "--dump-config:\n{}--dry-run:\n{}",
+            dump.stderr,
+            dry_notes.join("\n")
+        )
+    );
+
+    // A --config file is a shared layer too; the VM's own manifest is not.
+    let config = dir.write(
+        "site.yaml",
+        "storage_mapping:\n  disk_mappings: {swap: /srv/swap}\n",
+    );
+    let r = run(hyper2kvm()
+        .arg("--config")
+        .arg(&config)
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dump-config"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("disk_mappings.swap from the shared configuration"),
+        "{}",
+        r.stderr
+    );
+    let own = dir.write(
+        "own.yaml",
+        "manifest_version: \"1.0\"\nprofile: org\ncustom_profile_path: profiles\ndisks:\n  - {id: boot, source_format: raw, bytes: 1, local_path: boot.raw}\nstorage_mapping:\n  disk_mappings: {bot: /srv/x}\n",
+    );
+    let r = run(hyper2kvm().arg("--manifest").arg(&own).arg("--dump-config"));
+    assert_eq!(r.code, Some(2), "{}", r.stdout);
+    insta::assert_snapshot!("own_disk_mapping_typo", redact(&r.stderr, &dir));
+}
