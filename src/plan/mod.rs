@@ -235,6 +235,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
 
     let fix = fix::plan(
         m,
+        loaded.profile_chain.first().map(String::as_str),
         &output_dir,
         &vm_id,
         &disks,
