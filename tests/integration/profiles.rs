@@ -331,3 +331,64 @@ fn dump_config_output_is_a_manifest() {
         "unset means absent, not null"
     );
 }
+
+/// profiles/README.md: every profile its table names is built in, and its examples work as
+/// written: each `profiles/NAME.yaml` block is a valid profile, and the manifest using them
+/// resolves through the whole chain.
+#[test]
+fn profiles_readme_names_real_profiles_and_its_examples_parse() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/README.md"))
+            .expect("profiles/README.md");
+    let named: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    assert_eq!(named, BUILTINS, "the table lists every built-in, in order");
+
+    let dir = TestDir::new();
+    dir.write("disks/boot.vmdk", "x");
+    let mut lines = readme.lines();
+    let mut profiles = Vec::new();
+    let mut manifest = None;
+    let mut last_file: Option<String> = None;
+    while let Some(line) = lines.next() {
+        if line.starts_with("```yaml") {
+            let body: String = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            match last_file.take() {
+                Some(file) => {
+                    dir.write(&file, &body);
+                    profiles.push(file);
+                }
+                None => manifest = Some(body),
+            }
+        } else if let Some(rest) = line.strip_prefix("`profiles/") {
+            let name = rest.split('`').next().expect("a file name");
+            last_file = Some(format!("profiles/{name}"));
+        }
+    }
+    assert_eq!(profiles, ["profiles/site.yaml", "profiles/lab.yaml"]);
+    for file in &profiles {
+        let name = file
+            .trim_start_matches("profiles/")
+            .trim_end_matches(".yaml");
+        dump(
+            &dir,
+            &format!(
+                "manifest_version: \"1.0\"\nprofile: {name}\ncustom_profile_path: profiles\ndisks:\n  - {{id: d0, source_format: vmdk, bytes: 1, local_path: disks/boot.vmdk}}\n"
+            ),
+        );
+    }
+    let v = dump(&dir, &manifest.expect("the README shows a manifest"));
+    let p = &v["pipeline"];
+    assert_eq!(p["fix"]["remove_vmware_tools"], true, "from site");
+    assert_eq!(p["convert"]["compress_level"], 8, "from site");
+    assert_eq!(p["inspect"]["enabled"], true, "from production");
+    assert_eq!(p["validate"]["enabled"], false, "from lab");
+    assert_eq!(v["output"]["format"], "raw", "from lab");
+    assert_eq!(p["convert"]["compress"], false, "from profile_overrides");
+}
