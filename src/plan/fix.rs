@@ -39,13 +39,38 @@ pub struct InPlaceConsent {
     pub no_disk_backup: bool,
 }
 
+/// The per-VM work directory that holds the repair overlays.
+pub fn work_dir(output_dir: &Path, vm_id: &str) -> PathBuf {
+    output_dir.join(format!("{}{vm_id}", crate::lock::WORK_DIR_PREFIX))
+}
+
+/// The overlay a disk's repairs go into, in the work directory.
+pub fn overlay_path(work_dir: &Path, disk_id: &str) -> PathBuf {
+    work_dir.join(format!("{disk_id}.overlay.qcow2"))
+}
+
+/// The file the repairs of `disk` are written to: its overlay when converting, the source
+/// itself when repairing in place.
+pub fn repaired_path(output_dir: &Path, vm_id: &str, converting: bool, disk: &DiskPlan) -> PathBuf {
+    if converting {
+        overlay_path(&work_dir(output_dir, vm_id), &disk.id)
+    } else {
+        disk.source.clone()
+    }
+}
+
 /// The directory whole-disk backups go to.
 pub fn backup_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("backups")
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the facts of the plan fix depends on"
+)]
 pub(super) fn plan(
     m: &Manifest,
+    profile: Option<&str>,
     output_dir: &Path,
     vm_id: &str,
     disks: &[DiskPlan],
@@ -61,7 +86,7 @@ pub(super) fn plan(
         return Some(FixPlan {
             settings: settings.clone(),
             mode: FixMode::Overlay {
-                work_dir: output_dir.join(format!("{}{vm_id}", crate::lock::WORK_DIR_PREFIX)),
+                work_dir: work_dir(output_dir, vm_id),
             },
         });
     }
@@ -71,11 +96,19 @@ pub(super) fn plan(
         problems.push(
             "pipeline.fix.allow_in_place",
             format!(
-                "pipeline.fix is enabled and pipeline.convert is not, so the guest repairs \
+                "pipeline.fix is enabled and pipeline.convert is not{}, so the guest repairs \
                  would be written into the source disks themselves; nothing has been touched. \
-                 To consent, set pipeline.fix.allow_in_place: true in the manifest or pass \
-                 --allow-in-place ({}). To leave the sources alone instead, enable \
+                 To consent, add `pipeline: {{fix: {{allow_in_place: true}}}}` to the manifest{} \
+                 or pass --allow-in-place ({}). To leave the sources alone instead, enable \
                  pipeline.convert: the repairs then go into the converted copy",
+                profile
+                    .map(|p| format!(" (the manifest uses profile '{p}')"))
+                    .unwrap_or_default(),
+                if profile.is_some() {
+                    " (or to its profile_overrides)"
+                } else {
+                    ""
+                },
                 if backup {
                     format!(
                         "each disk is first copied whole to {}; pipeline.fix.disk_backup: false \
