@@ -92,3 +92,7 @@ mod boot;
 
 /// Golden report.json and batch_report.json snapshots: the report format, pinned field by field.
 mod golden;
+
+/// The batch migration features guide: every example and workflow run as written, on small
+/// real disks and the phony guests, with the examples/ files it points to.
+mod guide;
