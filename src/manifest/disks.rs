@@ -70,8 +70,12 @@ spelled_enum! {
 #[serde(deny_unknown_fields)]
 pub struct Disk {
     pub id: String,
-    pub source_format: SourceFormat,
-    pub bytes: u64,
+    /// Probed with qemu-img at planning when the manifest leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_format: Option<SourceFormat>,
+    /// The file's size; read from the file at planning when the manifest leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
     pub local_path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
@@ -136,7 +140,9 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
             );
             continue;
         };
-        for field in ["id", "source_format", "bytes", "local_path"] {
+        // `source_format` and `bytes` may be left out (the guide's manifests do): planning
+        // probes them. When given they are checked here and against the file later.
+        for field in ["id", "local_path"] {
             if !d.contains_key(field) {
                 problems.push(&p(field), format!("disks[{i}].{field} is required"));
             }
@@ -218,7 +224,8 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
                 ),
             }
         }
-        if let Some(sum) = d.get("checksum") {
+        // `null` is "no checksum": the Python importer writes it when checksums are skipped.
+        if let Some(sum) = d.get("checksum").filter(|v| !v.is_null()) {
             let ok = sum.as_str().is_some_and(is_sha256_checksum);
             if !ok {
                 let shown = sum
@@ -228,7 +235,9 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
                 problems.push(
                     &p("checksum"),
                     format!(
-                        "disks[{i}].checksum must match format: sha256:<hexdigest> (got: '{shown}')"
+                        "disks[{i}].checksum must match format: sha256:<hexdigest>, with 64 \
+                         lower-case hex digits (got: '{shown}'); leave it out or write null for \
+                         no checksum"
                     ),
                 );
             }
@@ -340,14 +349,17 @@ mod tests {
     }
 
     #[test]
-    fn null_checksum_is_a_clean_error() {
+    fn null_checksum_is_no_checksum() {
         let disks = json!([
             {"id": "d0", "source_format": "raw", "bytes": 1, "local_path": "a.raw", "checksum": null}
         ]);
-        assert_eq!(
-            problems_of(Some(disks)),
-            ["disks[0].checksum must match format: sha256:<hexdigest> (got: 'null')"]
-        );
+        assert!(problems_of(Some(disks)).is_empty());
+    }
+
+    #[test]
+    fn format_and_size_may_be_left_out() {
+        let disks = json!([{"id": "d0", "local_path": "a.raw"}]);
+        assert!(problems_of(Some(disks)).is_empty());
     }
 
     #[test]

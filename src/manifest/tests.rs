@@ -66,7 +66,7 @@ fn every_disk_problem_is_reported_at_once() {
             "disks[1].source_format unsupported: vmdkk. Supported: ['vmdk', 'qcow2', 'raw', 'vhd', 'vhdx', 'vdi'] (did you mean 'vmdk'?)".to_owned(),
             "disks[1].bytes must be a non-negative integer (got: -1)".to_owned(),
             format!("disks[1].local_path not found: {}", missing.display()),
-            "disks[1].checksum must match format: sha256:<hexdigest> (got: 'md5:abc')".to_owned(),
+            "disks[1].checksum must match format: sha256:<hexdigest>, with 64 lower-case hex digits (got: 'md5:abc'); leave it out or write null for no checksum".to_owned(),
             "disks[1].boot_order_hint must be a non-negative integer".to_owned(),
             "disks[1].disk_type must be one of: boot, data, unknown".to_owned(),
             "disks[1].lable: unknown key 'lable' (did you mean 'label'?)".to_owned(),

@@ -18,6 +18,16 @@ impl VmPlan {
                 "Dry run: the guest is read read-only (--preview-guest); nothing will be \
                  written or converted."
             );
+        } else if self
+            .disks
+            .iter()
+            .any(|d| d.probed.contains(&"source_format"))
+        {
+            let _ = writeln!(
+                s,
+                "Dry run: the formats the manifest leaves out were probed (qemu-img info, \
+                 read-only); nothing else will be read, and nothing written or converted."
+            );
         } else {
             let _ = writeln!(s, "Dry run: nothing will be read, written or converted.");
         }
@@ -74,13 +84,22 @@ impl VmPlan {
         let aio = |path: &Path| Aio::for_file(true, path);
         for d in &self.disks {
             let driver = d.declared.driver();
+            let probed = |field: &str| {
+                if d.probed.contains(&field) {
+                    " probed"
+                } else {
+                    ""
+                }
+            };
             let _ = writeln!(
                 s,
-                "  disk {} ({}, {}, {} bytes): {}",
+                "  disk {} ({}, {}{}, {} bytes{}): {}",
                 d.id,
                 d.disk_type,
                 d.declared,
+                probed("source_format"),
                 d.expected_bytes,
+                probed("bytes"),
                 d.source.display()
             );
             if let Some(sum) = &d.checksum {

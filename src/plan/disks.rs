@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use super::PlanOptions;
 use crate::config;
 use crate::diag::Problems;
+use crate::exec::{self, Watch};
 use crate::files::{self, Identity};
 use crate::manifest::{DiskType, Loaded, OutputFormat, SourceFormat};
+use crate::tools::qemu_img::{self, Aio, ImageInfo, QemuImg};
 
 #[derive(Clone, Debug)]
 pub struct DiskPlan {
@@ -23,6 +25,9 @@ pub struct DiskPlan {
     /// The path qemu-img opens: `given_path`, or the descriptor of a flat VMDK extent.
     pub source: PathBuf,
     pub expected_bytes: u64,
+    /// The values planning read from the disk because the manifest left them out
+    /// (`source_format`, `bytes`), for `--dry-run` and the report.
+    pub probed: Vec<&'static str>,
     pub checksum: Option<String>,
     pub boot_order_hint: u32,
     pub disk_type: DiskType,
@@ -60,12 +65,23 @@ pub(super) fn output_dir(loaded: &Loaded, opts: &PlanOptions) -> PathBuf {
         .unwrap_or_else(|| loaded.dir.join("output"))
 }
 
-/// The disks in boot order; `format` is the output format when converting.
+/// Whether a disk leaves out a value that planning must probe (so qemu-img is needed early).
+pub(super) fn needs_probe(loaded: &Loaded) -> bool {
+    loaded
+        .manifest
+        .disks
+        .iter()
+        .any(|d| d.source_format.is_none() || d.bytes.is_none())
+}
+
+/// The disks in boot order; `format` is the output format when converting. `qemu_img` probes
+/// the formats the manifest leaves out (it is `Some` whenever [`needs_probe`] is true).
 pub(super) fn plan(
     loaded: &Loaded,
     output_dir: &Path,
     format: Option<OutputFormat>,
     overwrite: bool,
+    qemu_img: Option<&QemuImg>,
     notes: &mut Vec<String>,
     problems: &mut Problems,
 ) -> Vec<DiskPlan> {
@@ -87,7 +103,40 @@ pub(super) fn plan(
                     None
                 }
             };
-            let source = match d.source_format {
+            let mut probed = Vec::new();
+            let declared = match (d.source_format, &pinned, qemu_img) {
+                (Some(f), _, _) => f,
+                (None, Some(_), Some(q)) => {
+                    probed.push("source_format");
+                    match probe_format(q, i, &given) {
+                        Ok(f) => {
+                            notes.push(format!(
+                                "disk {}: source_format is not in the manifest; qemu-img probed \
+                                 {} in {}",
+                                d.id,
+                                f,
+                                given.display()
+                            ));
+                            f
+                        }
+                        Err(why) => {
+                            problems.push(&format!("disks[{i}].source_format"), why);
+                            SourceFormat::Raw
+                        }
+                    }
+                }
+                // The source could not be opened (already a problem): nothing to probe.
+                (None, _, _) => SourceFormat::Raw,
+            };
+            let expected_bytes = match (d.bytes, &pinned) {
+                (Some(b), _) => b,
+                (None, Some(p)) => {
+                    probed.push("bytes");
+                    p.size
+                }
+                (None, None) => 0,
+            };
+            let source = match declared {
                 SourceFormat::Vmdk => crate::tools::qemu_img::flat_vmdk_descriptor(&given)
                     .unwrap_or_else(|| given.clone()),
                 _ => given.clone(),
@@ -102,10 +151,11 @@ pub(super) fn plan(
             DiskPlan {
                 id: d.id.clone(),
                 label: d.label().to_owned(),
-                declared: d.source_format,
+                declared,
                 given_path: given,
                 source,
-                expected_bytes: d.bytes,
+                expected_bytes,
+                probed,
                 checksum: d.checksum.clone(),
                 boot_order_hint: d.boot_order_hint,
                 disk_type: d.disk_type,
@@ -149,6 +199,44 @@ pub(super) fn plan(
         }
     }
     disks
+}
+
+/// Probes the format of a disk whose manifest entry has no `source_format`: `qemu-img info`
+/// without `-f`, read-only. A probed `raw` is refused where it is ambiguous (a VHD footer, a
+/// flat VMDK extent), so the admin says what the file is; every later command passes `-f`.
+fn probe_format(q: &QemuImg, i: usize, path: &Path) -> Result<SourceFormat, String> {
+    let shown = path.display();
+    let lead = format!("disks[{i}].source_format is not given, and");
+    let out = exec::run(&q.probe_cmd(path, Aio::Threads), Watch::default())
+        .map_err(|e| format!("{lead} qemu-img could not probe {shown}: {e}"))?;
+    if !out.record.success() {
+        return Err(format!(
+            "{lead} qemu-img cannot open {shown}: {}; write source_format \
+             (one of: {})",
+            out.record.stderr_tail.trim(),
+            SourceFormat::NAMES.join(", ")
+        ));
+    }
+    let info = ImageInfo::parse(&out.stdout).map_err(|e| format!("{lead} {e}"))?;
+    let hint = "write source_format in the manifest";
+    match SourceFormat::from_driver(&info.format) {
+        Some(SourceFormat::Raw) if qemu_img::has_vhd_footer(path) => Err(format!(
+            "{lead} qemu-img probes {shown} as raw, but it ends with a VHD footer: it is a fixed \
+             VHD or a raw disk whose last sector looks like one, and the content must not decide \
+             which; {hint} (vhd or raw)"
+        )),
+        Some(SourceFormat::Raw) if shown.to_string().ends_with("-flat.vmdk") => Err(format!(
+            "{lead} qemu-img probes {shown} as raw, but its name is a flat VMDK extent's; {hint} \
+             (vmdk, to convert it through its descriptor, or raw)"
+        )),
+        Some(f) => Ok(f),
+        None => Err(format!(
+            "{lead} qemu-img detects {} in {shown}, which hyper2kvm does not convert (supported: \
+             {})",
+            info.format,
+            SourceFormat::NAMES.join(", ")
+        )),
+    }
 }
 
 /// A file this VM writes: what it is (for messages) and the field that decides its name.

@@ -184,11 +184,19 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
 
     let converting = m.pipeline.convert.enabled;
     let format = convert::output_format(m, &mut notes);
+    // A disk without source_format or bytes is probed now, read-only, so qemu-img is needed
+    // before the rest of the plan.
+    let early_qemu_img = if disks::needs_probe(loaded) {
+        Some(QemuImg::locate()?)
+    } else {
+        None
+    };
     let disks = disks::plan(
         loaded,
         &output_dir,
         converting.then_some(format),
         opts.overwrite,
+        early_qemu_img.as_ref(),
         &mut notes,
         &mut problems,
     );
@@ -272,7 +280,10 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
     }
 
     let hooks = hooks?;
-    let qemu_img = QemuImg::locate()?;
+    let qemu_img = match early_qemu_img {
+        Some(q) => q,
+        None => QemuImg::locate()?,
+    };
     let dry_run = opts.dry_run || m.options.dry_run;
     let guest_env = if needs_guest(m) {
         match &opts.guest_env {

@@ -116,6 +116,20 @@ pub struct PinnedSource {
     pub size_bytes: u64,
     /// RFC 3339 in UTC, to the nanosecond.
     pub mtime: String,
+    /// The values planning read from the disk because the manifest left them out; a value
+    /// the manifest wrote is not here (absent when both were written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probed: Option<ProbedValues>,
+}
+
+/// `source_format` (probed by qemu-img) and `bytes` (the file's size), each present only when
+/// the manifest left it out.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbedValues {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_format: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -171,6 +185,13 @@ pub fn vm_report(plan: &VmPlan, outcome: &VmOutcome) -> VmReport {
                         inode: p.inode,
                         size_bytes: p.size,
                         mtime: p.mtime(),
+                        probed: (!d.probed.is_empty()).then(|| ProbedValues {
+                            source_format: d
+                                .probed
+                                .contains(&"source_format")
+                                .then(|| d.declared.name()),
+                            bytes: d.probed.contains(&"bytes").then_some(d.expected_bytes),
+                        }),
                     })
                 })
                 .collect(),
