@@ -857,6 +857,12 @@ fn hooks_complete_example() {
     let r = run(hyper2kvm()
         .arg("--manifest")
         .arg(&manifest)
+        .arg("--dry-run")
+        .env("PYTHONPATH", hooks_dir()));
+    ok(&r);
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
         .args(["--progress", "none"])
         .env("PYTHONPATH", hooks_dir())
         .env("NOTIFY_LOG", &notify_log));
@@ -906,6 +912,114 @@ fn hooks_complete_example() {
             .expect("regex")
             .is_match(completed),
         "{completed}"
+    );
+}
+
+/// Best Practices, Hooks: "Test Hooks Independently: Run scripts/functions manually before
+/// adding to manifest". Each sample script of examples/hooks/scripts and each validator
+/// function, run by hand as a hook would run them.
+#[test]
+#[cfg_attr(
+    any(
+        missing_tool = "qemu-img",
+        missing_tool = "qemu-io",
+        missing_tool = "python3"
+    ),
+    ignore = "needs qemu-img, qemu-io and python3 (install: scripts/install-deps.sh core)"
+)]
+fn test_hooks_independently() {
+    if !(core_tools() && require_tool("python3")) {
+        return;
+    }
+    let dir = TestDir::new();
+    let disk = dir.join("vmware/web-server.vmdk");
+    vmdk(&disk);
+    let scripts = hooks_dir().join("scripts");
+    for (script, dest) in [
+        ("backup-vm.sh", "backups/web-server"),
+        ("backup-disk.sh", "backups-disk"),
+        ("backup.sh", "backups-wf2"),
+    ] {
+        let out = run_ok(
+            Command::new(scripts.join(script))
+                .arg(&disk)
+                .arg(dir.join(dest))
+                .env("VM_NAME", "web-server")
+                .env("OUTPUT_PATH", dir.join("converted/boot.qcow2")),
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("backed up"),
+            "{script}"
+        );
+        assert_eq!(
+            sha256(&dir.join(dest).join("web-server.vmdk")),
+            sha256(&disk),
+            "{script}"
+        );
+    }
+    // A backup that cannot be written fails the hook.
+    let blocked = dir.write("blocked", "a file, not a directory");
+    let r = Command::new(scripts.join("backup-disk.sh"))
+        .arg(&disk)
+        .arg(&blocked)
+        .output()
+        .expect("spawn");
+    assert!(!r.status.success());
+
+    let log = dir.join("notify.log");
+    let out = run_ok(
+        Command::new(scripts.join("notify-start.sh"))
+            .env("VM", "web-server")
+            .env("NOTIFY_LOG", &log),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("migration of web-server starting"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .expect("log")
+            .starts_with("migration of web-server")
+    );
+    let r = Command::new(scripts.join("notify-start.sh"))
+        .env_remove("VM")
+        .output()
+        .expect("spawn");
+    assert!(!r.status.success(), "VM is required");
+
+    let qcow2 = dir.join("boot.qcow2");
+    make_image(&qcow2, "qcow2", None);
+    let call = |module: &str, expr: String| -> Value {
+        let out = run_ok(
+            Command::new("python3")
+                .arg("-c")
+                .arg(format!(
+                    "import json, {module}; print(json.dumps({module}.{expr}))"
+                ))
+                .env("PYTHONPATH", hooks_dir()),
+        );
+        serde_json::from_slice(&out.stdout).expect("the function's result as JSON")
+    };
+    let q = qcow2.display().to_string();
+    let v = disk.display().to_string();
+    let mv = "migration_validators";
+    assert_eq!(
+        call(mv, format!("verify_disk_integrity({q:?}, 'qcow2')"))["success"],
+        true
+    );
+    assert_eq!(
+        call(mv, format!("verify_disk_integrity({v:?}, 'qcow2')"))["success"],
+        false,
+        "a VMDK is not a qcow2"
+    );
+    assert_eq!(
+        call(mv, format!("verify_disk_integrity({v:?}, 'vmdk')"))["success"],
+        true
+    );
+    assert_eq!(
+        call("validators", format!("verify_qcow2({q:?})"))["success"],
+        true
+    );
+    assert_eq!(
+        call("validators", format!("verify_qcow2({v:?})"))["success"],
+        false
     );
 }
 
@@ -981,6 +1095,22 @@ sudo hyper2kvm \\
     assert_eq!(disks, ["vda", "vdb"], "the CD-ROM is not a disk");
     assert_eq!(m["nics"][0]["network"], "br0");
     assert_eq!(m["nics"][0]["mac"], "52:54:00:6b:3c:58");
+    if require_libvirt_tools() {
+        for name in ["web-server", "db-server"] {
+            let xml = repo().join(format!("examples/libvirt-xml/{name}.xml"));
+            let v = Command::new("virt-xml-validate")
+                .arg(&xml)
+                .arg("domain")
+                .output()
+                .expect("spawn virt-xml-validate");
+            assert!(
+                v.status.success(),
+                "{name}.xml: {}{}",
+                String::from_utf8_lossy(&v.stdout),
+                String::from_utf8_lossy(&v.stderr)
+            );
+        }
+    }
 }
 
 /// "Extract from Running VM": `virsh dumpxml` of a running VM is replaced by copying
@@ -1043,6 +1173,79 @@ sudo hyper2kvm --config /srv/migrate/manifest.json
         let defined = validate_and_define(&domain, "db-server");
         assert!(defined.contains("<name>db-server</name>"), "{defined}");
     }
+}
+
+/// "Generated Manifest": the guide's manifest of a libvirt import, as a manifest of its own. Its
+/// disk is a 100 GiB qcow2 (the guide's `bytes`), empty and sparse; the elided digest
+/// (`sha256:abc123...`) is the disk's own, and the elided `pipeline` and `output` are empty.
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn generated_manifest() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let disk = dir.join("var/lib/libvirt/images/boot.qcow2");
+    std::fs::create_dir_all(disk.parent().expect("parent")).expect("mkdir");
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("100G"),
+    );
+    let text = adapt(
+        r#"{
+  "manifest_version": "1.0",
+  "source": {
+    "provider": "libvirt",
+    "vm_id": "domain-uuid",
+    "vm_name": "web-server",
+    "libvirt_xml_path": "/etc/libvirt/qemu/web-server.xml"
+  },
+  "disks": [
+    {
+      "id": "vda",
+      "source_format": "qcow2",
+      "local_path": "/var/lib/libvirt/images/boot.qcow2",
+      "bytes": 107374182400,
+      "checksum": "sha256:abc123...",
+      "boot_order_hint": 0,
+      "disk_type": "boot"
+    }
+  ],
+  "firmware": {"type": "uefi"},
+  "os_hint": "rhel9",
+  "metadata": {
+    "networks": [
+      {"type": "bridge", "source": "br0", "mac": "52:54:00:6b:3c:58"}
+    ],
+    "memory_bytes": 8589934592,
+    "vcpus": 4
+  },
+  "pipeline": {},
+  "output": {}
+}"#,
+        &dir,
+    )
+    .replace("sha256:abc123...", &sha256(&disk));
+    let manifest = dir.write("manifest.json", &text);
+    let dumped = dump_config(&[Path::new("--manifest"), &manifest]);
+    assert_eq!(dumped["disks"][0]["bytes"], 107_374_182_400_u64);
+    assert_eq!(dumped["source"]["vm_name"], "web-server");
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dry-run"));
+    ok(&r);
+    assert!(r.stdout.contains("web-server"), "{}", r.stdout);
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--progress", "none"]));
+    ok(&r);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1144,7 +1347,8 @@ fn workflow_2_profile_based_with_hooks() {
         return;
     }
     let dir = TestDir::new();
-    let listener = Listener::start(&[200]);
+    // Guest repair under TCG takes minutes; the listener outlives the whole run.
+    let listener = Listener::start_for(&[200], std::time::Duration::from_secs(1200));
     let source = dir.join("vmware/web-server.vmdk");
     debian_vmdk(&source);
     let before = sha256(&source);
@@ -1352,6 +1556,15 @@ sudo hyper2kvm --config manifest.yaml
         strip_comments(&std::fs::read_to_string(dir.join("manifest.yaml")).expect("manifest")),
         strip_comments(&adapt(&example("batch/network-mapping.yaml"), &dir)),
         "examples/batch/network-mapping.yaml is the guide's manifest"
+    );
+    let example_manifest = dir.write(
+        "network-mapping.yaml",
+        &adapt(&example("batch/network-mapping.yaml"), &dir),
+    );
+    let dumped = dump_config(&[Path::new("--manifest"), &example_manifest]);
+    assert_eq!(
+        dumped["network_mapping"]["source_networks"]["DMZ"],
+        "br-dmz"
     );
     let report = read_json(&dir.join("converted/report.json"));
     assert_eq!(
