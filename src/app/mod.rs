@@ -152,10 +152,7 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
     }
 
     if manifest_docs.is_empty() {
-        if cli.dump_config {
-            print_json(&Value::Object(config_layer));
-            return Ok(exit_code::SUCCESS);
-        }
+        // --dump-config included: it shows what a run would use, and a run refuses this.
         return Err(AppError::Usage(
             "no manifest given: pass --manifest FILE, or --config FILE with a file that holds \
              manifest_version (see --help)"

@@ -2,6 +2,7 @@
 //! and with `--preview-guest` the guest repairs computed read-only), or the run itself, its
 //! report and summary.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
@@ -32,7 +33,14 @@ pub(super) fn run(
     let loaded = manifest::resolve(&manifest_path, doc, &layers)?;
     if cli.dump_config {
         // The typed manifest, so every default is shown as a run will use it.
-        let resolved = serde_json::to_value(&loaded.manifest).unwrap_or(Value::Null);
+        let mut resolved = serde_json::to_value(&loaded.manifest).unwrap_or(Value::Null);
+        drop_unset(&mut resolved);
+        // Notes go to stderr, so what stdout holds stays a manifest.
+        let mut err = std::io::stderr().lock();
+        for note in &loaded.notes {
+            let _ = writeln!(err, "note: {note}");
+        }
+        drop(err);
         print_json(&resolved);
         return Ok(exit_code::SUCCESS);
     }
@@ -115,4 +123,21 @@ fn preview(plan: &plan::VmPlan, preview_guest: bool) -> Result<String, AppError>
         )),
     }
     Ok(text)
+}
+
+/// Leaves unset values (`null`) out of the dumped manifest, as the README says; `null` means
+/// unset everywhere in a manifest, except inside `metadata`, whose contents are the user's.
+fn drop_unset(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            for (key, v) in map.iter_mut() {
+                if key != "metadata" {
+                    drop_unset(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_unset),
+        _ => {}
+    }
 }

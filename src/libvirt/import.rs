@@ -465,6 +465,16 @@ fn read_libosinfo(root: &Element, facts: &mut DomainFacts) {
             facts.os_hint = Some(hint);
             facts.os_version = version;
         }
+        // An OS family this table does not know is not guessed into a hint: the id itself is
+        // the hint, which is what the admin's libvirt says.
+        None if os_family(id).is_some() => {
+            facts.os_hint = Some(id.to_owned());
+            facts.notes.push(format!(
+                "libosinfo OS id '{id}' names an OS family hyper2kvm does not know; vm.os_hint \
+                 keeps the id as it is (known: {})",
+                KNOWN_OS_FAMILIES.join(", ")
+            ));
+        }
         None => facts.notes.push(format!(
             "libosinfo OS id '{id}' is not of the form http://<vendor>/<os>/<version>; vm.os_hint \
              is left unset"
@@ -472,14 +482,47 @@ fn read_libosinfo(root: &Element, facts: &mut DomainFacts) {
     }
 }
 
+/// The libosinfo OS families a hint is made for (`win` becomes `windows`).
+const KNOWN_OS_FAMILIES: &[&str] = &[
+    "rhel",
+    "centos",
+    "centos-stream",
+    "fedora",
+    "rocky",
+    "almalinux",
+    "ol",
+    "debian",
+    "ubuntu",
+    "sles",
+    "sled",
+    "opensuse",
+    "archlinux",
+    "alpinelinux",
+    "gentoo",
+    "freebsd",
+    "win",
+];
+
+/// The OS part of a libosinfo id (`http://<vendor>/<os>/<version>`), lower-cased.
+fn os_family(id: &str) -> Option<String> {
+    let rest = id.split_once("://")?.1;
+    let mut parts = rest.split('/').filter(|p| !p.is_empty());
+    parts.next()?; // the vendor's host
+    parts.next().map(str::to_ascii_lowercase)
+}
+
 /// `http://ubuntu.com/ubuntu/22.04` → (`ubuntu22`, `22.04`); `http://microsoft.com/win/2k19` →
-/// (`windows2019`, `2019`). The hint is the OS and its major version, the form upstream's
+/// (`windows2019`, `2019`), for the OS families in [`KNOWN_OS_FAMILIES`] only (`None` for any
+/// other). The hint is the OS and its major version, the form upstream's
 /// manifests use (`rhel9`, `ubuntu22`).
 pub fn os_hint_of(id: &str) -> Option<(String, Option<String>)> {
     let rest = id.split_once("://")?.1;
     let mut parts = rest.split('/').filter(|p| !p.is_empty());
     parts.next()?; // the vendor's host
     let os = parts.next()?.to_ascii_lowercase();
+    if !KNOWN_OS_FAMILIES.contains(&os.as_str()) {
+        return None;
+    }
     let version = parts.collect::<Vec<_>>().join(".");
     let family = if os == "win" {
         "windows".to_owned()
@@ -1288,6 +1331,15 @@ mod tests {
             );
         }
         assert_eq!(os_hint_of("ubuntu22.04"), None);
+        assert_eq!(
+            os_hint_of("http://example.com/unknown/1"),
+            None,
+            "an unknown family is not made into a hint ('unknown1')"
+        );
+        assert_eq!(
+            os_family("http://example.com/unknown/1").as_deref(),
+            Some("unknown")
+        );
     }
 
     fn facts_of(xml: &str) -> Result<DomainFacts, Vec<String>> {

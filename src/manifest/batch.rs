@@ -212,6 +212,15 @@ fn validate(
                     );
                 }
             }
+            // Checked here, once, against the batch file: a typo in shared_config is the batch
+            // file's, not an error of every VM's manifest.
+            super::schema::check_object(
+                "shared_config",
+                &shared_config,
+                super::TOP_LEVEL,
+                &["manifest_version", "disks", "source", "vm", "nics", "hooks"],
+                problems,
+            );
         }
         Some(_) => problems.push("shared_config", "shared_config must be an object"),
     }

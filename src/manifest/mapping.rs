@@ -349,6 +349,59 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
     }
 }
 
+/// The keys of a document's `storage_mapping.disk_mappings`.
+pub fn disk_mapping_keys(doc: &Map<String, Value>) -> std::collections::BTreeSet<String> {
+    doc.get("storage_mapping")
+        .and_then(|s| s.get("disk_mappings"))
+        .and_then(Value::as_object)
+        .map(|dm| dm.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Removes from the merged document the `disk_mappings` keys that name no disk of this VM and
+/// that its own manifest does not write (they come from a profile, `profile_overrides`, a
+/// config file or a batch's `shared_config`, shared by VMs with other disks). Returns a note
+/// for each; `origin` says which layer a key came from.
+pub fn drop_shared_disk_mappings(
+    doc: &mut Map<String, Value>,
+    own: &std::collections::BTreeSet<String>,
+    origin: impl Fn(&str) -> String,
+) -> Vec<String> {
+    let ids: Vec<String> = doc
+        .get("disks")
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .filter_map(|d| d.get("id").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(dm) = doc
+        .get_mut("storage_mapping")
+        .and_then(|s| s.get_mut("disk_mappings"))
+        .and_then(Value::as_object_mut)
+    else {
+        return Vec::new();
+    };
+    let unused: Vec<String> = dm
+        .keys()
+        .filter(|k| !ids.contains(k) && !own.contains(*k))
+        .cloned()
+        .collect();
+    unused
+        .into_iter()
+        .map(|key| {
+            dm.remove(&key);
+            format!(
+                "storage_mapping.disk_mappings.{key} from {} names no disk of this VM (its \
+                 disks: {}); it is not used for this VM",
+                origin(&key),
+                ids.join(", ")
+            )
+        })
+        .collect()
+}
+
 /// `storage_mapping.disk_mappings` may only name disks the manifest has.
 pub fn check_disk_mapping_ids(doc: &Map<String, Value>, problems: &mut Problems) {
     let Some(dm) = doc

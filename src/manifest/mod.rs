@@ -145,6 +145,9 @@ pub struct Loaded {
     pub manifest: Manifest,
     /// The profile chain that was applied, child first.
     pub profile_chain: Vec<String>,
+    /// What loading decided that the admin should know (settings from shared layers that do
+    /// not apply to this VM); `--dump-config` prints them and planning adds them to its notes.
+    pub notes: Vec<String>,
 }
 
 impl Loaded {
@@ -169,14 +172,31 @@ pub fn resolve(
     let path = config::absolute(path);
     let dir = config::dir_of(&path);
 
+    let mut problems = Problems::default();
+    // The guide's generated-manifest shape (top-level firmware and os_hint, metadata.vcpus and
+    // memory_bytes), mapped onto `vm` in the manifest and the entry's overrides before the
+    // layers are merged (shared_config shares no `vm`).
+    let mut doc = doc;
+    vm::adopt_guide_shape(&mut doc, &mut problems);
+    // The disk_mappings keys this VM's own manifest (or its batch entry's overrides) writes:
+    // those must name its disks; keys from shared layers need only fit the VMs they fit.
+    let mut own_mapping_keys = mapping::disk_mapping_keys(&doc);
+    if let Some(Value::Object(po)) = doc.get("profile_overrides") {
+        own_mapping_keys.extend(mapping::disk_mapping_keys(po));
+    }
+    if let Some(overrides) = &layers.overrides {
+        own_mapping_keys.extend(mapping::disk_mapping_keys(overrides));
+    }
+
     // Everything but the profile, in precedence order, to learn which profile applies.
     let mut upper = layers.shared_config.clone().unwrap_or_default();
     config::merge_maps(&mut upper, doc);
     if let Some(overrides) = &layers.overrides {
-        config::merge_maps(&mut upper, overrides.clone());
+        let mut overrides = overrides.clone();
+        vm::adopt_guide_shape(&mut overrides, &mut problems);
+        config::merge_maps(&mut upper, overrides);
     }
 
-    let mut problems = Problems::default();
     let profile_name = match upper.get("profile") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -205,11 +225,13 @@ pub fn resolve(
             Err(e) => problems.push("profile", format!("Profile loading failed: {e}")),
         }
     }
+    let mut overridden = Map::new();
     match upper.get("profile_overrides") {
         None | Some(Value::Null) => {}
         Some(Value::Object(po)) => {
             // Keys a profile may not set are reported once, here, and not merged.
             let allowed = check_profile_overrides(po, &mut problems);
+            overridden = allowed.clone();
             config::merge_maps(&mut effective, allowed);
         }
         Some(other) => problems.push(
@@ -220,9 +242,39 @@ pub fn resolve(
             ),
         ),
     }
+    let manifest_layer = upper.clone();
     config::merge_maps(&mut effective, upper);
+    let notes = mapping::drop_shared_disk_mappings(&mut effective, &own_mapping_keys, |key| {
+        if layers
+            .shared_config
+            .as_ref()
+            .is_some_and(|m| mapping::disk_mapping_keys(m).contains(key))
+        {
+            "the shared configuration (a batch's shared_config or a --config file)".to_owned()
+        } else if mapping::disk_mapping_keys(&overridden).contains(key) {
+            "profile_overrides".to_owned()
+        } else {
+            match profile_chain.first() {
+                Some(p) => format!("the profile '{p}'"),
+                None => "a shared layer".to_owned(),
+            }
+        }
+    });
 
+    let before = problems.0.len();
     validate(&effective, &dir, &mut problems);
+    // A problem in a value that came from profile_overrides (and that the manifest itself does
+    // not set) is named where it is written: `profile_overrides.pipeline.…`.
+    for p in &mut problems.0[before..] {
+        if !p.path.is_empty()
+            && has_path(&overridden, &p.path)
+            && !has_path(&manifest_layer, &p.path)
+        {
+            let moved = format!("profile_overrides.{}", p.path);
+            p.message = p.message.replacen(&p.path, &moved, 1);
+            p.path = moved;
+        }
+    }
     if !problems.is_empty() {
         return Err(ManifestError::Invalid {
             path,
@@ -244,7 +296,25 @@ pub fn resolve(
         dir,
         manifest,
         profile_chain,
+        notes,
     })
+}
+
+/// Whether `map` holds a value at a problem's field path (`pipeline.convert.compres`,
+/// `hooks.pre_fix[0].path`; list indexes are not followed, the list is enough).
+pub fn has_path(map: &Map<String, Value>, path: &str) -> bool {
+    let mut here = map;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let key = part.split('[').next().unwrap_or(part);
+        match here.get(key) {
+            None => return false,
+            Some(_) if part.contains('[') || parts.peek().is_none() => return true,
+            Some(Value::Object(next)) => here = next,
+            Some(_) => return true,
+        }
+    }
+    false
 }
 
 fn check_profile_overrides(po: &Map<String, Value>, problems: &mut Problems) -> Map<String, Value> {

@@ -5,7 +5,7 @@
 //! tool may match on.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::schema::{self, Kind};
 use crate::diag::Problems;
@@ -97,6 +97,85 @@ pub fn check(vm: &Value, problems: &mut Problems) {
     problems.unknown_keys("vm", vm, KEYS);
 }
 
+const GIB: u64 = 1 << 30;
+
+/// Moves the guide's generated-manifest shape onto ours, in one layer's document: top-level
+/// `firmware: {type}` and `os_hint`, and `metadata.memory_bytes` and `metadata.vcpus`, become
+/// `vm.firmware`, `vm.os_hint`, `vm.mem_gb` (rounded up to whole GiB) and `vm.cpu`. A value the
+/// same document sets under `vm` wins. `metadata` itself is left as it is (its `networks` are
+/// read by the domain planner when `nics` is empty).
+pub fn adopt_guide_shape(doc: &mut Map<String, Value>, problems: &mut Problems) {
+    let mut mapped: Vec<(&str, Value)> = Vec::new();
+    if let Some(fw) = doc.remove("firmware") {
+        let kind = match &fw {
+            Value::Object(o) => {
+                problems.unknown_keys("firmware", o, &["type"]);
+                o.get("type").cloned()
+            }
+            Value::Null => None,
+            other => Some(other.clone()),
+        };
+        match kind.as_ref().map(|k| (k, k.as_str())) {
+            None => {}
+            Some((_, Some(s))) if Firmware::NAMES.contains(&s) => {
+                mapped.push(("firmware", Value::from(s)));
+            }
+            Some((k, _)) => problems.push(
+                "firmware.type",
+                format!(
+                    "firmware.type must be one of: {} (got: {k}); it is the guide's spelling of \
+                     vm.firmware",
+                    Firmware::NAMES.join(", ")
+                ),
+            ),
+        }
+    }
+    if let Some(hint) = doc.remove("os_hint") {
+        match hint {
+            Value::String(_) => mapped.push(("os_hint", hint)),
+            Value::Null => {}
+            other => problems.push(
+                "os_hint",
+                format!(
+                    "os_hint must be a string (got {}); it is the guide's spelling of vm.os_hint",
+                    crate::config::kind_of(&other)
+                ),
+            ),
+        }
+    }
+    if let Some(Value::Object(meta)) = doc.get("metadata") {
+        for (key, target) in [("memory_bytes", "mem_gb"), ("vcpus", "cpu")] {
+            let Some(v) = meta.get(key).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let n = v.as_u64().filter(|n| *n >= 1);
+            match (key, n) {
+                ("memory_bytes", Some(bytes)) => {
+                    mapped.push((target, Value::from(bytes.div_ceil(GIB))));
+                }
+                (_, Some(n)) if n <= u64::from(u32::MAX) => mapped.push((target, Value::from(n))),
+                _ => problems.push(
+                    &format!("metadata.{key}"),
+                    format!(
+                        "metadata.{key} must be an integer >= 1 (got {}: {v}); it is the guide's \
+                         spelling of vm.{target}",
+                        crate::config::kind_of(v)
+                    ),
+                ),
+            }
+        }
+    }
+    if mapped.is_empty() {
+        return;
+    }
+    let vm = doc.entry("vm").or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(vm) = vm {
+        for (key, value) in mapped {
+            vm.entry(key).or_insert(value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +199,28 @@ mod tests {
                 "vm.os_version must be a string (got an integer: 12)",
                 "vm.cpus: unknown key 'cpus' (did you mean 'cpu'?)",
             ]
+        );
+    }
+
+    #[test]
+    fn the_guides_shape_maps_onto_vm_and_vm_wins() {
+        let mut doc = json!({
+            "firmware": {"type": "uefi"}, "os_hint": "rhel9",
+            "metadata": {"memory_bytes": 8_589_934_593_u64, "vcpus": 4, "networks": []},
+            "vm": {"cpu": 8}
+        })
+        .as_object()
+        .cloned()
+        .expect("object");
+        let mut problems = Problems::default();
+        adopt_guide_shape(&mut doc, &mut problems);
+        assert!(problems.is_empty());
+        assert_eq!(
+            Value::Object(doc),
+            json!({
+                "metadata": {"memory_bytes": 8_589_934_593_u64, "vcpus": 4, "networks": []},
+                "vm": {"cpu": 8, "firmware": "uefi", "os_hint": "rhel9", "mem_gb": 9}
+            })
         );
     }
 }

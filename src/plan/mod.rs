@@ -163,7 +163,7 @@ impl PlanError {
 pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
     let m = &loaded.manifest;
     let mut problems = Problems::default();
-    let mut notes = Vec::new();
+    let mut notes = loaded.notes.clone();
 
     let output_dir = disks::output_dir(loaded, opts);
     let stem = loaded

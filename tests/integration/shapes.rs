@@ -170,3 +170,271 @@ fn checksum_errors_say_what_is_expected() {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     insta::assert_snapshot!("checksum_error", redact(&r.stderr, &dir));
 }
+
+/// Converts a 1 MiB raw disk with `vm` (our shape) merged into the manifest, and returns the
+/// domain XML written, with the paths of the test directory replaced.
+fn domain_of(dir: &TestDir, name: &str, shape: serde_json::Value) -> String {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    std::fs::write(sub.join("boot.raw"), vec![0x5au8; 1 << 20]).expect("write disk");
+    let mut m = json!({
+        "manifest_version": "1.0",
+        "source": {"provider": "libvirt", "vm_name": "web-server",
+                   "libvirt_xml_path": "/etc/libvirt/qemu/web-server.xml"},
+        "disks": [{"id": "vda", "source_format": "raw", "local_path": "boot.raw",
+                   "bytes": 1 << 20, "checksum": null, "boot_order_hint": 0,
+                   "disk_type": "boot"}],
+        "pipeline": {"convert": {"enabled": true}},
+        "output": {"directory": "out", "format": "qcow2"}
+    });
+    for (k, v) in shape.as_object().expect("shape").clone() {
+        m[k] = v;
+    }
+    let manifest = sub.join("manifest.json");
+    write_json(&manifest, &m);
+    let r = run(hyper2kvm().arg("--manifest").arg(&manifest));
+    assert_eq!(r.code, Some(0), "{name}: {}", r.stderr);
+    std::fs::read_to_string(sub.join("out/web-server.xml"))
+        .expect("domain xml")
+        .replace(&sub.display().to_string(), "[VM]")
+}
+
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn the_guides_generated_manifest_makes_the_same_domain_as_ours() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let guide = domain_of(
+        &dir,
+        "guide",
+        json!({
+            "firmware": {"type": "uefi"},
+            "os_hint": "rhel9",
+            "metadata": {
+                "networks": [{"type": "bridge", "source": "br0", "mac": "52:54:00:6b:3c:58"}],
+                "memory_bytes": 8_589_934_592_u64,
+                "vcpus": 4
+            }
+        }),
+    );
+    let ours = domain_of(
+        &dir,
+        "ours",
+        json!({
+            "vm": {"firmware": "uefi", "os_hint": "rhel9", "mem_gb": 8, "cpu": 4},
+            "nics": [{"id": "net0", "type": "bridge", "network": "br0",
+                      "mac": "52:54:00:6b:3c:58"}]
+        }),
+    );
+    assert_eq!(guide, ours, "the guide's shape and ours make one domain");
+    for wanted in [">4</vcpu>", "8388608", "pflash", "br0", "52:54:00:6b:3c:58"] {
+        assert!(guide.contains(wanted), "{wanted} missing from:\n{guide}");
+    }
+
+    // Where both are given, vm.* wins.
+    let both = domain_of(
+        &dir,
+        "both",
+        json!({"firmware": {"type": "uefi"}, "metadata": {"vcpus": 4}, "vm": {"firmware": "bios", "cpu": 1}}),
+    );
+    assert!(!both.contains("pflash"), "{both}");
+    assert!(both.contains(">1</vcpu>"), "{both}");
+}
+
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn an_unknown_libosinfo_id_is_kept_not_made_into_a_hint() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("bios-vm.qcow2"), "qcow2", None);
+    let text = fixture("libvirt/bios-network.xml")
+        .replace("@DIR@", &dir.path().display().to_string())
+        .replace(
+            "http://debian.org/debian/12",
+            "http://example.com/unknown/1",
+        );
+    let xml = dir.write("domain.xml", &text);
+    let r = run(hyper2kvm()
+        .arg("--libvirt-xml")
+        .arg(&xml)
+        .arg("--output-dir")
+        .arg(dir.join("out"))
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let manifest = read_json(&dir.join("out/manifest.json"));
+    assert_eq!(
+        manifest["vm"]["os_hint"],
+        json!("http://example.com/unknown/1"),
+        "no invented hint ('unknown1'): {manifest:#}"
+    );
+    assert!(manifest["vm"].get("os_version").is_none(), "{manifest:#}");
+    let said: Vec<&str> = r
+        .stdout
+        .lines()
+        .chain(r.stderr.lines())
+        .filter(|l| l.contains("libosinfo"))
+        .collect();
+    insta::assert_snapshot!("unknown_libosinfo_id", said.join("\n"));
+}
+
+#[test]
+fn a_typo_in_profile_overrides_is_named_there() {
+    let dir = TestDir::new();
+    dir.write("disk.raw", "x");
+    let manifest = dir.write(
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: production\nprofile_overrides:\n  pipeline:\n    convert: {compres: true}\n    fix: {fstab_mode: bypath}\ndisks:\n  - {id: d0, source_format: raw, bytes: 1, local_path: disk.raw}\npipeline:\n  inspect: {colect_guest_info: true}\n",
+    );
+    let r = run(hyper2kvm().arg("--manifest").arg(&manifest));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    insta::assert_snapshot!("profile_overrides_typo", redact(&r.stderr, &dir));
+}
+
+#[test]
+fn a_typo_in_shared_config_is_the_batch_files_once() {
+    let dir = TestDir::new();
+    dir.write("disk.raw", "x");
+    for vm in ["a", "b"] {
+        dir.write(
+            &format!("{vm}.yaml"),
+            "manifest_version: \"1.0\"\ndisks:\n  - {id: d0, source_format: raw, bytes: 1, local_path: disk.raw}\n",
+        );
+    }
+    let batch = dir.write(
+        "batch.yaml",
+        "batch_version: \"1.0\"\nvms:\n  - {manifest: a.yaml, id: a}\n  - {manifest: b.yaml, id: b}\nshared_config:\n  pipelin: {}\n  pipeline:\n    convert: {compres: true}\n",
+    );
+    let r = run(hyper2kvm().arg("--batch-manifest").arg(&batch));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    insta::assert_snapshot!("shared_config_typo", redact(&r.stderr, &dir));
+}
+
+/// Whether a JSON value holds `null` anywhere.
+fn has_null(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Array(items) => items.iter().any(has_null),
+        serde_json::Value::Object(map) => map.values().any(has_null),
+        _ => false,
+    }
+}
+
+#[test]
+fn dump_config_leaves_unset_values_out_and_refuses_what_a_run_refuses() {
+    let dir = TestDir::new();
+    dir.write("disk.raw", "x");
+    let manifest = dir.write(
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: production\ndisks:\n  - {id: d0, source_format: raw, bytes: 1, local_path: disk.raw, checksum: null}\n",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dump-config"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let dumped: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert!(!has_null(&dumped), "unset values are left out:\n{dumped:#}");
+    assert!(dumped["storage_mapping"].is_object(), "{dumped:#}");
+
+    let config = dir.write(
+        "site.yaml",
+        "verbose: 1\npipeline: {convert: {enabled: true}}\n",
+    );
+    let real = run(hyper2kvm().arg("--config").arg(&config));
+    let dump = run(hyper2kvm()
+        .arg("--config")
+        .arg(&config)
+        .arg("--dump-config"));
+    assert_eq!(real.code, Some(2), "{}", real.stderr);
+    assert_eq!(dump.code, real.code, "{}", dump.stdout);
+    assert_eq!(dump.stderr, real.stderr);
+    assert!(dump.stdout.is_empty(), "{}", dump.stdout);
+    insta::assert_snapshot!("dump_config_without_manifest", dump.stderr);
+}
+
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn shared_disk_mappings_need_only_fit_the_disks_a_vm_has() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    dir.write("boot.raw", "x");
+    // An organisation profile that maps a boot and a data disk, for every VM.
+    dir.write(
+        "profiles/org.yaml",
+        "extends: minimal\nstorage_mapping:\n  disk_mappings: {boot: /srv/boot, data: /srv/data}\n",
+    );
+    let manifest = dir.write(
+        "vm.yaml",
+        "manifest_version: \"1.0\"\nprofile: org\ncustom_profile_path: profiles\ndisks:\n  - {id: boot, source_format: raw, bytes: 1, local_path: boot.raw}\npipeline: {convert: {enabled: true}}\n",
+    );
+    let dump = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dump-config"));
+    assert_eq!(dump.code, Some(0), "{}", dump.stderr);
+    let dumped: serde_json::Value = serde_json::from_str(&dump.stdout).expect("json");
+    assert_eq!(
+        dumped["storage_mapping"]["disk_mappings"],
+        json!({"boot": "/srv/boot"}),
+        "the key that fits no disk is left out"
+    );
+    let dry = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dry-run"));
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    let dry_notes: Vec<&str> = dry
+        .stdout
+        .lines()
+        .filter(|l| l.contains("disk_mappings"))
+        .collect();
+    insta::assert_snapshot!(
+        "shared_disk_mapping_notes",
+        format!(
+            "--dump-config:\n{}--dry-run:\n{}",
+            dump.stderr,
+            dry_notes.join("\n")
+        )
+    );
+
+    // A --config file is a shared layer too; the VM's own manifest is not.
+    let config = dir.write(
+        "site.yaml",
+        "storage_mapping:\n  disk_mappings: {swap: /srv/swap}\n",
+    );
+    let r = run(hyper2kvm()
+        .arg("--config")
+        .arg(&config)
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--dump-config"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("disk_mappings.swap from the shared configuration"),
+        "{}",
+        r.stderr
+    );
+    let own = dir.write(
+        "own.yaml",
+        "manifest_version: \"1.0\"\nprofile: org\ncustom_profile_path: profiles\ndisks:\n  - {id: boot, source_format: raw, bytes: 1, local_path: boot.raw}\nstorage_mapping:\n  disk_mappings: {bot: /srv/x}\n",
+    );
+    let r = run(hyper2kvm().arg("--manifest").arg(&own).arg("--dump-config"));
+    assert_eq!(r.code, Some(2), "{}", r.stdout);
+    insta::assert_snapshot!("own_disk_mapping_typo", redact(&r.stderr, &dir));
+}
