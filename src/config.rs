@@ -168,10 +168,29 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// The directory a file lives in, made absolute against the current directory.
+/// The directory a file lives in, made absolute against the current directory. A file with no
+/// real directory (a pipe such as `--config <(...)`, a `/dev/fd` or `/proc/*/fd` entry, a
+/// character device) resolves against the current directory instead.
 pub fn dir_of(file: &Path) -> PathBuf {
     let abs = absolute(file);
-    abs.parent().map(Path::to_owned).unwrap_or(abs)
+    let cwd = || std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    if has_no_real_directory(&abs) {
+        return cwd();
+    }
+    abs.parent().map(Path::to_owned).unwrap_or_else(cwd)
+}
+
+fn has_no_real_directory(abs: &Path) -> bool {
+    let parent = abs.parent();
+    let fd_dir = parent == Some(Path::new("/dev/fd"))
+        || parent.is_some_and(|p| {
+            p.file_name() == Some(std::ffi::OsStr::new("fd"))
+                && p.parent()
+                    .and_then(Path::parent)
+                    .is_some_and(|proc| proc == Path::new("/proc"))
+        });
+    let special = std::fs::metadata(abs).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    fd_dir || special
 }
 
 /// An absolute form of `path` without touching the filesystem beyond the current directory.
@@ -183,6 +202,25 @@ pub fn absolute(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn files_without_a_directory_resolve_against_the_current_one() {
+        let cwd = std::env::current_dir().expect("cwd");
+        for special in [
+            "/dev/fd/63",
+            "/proc/self/fd/5",
+            "/proc/1234/fd/0",
+            "/dev/stdin",
+            "/dev/null",
+        ] {
+            assert_eq!(dir_of(Path::new(special)), cwd, "{special}");
+        }
+        assert_eq!(
+            dir_of(Path::new("/etc/hyper2kvm/site.yaml")),
+            Path::new("/etc/hyper2kvm")
+        );
+        assert_eq!(dir_of(Path::new("/proc/fd/x.yaml")), Path::new("/proc/fd"));
+    }
 
     #[test]
     fn maps_recurse_lists_and_scalars_replace() {

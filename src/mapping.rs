@@ -225,6 +225,8 @@ pub fn plan_interfaces(
         }
     }
 
+    out.notes.extend(unused_mapping(nics, mapping));
+
     // Every MAC that is not ours to choose: this VM's source MACs (a regenerated MAC must not
     // repeat the original VM's, which may still be running) and the run's reserved set.
     let mut taken: BTreeSet<MacAddr> = reserved.clone();
@@ -316,6 +318,61 @@ pub fn plan_interfaces(
         ));
     }
     out
+}
+
+/// What a network mapping says that matches nothing: a mapping for a VM without NICs, and
+/// `source_networks` entries no NIC is on (they must match `nics[].network` exactly).
+fn unused_mapping(nics: &[Nic], mapping: &NetworkMapping) -> Option<String> {
+    let given = !mapping.source_networks.is_empty()
+        || mapping.default_bridge.is_some()
+        || mapping.default_network.is_some();
+    if !given {
+        return None;
+    }
+    if nics.is_empty() {
+        return Some(
+            "network_mapping is set, but the VM has no network interface (the manifest lists              no nics), so nothing is mapped and the domain gets no network; list the VM's NICs              under nics (with network and mac) to have them mapped"
+                .to_owned(),
+        );
+    }
+    let on: BTreeSet<&str> = nics.iter().filter_map(|n| n.network.as_deref()).collect();
+    let unmatched: Vec<String> = mapping
+        .source_networks
+        .keys()
+        .filter(|k| !on.contains(k.as_str()))
+        .map(|k| format!("'{k}'"))
+        .collect();
+    if unmatched.is_empty() {
+        return None;
+    }
+    let actual: Vec<String> = nics
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let id = n.id.clone().unwrap_or_else(|| format!("net{i}"));
+            match n.network.as_deref().filter(|n| !n.is_empty()) {
+                Some(net) => format!("{id} on '{net}'"),
+                None => format!("{id} on no network"),
+            }
+        })
+        .collect();
+    Some(format!(
+        "network_mapping.source_networks maps {} {}, which no NIC of this VM is on (the NICs: \
+         {}); use the NICs' network names as the keys (they must match nics[].network exactly), \
+         or remove the {}",
+        if unmatched.len() == 1 {
+            "the network"
+        } else {
+            "the networks"
+        },
+        unmatched.join(", "),
+        actual.join(", "),
+        if unmatched.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        },
+    ))
 }
 
 /// A NIC whose connection is decided and whose MAC may still have to be made.
@@ -495,6 +552,33 @@ mod tests {
         assert!(warning.contains("net0 (network 'VM Network'"), "{warning}");
         assert!(warning.contains("net1 (bridge 'br-old')"), "{warning}");
         assert!(!warning.contains("net2"), "{warning}");
+
+        let unused = plan
+            .notes
+            .iter()
+            .find(|n| n.contains("no NIC of this VM is on"))
+            .map(String::as_str);
+        assert_eq!(unused, None, "every entry matches a NIC: {:?}", plan.notes);
+        let typo = mapping(json!({"source_networks": {"VM Netwrk": "br0", "mapped": "br1"}}));
+        let plan = plan_interfaces(&nics, &typo, &BTreeSet::new(), "vm");
+        let unused = plan
+            .notes
+            .iter()
+            .find(|n| n.contains("no NIC of this VM is on"))
+            .expect("the unmatched entry is named");
+        assert!(unused.contains("the network 'VM Netwrk'"), "{unused}");
+        assert!(!unused.contains("'mapped',"), "{unused}");
+        assert!(unused.contains("net0 on 'VM Network'"), "{unused}");
+        let plan = plan_interfaces(&[], &typo, &BTreeSet::new(), "vm");
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("no network interface")),
+            "{:?}",
+            plan.notes
+        );
+        let plan = plan_interfaces(&[], &NetworkMapping::default(), &BTreeSet::new(), "vm");
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
 
         let strict = mapping(json!({"source_networks": {"mapped": "br0"}, "strict": true}));
         let plan = plan_interfaces(&nics, &strict, &BTreeSet::new(), "vm");

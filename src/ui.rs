@@ -34,11 +34,13 @@ pub enum ProgressMode {
 /// |-----------|----------------------|--------|
 /// | auto      | yes                  | bars   |
 /// | auto      | no                   | lines  |
+/// | bars      | yes                  | bars   |
+/// | bars      | no                   | lines (bars draw nothing off a terminal, so warnings, failures and the summary would be lost) |
 /// | other     | either               | as requested |
 pub fn resolve_mode(requested: ProgressMode, stderr_is_terminal: bool) -> ProgressMode {
     match (requested, stderr_is_terminal) {
-        (ProgressMode::Auto, true) => ProgressMode::Bars,
-        (ProgressMode::Auto, false) => ProgressMode::Lines,
+        (ProgressMode::Auto | ProgressMode::Bars, true) => ProgressMode::Bars,
+        (ProgressMode::Auto | ProgressMode::Bars, false) => ProgressMode::Lines,
         (other, _) => other,
     }
 }
@@ -203,7 +205,8 @@ mod tests {
     fn auto_follows_the_terminal() {
         assert_eq!(resolve_mode(ProgressMode::Auto, true), ProgressMode::Bars);
         assert_eq!(resolve_mode(ProgressMode::Auto, false), ProgressMode::Lines);
-        assert_eq!(resolve_mode(ProgressMode::Bars, false), ProgressMode::Bars);
+        assert_eq!(resolve_mode(ProgressMode::Bars, true), ProgressMode::Bars);
+        assert_eq!(resolve_mode(ProgressMode::Bars, false), ProgressMode::Lines);
         assert_eq!(resolve_mode(ProgressMode::None, true), ProgressMode::None);
     }
 }

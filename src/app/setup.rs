@@ -19,6 +19,11 @@ pub(super) fn init_logging(verbose: u8, log_file: Option<&Path>) -> Result<(), A
     };
     let stderr_layer = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(stderr_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::env::var_os("TERM").as_deref(),
+        ))
         .with_target(false)
         .without_time()
         .with_filter(EnvFilter::new(format!("hyper2kvm={level}")));
@@ -50,6 +55,16 @@ pub(super) fn init_logging(verbose: u8, log_file: Option<&Path>) -> Result<(), A
     Ok(())
 }
 
+/// Whether log lines on stderr carry colour codes: only on a terminal, and not when `NO_COLOR`
+/// is set to anything non-empty (no-color.org) or `TERM` is `dumb`.
+fn stderr_colour(
+    is_terminal: bool,
+    no_color: Option<&std::ffi::OsStr>,
+    term: Option<&std::ffi::OsStr>,
+) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb")
+}
+
 /// SIGINT/SIGTERM cancel the run; a second one exits at once.
 pub(super) fn install_signal_handlers(cancel: &CancelToken) -> Result<(), AppError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -75,5 +90,20 @@ pub(super) fn start_reaper() {
             "could not start the process reaper ({e}); if hyper2kvm is killed, the programs it \
              started keep running"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stderr_colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_that_wants_it() {
+        assert!(stderr_colour(true, None, Some(OsStr::new("xterm"))));
+        assert!(stderr_colour(true, Some(OsStr::new("")), None));
+        assert!(!stderr_colour(false, None, Some(OsStr::new("xterm"))));
+        assert!(!stderr_colour(true, Some(OsStr::new("1")), None));
+        assert!(!stderr_colour(true, None, Some(OsStr::new("dumb"))));
     }
 }

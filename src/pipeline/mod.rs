@@ -147,6 +147,10 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
     events.send(Event::VmStarted {
         vm: plan.vm_id.clone(),
     });
+    if plan.runs_no_stage() {
+        // Shown whatever the progress display, not only in the report.
+        tracing::warn!("{}: {}", plan.vm_id, crate::plan::NO_STAGE);
+    }
     let mut run = Run::new(plan, cancel, events);
     run.warnings = plan
         .notes

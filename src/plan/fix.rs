@@ -44,8 +44,13 @@ pub fn backup_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("backups")
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the facts of the plan fix depends on"
+)]
 pub(super) fn plan(
     m: &Manifest,
+    profile: Option<&str>,
     output_dir: &Path,
     vm_id: &str,
     disks: &[DiskPlan],
@@ -71,11 +76,19 @@ pub(super) fn plan(
         problems.push(
             "pipeline.fix.allow_in_place",
             format!(
-                "pipeline.fix is enabled and pipeline.convert is not, so the guest repairs \
+                "pipeline.fix is enabled and pipeline.convert is not{}, so the guest repairs \
                  would be written into the source disks themselves; nothing has been touched. \
-                 To consent, set pipeline.fix.allow_in_place: true in the manifest or pass \
-                 --allow-in-place ({}). To leave the sources alone instead, enable \
+                 To consent, add `pipeline: {{fix: {{allow_in_place: true}}}}` to the manifest{} \
+                 or pass --allow-in-place ({}). To leave the sources alone instead, enable \
                  pipeline.convert: the repairs then go into the converted copy",
+                profile
+                    .map(|p| format!(" (the manifest uses profile '{p}')"))
+                    .unwrap_or_default(),
+                if profile.is_some() {
+                    " (or to its profile_overrides)"
+                } else {
+                    ""
+                },
                 if backup {
                     format!(
                         "each disk is first copied whole to {}; pipeline.fix.disk_backup: false \

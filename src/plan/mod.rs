@@ -159,12 +159,23 @@ impl PlanError {
     }
 }
 
+/// The warning for a manifest that enables no stage: such a run would read and convert nothing
+/// and still "succeed".
+pub const NO_STAGE: &str = "no stage is enabled (pipeline.inspect, pipeline.fix, pipeline.convert \
+     and pipeline.validate are all off), so this run reads, repairs and converts nothing; set \
+     pipeline.convert.enabled: true (and the other stages you want), or pick a profile such as \
+     profile: production";
+
 /// Builds the plan for one validated manifest.
 pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
     let m = &loaded.manifest;
     let mut problems = Problems::default();
     let mut notes = loaded.notes.clone();
 
+    let p = &m.pipeline;
+    if !(p.inspect.enabled || p.fix.enabled || p.convert.enabled || p.validate.enabled) {
+        notes.push(NO_STAGE.to_owned());
+    }
     let output_dir = disks::output_dir(loaded, opts);
     let stem = loaded
         .path
@@ -243,6 +254,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
 
     let fix = fix::plan(
         m,
+        loaded.profile_chain.first().map(String::as_str),
         &output_dir,
         &vm_id,
         &disks,
@@ -339,6 +351,11 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
 }
 
 impl VmPlan {
+    /// Whether the plan enables no stage at all (see [`NO_STAGE`]).
+    pub fn runs_no_stage(&self) -> bool {
+        self.notes.iter().any(|n| n == NO_STAGE)
+    }
+
     /// The convert command for one disk (writing to its `.part` file), reading the source with
     /// `source_aio`; the target is written through io_uring where `io_uring_usable` and
     /// [`Aio::for_target`] allow it.

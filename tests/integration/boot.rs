@@ -256,9 +256,10 @@ fn e2e_without_fixes_the_boot_test_fails() {
     );
 }
 
-/// Two copies of the guest in one batch, each with another profile: `debug` (boot test on by
-/// default, the initramfs rebuilt although it already serves KVM, its own report name) and `testing` with validation and the boot
-/// test turned on; both boot.
+/// Two copies of the guest in one batch, each with another profile: `debug` turned into a
+/// converting run (the guide's `debug` repairs in place and converts nothing) with the boot test
+/// and the initramfs rebuilt although it already serves KVM, and `testing` (raw output) with
+/// validation and the boot test turned on; both boot.
 #[test]
 #[cfg_attr(
     any(
@@ -294,7 +295,7 @@ fn e2e_batch_of_two_profiles_boots_both() {
         "web01",
         &copies[0],
         &format!(
-            "profile: debug\npipeline:\n  fix: {{initramfs_rebuild: always}}\n  validate:\n    boot_test: {{{timeout}}}"
+            "profile: debug\nprofile_overrides:\n  pipeline:\n    convert: {{enabled: true}}\npipeline:\n  fix: {{initramfs_rebuild: always}}\n  validate:\n    boot_test: {{enabled: true, {timeout}}}"
         ),
     );
     vmdk_manifest(
@@ -322,7 +323,7 @@ fn e2e_batch_of_two_profiles_boots_both() {
     );
 
     for (vm, report_name, profile) in [
-        ("web01", "debug_report.json", "debug"),
+        ("web01", "report.json", "debug"),
         ("web02", "report.json", "testing"),
     ] {
         let report = read_json(&out.join(vm).join(report_name));
@@ -337,7 +338,7 @@ fn e2e_batch_of_two_profiles_boots_both() {
     }
     // web01 asked for the rebuild its image does not need: the rebuilt image boots too.
     let debug_fix =
-        &read_json(&out.join("web01/debug_report.json"))["pipeline"]["stages"]["fix"]["result"];
+        &read_json(&out.join("web01/report.json"))["pipeline"]["stages"]["fix"]["result"];
     assert!(
         guest_command(debug_fix, "update-initramfs").is_some_and(|c| c["success"] == true),
         "{debug_fix:#}"

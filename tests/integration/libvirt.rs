@@ -676,3 +676,64 @@ fn wrong_root_and_missing_file() {
         "error: Domain XML not found: [TMP]/nope.xml\n"
     );
 }
+
+/// The Python tool's configuration form: `hyper2kvm --config cfg.yaml` with `cmd: libvirt-xml`,
+/// `libvirt_xml` and `output_dir` (both relative to the config file) imports the domain.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn config_file_with_cmd_libvirt_xml() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("bios-vm.qcow2"), "qcow2", None);
+    let xml = place_fixture(&dir, "bios-network", &[]);
+    let name = xml.file_name().expect("a file name").to_string_lossy();
+    let cfg = dir.write(
+        "etc/cfg.yaml",
+        &format!("cmd: libvirt-xml\nlibvirt_xml: ../{name}\noutput_dir: ../out\ncompute_checksums: false\n"),
+    );
+    let r = run(hyper2kvm()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--progress", "none"])
+        .current_dir("/"));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let manifest = read_json(&dir.join("out/manifest.json"));
+    assert_eq!(manifest["source"]["vm_name"], "bios-vm", "{manifest:#}");
+}
+
+/// A configuration file with no real directory (`--config <(...)`, a pipe under /dev/fd): its
+/// relative paths resolve against the current directory.
+#[test]
+#[cfg_attr(
+    any(
+        missing_tool = "qemu-img",
+        missing_tool = "qemu-io",
+        missing_tool = "bash"
+    ),
+    ignore = "needs qemu-img, qemu-io and bash (install: scripts/install-deps.sh core)"
+)]
+fn config_from_a_pipe_resolves_against_the_current_directory() {
+    if !tools() || !require_tool("bash") {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("bios-vm.qcow2"), "qcow2", None);
+    let xml = place_fixture(&dir, "bios-network", &[]);
+    let name = xml.file_name().expect("a file name").to_string_lossy();
+    let bin = hyper2kvm().get_program().to_owned();
+    let r = run(std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec \"$0\" --progress none --config <(printf 'cmd: libvirt-xml\\nlibvirt_xml: {name}\\noutput_dir: out\\ncompute_checksums: false\\n')"
+        ))
+        .arg(bin)
+        .env_remove("RUST_LOG")
+        .current_dir(dir.path()));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(dir.join("out/manifest.json").is_file(), "{}", r.stdout);
+}

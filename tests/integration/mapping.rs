@@ -180,6 +180,89 @@ fn unmapped_networks_are_a_named_warning_or_an_error_when_strict() {
     ");
 }
 
+/// A `source_networks` entry no NIC is on (a typo), and a mapping for a VM with no NICs, are
+/// named in the report's warnings with the NICs' real networks and what to change.
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn mappings_that_match_no_nic_are_warned_about() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let m = manifest_with(
+        &dir,
+        json!({"network_mapping": {"source_networks": {"VM Netwrok": "br0", "DMZ": "br1"}}}),
+    );
+    let r = convert(&m, &[]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&dir.join("output/report.json"));
+    let warnings: Vec<String> = report["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(|w| w["message"].as_str().map(str::to_owned))
+        .filter(|w| w.contains("source_networks maps"))
+        .collect();
+    insta::assert_snapshot!(warnings.join("\n"), @"network_mapping.source_networks maps the network 'VM Netwrok', which no NIC of this VM is on (the NICs: nic-lan on 'VM Network', nic-dmz on 'DMZ'); use the NICs' network names as the keys (they must match nics[].network exactly), or remove the entry");
+    assert!(
+        r.stdout.contains("'VM Netwrok'"),
+        "the summary shows it: {}",
+        r.stdout
+    );
+
+    let bare = TestDir::new();
+    let m = manifest_with(
+        &bare,
+        json!({"nics": [], "network_mapping": {"default_bridge": "br0"}}),
+    );
+    let r = convert(&m, &[]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&bare.join("output/report.json"));
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("network_mapping is set, but the VM has no network interface"),
+        "{:#}",
+        report["warnings"]
+    );
+}
+
+/// A manifest that enables no stage does not pass silently: the plan warns, on stderr and in
+/// the report, and says which key to set.
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn a_run_with_no_stage_enabled_is_warned_about() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let m = manifest_with(&dir, json!({"pipeline": {}}));
+    let r = convert(&m, &[]);
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("web01: no stage is enabled")
+            && r.stderr.contains("set pipeline.convert.enabled: true"),
+        "{}",
+        r.stderr
+    );
+    let report = read_json(&dir.join("output/report.json"));
+    assert!(
+        report["warnings"]
+            .to_string()
+            .contains("no stage is enabled"),
+        "{:#}",
+        report["warnings"]
+    );
+    let r = convert(&manifest_with(&dir, json!({})), &["--overwrite"]);
+    assert!(!r.stderr.contains("no stage"), "{}", r.stderr);
+}
+
 #[test]
 #[cfg_attr(
     missing_tool = "qemu-img",

@@ -181,3 +181,53 @@ fn log_file_records_every_command() {
         );
     }
 }
+
+/// Off a terminal, `--progress bars` falls back to the line display (bars draw nothing there,
+/// and the warnings, failures and summary with them), and log lines carry no colour codes.
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn bars_and_logs_off_a_terminal_are_plain_lines() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let disk = dir.join("disk.raw");
+    make_image(&disk, "raw", None);
+    let manifest = dir.write(
+        "vm.yaml",
+        &format!(
+            "manifest_version: \"1.0\"\nsource: {{vm_name: web01}}\npipeline:\n  inspect: {{enabled: true}}\n  convert: {{enabled: true}}\ndisks:\n  - {{id: d0, source_format: raw, bytes: {}, local_path: disk.raw}}\n",
+            file_size(&disk) + 1
+        ),
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--progress", "bars", "-v"])
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("\x1b["),
+        "no colour codes: {:?}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(" INFO "),
+        "the log lines are there: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("[web01] started") && r.stderr.contains("[web01] convert: done"),
+        "the line display stands in for the bars: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("[web01] warning:"),
+        "the size warning is shown: {}",
+        r.stderr
+    );
+}

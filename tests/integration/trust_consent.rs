@@ -57,9 +57,48 @@ fn in_place_fix_without_consent_is_refused() {
     insta::assert_snapshot!(redact(&r.stderr, &dir));
 }
 
+/// `debug` repairs with convert off too: its refusal names the profile and the key or flag to
+/// add, and with the key in `profile_overrides` the plan goes through (a dry run, so nothing runs).
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn debug_profile_needs_in_place_consent() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = blank_qcow2(&dir);
+    let path = manifest(&dir, &src, "qcow2", "profile: debug");
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(!dir.join("output").exists());
+    insta::assert_snapshot!(redact(&r.stderr, &dir));
+
+    let path = manifest(
+        &dir,
+        &src,
+        "qcow2",
+        "profile: debug\nprofile_overrides: {pipeline: {fix: {allow_in_place: true}}}",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--dry-run", "--progress", "none"]));
+    assert!(
+        !r.stderr.contains("allow_in_place"),
+        "consent through profile_overrides is enough: {}",
+        r.stderr
+    );
+}
+
 /// With consent (`--allow-in-place`), the source is copied whole before it is repaired: the
-/// backup holds the original's bytes, appears only under its final name, and the report (written
-/// although `minimal` disables it) lists the backup and every change made to the source.
+/// backup holds the original's bytes, appears only under its final name, and the report lists the
+/// backup and every change made to the source.
 #[test]
 #[cfg_attr(
     any(missing_tool = "qemu-img", missing_tool = "guestfish"),
