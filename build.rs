@@ -49,6 +49,7 @@ const TOOLS: &[&str] = &[
     "debugfs",
     "losetup",
     "setsid",
+    "bash",
 ];
 
 /// Where Debian's `ovmf` package puts the firmware; the boot test looks for either file.

@@ -254,11 +254,15 @@ fn batch_manifest_structure() {
 /// the three VM manifests; here each converts its VMDK to qcow2.
 #[test]
 #[cfg_attr(
-    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
-    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+    any(
+        missing_tool = "qemu-img",
+        missing_tool = "qemu-io",
+        missing_tool = "bash"
+    ),
+    ignore = "needs qemu-img, qemu-io and bash (install: scripts/install-deps.sh core)"
 )]
 fn batch_orchestration_usage() {
-    if !core_tools() {
+    if !(core_tools() && require_tool("bash")) {
         return;
     }
     let dir = TestDir::new();
@@ -344,12 +348,13 @@ sudo hyper2kvm --batch-manifest batch.json --batch-parallel 4
     any(
         missing_tool = "qemu-img",
         missing_tool = "qemu-io",
-        missing_tool = "guestfish"
+        missing_tool = "guestfish",
+        missing_tool = "bash"
     ),
-    ignore = "needs qemu-img, qemu-io and guestfish (install: scripts/install-deps.sh full)"
+    ignore = "needs qemu-img, qemu-io, guestfish and bash (install: scripts/install-deps.sh full)"
 )]
 fn large_datacenter_migration() {
-    if !guest_tools() {
+    if !(guest_tools() && require_tool("bash")) {
         return;
     }
     let dir = TestDir::new();
@@ -1045,11 +1050,15 @@ fn domain_with_disks(dir: &TestDir, name: &str, dest: &Path) {
 /// `/etc/libvirt/qemu/my-vm.xml`, under the test directory).
 #[test]
 #[cfg_attr(
-    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
-    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+    any(
+        missing_tool = "qemu-img",
+        missing_tool = "qemu-io",
+        missing_tool = "bash"
+    ),
+    ignore = "needs qemu-img, qemu-io and bash (install: scripts/install-deps.sh core)"
 )]
 fn libvirt_xml_input_usage() {
-    if !core_tools() {
+    if !(core_tools() && require_tool("bash")) {
         return;
     }
     let dir = TestDir::new();
@@ -1119,11 +1128,15 @@ sudo hyper2kvm \\
 /// generated manifest, whose domain XML libvirt's schema accepts.
 #[test]
 #[cfg_attr(
-    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
-    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+    any(
+        missing_tool = "qemu-img",
+        missing_tool = "qemu-io",
+        missing_tool = "bash"
+    ),
+    ignore = "needs qemu-img, qemu-io and bash (install: scripts/install-deps.sh core)"
 )]
 fn extract_from_running_vm() {
-    if !core_tools() {
+    if !(core_tools() && require_tool("bash")) {
         return;
     }
     let dir = TestDir::new();
@@ -1259,12 +1272,13 @@ fn generated_manifest() {
     any(
         missing_tool = "qemu-img",
         missing_tool = "qemu-io",
-        missing_tool = "guestfish"
+        missing_tool = "guestfish",
+        missing_tool = "bash"
     ),
-    ignore = "needs qemu-img, qemu-io and guestfish (install: scripts/install-deps.sh full)"
+    ignore = "needs qemu-img, qemu-io, guestfish and bash (install: scripts/install-deps.sh full)"
 )]
 fn workflow_1_simple_batch_migration() {
-    if !guest_tools() {
+    if !(guest_tools() && require_tool("bash")) {
         return;
     }
     let dir = TestDir::new();
@@ -1508,12 +1522,13 @@ sudo hyper2kvm --batch-manifest batch.json
     any(
         missing_tool = "qemu-img",
         missing_tool = "qemu-io",
-        missing_tool = "guestfish"
+        missing_tool = "guestfish",
+        missing_tool = "bash"
     ),
-    ignore = "needs qemu-img, qemu-io and guestfish (install: scripts/install-deps.sh full)"
+    ignore = "needs qemu-img, qemu-io, guestfish and bash (install: scripts/install-deps.sh full)"
 )]
 fn workflow_4_network_mapping_migration() {
-    if !guest_tools() {
+    if !(guest_tools() && require_tool("bash")) {
         return;
     }
     let dir = TestDir::new();
