@@ -182,3 +182,13 @@ fn defaults_match_upstream() {
     assert!(m.options.report.enabled);
     assert_eq!(m.options.report.path, "report.json");
 }
+
+#[test]
+fn has_path_follows_mappings_and_stops_at_lists() {
+    let doc = json!({"pipeline": {"convert": {"compres": true}}, "hooks": {"pre_fix": [{}]}});
+    let doc = doc.as_object().expect("object");
+    assert!(super::has_path(doc, "pipeline.convert.compres"));
+    assert!(super::has_path(doc, "hooks.pre_fix[0].path"));
+    assert!(!super::has_path(doc, "pipeline.fix.enabled"));
+    assert!(!super::has_path(doc, "output"));
+}

@@ -982,7 +982,7 @@ fn profile_hooks_merge_like_the_rest_of_the_config() {
     assert_eq!(r.code, Some(0), "{}", show(&r));
     let v: Value = serde_json::from_str(&r.stdout).expect("json");
     // Maps recurse (the profile's pre_extraction stays), lists replace (post_convert is the
-    // manifest's alone), and every default is shown.
+    // manifest's alone), and every default is shown (unset ones, like the body, are left out).
     assert_eq!(
         v["hooks"]["pre_extraction"][0]["args"],
         json!(["from-profile"])
@@ -990,7 +990,7 @@ fn profile_hooks_merge_like_the_rest_of_the_config() {
     assert_eq!(
         v["hooks"]["post_convert"],
         json!([{"type": "http", "url": "https://cmdb.example/manifest", "method": "POST",
-                "headers": {}, "body": null, "timeout": 30.0, "continue_on_error": false,
+                "headers": {}, "timeout": 30.0, "continue_on_error": false,
                 "retry": {"max_retries": 0, "initial_delay": 1.0, "strategy": "exponential",
                           "max_delay": 60.0, "retry_on_timeout": true}}])
     );

@@ -438,3 +438,54 @@ fn shared_disk_mappings_need_only_fit_the_disks_a_vm_has() {
     assert_eq!(r.code, Some(2), "{}", r.stdout);
     insta::assert_snapshot!("own_disk_mapping_typo", redact(&r.stderr, &dir));
 }
+
+#[test]
+#[cfg_attr(
+    missing_tool = "qemu-img",
+    ignore = "needs qemu-img (install: scripts/install-deps.sh core)"
+)]
+fn a_batch_shares_disk_mappings_across_vms_with_different_disks() {
+    if !require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    std::fs::write(dir.join("boot.raw"), vec![1u8; 1 << 20]).expect("write");
+    std::fs::write(dir.join("data.raw"), vec![2u8; 1 << 20]).expect("write");
+    dir.write(
+        "a.yaml",
+        "manifest_version: \"1.0\"\ndisks:\n  - {id: boot, local_path: boot.raw}\n",
+    );
+    dir.write(
+        "b.yaml",
+        "manifest_version: \"1.0\"\ndisks:\n  - {id: data, local_path: data.raw}\n",
+    );
+    let batch = dir.write(
+        "batch.yaml",
+        "batch_version: \"1.0\"\nvms:\n  - {manifest: a.yaml, id: a}\n  - {manifest: b.yaml, id: b}\nshared_config:\n  output_directory: out\n  pipeline: {convert: {enabled: true}}\n  storage_mapping:\n    disk_mappings: {boot: out/boot-disks, data: out/data-disks}\n",
+    );
+    let r = run(hyper2kvm()
+        .arg("--batch-manifest")
+        .arg(&batch)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let a = read_json(&dir.join("out/a/report.json"));
+    let b = read_json(&dir.join("out/b/report.json"));
+    let a_warnings = a["warnings"].to_string();
+    assert!(
+        a_warnings.contains("storage_mapping.disk_mappings.data from the shared configuration"),
+        "{a_warnings}"
+    );
+    let b_warnings = b["warnings"].to_string();
+    assert!(
+        b_warnings.contains("storage_mapping.disk_mappings.boot from the shared configuration"),
+        "{b_warnings}"
+    );
+    assert!(!b_warnings.contains("disk_mappings.data"), "{b_warnings}");
+    let outputs = tree(&dir.join("out"));
+    for wanted in ["boot-disks/boot.qcow2", "data-disks/data.qcow2"] {
+        assert!(
+            outputs.iter().any(|p| p.ends_with(wanted)),
+            "{wanted} missing: {outputs:?}"
+        );
+    }
+}
