@@ -62,6 +62,9 @@ pub struct VmFacts<'a> {
     pub boot_source: Option<&'a Path>,
     /// Where convert writes the boot disk (none when convert is off).
     pub boot_output: Option<&'a Path>,
+    /// The file fix repairs the boot disk in: its overlay when converting, the source when
+    /// repairing in place (none when fix is off).
+    pub boot_fixed: Option<&'a Path>,
     pub output_directory: &'a Path,
     pub output_format: &'a str,
     pub stages: EnabledStages,
@@ -278,6 +281,7 @@ fn static_context(vm: &VmFacts<'_>) -> Context {
     c.set(Var::SourcePath, text(vm.boot_source));
     c.set(Var::SourceDir, text(vm.boot_source.and_then(Path::parent)));
     c.set(Var::SourceFilename, file_name(vm.boot_source));
+    c.set(Var::FixedPath, text(vm.boot_fixed));
     c.set(Var::OutputPath, text(vm.boot_output));
     c.set(Var::OutputDir, text(vm.boot_output.and_then(Path::parent)));
     c.set(Var::OutputFilename, file_name(vm.boot_output));

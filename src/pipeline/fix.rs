@@ -42,7 +42,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
                         work_dir.display()
                     ))
                 })?;
-                let overlay = work_dir.join(format!("{}.overlay.qcow2", disk.id));
+                let overlay = crate::plan::overlay_path(work_dir, &disk.id);
                 let out = run.exec(
                     &plan
                         .qemu_img

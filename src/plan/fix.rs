@@ -39,6 +39,26 @@ pub struct InPlaceConsent {
     pub no_disk_backup: bool,
 }
 
+/// The per-VM work directory that holds the repair overlays.
+pub fn work_dir(output_dir: &Path, vm_id: &str) -> PathBuf {
+    output_dir.join(format!("{}{vm_id}", crate::lock::WORK_DIR_PREFIX))
+}
+
+/// The overlay a disk's repairs go into, in the work directory.
+pub fn overlay_path(work_dir: &Path, disk_id: &str) -> PathBuf {
+    work_dir.join(format!("{disk_id}.overlay.qcow2"))
+}
+
+/// The file the repairs of `disk` are written to: its overlay when converting, the source
+/// itself when repairing in place.
+pub fn repaired_path(output_dir: &Path, vm_id: &str, converting: bool, disk: &DiskPlan) -> PathBuf {
+    if converting {
+        overlay_path(&work_dir(output_dir, vm_id), &disk.id)
+    } else {
+        disk.source.clone()
+    }
+}
+
 /// The directory whole-disk backups go to.
 pub fn backup_dir(output_dir: &Path) -> PathBuf {
     output_dir.join("backups")
@@ -66,7 +86,7 @@ pub(super) fn plan(
         return Some(FixPlan {
             settings: settings.clone(),
             mode: FixMode::Overlay {
-                work_dir: output_dir.join(format!("{}{vm_id}", crate::lock::WORK_DIR_PREFIX)),
+                work_dir: work_dir(output_dir, vm_id),
             },
         });
     }

@@ -33,7 +33,7 @@ use crate::tools::qemu_img::{Aio, ConvertSpec, QemuImg};
 
 pub use convert::ConvertPlan;
 pub use disks::{DiskPlan, same_file_key};
-pub use fix::{FixMode, FixPlan, InPlaceConsent, backup_files};
+pub use fix::{FixMode, FixPlan, InPlaceConsent, backup_files, overlay_path};
 pub use inspect::InspectPlan;
 pub use validate::ValidatePlan;
 
@@ -230,6 +230,13 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         planned.domain
     });
 
+    let boot_fixed = m
+        .pipeline
+        .fix
+        .enabled
+        .then(|| disks.first())
+        .flatten()
+        .map(|d| fix::repaired_path(&output_dir, &vm_id, converting, d));
     let hooks = hooks::plan(
         &m.hooks,
         &hooks::VmFacts {
@@ -240,6 +247,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
             batch_id: opts.batch_id.as_deref(),
             boot_source: disks.first().map(|d| d.given_path.as_path()),
             boot_output: disks.first().and_then(|d| d.output.as_deref()),
+            boot_fixed: boot_fixed.as_deref(),
             output_directory: &output_dir,
             output_format: format.name(),
             stages: hooks::EnabledStages {

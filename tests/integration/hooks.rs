@@ -1198,3 +1198,89 @@ fn python_hooks_without_python3_name_the_package() {
     assert_eq!(r.code, Some(4), "{}", show(&r));
     insta::assert_snapshot!(r.stderr, @"error: `python3` was not found on PATH; install the Debian package `python3`");
 }
+
+/// `{{ fixed_path }}` names the repaired boot disk: in post_fix it is the overlay the repairs
+/// went into (a qcow2 backed by the untouched source), and with convert off the source itself.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
+fn post_fix_hooks_see_the_repaired_disk() {
+    if !require_tool("qemu-img") || !require_tool("guestfish") {
+        return;
+    }
+    let dir = TestDir::new();
+    phony_guest(Guest::Debian, &dir.join("disk.raw"));
+    script(
+        &dir,
+        "info.sh",
+        "#!/bin/sh\nprintf '%s\\n' \"$1\" > \"$2.path\"\nexec qemu-img info -U --output=json \"$1\" > \"$2\"\n",
+    );
+    let hooks = json!({"post_fix": [{"type": "script", "path": "info.sh",
+        "args": ["{{ fixed_path }}", "{{ manifest_path }}.info"]}]});
+    let m = |convert: bool| {
+        json!({
+            "manifest_version": "1.0",
+            "source": {"provider": "vsphere", "vm_name": "guest"},
+            "disks": [{"id": "d0", "source_format": "raw",
+                       "bytes": file_size(&dir.join("disk.raw")), "local_path": "disk.raw"}],
+            "pipeline": {"fix": {"enabled": true, "regen_initramfs": false,
+                                 "allow_in_place": true, "disk_backup": false},
+                         "convert": {"enabled": convert}},
+            "output": {"directory": if convert { "output" } else { "in-place" }},
+            "hooks": hooks,
+        })
+    };
+    let converting = dir.join("converting.json");
+    write_json(&converting, &m(true));
+    let r = run(&mut hyper2kvm_on(&converting));
+    assert_eq!(r.code, Some(0), "{}", show(&r));
+    let info = read_json(&dir.join("converting.json.info"));
+    assert_eq!(info["format"], "qcow2", "the overlay: {info:#}");
+    assert_eq!(
+        info["backing-filename"],
+        dir.join("disk.raw").display().to_string(),
+        "backed by the source: {info:#}"
+    );
+    let path = std::fs::read_to_string(dir.join("converting.json.info.path")).expect("path");
+    assert!(
+        path.trim_end().ends_with("/d0.overlay.qcow2") && path.contains("/output/.hyper2kvm-work-"),
+        "{path}"
+    );
+
+    let in_place = dir.join("in-place.json");
+    write_json(&in_place, &m(false));
+    let r = run(&mut hyper2kvm_on(&in_place));
+    assert_eq!(r.code, Some(0), "{}", show(&r));
+    let info = read_json(&dir.join("in-place.json.info"));
+    assert_eq!(info["format"], "raw", "{info:#}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("in-place.json.info.path"))
+            .expect("path")
+            .trim_end(),
+        dir.join("disk.raw").display().to_string(),
+        "repaired in place, the source itself"
+    );
+}
+
+/// Before the repair there is no repaired disk: `{{ fixed_path }}` in an earlier stage is refused
+/// when the manifest is loaded, naming the hook and what to use instead.
+#[test]
+fn fixed_path_before_post_fix_is_refused_at_load_time() {
+    let dir = vm_dir();
+    script(&dir, "ok.sh", "#!/bin/sh\n");
+    let path = manifest(
+        &dir,
+        "web01",
+        json!({"convert": {"enabled": true}}),
+        json!({"pre_fix": [{"type": "script", "path": "ok.sh", "args": ["{{ fixed_path }}"]}],
+               "post_fix": [{"type": "script", "path": "ok.sh", "args": ["{{ fixed_path }}"]}]}),
+    );
+    let r = run(&mut hyper2kvm_on(&path));
+    assert_eq!(r.code, Some(2), "{}", show(&r));
+    insta::assert_snapshot!(redact(&r.stderr, &dir), @r"
+    error: invalid manifest [TMP]/vm.json (1 problem):
+      - hooks.pre_fix[0]: {{ fixed_path }} is the repaired boot disk, which exists only from post_fix on (post_fix, pre_convert, post_convert, post_validate), not in pre_fix; use {{ source_path }} for the disk as it is before the repair
+    ");
+}

@@ -30,7 +30,7 @@ use crate::spelling::spelled_enum;
 use crate::stage::HookStage;
 pub use retry::{Backoff, RetryPolicy};
 use retry::{MAX_DELAY_SECONDS, MAX_RETRIES};
-use template::{JsonTemplate, Syntax, Template, TemplateError};
+use template::{JsonTemplate, Syntax, Template, TemplateError, Var};
 
 /// Upstream's default: five minutes.
 pub const DEFAULT_TIMEOUT_SECONDS: f64 = 300.0;
@@ -244,6 +244,17 @@ pub fn parse(value: Option<&Value>, dir: Option<&Path>, problems: &mut Problems)
         };
         let mut specs = Vec::new();
         for (i, item) in items.iter().enumerate() {
+            if stage < HookStage::PostFix && names_var(item, Var::FixedPath) {
+                problems.push(
+                    &format!("{path}[{i}]"),
+                    format!(
+                        "{{{{ fixed_path }}}} is the repaired boot disk, which exists only from \
+                         post_fix on (post_fix, pre_convert, post_convert, post_validate), not in \
+                         {key}; use {{{{ source_path }}}} for the disk as it is before the repair"
+                    ),
+                );
+                continue;
+            }
             if let Some(spec) = parse_hook(item, &format!("{path}[{i}]"), dir, problems) {
                 specs.push(spec);
             }
@@ -485,6 +496,19 @@ fn or_list(names: &[&str]) -> String {
     match names.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => names.join(", "),
+    }
+}
+
+/// Whether any string in a hook's settings names `var` (strings that do not parse as templates
+/// are reported where they are parsed).
+fn names_var(item: &Value, var: Var) -> bool {
+    match item {
+        Value::String(s) => {
+            Template::parse(s, Syntax::VarsAndEnv).is_ok_and(|t| t.vars().any(|v| v == var))
+        }
+        Value::Array(items) => items.iter().any(|v| names_var(v, var)),
+        Value::Object(map) => map.values().any(|v| names_var(v, var)),
+        _ => false,
     }
 }
 

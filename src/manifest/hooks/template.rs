@@ -32,6 +32,7 @@ spelled_enum! {
         SourcePath = "source_path",
         SourceDir = "source_dir",
         SourceFilename = "source_filename",
+        FixedPath = "fixed_path",
         OutputPath = "output_path",
         OutputDir = "output_dir",
         OutputFilename = "output_filename",
@@ -134,6 +135,14 @@ fn is_identifier(s: &str) -> bool {
 }
 
 impl Template {
+    /// The variables the template names.
+    pub fn vars(&self) -> impl Iterator<Item = Var> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(*v),
+            _ => None,
+        })
+    }
+
     /// Parses `source`, collecting every error in it.
     pub fn parse(source: &str, syntax: Syntax) -> Result<Template, Vec<TemplateError>> {
         let mut parts = Vec::new();
