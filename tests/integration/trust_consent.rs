@@ -89,16 +89,24 @@ fn debug_profile_needs_in_place_consent() {
         .arg("--manifest")
         .arg(&path)
         .args(["--dry-run", "--progress", "none"]));
-    assert!(
-        !r.stderr.contains("allow_in_place"),
-        "consent through profile_overrides is enough: {}",
+    assert_eq!(
+        r.code,
+        Some(0),
+        "consent through profile_overrides is enough: {}{}",
+        r.stdout,
         r.stderr
+    );
+    assert!(
+        r.stdout
+            .contains("written into the source disks themselves (consented)"),
+        "{}",
+        r.stdout
     );
 }
 
 /// With consent (`--allow-in-place`), the source is copied whole before it is repaired: the
-/// backup holds the original's bytes, appears only under its final name, and the report lists the
-/// backup and every change made to the source.
+/// backup holds the original's bytes, appears only under its final name, and the report (written
+/// although the manifest disables it) lists the backup and every change made to the source.
 #[test]
 #[cfg_attr(
     any(missing_tool = "qemu-img", missing_tool = "guestfish"),
@@ -120,7 +128,12 @@ fn in_place_fix_with_consent_backs_up_the_source_first() {
     );
     std::fs::remove_file(&raw).expect("remove the raw copy");
     let original = sha256(&src);
-    let path = manifest(&dir, &src, "qcow2", "profile: minimal");
+    let path = manifest(
+        &dir,
+        &src,
+        "qcow2",
+        "profile: minimal\noptions: {report: {enabled: false}}",
+    );
     let r = run(hyper2kvm()
         .arg("--manifest")
         .arg(&path)
