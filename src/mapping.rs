@@ -304,6 +304,13 @@ pub fn plan_interfaces(
         .filter(|m| !used.contains(m))
         .map(ToString::to_string)
         .collect();
+    if !overrides.is_empty() && mapping.mac_address_policy != MacPolicy::Custom {
+        out.notes.push(format!(
+            "network_mapping.mac_address_overrides is set but mac_address_policy is '{}'; the \
+             overrides are not applied (they apply only with mac_address_policy: custom)",
+            mapping.mac_address_policy.name()
+        ));
+    }
     if !stale.is_empty() && mapping.mac_address_policy == MacPolicy::Custom {
         out.notes.push(format!(
             "network_mapping.mac_address_overrides names MACs no NIC of this VM has: {}",

@@ -191,23 +191,9 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
     if let Some(overrides) = map.get("mac_address_overrides") {
         let here = join(path, "mac_address_overrides");
         match overrides.as_object() {
-            Some(o) => {
-                check_overrides(&here, o, problems);
-                let shown = policy
-                    .and_then(Value::as_str)
-                    .unwrap_or(MacPolicy::default().name());
-                // An invalid policy is reported on its own; say nothing more about it here.
-                let named = MacPolicy::from_name(shown);
-                if !o.is_empty() && named.is_some_and(|p| p != MacPolicy::Custom) {
-                    problems.push(
-                        &here,
-                        format!(
-                            "{here} is set but mac_address_policy is '{shown}'; overrides apply \
-                             only with mac_address_policy: custom"
-                        ),
-                    );
-                }
-            }
+            // Overrides under another policy are not applied (as in the Python tool, which
+            // keeps or drops the source MAC by the policy alone): the plan notes it.
+            Some(o) => check_overrides(&here, o, problems),
             None => problems.push(
                 &here,
                 format!(

@@ -47,6 +47,11 @@ const MAX_REQUESTS: usize = 50;
 impl Listener {
     /// Answers the n-th request with `statuses[n]` (the last one repeats), body `answer <code>`.
     pub fn start(statuses: &[u16]) -> Self {
+        Self::start_for(statuses, LIFETIME)
+    }
+
+    /// [`Listener::start`] for a run longer than a minute (one that repairs a guest under TCG).
+    pub fn start_for(statuses: &[u16], lifetime: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         listener.set_nonblocking(true).expect("nonblocking");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -55,7 +60,7 @@ impl Listener {
         let statuses = statuses.to_vec();
         let (reqs, stop2) = (Arc::clone(&requests), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
-            let deadline = Instant::now() + LIFETIME;
+            let deadline = Instant::now() + lifetime;
             let mut served = 0;
             while !stop2.load(Ordering::SeqCst)
                 && Instant::now() < deadline

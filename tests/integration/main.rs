@@ -93,6 +93,10 @@ mod boot;
 /// Golden report.json and batch_report.json snapshots: the report format, pinned field by field.
 mod golden;
 
+/// The batch migration features guide: every example and workflow run as written, on small
+/// real disks and the phony guests, with the examples/ files it points to.
+mod guide;
+
 /// Manifests in the guide's and the Python tool's shapes: probed disks, `checksum: null`, the
 /// generated-manifest shape, and the files and paths the loader's errors name.
 mod shapes;

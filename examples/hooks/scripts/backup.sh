@@ -1,0 +1,9 @@
+#!/bin/sh
+# Script hook (pre_fix, Workflow 2 of the guide): copies the source disk into a backup directory before guest repair.
+#   args: <source disk> <backup directory>
+set -eu
+src="$1"
+dest="$2"
+mkdir -p "$dest"
+cp --sparse=always "$src" "$dest/"
+echo "backed up $src to $dest"
