@@ -114,9 +114,9 @@ pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
 /// The most problems [`render_problems`] lists; the rest are counted.
 pub const MAX_PROBLEMS_SHOWN: usize = 50;
 /// The longest field path a problem keeps, in characters.
-pub const MAX_PATH_CHARS: usize = 160;
+pub const MAX_PATH_CHARS: usize = 200;
 /// The longest message a problem keeps, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 400;
+pub const MAX_MESSAGE_CHARS: usize = 1000;
 /// How much of a value [`excerpt`] quotes, in characters.
 pub const EXCERPT_CHARS: usize = 60;
 
