@@ -33,10 +33,14 @@ impl fmt::Display for Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
+    /// Adds a problem. Checks quote values through [`excerpt`]; as a last guard, a path longer
+    /// than [`MAX_PATH_CHARS`] or a message longer than [`MAX_MESSAGE_CHARS`] is cut here, so a
+    /// huge key or value can never make a report huge.
     pub fn push(&mut self, path: &str, message: impl Into<String>) {
+        let message = message.into();
         self.0.push(Problem {
-            path: path.to_owned(),
-            message: message.into(),
+            path: excerpt_n(path, MAX_PATH_CHARS),
+            message: excerpt_n(&message, MAX_MESSAGE_CHARS),
         });
     }
 
@@ -70,6 +74,8 @@ pub fn join(path: &str, key: &str) -> String {
 /// "unknown key 'x'" with the nearest known key, or the list of known keys when none is near.
 /// `owner` names what the key was given to ("a script hook").
 pub fn unknown_key(key: &str, known: &[&str], owner: Option<&str>) -> String {
+    let key = excerpt(key);
+    let key = key.as_str();
     let of = owner.map(|o| format!(" for {o}")).unwrap_or_default();
     let hint = match suggest(key, known) {
         Some(s) => format!(" (did you mean '{s}'?)"),
@@ -88,8 +94,15 @@ pub fn did_you_mean<S: AsRef<str>>(word: &str, candidates: &[S]) -> String {
         .unwrap_or_default()
 }
 
+/// The longest word [`suggest`] looks at: no name is this long, so a longer word is no typo of
+/// one, and comparing it would cost time quadratic in its length.
+pub const MAX_SUGGEST_CHARS: usize = 64;
+
 /// The candidate closest to `word`, when it is close enough to be a likely typo.
 pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
+    if word.chars().nth(MAX_SUGGEST_CHARS).is_some() {
+        return None;
+    }
     candidates
         .iter()
         .map(|c| (strsim::jaro_winkler(word, c.as_ref()), c.as_ref()))
@@ -98,18 +111,56 @@ pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
         .map(|(_, c)| c.to_owned())
 }
 
-/// Renders problems as an indented list, one per line.
+/// The most problems [`render_problems`] lists; the rest are counted.
+pub const MAX_PROBLEMS_SHOWN: usize = 50;
+/// The longest field path a problem keeps, in characters.
+pub const MAX_PATH_CHARS: usize = 200;
+/// The longest message a problem keeps, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+/// How much of a value [`excerpt`] quotes, in characters.
+pub const EXCERPT_CHARS: usize = 60;
+
+/// Renders problems as an indented list, one per line: the first [`MAX_PROBLEMS_SHOWN`], then
+/// "… and N more problems".
 pub fn render_problems(problems: &[Problem]) -> String {
-    problems
+    let mut lines: Vec<String> = problems
         .iter()
+        .take(MAX_PROBLEMS_SHOWN)
         .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect();
+    let rest = problems.len().saturating_sub(MAX_PROBLEMS_SHOWN);
+    if rest > 0 {
+        lines.push(format!("  … and {rest} more problem{}", plural(rest)));
+    }
+    lines.join("\n")
+}
+
+/// A value as messages quote it: whole when short, else its first [`EXCERPT_CHARS`] characters
+/// and "… (N more bytes)".
+pub fn excerpt(value: &str) -> String {
+    excerpt_n(value, EXCERPT_CHARS)
+}
+
+/// [`excerpt`] with another length, in characters.
+pub fn excerpt_n(value: &str, chars: usize) -> String {
+    match value.char_indices().nth(chars) {
+        None => value.to_owned(),
+        Some((cut, _)) => format!("{}… ({} more bytes)", &value[..cut], value.len() - cut),
+    }
+}
+
+/// A JSON value as messages quote it, cut like [`excerpt`].
+pub fn excerpt_value(value: &Value) -> String {
+    excerpt(&value.to_string())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// "N problem" or "N problems".
 pub fn count_problems(n: usize) -> String {
-    format!("{n} problem{}", if n == 1 { "" } else { "s" })
+    format!("{n} problem{}", plural(n))
 }
 
 /// The error and its causes on one line.
@@ -145,6 +196,45 @@ mod tests {
         assert_eq!(
             unknown_key("zzz", &["path", "args"], Some("a script hook")),
             "unknown key 'zzz' for a script hook; a script hook takes: path, args"
+        );
+    }
+
+    #[test]
+    fn excerpts_cut_long_values_and_say_how_much_is_left() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(100);
+        assert_eq!(
+            excerpt(&long),
+            format!("{}… (80 more bytes)", "é".repeat(60))
+        );
+        assert_eq!(excerpt(&"x".repeat(60)), "x".repeat(60));
+        assert_eq!(excerpt_value(&Value::String("ab".into())), "\"ab\"");
+    }
+
+    #[test]
+    fn at_most_fifty_problems_are_listed_and_the_rest_counted() {
+        let mut p = Problems::default();
+        for i in 0..1000 {
+            p.push(&format!("disks[{i}]"), "bad");
+        }
+        let text = render_problems(&p.0);
+        assert_eq!(text.lines().count(), 51);
+        assert!(text.starts_with("  - disks[0]: bad\n"), "{text}");
+        assert!(text.contains("  - disks[49]: bad\n"), "{text}");
+        assert!(!text.contains("disks[50]"), "{text}");
+        assert!(text.ends_with("  … and 950 more problems"), "{text}");
+        p.0.truncate(51);
+        assert!(render_problems(&p.0).ends_with("  … and 1 more problem"));
+        p.0.truncate(50);
+        assert!(!render_problems(&p.0).contains("more"));
+    }
+
+    #[test]
+    fn no_suggestion_for_words_longer_than_any_name() {
+        assert_eq!(suggest("qcow", &["qcow2", "raw"]), Some("qcow2".to_owned()));
+        assert_eq!(
+            suggest(&"q".repeat(MAX_SUGGEST_CHARS + 1), &["qcow2"]),
+            None
         );
     }
 
