@@ -5,11 +5,37 @@
 //! JSON first and then YAML) and reports syntax errors with the file, line and column. Documents
 //! are kept as `serde_json::Value` until they have been merged and validated: the merge rule
 //! ([`deep_merge`]) is that maps recurse and every other value, lists and `null` included, replaces.
+//!
+//! Every document is bounded before its cost is paid (see "Limits" in docs/manifest.md): the
+//! file is read through [`read_bounded`] (at most [`MAX_DOCUMENT_BYTES`], refused before reading
+//! when `fstat` already says more), and both parsers stop at [`MAX_DEPTH`] levels of nesting. YAML
+//! is parsed by serde-saphyr with a budget checked while it parses: at most [`MAX_ALIASES`]
+//! aliases, [`MAX_NODES`] nodes and [`MAX_SCALAR_BYTES`] bytes of scalars, aliased copies
+//! included, so an alias bomb is refused after a few MiB of work, never after it has expanded.
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
+
+/// The largest manifest, batch manifest, config file or profile read, in bytes (1 MiB; real ones
+/// are a few KiB).
+pub const MAX_DOCUMENT_BYTES: u64 = 1024 * 1024;
+/// The deepest nesting of lists and mappings in a document (a manifest needs 5).
+pub const MAX_DEPTH: usize = 64;
+/// The most YAML aliases (`*name`) a document may use.
+pub const MAX_ALIASES: usize = 1_000;
+/// The most YAML anchors (`&name`) a document may define.
+pub const MAX_ANCHORS: usize = 1_000;
+/// The most YAML nodes (scalars, lists and mappings, aliased copies counted again) a document
+/// may hold.
+pub const MAX_NODES: usize = 200_000;
+/// The most bytes of YAML scalar text, aliased copies counted again (4 MiB: four times the
+/// largest document, so aliases can repeat a value but never blow it up).
+pub const MAX_SCALAR_BYTES: usize = 4 * 1024 * 1024;
+/// Parser messages longer than this are cut (they may quote a key or a value).
+const MAX_MESSAGE_CHARS: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -20,6 +46,18 @@ pub enum ConfigError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "{path}: the file is {} bytes; the limit is {limit} bytes ({} MiB)",
+        if *.at_least { format!("more than {size}") } else { size.to_string() },
+        limit / (1024 * 1024)
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        /// The size is what was read before stopping (a pipe), not the whole file's.
+        at_least: bool,
+        limit: u64,
     },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
@@ -45,20 +83,7 @@ impl fmt::Display for Syntax {
 
 /// Reads and parses a JSON or YAML file whose top level must be a mapping.
 pub fn load_document(path: &Path) -> Result<Map<String, Value>, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ConfigError::NotFound {
-                path: path.to_owned(),
-            });
-        }
-        Err(source) => {
-            return Err(ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
+    let text = read_bounded(path, MAX_DOCUMENT_BYTES)?;
     let value = parse_document(path, &text)?;
     match value {
         Value::Object(map) => Ok(map),
@@ -67,6 +92,55 @@ pub fn load_document(path: &Path) -> Result<Map<String, Value>, ConfigError> {
             found: kind_of(&other),
         }),
     }
+}
+
+/// Reads a text file of at most `limit` bytes: refused before reading when `fstat` says it is
+/// larger, and never more than `limit + 1` bytes read, so a pipe (`--config <(...)`) or a file
+/// that grows is bounded too.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<String, ConfigError> {
+    let read_err = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConfigError::NotFound {
+                path: path.to_owned(),
+            }
+        } else {
+            ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if meta.is_file() && meta.len() > limit {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+            at_least: false,
+            limit,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > limit {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            size: limit,
+            at_least: true,
+            limit,
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
+    })
 }
 
 /// Parses text as the syntax its file name says; unknown extensions try JSON, then YAML.
@@ -91,13 +165,118 @@ pub fn parse_document(path: &Path, text: &str) -> Result<Value, ConfigError> {
     }
 }
 
-fn parse_json(text: &str) -> Result<Value, String> {
-    serde_json::from_str(text).map_err(|e| e.to_string())
+/// JSON, at most [`MAX_DEPTH`] levels deep (serde_json itself stops at 128, on its stack).
+pub fn parse_json(text: &str) -> Result<Value, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| cut_message(&e.to_string()))?;
+    if depth_exceeds(&value, MAX_DEPTH) {
+        return Err(format!(
+            "nested more than {MAX_DEPTH} levels deep (the limit on lists and mappings)"
+        ));
+    }
+    Ok(value)
 }
 
-fn parse_yaml(text: &str) -> Result<Value, String> {
-    // An empty YAML document is null; treat it as an empty mapping's absence, i.e. an error below.
-    serde_norway::from_str::<Value>(text).map_err(|e| e.to_string())
+/// YAML 1.2 (core schema: only `true`/`false` are booleans, `012` and `1_000` stay strings,
+/// `<<` is an ordinary key), one document, no duplicate keys, within the budget above.
+pub fn parse_yaml(text: &str) -> Result<Value, String> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget.flow_nesting_limit = MAX_DEPTH;
+    budget.max_aliases = MAX_ALIASES;
+    budget.max_anchors = MAX_ANCHORS;
+    budget.max_nodes = MAX_NODES;
+    budget.max_events = 2 * MAX_NODES;
+    budget.max_total_scalar_bytes = MAX_SCALAR_BYTES;
+    budget.max_recorded_anchor_bytes = MAX_SCALAR_BYTES;
+    budget.max_documents = 1;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.with_snippet = false;
+    options.crop_radius = 0;
+    options.strict_booleans = true;
+    options.leading_zero_numbers_as_strings = true;
+    options.underscored_numbers_as_strings = true;
+    options.merge_keys = serde_saphyr::MergeKeyPolicy::AsOrdinary;
+    options.ignore_binary_tag_for_string = true;
+    serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| yaml_message(&e))
+}
+
+/// A serde-saphyr error in our words: a breached budget names our limit, everything else keeps
+/// the parser's message (cut short) with its line and column.
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let at = e
+        .location()
+        .map(|l| format!("line {} column {}: ", l.line(), l.column()))
+        .unwrap_or_default();
+    // Alias and snippet wrappers hold the error that was met.
+    let mut inner = e;
+    loop {
+        match inner {
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => inner = error,
+            _ => break,
+        }
+    }
+    let depth =
+        || format!("nested more than {MAX_DEPTH} levels deep (the limit on lists and mappings)");
+    let limit = match inner {
+        // The scanner's own word for too many open flow collections (`[[[[…`).
+        _ if inner.to_string().starts_with("recursion limit exceeded") => Some(depth()),
+        serde_saphyr::Error::Budget { breach, .. } => match breach {
+            B::Depth { .. } => Some(depth()),
+            B::Aliases { .. } => Some(format!("more than {MAX_ALIASES} aliases (the limit)")),
+            B::Anchors { .. } => Some(format!("more than {MAX_ANCHORS} anchors (the limit)")),
+            B::Nodes { .. } | B::Events { .. } => Some(format!(
+                "more than {MAX_NODES} values, aliased copies included (the limit)"
+            )),
+            B::ScalarBytes { .. } => Some(format!(
+                "more than {MAX_SCALAR_BYTES} bytes of values, aliased copies included (the limit)"
+            )),
+            B::Documents { .. } => {
+                Some("more than one YAML document (a file holds one)".to_owned())
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    match limit {
+        Some(limit) => format!("{at}{limit}"),
+        None => {
+            let text = e.to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            // The location is said once, in front.
+            let text = match text.rfind(" at line ") {
+                Some(i) if !at.is_empty() => &text[..i],
+                _ => text,
+            };
+            let text = if text.starts_with("line ") {
+                text.to_owned()
+            } else {
+                format!("{at}{text}")
+            };
+            cut_message(&text)
+        }
+    }
+}
+
+/// A parser's message on one line, at most [`MAX_MESSAGE_CHARS`] characters of it.
+fn cut_message(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::diag::excerpt_n(&one_line, MAX_MESSAGE_CHARS)
+}
+
+/// Whether `value` nests lists and mappings more than `limit` levels deep.
+fn depth_exceeds(value: &Value, limit: usize) -> bool {
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(map) => Box::new(map.values()),
+        _ => return false,
+    };
+    if limit == 0 {
+        return true;
+    }
+    children.into_iter().any(|v| depth_exceeds(v, limit - 1))
 }
 
 /// Merges `over` into `base`: maps recurse, every other value replaces.
@@ -217,6 +396,149 @@ mod tests {
     fn unknown_extension_accepts_yaml() {
         let v = parse_document(Path::new("vm.conf"), "a: 1\n").expect("yaml");
         assert_eq!(v, json!({"a": 1}));
+    }
+
+    fn yaml_err(text: &str) -> String {
+        parse_document(Path::new("vm.yaml"), text)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn yaml_keeps_the_core_schema() {
+        let v = parse_document(
+            Path::new("vm.yaml"),
+            "a: yes\nb: 012\nc: 1_000\nd: true\ne: 0x10\nf: ~\n<<: {g: 1}\n",
+        )
+        .expect("yaml");
+        assert_eq!(
+            v,
+            json!({"a": "yes", "b": "012", "c": "1_000", "d": true, "e": 16, "f": null,
+                   "<<": {"g": 1}})
+        );
+    }
+
+    #[test]
+    fn yaml_refuses_duplicate_keys_and_second_documents() {
+        let e = yaml_err("a: 1\na: 2\n");
+        assert!(
+            e.contains("line 2 column 1") && e.contains("duplicate"),
+            "{e}"
+        );
+        let e = yaml_err("a: 1\n---\nb: 2\n");
+        assert_eq!(
+            e,
+            "vm.yaml: invalid YAML: line 2 column 1: more than one YAML document (a file holds one)"
+        );
+    }
+
+    #[test]
+    fn deep_yaml_flow_nesting_is_refused_at_the_limit() {
+        let ok = format!("a: {}{}\n", "[".repeat(63), "]".repeat(63));
+        parse_document(Path::new("vm.yaml"), &ok).expect("63 levels under the top mapping");
+        let deep = format!("a: {}{}\n", "[".repeat(40_000), "]".repeat(40_000));
+        let e = yaml_err(&deep);
+        assert_eq!(
+            e,
+            "vm.yaml: invalid YAML: line 1 column 68: nested more than 64 levels deep (the \
+             limit on lists and mappings)"
+        );
+        let deep_maps = format!("a: {}1{}\n", "{a: ".repeat(20_000), "}".repeat(20_000));
+        assert!(yaml_err(&deep_maps).contains("nested more than 64 levels"));
+    }
+
+    #[test]
+    fn deep_json_is_refused_and_so_is_its_retry_as_yaml() {
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(65), "]".repeat(65));
+        let e = parse_document(Path::new("vm.json"), &deep)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("nested more than 64 levels deep"), "{e}");
+        let deeper = format!("{{\"a\": {}{}}}", "[".repeat(40_000), "]".repeat(40_000));
+        let e = parse_document(Path::new("vm.conf"), &deeper)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.starts_with("vm.conf: neither valid JSON (recursion limit exceeded")
+                && e.ends_with(
+                    "nested more than 64 levels deep (the limit on lists and mappings))"
+                ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_by_the_budget() {
+        let long = "x".repeat(1000);
+        let mut flat = format!("s: &s \"{long}\"\n");
+        for i in 0..300 {
+            flat.push_str(&format!("k{i}: [{}]\n", vec!["*s"; 50].join(", ")));
+        }
+        let e = yaml_err(&flat);
+        assert!(e.contains("more than 1000 aliases (the limit)"), "{e}");
+        let mut nested = format!("l0: &l0 \"{long}\"\n");
+        for k in 1..10 {
+            let refs = vec![format!("*l{}", k - 1); 10].join(", ");
+            nested.push_str(&format!("l{k}: &l{k} [{refs}]\n"));
+        }
+        let e = yaml_err(&nested);
+        assert!(
+            e.contains("bytes of values, aliased copies included (the limit)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parser_messages_are_cut_short() {
+        let key = "k".repeat(900);
+        let e = yaml_err(&format!("{key}: 1\n{key}: 2\n"));
+        assert!(e.len() < 300, "{e}");
+        assert!(e.contains("more bytes)"), "{e}");
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_before_parsing_and_pipes_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, "a: 1\n".repeat(300_000)).expect("write");
+        let e = load_document(&big).expect_err("refused").to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: the file is 1500000 bytes; the limit is 1048576 bytes (1 MiB)",
+                big.display()
+            )
+        );
+        let fifo = dir.path().join("pipe.yaml");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&writer_path)
+                .expect("open fifo");
+            // The reader stops after the limit and closes: the rest meets a broken pipe.
+            let chunk = "a: 1\n".repeat(1000);
+            for _ in 0..1000 {
+                if w.write_all(chunk.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+        let e = load_document(&fifo).expect_err("refused").to_string();
+        writer.join().expect("writer");
+        assert_eq!(
+            e,
+            format!(
+                "{}: the file is more than 1048576 bytes; the limit is 1048576 bytes (1 MiB)",
+                fifo.display()
+            )
+        );
     }
 
     #[test]

@@ -98,18 +98,52 @@ pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
         .map(|(_, c)| c.to_owned())
 }
 
-/// Renders problems as an indented list, one per line.
+/// The most problems [`render_problems`] lists; the rest are counted.
+pub const MAX_PROBLEMS_SHOWN: usize = 50;
+/// How much of a value [`excerpt`] quotes, in characters.
+pub const EXCERPT_CHARS: usize = 60;
+
+/// Renders problems as an indented list, one per line: the first [`MAX_PROBLEMS_SHOWN`], then
+/// "… and N more problems".
 pub fn render_problems(problems: &[Problem]) -> String {
-    problems
+    let mut lines: Vec<String> = problems
         .iter()
+        .take(MAX_PROBLEMS_SHOWN)
         .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect();
+    let rest = problems.len().saturating_sub(MAX_PROBLEMS_SHOWN);
+    if rest > 0 {
+        lines.push(format!("  … and {rest} more problem{}", plural(rest)));
+    }
+    lines.join("\n")
+}
+
+/// A value as messages quote it: whole when short, else its first [`EXCERPT_CHARS`] characters
+/// and "… (N more bytes)".
+pub fn excerpt(value: &str) -> String {
+    excerpt_n(value, EXCERPT_CHARS)
+}
+
+/// [`excerpt`] with another length, in characters.
+pub fn excerpt_n(value: &str, chars: usize) -> String {
+    match value.char_indices().nth(chars) {
+        None => value.to_owned(),
+        Some((cut, _)) => format!("{}… ({} more bytes)", &value[..cut], value.len() - cut),
+    }
+}
+
+/// A JSON value as messages quote it, cut like [`excerpt`].
+pub fn excerpt_value(value: &Value) -> String {
+    excerpt(&value.to_string())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// "N problem" or "N problems".
 pub fn count_problems(n: usize) -> String {
-    format!("{n} problem{}", if n == 1 { "" } else { "s" })
+    format!("{n} problem{}", plural(n))
 }
 
 /// The error and its causes on one line.
@@ -146,6 +180,36 @@ mod tests {
             unknown_key("zzz", &["path", "args"], Some("a script hook")),
             "unknown key 'zzz' for a script hook; a script hook takes: path, args"
         );
+    }
+
+    #[test]
+    fn excerpts_cut_long_values_and_say_how_much_is_left() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(100);
+        assert_eq!(
+            excerpt(&long),
+            format!("{}… (80 more bytes)", "é".repeat(60))
+        );
+        assert_eq!(excerpt(&"x".repeat(60)), "x".repeat(60));
+        assert_eq!(excerpt_value(&Value::String("ab".into())), "\"ab\"");
+    }
+
+    #[test]
+    fn at_most_fifty_problems_are_listed_and_the_rest_counted() {
+        let mut p = Problems::default();
+        for i in 0..1000 {
+            p.push(&format!("disks[{i}]"), "bad");
+        }
+        let text = render_problems(&p.0);
+        assert_eq!(text.lines().count(), 51);
+        assert!(text.starts_with("  - disks[0]: bad\n"), "{text}");
+        assert!(text.contains("  - disks[49]: bad\n"), "{text}");
+        assert!(!text.contains("disks[50]"), "{text}");
+        assert!(text.ends_with("  … and 950 more problems"), "{text}");
+        p.0.truncate(51);
+        assert!(render_problems(&p.0).ends_with("  … and 1 more problem"));
+        p.0.truncate(50);
+        assert!(!render_problems(&p.0).contains("more"));
     }
 
     #[test]

@@ -285,10 +285,10 @@ mod tests {
         }
         // Through a text format too (YAML, as manifests are written).
         for text in ["dark-blue", "'UPPER'", "blue", "3"] {
-            let ours = serde_norway::from_str::<Colour>(text)
+            let ours = serde_saphyr::from_str::<Colour>(text)
                 .map(Colour::name)
                 .map_err(|e| e.to_string());
-            let derived = serde_norway::from_str::<Derived>(text)
+            let derived = serde_saphyr::from_str::<Derived>(text)
                 .map(|d| match d {
                     Derived::Red => "red",
                     Derived::DarkBlue => "dark-blue",
