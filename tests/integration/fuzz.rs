@@ -4,7 +4,7 @@
 //! proptest. Each input must end in a documented exit code with a bounded message, and must not
 //! panic. The libFuzzer campaign over the same entry points is docs/fuzzing.md.
 //!
-//! `HYPER2KVM_FUZZ_CASES` sets the number of mutated inputs per target (default 200).
+//! `HYPER2KVM_FUZZ_CASES` sets the number of mutated inputs per target (default 100).
 
 use std::path::{Path, PathBuf};
 
@@ -163,7 +163,7 @@ fn short_run(target: &str, entry: fn(&[u8]) -> Outcome) {
     let cases = std::env::var("HYPER2KVM_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(100);
     let config = Config {
         cases,
         failure_persistence: None,
