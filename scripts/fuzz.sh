@@ -26,15 +26,21 @@ TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
 ALL=(manifest config batch profile template libvirt_xml)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
-export RUSTFLAGS="-Cpasses=sancov-module \
- -Cllvm-args=-sanitizer-coverage-level=4 \
- -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
- -Cllvm-args=-sanitizer-coverage-pc-table \
- -Cllvm-args=-sanitizer-coverage-trace-compares \
- --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+SANCOV="-Cllvm-args=-sanitizer-coverage"
+export RUSTFLAGS="-Cpasses=sancov-module $SANCOV-level=4 $SANCOV-inline-8bit-counters $SANCOV-pc-table $SANCOV-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 # --target keeps RUSTFLAGS off build scripts and proc macros, as cargo-fuzz does.
-(cd fuzz && cargo build --release --locked --target "$TRIPLE" --bins)
+# FUZZ_NO_BUILD=1 runs the targets as last built.
+if [ -z "${FUZZ_NO_BUILD:-}" ]; then
+  cargo build --manifest-path fuzz/Cargo.toml --release --locked --target "$TRIPLE" --bins
+fi
 BIN="$TARGET_DIR/$TRIPLE/release"
+
+# FUZZ_KEEP_GOING=1: run in libFuzzer's fork mode and go on past timeouts and out-of-memory
+# inputs (each is still written to the artifacts directory and counted as a finding).
+KEEP_GOING=""
+if [ -n "${FUZZ_KEEP_GOING:-}" ]; then
+  KEEP_GOING="-fork=1 -ignore_timeouts=1 -ignore_ooms=1"
+fi
 
 status=0
 for t in "${TARGETS[@]}"; do
@@ -48,12 +54,15 @@ for t in "${TARGETS[@]}"; do
   set +e
   /usr/bin/time -f "process peak RSS %M KiB, %e s" -o "$DIR/$t.time" \
     "$BIN/$t" "$corpus" -runs="$RUNS" -max_total_time="$TIME" -max_len="$MAX_LEN" \
-    -timeout=1 -rss_limit_mb="${FUZZ_RSS_MB:-100}" -print_final_stats=1 \
+    -timeout=1 -rss_limit_mb="${FUZZ_RSS_MB:-100}" -print_final_stats=1 $KEEP_GOING \
     -artifact_prefix="$artifacts/" >"$log" 2>&1
   rc=$?
   set -e
   grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|stat::new_units_added)' "$log" || true
   cat "$DIR/$t.time"
+  found="$(find "$artifacts" -type f | wc -l)"
+  echo "findings: $found in $artifacts"
+  [ "$found" -eq 0 ] || status=1
   if [ "$rc" -ne 0 ]; then
     echo "** $t: libFuzzer stopped with exit $rc; the finding:"
     grep -E 'panicked|ERROR: libFuzzer|Test unit written|SUMMARY' "$log" | head -8
