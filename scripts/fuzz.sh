@@ -58,6 +58,8 @@ for t in "${TARGETS[@]}"; do
     -artifact_prefix="$artifacts/" >"$log" 2>&1
   rc=$?
   set -e
+  # Fork mode prints no final stats: its last progress line has the executions and exec/s.
+  grep -E '^#[0-9]+: ' "$log" | tail -1 || true
   grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|stat::new_units_added)' "$log" || true
   cat "$DIR/$t.time"
   found="$(find "$artifacts" -type f | wc -l)"
@@ -65,9 +67,8 @@ for t in "${TARGETS[@]}"; do
   [ "$found" -eq 0 ] || status=1
   if [ "$rc" -ne 0 ]; then
     echo "** $t: libFuzzer stopped with exit $rc; the finding:"
-    grep -E 'panicked|ERROR: libFuzzer|Test unit written|SUMMARY' "$log" | head -8
+    grep -E 'panicked|ERROR: libFuzzer|Test unit written|SUMMARY' "$log" | head -8 || true
     status=1
-    continue
   fi
   # The slowest unit of the final corpus, each file run once on its own.
   find "$corpus" -type f -print0 | xargs -0 -n 500 "$BIN/$t" -runs=1 2>&1 |
