@@ -33,10 +33,14 @@ impl fmt::Display for Problem {
 pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
+    /// Adds a problem. Checks quote values through [`excerpt`]; as a last guard, a path longer
+    /// than [`MAX_PATH_CHARS`] or a message longer than [`MAX_MESSAGE_CHARS`] is cut here, so a
+    /// huge key or value can never make a report huge.
     pub fn push(&mut self, path: &str, message: impl Into<String>) {
+        let message = message.into();
         self.0.push(Problem {
-            path: path.to_owned(),
-            message: message.into(),
+            path: excerpt_n(path, MAX_PATH_CHARS),
+            message: excerpt_n(&message, MAX_MESSAGE_CHARS),
         });
     }
 
@@ -70,6 +74,8 @@ pub fn join(path: &str, key: &str) -> String {
 /// "unknown key 'x'" with the nearest known key, or the list of known keys when none is near.
 /// `owner` names what the key was given to ("a script hook").
 pub fn unknown_key(key: &str, known: &[&str], owner: Option<&str>) -> String {
+    let key = excerpt(key);
+    let key = key.as_str();
     let of = owner.map(|o| format!(" for {o}")).unwrap_or_default();
     let hint = match suggest(key, known) {
         Some(s) => format!(" (did you mean '{s}'?)"),
@@ -88,8 +94,15 @@ pub fn did_you_mean<S: AsRef<str>>(word: &str, candidates: &[S]) -> String {
         .unwrap_or_default()
 }
 
+/// The longest word [`suggest`] looks at: no name is this long, so a longer word is no typo of
+/// one, and comparing it would cost time quadratic in its length.
+pub const MAX_SUGGEST_CHARS: usize = 64;
+
 /// The candidate closest to `word`, when it is close enough to be a likely typo.
 pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
+    if word.chars().nth(MAX_SUGGEST_CHARS).is_some() {
+        return None;
+    }
     candidates
         .iter()
         .map(|c| (strsim::jaro_winkler(word, c.as_ref()), c.as_ref()))
@@ -100,6 +113,10 @@ pub fn suggest<S: AsRef<str>>(word: &str, candidates: &[S]) -> Option<String> {
 
 /// The most problems [`render_problems`] lists; the rest are counted.
 pub const MAX_PROBLEMS_SHOWN: usize = 50;
+/// The longest field path a problem keeps, in characters.
+pub const MAX_PATH_CHARS: usize = 200;
+/// The longest message a problem keeps, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
 /// How much of a value [`excerpt`] quotes, in characters.
 pub const EXCERPT_CHARS: usize = 60;
 
@@ -210,6 +227,15 @@ mod tests {
         assert!(render_problems(&p.0).ends_with("  … and 1 more problem"));
         p.0.truncate(50);
         assert!(!render_problems(&p.0).contains("more"));
+    }
+
+    #[test]
+    fn no_suggestion_for_words_longer_than_any_name() {
+        assert_eq!(suggest("qcow", &["qcow2", "raw"]), Some("qcow2".to_owned()));
+        assert_eq!(
+            suggest(&"q".repeat(MAX_SUGGEST_CHARS + 1), &["qcow2"]),
+            None
+        );
     }
 
     #[test]

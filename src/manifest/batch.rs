@@ -144,7 +144,8 @@ fn validate(
                     _ => problems.push(
                         "batch_metadata.parallel_limit",
                         format!(
-                            "batch_metadata.parallel_limit must be a positive integer (got: {v})"
+                            "batch_metadata.parallel_limit must be a positive integer (got: {})",
+                            crate::diag::excerpt_value(v)
                         ),
                     ),
                 },
@@ -271,7 +272,10 @@ fn validate_vm(
         Some(v) => v.as_i64().unwrap_or_else(|| {
             problems.push(
                 &format!("vms[{i}].priority"),
-                format!("vms[{i}].priority must be an integer (got: {v})"),
+                format!(
+                    "vms[{i}].priority must be an integer (got: {})",
+                    crate::diag::excerpt_value(v)
+                ),
             );
             0
         }),

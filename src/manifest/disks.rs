@@ -145,19 +145,26 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
             match id.as_str() {
                 Some(id) => {
                     if !seen_ids.insert(id.to_owned()) {
-                        problems.push(&p("id"), format!("Duplicate disk ID: {id}"));
+                        problems.push(
+                            &p("id"),
+                            format!("Duplicate disk ID: {}", crate::diag::excerpt(id)),
+                        );
                     } else if !is_id(id) {
                         problems.push(
                             &p("id"),
                             format!(
-                                "disks[{i}].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: '{id}')"
+                                "disks[{i}].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: '{}')",
+                                crate::diag::excerpt(id)
                             ),
                         );
                     }
                 }
                 None => problems.push(
                     &p("id"),
-                    format!("disks[{i}].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: {id})"),
+                    format!(
+                        "disks[{i}].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: {})",
+                        crate::diag::excerpt_value(id)
+                    ),
                 ),
             }
         }
@@ -165,10 +172,11 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
             match fmt.as_str() {
                 Some(s) if SourceFormat::NAMES.contains(&s) => {}
                 _ => {
-                    let shown = fmt
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| fmt.to_string());
+                    let shown = crate::diag::excerpt(
+                        &fmt.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| fmt.to_string()),
+                    );
                     let hint = fmt
                         .as_str()
                         .and_then(|s| crate::diag::suggest(s, SourceFormat::NAMES))

@@ -44,7 +44,8 @@ pub fn check_preserve_uuid(doc: &Map<String, Value>, problems: &mut Problems) {
         Some(u) if u.as_str().and_then(parse_uuid).is_none() => problems.push(
             "source.uuid",
             format!(
-                "source.uuid must be a UUID like 6b3c2a4e-1f0d-4c3a-9b2e-0123456789ab (got {u})"
+                "source.uuid must be a UUID like 6b3c2a4e-1f0d-4c3a-9b2e-0123456789ab (got {})",
+                crate::diag::excerpt_value(u)
             ),
         ),
         Some(_) => {}

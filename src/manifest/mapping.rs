@@ -127,8 +127,9 @@ fn non_empty_name(path: &str, value: &Value, what: &str, problems: &mut Problems
         _ => problems.push(
             path,
             format!(
-                "{path} must be a non-empty {what} (got {}: {value})",
-                kind_of(value)
+                "{path} must be a non-empty {what} (got {}: {})",
+                kind_of(value),
+                crate::diag::excerpt_value(value)
             ),
         ),
     }
@@ -139,7 +140,11 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
     let Some(map) = value.as_object() else {
         problems.push(
             path,
-            format!("{path} must be a mapping (got {}: {value})", kind_of(value)),
+            format!(
+                "{path} must be a mapping (got {}: {})",
+                kind_of(value),
+                crate::diag::excerpt_value(value)
+            ),
         );
         return;
     };
@@ -155,8 +160,9 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
             None => problems.push(
                 &here,
                 format!(
-                    "{here} must be a mapping of source network name to bridge (got {}: {nets})",
-                    kind_of(nets)
+                    "{here} must be a mapping of source network name to bridge (got {}: {})",
+                    kind_of(nets),
+                    crate::diag::excerpt_value(nets)
                 ),
             ),
         }
@@ -211,8 +217,9 @@ pub fn check_network_mapping(path: &str, value: &Value, problems: &mut Problems)
             None => problems.push(
                 &here,
                 format!(
-                    "{here} must be a mapping of source MAC to new MAC (got {}: {overrides})",
-                    kind_of(overrides)
+                    "{here} must be a mapping of source MAC to new MAC (got {}: {})",
+                    kind_of(overrides),
+                    crate::diag::excerpt_value(overrides)
                 ),
             ),
         }
@@ -233,10 +240,22 @@ fn check_target(path: &str, target: &Value, problems: &mut Problems) {
                 && o.values()
                     .all(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()));
             if !ok {
-                problems.push(path, format!("{path} must be {expected} (got {target})"));
+                problems.push(
+                    path,
+                    format!(
+                        "{path} must be {expected} (got {})",
+                        crate::diag::excerpt_value(target)
+                    ),
+                );
             }
         }
-        _ => problems.push(path, format!("{path} must be {expected} (got {target})")),
+        _ => problems.push(
+            path,
+            format!(
+                "{path} must be {expected} (got {})",
+                crate::diag::excerpt_value(target)
+            ),
+        ),
     }
 }
 
@@ -291,8 +310,9 @@ fn check_overrides(path: &str, overrides: &Map<String, Value>, problems: &mut Pr
             None => problems.push(
                 &here,
                 format!(
-                    "{here} must be a MAC address string (got {}: {to})",
-                    kind_of(to)
+                    "{here} must be a MAC address string (got {}: {})",
+                    kind_of(to),
+                    crate::diag::excerpt_value(to)
                 ),
             ),
         }
@@ -305,7 +325,11 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
     let Some(map) = value.as_object() else {
         problems.push(
             path,
-            format!("{path} must be a mapping (got {}: {value})", kind_of(value)),
+            format!(
+                "{path} must be a mapping (got {}: {})",
+                kind_of(value),
+                crate::diag::excerpt_value(value)
+            ),
         );
         return;
     };
@@ -331,8 +355,9 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
             None => problems.push(
                 &here,
                 format!(
-                    "{here} must be a mapping of disk id to directory (got {}: {dm})",
-                    kind_of(dm)
+                    "{here} must be a mapping of disk id to directory (got {}: {})",
+                    kind_of(dm),
+                    crate::diag::excerpt_value(dm)
                 ),
             ),
         }
@@ -354,9 +379,10 @@ pub fn check_storage_mapping(path: &str, value: &Value, problems: &mut Problems)
             problems.push(
                 &here,
                 format!(
-                    "{here} must be true, false or one of: {} (got {}: {p})",
+                    "{here} must be true, false or one of: {} (got {}: {})",
                     Preallocation::NAMES.join(", "),
-                    kind_of(p)
+                    kind_of(p),
+                    crate::diag::excerpt_value(p)
                 ),
             );
         }

@@ -97,7 +97,9 @@ impl Serialize for MacAddr {
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a MAC address: '{s}'")))
+        Self::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("not a MAC address: '{}'", crate::diag::excerpt(&s)))
+        })
     }
 }
 

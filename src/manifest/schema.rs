@@ -84,8 +84,9 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
         problems.push(
             path,
             format!(
-                "{path} must be {expected} (got {}: {value})",
-                kind_of(value)
+                "{path} must be {expected} (got {}: {})",
+                kind_of(value),
+                crate::diag::excerpt_value(value)
             ),
         );
     };
@@ -118,8 +119,9 @@ pub fn check_value(path: &str, value: &Value, kind: &Kind, problems: &mut Proble
                 problems.push(
                     path,
                     format!(
-                        "{path} must be one of: {} (got: '{s}'){hint}",
-                        allowed.join(", ")
+                        "{path} must be one of: {} (got: '{}'){hint}",
+                        allowed.join(", "),
+                        crate::diag::excerpt(s)
                     ),
                 );
             }

@@ -28,6 +28,10 @@ mod trust_sources;
 /// Runs that start and fail: corrupt sources, format mismatches, full or unwritable outputs.
 mod failures;
 
+/// Hostile documents (deep nesting, alias bombs, huge files, floods of problems) refused within
+/// bounds, under an address-space limit.
+mod hostile;
+
 /// Built-in and custom profiles as seen through --dump-config.
 mod profiles;
 

@@ -317,9 +317,10 @@ fn parse_hook(
             problems.push(
                 &format!("{path}.type"),
                 format!(
-                    "{path}.type must be one of: {} (got {}: {other})",
+                    "{path}.type must be one of: {} (got {}: {})",
                     HookType::NAMES.join(", "),
-                    kind_of(other)
+                    kind_of(other),
+                    crate::diag::excerpt_value(other)
                 ),
             );
             return None;
@@ -349,8 +350,9 @@ fn parse_hook(
                     &format!("{path}.timeout"),
                     format!(
                         "{path}.timeout must be a number of seconds greater than 0 and at most \
-                         {MAX_TIMEOUT_SECONDS} (got {}: {v})",
-                        kind_of(v)
+                         {MAX_TIMEOUT_SECONDS} (got {}: {})",
+                        kind_of(v),
+                        crate::diag::excerpt_value(v)
                     ),
                 );
                 DEFAULT_TIMEOUT_SECONDS
@@ -364,8 +366,9 @@ fn parse_hook(
             problems.push(
                 &format!("{path}.continue_on_error"),
                 format!(
-                    "{path}.continue_on_error must be a boolean (true or false) (got {}: {v})",
-                    kind_of(v)
+                    "{path}.continue_on_error must be a boolean (true or false) (got {}: {})",
+                    kind_of(v),
+                    crate::diag::excerpt_value(v)
                 ),
             );
             false
@@ -396,7 +399,11 @@ fn parse_retry(value: Option<&Value>, path: &str, problems: &mut Problems) -> Re
         Some(other) => {
             problems.push(
                 path,
-                format!("{path} must be a mapping (got {}: {other})", kind_of(other)),
+                format!(
+                    "{path} must be a mapping (got {}: {})",
+                    kind_of(other),
+                    crate::diag::excerpt_value(other)
+                ),
             );
             return policy;
         }
@@ -409,8 +416,9 @@ fn parse_retry(value: Option<&Value>, path: &str, problems: &mut Problems) -> Re
                 problems.push(
                     &here,
                     format!(
-                        "{here} must be a number of seconds from 0 to {max} (got {}: {v})",
-                        kind_of(v)
+                        "{here} must be a number of seconds from 0 to {max} (got {}: {})",
+                        kind_of(v),
+                        crate::diag::excerpt_value(v)
                     ),
                 );
                 None
@@ -422,8 +430,9 @@ fn parse_retry(value: Option<&Value>, path: &str, problems: &mut Problems) -> Re
                 _ => problems.push(
                     &here,
                     format!(
-                        "{here} must be an integer from 0 to {MAX_RETRIES} (got {}: {v})",
-                        kind_of(v)
+                        "{here} must be an integer from 0 to {MAX_RETRIES} (got {}: {})",
+                        kind_of(v),
+                        crate::diag::excerpt_value(v)
                     ),
                 ),
             },
@@ -453,8 +462,9 @@ fn parse_retry(value: Option<&Value>, path: &str, problems: &mut Problems) -> Re
                     problems.push(
                         &here,
                         format!(
-                            "{here} must be one of: {} (got {v}){hint}",
-                            Backoff::NAMES.join(", ")
+                            "{here} must be one of: {} (got {}){hint}",
+                            Backoff::NAMES.join(", "),
+                            crate::diag::excerpt_value(v)
                         ),
                     );
                 }
@@ -464,8 +474,9 @@ fn parse_retry(value: Option<&Value>, path: &str, problems: &mut Problems) -> Re
                 None => problems.push(
                     &here,
                     format!(
-                        "{here} must be a boolean (true or false) (got {}: {v})",
-                        kind_of(v)
+                        "{here} must be a boolean (true or false) (got {}: {})",
+                        kind_of(v),
+                        crate::diag::excerpt_value(v)
                     ),
                 ),
             },
@@ -532,8 +543,9 @@ fn required_string<'a>(
             problems.push(
                 &format!("{path}.{key}"),
                 format!(
-                    "{path}.{key} must be a non-empty string (got {}: {v})",
-                    kind_of(v)
+                    "{path}.{key} must be a non-empty string (got {}: {})",
+                    kind_of(v),
+                    crate::diag::excerpt_value(v)
                 ),
             );
             None
@@ -570,8 +582,9 @@ fn parse_script(
                     None => problems.push(
                         &here,
                         format!(
-                            "{here} must be a string, number or boolean (got {}: {item})",
-                            kind_of(item)
+                            "{here} must be a string, number or boolean (got {}: {})",
+                            kind_of(item),
+                            crate::diag::excerpt_value(item)
                         ),
                     ),
                 }
@@ -580,8 +593,9 @@ fn parse_script(
         Some(v) => problems.push(
             &format!("{path}.args"),
             format!(
-                "{path}.args must be a list of arguments (got {}: {v})",
-                kind_of(v)
+                "{path}.args must be a list of arguments (got {}: {})",
+                kind_of(v),
+                crate::diag::excerpt_value(v)
             ),
         ),
     }
@@ -607,8 +621,9 @@ fn parse_script(
                     None => problems.push(
                         &here,
                         format!(
-                            "{here} must be a string, number or boolean (got {}: {v})",
-                            kind_of(v)
+                            "{here} must be a string, number or boolean (got {}: {})",
+                            kind_of(v),
+                            crate::diag::excerpt_value(v)
                         ),
                     ),
                 }
@@ -617,8 +632,9 @@ fn parse_script(
         Some(v) => problems.push(
             &format!("{path}.env"),
             format!(
-                "{path}.env must be a mapping of variable names to values (got {}: {v})",
-                kind_of(v)
+                "{path}.env must be a mapping of variable names to values (got {}: {})",
+                kind_of(v),
+                crate::diag::excerpt_value(v)
             ),
         ),
     }
@@ -645,8 +661,9 @@ fn parse_script(
             problems.push(
                 &format!("{path}.working_directory"),
                 format!(
-                    "{path}.working_directory must be a string path (got {}: {v})",
-                    kind_of(v)
+                    "{path}.working_directory must be a string path (got {}: {})",
+                    kind_of(v),
+                    crate::diag::excerpt_value(v)
                 ),
             );
             None
@@ -722,8 +739,9 @@ fn parse_python(
             problems.push(
                 &format!("{path}.args"),
                 format!(
-                    "{path}.args must be a mapping of keyword arguments (got {}: {v})",
-                    kind_of(v)
+                    "{path}.args must be a mapping of keyword arguments (got {}: {})",
+                    kind_of(v),
+                    crate::diag::excerpt_value(v)
                 ),
             );
             JsonTemplate::Object(Vec::new())
@@ -791,9 +809,10 @@ fn parse_http(obj: &Map<String, Value>, path: &str, problems: &mut Problems) -> 
             problems.push(
                 &format!("{path}.method"),
                 format!(
-                    "{path}.method must be one of: {} (got {}: {v})",
+                    "{path}.method must be one of: {} (got {}: {})",
                     Method::NAMES.join(", "),
-                    kind_of(v)
+                    kind_of(v),
+                    crate::diag::excerpt_value(v)
                 ),
             );
             Method::Post
@@ -820,7 +839,11 @@ fn parse_http(obj: &Map<String, Value>, path: &str, problems: &mut Problems) -> 
                     }
                     None => problems.push(
                         &here,
-                        format!("{here} must be a string (got {}: {v})", kind_of(v)),
+                        format!(
+                            "{here} must be a string (got {}: {})",
+                            kind_of(v),
+                            crate::diag::excerpt_value(v)
+                        ),
                     ),
                 }
             }
@@ -828,8 +851,9 @@ fn parse_http(obj: &Map<String, Value>, path: &str, problems: &mut Problems) -> 
         Some(v) => problems.push(
             &format!("{path}.headers"),
             format!(
-                "{path}.headers must be a mapping of header names to values (got {}: {v})",
-                kind_of(v)
+                "{path}.headers must be a mapping of header names to values (got {}: {})",
+                kind_of(v),
+                crate::diag::excerpt_value(v)
             ),
         ),
     }
@@ -848,8 +872,8 @@ fn parse_http(obj: &Map<String, Value>, path: &str, problems: &mut Problems) -> 
             problems.push(
                 &format!("{path}.body"),
                 format!(
-                    "{path}.body must be a mapping (sent as JSON, or as the query string for GET) (got {}: {v})",
-                    kind_of(v)
+                    "{path}.body must be a mapping (sent as JSON, or as the query string for GET) (got {}: {})",
+                    kind_of(v), crate::diag::excerpt_value(v)
                 ),
             );
             None
