@@ -5,11 +5,13 @@
 #   make test-fast  the same without the slow end-to-end tests
 #   make bench      benchmark against qemu-img, openssl and virt-v2v; writes docs/performance.md
 #                   (BENCH_QUICK=1 make bench: small images, a trial run only)
+#   make bench-bounds  only the bounds part: hostile documents up to the size limit, time and RSS
+#   make fuzz       a libFuzzer campaign of every parser (docs/fuzzing.md); FUZZ_TIME=seconds each
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build release deps deps-core demo test test-fast bench lint fmt clean
+.PHONY: all build release deps deps-core demo test test-fast bench bench-bounds fuzz lint fmt clean
 
 all: build
 
@@ -40,6 +42,13 @@ test-fast: lint
 
 bench:
 	scripts/bench.sh
+
+bench-bounds:
+	$(CARGO) build --release --locked
+	python3 scripts/bench_bounds.py
+
+fuzz:
+	scripts/fuzz.sh
 
 fmt:
 	$(CARGO) fmt --all

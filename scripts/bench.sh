@@ -17,4 +17,6 @@ else
 fi
 
 cargo build --release --locked
-exec python3 scripts/bench.py "$@"
+python3 scripts/bench.py "$@"
+# Hostile documents up to the size limit: time and peak RSS per input (fails when a bound breaks).
+exec python3 scripts/bench_bounds.py

@@ -20,6 +20,7 @@ pub mod events;
 pub mod exec;
 pub mod exit_code;
 pub mod files;
+pub mod fuzzing;
 pub mod guest;
 pub mod hooks;
 pub mod libvirt;

@@ -10,7 +10,7 @@
 
 mod batch;
 mod import;
-mod options;
+pub(crate) mod options;
 pub mod render;
 mod setup;
 mod single;

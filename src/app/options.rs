@@ -16,7 +16,7 @@ use crate::ui::ProgressMode;
 
 /// Tool options after merging config files and the command line (the command line wins).
 #[derive(Debug, Default)]
-pub(super) struct Options {
+pub(crate) struct Options {
     pub manifest: Option<PathBuf>,
     pub batch_manifest: Option<PathBuf>,
     pub batch_parallel: Option<usize>,
@@ -37,7 +37,7 @@ pub(super) struct Options {
 }
 
 /// What the config files and the command line amount to.
-pub(super) struct Gathered {
+pub(crate) struct Gathered {
     pub options: Options,
     /// Manifest documents, in order (`--config` files that hold `manifest_version`, then
     /// `--manifest`).
@@ -48,7 +48,7 @@ pub(super) struct Gathered {
 
 /// Loads every `--config`/`--manifest` file and sorts their content into tool options, manifest
 /// documents and a lower configuration layer.
-pub(super) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
+pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     let mut options = Options::default();
     let mut manifest_docs = Vec::new();
     let mut config_layer = Map::new();
@@ -227,7 +227,7 @@ fn take_options(
 }
 
 /// Merges manifest documents in order (later wins); relative paths resolve against the last one.
-pub(super) fn merge_manifests(
+pub(crate) fn merge_manifests(
     docs: Vec<(PathBuf, Map<String, Value>)>,
 ) -> (PathBuf, Map<String, Value>) {
     let mut path = PathBuf::new();

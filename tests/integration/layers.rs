@@ -42,7 +42,7 @@ const ORDER: &[(&str, &[&str])] = &[
     ),
     ("plan", &["plan"]),
     ("run", &["outcome", "pipeline", "report", "batch", "ui"]),
-    ("edge", &["cli", "app"]),
+    ("edge", &["cli", "app", "fuzzing"]),
 ];
 
 /// The module a file under `src/` belongs to: `src/x.rs` and `src/x/**` are `x`.

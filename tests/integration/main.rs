@@ -58,6 +58,9 @@ mod appliance;
 /// Guest commands: failures seen, backups read back, a hung command killed with its appliance.
 mod guest_commands;
 
+/// The fuzz targets' short run: seeds, regressions and mutations through `hyper2kvm::fuzzing`.
+mod fuzz;
+
 /// Bounds: a hung qemu-img step or boot test is stopped and the VM fails saying why.
 mod bounds;
 
