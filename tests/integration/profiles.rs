@@ -137,7 +137,7 @@ fn guide_leaves(name: &str) -> Vec<(String, serde_json::Value)> {
             .iter()
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("the guide shows no profile {name}"));
-        serde_norway::from_str(yaml).expect("the guide's YAML parses")
+        hyper2kvm::config::parse_yaml(yaml).expect("the guide's YAML parses")
     }
     fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
         match v {
