@@ -4,8 +4,8 @@
 //! refuses everything a domain definition never needs and an attacker would: a DOCTYPE (and with
 //! it every entity declaration and external fetch), references other than XML's five predefined
 //! entities and character references, non-UTF-8 encodings, more than one root, text outside the
-//! root, deep nesting and element floods. Input size is bounded by the caller
-//! ([`super::import::MAX_XML_BYTES`]), element count and depth here, so memory stays a small
+//! root, deep nesting and element or attribute floods. Input size is bounded by the caller
+//! ([`super::import::MAX_XML_BYTES`]), element count, attribute count and depth here, so memory stays a small
 //! multiple of the input. Errors carry a line and column.
 
 use std::fmt;
@@ -19,6 +19,9 @@ use quick_xml::reader::NsReader;
 pub const MAX_DEPTH: usize = 64;
 /// A domain with thousands of devices stays far below this; a flood of tiny elements does not.
 pub const MAX_ELEMENTS: usize = 100_000;
+/// Attributes in the whole document. Each costs a few dozen bytes of tree for a dozen of input,
+/// so without its own budget a 10 MiB file of attributes would build a tree of well over 100 MiB.
+pub const MAX_ATTRIBUTES: usize = 100_000;
 
 /// One element: its local name, namespace, attributes (in document order) and text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,6 +138,7 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
+    let mut attributes = 0usize;
     loop {
         let start = reader.buffer_position();
         let (ns, event) = match reader.read_resolved_event() {
@@ -174,7 +178,8 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                         format!("elements nested deeper than {MAX_DEPTH} levels"),
                     ));
                 }
-                let el = element(&e, namespace, lines.at(start)).map_err(|m| err_at(start, m))?;
+                let el = element(&e, namespace, lines.at(start), &mut attributes)
+                    .map_err(|m| err_at(start, m))?;
                 stack.push(el);
             }
             Event::Empty(e) => {
@@ -187,7 +192,8 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                         ),
                     ));
                 }
-                let el = element(&e, namespace, lines.at(start)).map_err(|m| err_at(start, m))?;
+                let el = element(&e, namespace, lines.at(start), &mut attributes)
+                    .map_err(|m| err_at(start, m))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => root = Some(el),
@@ -323,10 +329,21 @@ fn shorten(s: &str) -> String {
     out
 }
 
-fn element(e: &BytesStart<'_>, namespace: Option<String>, line: usize) -> Result<Element, String> {
+fn element(
+    e: &BytesStart<'_>,
+    namespace: Option<String>,
+    line: usize,
+    attributes: &mut usize,
+) -> Result<Element, String> {
     let name = e.local_name().as_ref().to_owned();
     let mut attrs = Vec::new();
     for attr in e.attributes() {
+        *attributes += 1;
+        if *attributes > MAX_ATTRIBUTES {
+            return Err(format!(
+                "more than {MAX_ATTRIBUTES} attributes; this is not a domain definition"
+            ));
+        }
         let attr = attr.map_err(|err| format!("bad attribute in <{name}>: {err}"))?;
         let key = attr.key.as_ref().to_owned();
         let value = attr
@@ -411,6 +428,22 @@ mod tests {
                 .message
                 .contains("more than")
         );
+        // One element carrying the whole budget and one more, and the same spread over many.
+        let wide: String = (0..=MAX_ATTRIBUTES).map(|i| format!(" a{i}='1'")).collect();
+        let wide = format!("<domain{wide}/>");
+        let spread: String = (0..=MAX_ATTRIBUTES / 4)
+            .map(|i| format!("<x a='{i}' b='1' c='1' d='1'/>"))
+            .collect();
+        let spread = format!("<domain>{spread}</domain>");
+        for doc in [wide, spread] {
+            let e = parse(&doc).expect_err("attribute flood");
+            assert!(
+                e.message
+                    .contains(&format!("more than {MAX_ATTRIBUTES} attributes")),
+                "{}",
+                e.message
+            );
+        }
     }
 
     #[test]
