@@ -143,6 +143,11 @@ impl Catalog {
 
     fn custom_file(&self, name: &str) -> Option<PathBuf> {
         let dir = self.custom_dir.as_ref()?;
+        // A profile is a file *in* the custom directory: a name with a separator (`../x`,
+        // `/etc/x`) would read a file outside it, so it names no custom profile.
+        if name.is_empty() || name.contains(['/', '\\', '\0']) {
+            return None;
+        }
         ["yaml", "yml", "json"]
             .iter()
             .map(|ext| dir.join(format!("{name}.{ext}")))
@@ -309,6 +314,22 @@ mod tests {
         assert_eq!(r.settings["output"]["format"], json!("raw"));
         assert_eq!(r.settings["pipeline"]["convert"]["compress"], json!(true));
         assert_eq!(r.settings["pipeline"]["fix"]["update_grub"], json!(false));
+    }
+
+    #[test]
+    fn a_name_with_a_separator_reads_nothing_outside_the_directory() {
+        let (d, _) = custom(&[]);
+        std::fs::create_dir(d.path().join("inner")).expect("mkdir");
+        std::fs::write(d.path().join("outside.yaml"), "output:\n  format: raw\n").expect("write");
+        let catalog = Catalog::new(Some(d.path().join("inner"))).expect("catalog");
+        let absolute = d.path().join("outside").display().to_string();
+        for name in ["../outside", absolute.as_str()] {
+            let err = catalog.resolve(name).expect_err(name);
+            assert!(
+                matches!(err, ProfileError::Unknown { .. }),
+                "{name}: {err:?}"
+            );
+        }
     }
 
     #[test]
