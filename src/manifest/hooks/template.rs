@@ -199,11 +199,17 @@ impl Template {
                 } else {
                     match Var::from_name(name) {
                         Some(var) => parts.push(Part::Var(var)),
+                        // Past the problems a list shows, a hint is never read: skip its
+                        // cost, which a value of thousands of unknown names would multiply.
                         None => errors.push(TemplateError::UnknownVariable {
                             name: name.to_owned(),
-                            hint: suggest(name, Var::NAMES)
-                                .map(|s| format!(" (did you mean '{s}'?)"))
-                                .unwrap_or_default(),
+                            hint: if errors.len() < crate::diag::MAX_PROBLEMS_SHOWN {
+                                suggest(name, Var::NAMES)
+                                    .map(|s| format!(" (did you mean '{s}'?)"))
+                                    .unwrap_or_default()
+                            } else {
+                                String::new()
+                            },
                         }),
                     }
                 }
@@ -474,6 +480,16 @@ mod tests {
                 Var::NAMES.join(", ")
             )
         );
+    }
+
+    #[test]
+    fn only_the_problems_a_list_shows_get_a_hint() {
+        let value = "{{ vmname }}".repeat(crate::diag::MAX_PROBLEMS_SHOWN + 10);
+        let err = Template::parse(&value, Syntax::Vars).unwrap_err();
+        let hinted = |e: &TemplateError| matches!(e, TemplateError::UnknownVariable { hint, .. } if !hint.is_empty());
+        assert_eq!(err.len(), crate::diag::MAX_PROBLEMS_SHOWN + 10);
+        assert!(err[..crate::diag::MAX_PROBLEMS_SHOWN].iter().all(hinted));
+        assert!(!err[crate::diag::MAX_PROBLEMS_SHOWN..].iter().any(hinted));
     }
 
     #[test]
