@@ -124,6 +124,25 @@ fn debian_vmdk(path: &Path) {
     raw_to_stream_optimized(&raw, path);
 }
 
+/// `/vmware/<vm>.vmdk` and the guide's smallest manifest for it at
+/// `/srv/migrate/<vm>/manifest.json` (only an id and a path, as the guide writes disks).
+fn vmware_vm(dir: &TestDir, vm: &str) {
+    vmdk(&dir.join(&format!("vmware/{vm}.vmdk")));
+    write_manifest(
+        &dir.join(&format!("srv/migrate/{vm}/manifest.json")),
+        &adapt(
+            &format!(
+                r#"{{
+  "manifest_version": "1.0",
+  "source": {{"provider": "vmware", "vm_name": "{vm}"}},
+  "disks": [{{"id": "boot", "local_path": "/vmware/{vm}.vmdk"}}]
+}}"#
+            ),
+            dir,
+        ),
+    );
+}
+
 fn write_manifest(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, text).expect("write manifest");
@@ -210,20 +229,7 @@ fn batch_manifest_structure() {
     }
     let dir = TestDir::new();
     for vm in ["web-server", "db-server"] {
-        vmdk(&dir.join(&format!("vmware/{vm}.vmdk")));
-        write_manifest(
-            &dir.join(&format!("srv/migrate/{vm}/manifest.json")),
-            &adapt(
-                &format!(
-                    r#"{{
-  "manifest_version": "1.0",
-  "source": {{"provider": "vmware", "vm_name": "{vm}"}},
-  "disks": [{{"id": "boot", "local_path": "/vmware/{vm}.vmdk"}}]
-}}"#
-                ),
-                &dir,
-            ),
-        );
+        vmware_vm(&dir, vm);
     }
     let batch = dir.write(
         "batch.json",
@@ -702,20 +708,7 @@ fn batch_with_profiles() {
     let dir = TestDir::new();
     let vms = ["web-server", "db-server", "test-server", "old-server"];
     for vm in vms {
-        vmdk(&dir.join(&format!("vmware/{vm}.vmdk")));
-        write_manifest(
-            &dir.join(&format!("srv/migrate/{vm}/manifest.json")),
-            &adapt(
-                &format!(
-                    r#"{{
-  "manifest_version": "1.0",
-  "source": {{"provider": "vmware", "vm_name": "{vm}"}},
-  "disks": [{{"id": "boot", "local_path": "/vmware/{vm}.vmdk"}}]
-}}"#
-                ),
-                &dir,
-            ),
-        );
+        vmware_vm(&dir, vm);
     }
     let batch = dir.write(
         "batch-with-profiles.yaml",
