@@ -319,6 +319,17 @@ fn a_typo_in_shared_config_is_the_batch_files_once() {
     insta::assert_snapshot!("shared_config_typo", redact(&r.stderr, &dir));
 }
 
+/// `--manifest FILE --dump-config`, which must succeed: the run (for its stderr) and the JSON.
+fn dump_manifest(manifest: &std::path::Path) -> (Run, serde_json::Value) {
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--dump-config"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let dumped = serde_json::from_str(&r.stdout).expect("json");
+    (r, dumped)
+}
+
 /// Whether a JSON value holds `null` anywhere.
 fn has_null(v: &serde_json::Value) -> bool {
     match v {
@@ -337,12 +348,7 @@ fn dump_config_leaves_unset_values_out_and_refuses_what_a_run_refuses() {
         "vm.yaml",
         "manifest_version: \"1.0\"\nprofile: production\ndisks:\n  - {id: d0, source_format: raw, bytes: 1, local_path: disk.raw, checksum: null}\n",
     );
-    let r = run(hyper2kvm()
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--dump-config"));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let dumped: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let (_, dumped) = dump_manifest(&manifest);
     assert!(!has_null(&dumped), "unset values are left out:\n{dumped:#}");
     assert!(dumped["storage_mapping"].is_object(), "{dumped:#}");
 
@@ -382,12 +388,7 @@ fn shared_disk_mappings_need_only_fit_the_disks_a_vm_has() {
         "vm.yaml",
         "manifest_version: \"1.0\"\nprofile: org\ncustom_profile_path: profiles\ndisks:\n  - {id: boot, source_format: raw, bytes: 1, local_path: boot.raw}\npipeline: {convert: {enabled: true}}\n",
     );
-    let dump = run(hyper2kvm()
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--dump-config"));
-    assert_eq!(dump.code, Some(0), "{}", dump.stderr);
-    let dumped: serde_json::Value = serde_json::from_str(&dump.stdout).expect("json");
+    let (dump, dumped) = dump_manifest(&manifest);
     assert_eq!(
         dumped["storage_mapping"]["disk_mappings"],
         json!({"boot": "/srv/boot"}),
