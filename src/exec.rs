@@ -323,6 +323,8 @@ pub fn run(cmd: &Command, watch: Watch<'_, '_>) -> Result<Output, ExecError> {
     let mut proc = std::process::Command::new(&cmd.program);
     proc.args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        // Last, so no command's own environment can drop it (see `crate::reaper`).
+        .envs(crate::reaper::child_env())
         .stdin(if cmd.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -523,19 +525,21 @@ pub fn start_reaper() -> io::Result<()> {
     // Close-on-exec from the start: a child that inherited the write end would keep the pipe
     // open after our death, and the reaper would wait for it.
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let token = crate::reaper::new_token();
     #[expect(
         clippy::disallowed_types,
         reason = "this is the one place a command becomes a process (clippy.toml)"
     )]
     let mut proc = std::process::Command::new("/proc/self/exe");
     proc.arg(crate::reaper::ARG)
+        .arg(&token)
         .stdin(Stdio::from(read))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
     // Never waited for: it lives exactly as long as we do, and init reaps it after us.
     let _reaper = proc.spawn()?;
-    crate::reaper::install(std::fs::File::from(write));
+    crate::reaper::install(std::fs::File::from(write), token);
     Ok(())
 }
 
@@ -701,6 +705,7 @@ impl Daemon {
         let mut proc = std::process::Command::new(&cmd.program);
         proc.args(&cmd.args)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .envs(crate::reaper::child_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

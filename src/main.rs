@@ -3,9 +3,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // The reaper is this binary too (see `hyper2kvm::reaper`); it takes no other argument.
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(hyper2kvm::reaper::ARG)) {
-        return ExitCode::from(hyper2kvm::reaper::serve(std::io::stdin()));
+    // The reaper is this binary too (see `hyper2kvm::reaper`); its one other argument is the token.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(hyper2kvm::reaper::ARG)) {
+        let token = args.next().and_then(|t| t.into_string().ok());
+        return ExitCode::from(hyper2kvm::reaper::serve(std::io::stdin(), token.as_deref()));
     }
     let cli = hyper2kvm::cli::Cli::parse();
     match hyper2kvm::app::run(cli) {

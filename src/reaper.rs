@@ -11,6 +11,14 @@
 //! since the kernel closes a dead process's descriptors), and the reaper sends SIGTERM to every
 //! group still registered, SIGKILL to whatever is left after a grace period, and exits.
 //!
+//! A group is registered only once `spawn` has returned, so a SIGKILL in the instant between the
+//! child's creation and its registration, or a child that leaves its group (`setsid`, a daemon),
+//! would escape the groups alone. Every child therefore also carries this run's token in its
+//! environment ([`RUN_VAR`], inherited by everything it starts), and at end of file the reaper
+//! ends every process whose environment holds the token as well. End of file cannot come before
+//! such a child is visible: a child being spawned holds a copy of the pipe's write end until its
+//! `exec` closes it (close-on-exec), and from its `exec` on its environment holds the token.
+//!
 //! The write end is the process's one piece of global state: the reaper watches the whole
 //! process, and every spawn, wherever it happens, has to reach it. A process without a reaper
 //! (the library's unit tests) simply registers nothing.
@@ -21,11 +29,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
 use nix::unistd::Pid;
 
-/// The hidden first argument that makes the binary a reaper.
+/// The hidden first argument that makes the binary a reaper; the second is the run's token.
 pub const ARG: &str = "--internal-process-reaper";
+
+/// The environment variable that carries the run's token into every process we start.
+pub const RUN_VAR: &str = "HYPER2KVM_RUN_TOKEN";
 
 /// How long groups get between SIGTERM and SIGKILL once hyper2kvm is gone.
 const GRACE: Duration = Duration::from_secs(2);
@@ -35,10 +46,26 @@ const GRACE: Duration = Duration::from_secs(2);
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 static CHANNEL: OnceLock<Mutex<File>> = OnceLock::new();
+static TOKEN: OnceLock<String> = OnceLock::new();
 
-/// Makes `writer` (the pipe to a started reaper) the place registrations go.
-pub fn install(writer: File) {
-    let _ = CHANNEL.set(Mutex::new(writer));
+/// A token no other run has: our pid, and the time to the nanosecond.
+pub fn new_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Makes `writer` (the pipe to a reaper started with `token`) the place registrations go.
+pub fn install(writer: File, token: String) {
+    if CHANNEL.set(Mutex::new(writer)).is_ok() {
+        let _ = TOKEN.set(token);
+    }
+}
+
+/// The `(name, value)` every child's environment gets, when a reaper watches this process.
+pub fn child_env() -> Option<(&'static str, &'static str)> {
+    TOKEN.get().map(|t| (RUN_VAR, t.as_str()))
 }
 
 /// Whether a reaper watches this process.
@@ -87,9 +114,28 @@ fn alive(pgid: i32) -> bool {
     killpg(Pid::from_raw(pgid), None).is_ok()
 }
 
+/// The processes other than ourselves whose environment holds `RUN_VAR=token`.
+fn carrying(token: &str) -> Vec<i32> {
+    let needle = format!("{RUN_VAR}={token}");
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid > 1 && pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+        })
+        .collect()
+}
+
 /// The reaper's whole life: reads registrations from `input` until end of file, then ends every
-/// group still registered. Returns the exit code.
-pub fn serve(input: impl Read + Send + 'static) -> u8 {
+/// group still registered and every process carrying `token` (when there is one). Returns the
+/// exit code.
+pub fn serve(input: impl Read + Send + 'static, token: Option<&str>) -> u8 {
     // Blocked rather than handled: a terminal's Ctrl-C, a second SIGTERM sent to hyper2kvm and
     // its helpers, or the terminal hanging up must not stop the one process that cleans up.
     let mut blocked = SigSet::empty();
@@ -142,23 +188,33 @@ pub fn serve(input: impl Read + Send + 'static) -> u8 {
             pruned = Instant::now();
         }
     }
-    end_groups(&groups);
+    end_all(&groups, token);
     0
 }
 
-/// SIGTERM to every group, SIGKILL to those still there after [`GRACE`].
-fn end_groups(groups: &BTreeSet<i32>) {
+/// SIGTERM to every group and every process carrying `token`, SIGKILL to what is still there
+/// after [`GRACE`] (carriers looked for again: one may have started another meanwhile).
+fn end_all(groups: &BTreeSet<i32>, token: Option<&str>) {
+    let carriers = || token.map(carrying).unwrap_or_default();
     let mut left: Vec<i32> = groups.iter().copied().filter(|&g| alive(g)).collect();
     for &g in &left {
         let _ = killpg(Pid::from_raw(g), Signal::SIGTERM);
     }
+    let mut stragglers = carriers();
+    for &p in &stragglers {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+    }
     let deadline = Instant::now() + GRACE;
-    while !left.is_empty() && Instant::now() < deadline {
+    while !(left.is_empty() && stragglers.is_empty()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         left.retain(|&g| alive(g));
+        stragglers = carriers();
     }
     for &g in &left {
         let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+    for p in carriers() {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
     }
 }
 
@@ -175,5 +231,48 @@ mod tests {
         assert_eq!(parse("+-5"), None);
         assert_eq!(parse("123"), None);
         assert_eq!(parse(""), None);
+    }
+
+    fn running(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let (_, rest) = s.rsplit_once(')')?;
+                rest.split_whitespace().next().map(|st| st != "Z" && st != "X")
+            })
+            .unwrap_or(false)
+    }
+
+    /// The spawn window: a process carrying the token that was never registered (hyper2kvm killed
+    /// between its creation and its registration) is ended at end of file all the same, and one
+    /// carrying another run's token is left alone.
+    #[test]
+    fn an_unregistered_carrier_of_the_token_is_ended() {
+        #[expect(clippy::disallowed_types, reason = "a test of the reaper itself")]
+        let spawn = |token: &str| {
+            std::process::Command::new("sleep")
+                .arg("600")
+                .env(RUN_VAR, token)
+                .spawn()
+                .expect("sleep")
+        };
+        let token = new_token();
+        let mut ours = spawn(&token);
+        let mut other = spawn("another-run");
+        let ours_pid = i32::try_from(ours.id()).expect("pid");
+        let other_pid = i32::try_from(other.id()).expect("pid");
+        // Its environment is the token's from its exec on; wait for the exec to be visible.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !carrying(&token).contains(&ours_pid) {
+            assert!(Instant::now() < deadline, "the carrier never showed up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(serve(std::io::empty(), Some(&token)), 0);
+        let status = ours.wait().expect("wait");
+        assert!(!status.success(), "{status}");
+        assert!(running(other_pid), "another run's process was ended");
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(!running(ours_pid));
     }
 }

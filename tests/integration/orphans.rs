@@ -221,6 +221,34 @@ fn sigkill_during_a_hook_leaves_no_process() {
     assert_nothing_left(&mark);
 }
 
+/// SIGKILL while a hook's background child runs in a session of its own (`setsid`, as a daemon
+/// would): out of every group we registered, it still goes, found by the run's token in its
+/// environment.
+#[test]
+#[cfg_attr(missing_tool = "setsid", ignore = "needs setsid (util-linux)")]
+fn sigkill_ends_a_hook_child_that_left_its_group() {
+    if !require_tool("setsid") {
+        return;
+    }
+    let dir = TestDir::new();
+    let mark = mark_of(&dir);
+    executable(
+        &dir,
+        "daemonizing-hook.sh",
+        "#!/bin/sh\nsetsid sleep 603 &\nsleep 602\n",
+    );
+    let manifest = small_vm(
+        &dir,
+        "{convert: {enabled: false}}",
+        "{pre_extraction: [{type: script, path: daemonizing-hook.sh, timeout: 900}]}",
+    );
+    let mut child = start(&manifest, &mark, None);
+    wait_for_process(&mark, &mut child, "sleep 603", Duration::from_secs(60));
+    wait_for_process(&mark, &mut child, "sleep 602", Duration::from_secs(10));
+    sigkill(&mut child);
+    assert_nothing_left(&mark);
+}
+
 /// A second SIGINT while the first one's cleanup waits for a hook that ignores SIGTERM: hyper2kvm
 /// exits at once, and the hook and its child still do not outlive it.
 #[test]
