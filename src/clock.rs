@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | [`now_local`] | `2026-12-01T22:39:14.123456789+01:00` | reports, checkpoints, messages (upstream writes local time) |
 //! | [`now_utc`] | `2026-12-01T21:39:14.123456789Z` | manifests written by `--libvirt-xml` |
+//! | [`utc_at`] | `2026-12-01T21:39:14.123456789Z` | a pinned source's mtime (reports, messages) |
 //! | [`now_utc_seconds`] | `2026-12-01T21:39:14Z` | the `{{ timestamp_iso }}` hook variable |
 //! | [`now_utc_compact`] | `20261201-213914` | names of files kept beside a guest's own (backups) |
 //! | [`now_unix`] | `1796161154` | the `{{ timestamp }}` hook variable |
@@ -23,6 +24,16 @@ pub fn now_utc() -> String {
     OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default()
+}
+
+/// A moment given as Unix seconds and nanoseconds (a file's mtime), spelled as [`now_utc`];
+/// `sec.nsec` for one out of the calendar's range.
+pub fn utc_at(sec: i64, nsec: i64) -> String {
+    let nanos = i128::from(sec) * 1_000_000_000 + i128::from(nsec);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("{sec}.{nsec:09}"))
 }
 
 /// UTC to the second, `Z`-suffixed.
@@ -47,6 +58,13 @@ pub fn now_unix() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_moment_is_spelled_as_now() {
+        assert_eq!(utc_at(0, 5), "1970-01-01T00:00:00.000000005Z");
+        assert_eq!(utc_at(1_796_161_154, 0), "2026-12-01T21:39:14Z");
+        assert_eq!(utc_at(i64::MAX, 1), format!("{}.000000001", i64::MAX));
+    }
 
     #[test]
     fn spellings() {

@@ -111,8 +111,8 @@ impl Identity {
         if (self.mtime_sec, self.mtime_nsec) != (now.mtime_sec, now.mtime_nsec) {
             changes.push(format!(
                 "mtime {} → {} (the file was written)",
-                mtime_text(self.mtime_sec, self.mtime_nsec),
-                mtime_text(now.mtime_sec, now.mtime_nsec)
+                crate::clock::utc_at(self.mtime_sec, self.mtime_nsec),
+                crate::clock::utc_at(now.mtime_sec, now.mtime_nsec)
             ));
         }
         changes
@@ -120,19 +120,8 @@ impl Identity {
 
     /// The mtime as RFC 3339 in UTC, to the nanosecond.
     pub fn mtime(&self) -> String {
-        mtime_text(self.mtime_sec, self.mtime_nsec)
+        crate::clock::utc_at(self.mtime_sec, self.mtime_nsec)
     }
-}
-
-fn mtime_text(sec: i64, nsec: i64) -> String {
-    let nanos = i128::from(sec) * 1_000_000_000 + i128::from(nsec);
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{sec}.{nsec:09}"))
 }
 
 /// Why a path cannot be a source disk.

@@ -238,7 +238,9 @@ mod tests {
             .ok()
             .and_then(|s| {
                 let (_, rest) = s.rsplit_once(')')?;
-                rest.split_whitespace().next().map(|st| st != "Z" && st != "X")
+                rest.split_whitespace()
+                    .next()
+                    .map(|st| st != "Z" && st != "X")
             })
             .unwrap_or(false)
     }
