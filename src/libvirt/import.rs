@@ -296,6 +296,17 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
         }
         match el.attr("current").map(str::parse::<u32>) {
             None => facts.vcpus = facts.vcpus_max,
+            Some(Ok(n)) if facts.vcpus_max.is_some_and(|m| n > m) => problem(
+                path,
+                located(
+                    el,
+                    format!(
+                        "<vcpu current='{n}'> is more than the domain's maximum of {}: libvirt \
+                         refuses such a domain (expected current <= the <vcpu> count)",
+                        el.text.trim()
+                    ),
+                ),
+            ),
             Some(Ok(n)) if n >= 1 => {
                 facts.vcpus = Some(n);
                 if facts.vcpus_max.is_some_and(|m| m != n) {
@@ -390,6 +401,23 @@ fn read_os(root: &Element, facts: &mut DomainFacts, problem: &mut impl FnMut(Str
     let Some(os) = root.child("os") else {
         return;
     };
+    // A 32-bit x86 guest runs on qemu-system-x86_64 as it is; any other architecture would
+    // become an x86_64 domain that cannot boot it.
+    if let Some(ty) = os.child("type")
+        && let Some(arch) = ty.attr("arch")
+        && !matches!(arch, "x86_64" | "i686" | "i586" | "i486" | "i386")
+    {
+        problem(
+            "/domain/os/type/@arch".to_owned(),
+            located(
+                ty,
+                format!(
+                    "<os><type arch='{arch}'>: hyper2kvm makes x86_64 KVM domains, which cannot \
+                     boot a guest built for {arch} (expected x86_64 or i686)"
+                ),
+            ),
+        );
+    }
     if let Some(t) = os.child("type").and_then(Element::text)
         && t != "hvm"
     {
@@ -428,7 +456,15 @@ fn read_os(root: &Element, facts: &mut DomainFacts, problem: &mut impl FnMut(Str
             // a Secure Boot build.
             None => loader.and_then(|l| l.attr("secure")) == Some("yes"),
         };
-    if uefi && let Some(nvram) = os.child("nvram").and_then(Element::text) {
+    // `<nvram>PATH</nvram>`, or the newer `<nvram type='file'><source file='PATH'/></nvram>`.
+    let nvram = os.child("nvram").and_then(|n| {
+        n.text().or_else(|| {
+            n.child("source")
+                .and_then(|src| src.attr("file"))
+                .filter(|f| !f.is_empty())
+        })
+    });
+    if uefi && let Some(nvram) = nvram {
         facts.nvram = Some(nvram.to_owned());
         facts.notes.push(format!(
             "the source's UEFI variables (its boot entries) are in {nvram}; the new domain starts \
@@ -1412,6 +1448,63 @@ mod tests {
             err.to_string().ends_with("line 2, column 12: the file is not UTF-8; libvirt writes UTF-8 (convert it with iconv)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn only_x86_guests_are_imported() {
+        let arch = |a: &str| {
+            facts_of(&format!(
+                "<domain><name>x</name><os><type arch='{a}' machine='virt'>hvm</type></os><devices/></domain>"
+            ))
+        };
+        assert!(arch("x86_64").is_ok());
+        assert!(arch("i686").is_ok());
+        for other in ["aarch64", "s390x", "ppc64le", "riscv64", "armv7l"] {
+            assert_eq!(
+                arch(other).expect_err(other),
+                [format!(
+                    "/domain/os/type/@arch: line 1: <os><type arch='{other}'>: hyper2kvm makes \
+                     x86_64 KVM domains, which cannot boot a guest built for {other} (expected \
+                     x86_64 or i686)"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn current_vcpus_above_the_maximum_are_refused() {
+        let got = facts_of("<domain><name>x</name><vcpu current='8'>4</vcpu><devices/></domain>")
+            .expect_err("over");
+        assert_eq!(
+            got,
+            [
+                "/domain/vcpu: line 1: <vcpu current='8'> is more than the domain's maximum of 4: \
+              libvirt refuses such a domain (expected current <= the <vcpu> count)"
+            ]
+        );
+        let f = facts_of("<domain><name>x</name><vcpu current='2'>4</vcpu><devices/></domain>")
+            .expect("under");
+        assert_eq!((f.vcpus, f.vcpus_max), (Some(2), Some(4)));
+    }
+
+    #[test]
+    fn both_nvram_forms_are_read() {
+        let nvram = |el: &str| {
+            facts_of(&format!(
+                "<domain><name>x</name><os firmware='efi'>{el}</os><devices/></domain>"
+            ))
+            .expect("valid")
+            .nvram
+        };
+        assert_eq!(
+            nvram("<nvram>/var/lib/libvirt/qemu/nvram/x_VARS.fd</nvram>").as_deref(),
+            Some("/var/lib/libvirt/qemu/nvram/x_VARS.fd")
+        );
+        assert_eq!(
+            nvram("<nvram type='file'><source file='/srv/nvram/x_VARS.fd'/></nvram>").as_deref(),
+            Some("/srv/nvram/x_VARS.fd")
+        );
+        assert_eq!(nvram("<nvram type='file'><source/></nvram>"), None);
     }
 
     #[test]

@@ -595,6 +595,21 @@ fn no_devices() {
     ");
 }
 
+/// An Arm guest (libvirt's `virt` machine with AAVMF firmware) is refused by name: as an x86_64
+/// domain it could never boot.
+#[test]
+fn a_non_x86_guest_is_refused() {
+    let dir = TestDir::new();
+    let err = rejected(
+        &dir,
+        "<domain type='kvm'>\n  <name>arm-builder</name>\n  <memory unit='GiB'>4</memory>\n  <os>\n    <type arch='aarch64' machine='virt'>hvm</type>\n    <loader readonly='yes' type='pflash'>/usr/share/AAVMF/AAVMF_CODE.fd</loader>\n  </os>\n  <devices>\n    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/libvirt/images/arm.qcow2'/><target dev='vda' bus='virtio'/></disk>\n  </devices>\n</domain>\n",
+    );
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (1 problem):
+      - /domain/os/type/@arch: line 5: <os><type arch='aarch64'>: hyper2kvm makes x86_64 KVM domains, which cannot boot a guest built for aarch64 (expected x86_64 or i686)
+    ");
+}
+
 #[test]
 fn no_disks() {
     let dir = TestDir::new();
