@@ -229,6 +229,13 @@ pub fn libvirt_xml(data: &[u8]) -> Outcome {
                 skipped: facts.unsupported,
             });
         }
+        if let Some(dropped) = facts.boot_disk_dropped {
+            return Err(ImportError::BootDiskDropped {
+                path: path.clone(),
+                dropped,
+                next: facts.disks[0].id.clone(),
+            });
+        }
         Ok(())
     };
     Outcome::of(run().map_err(AppError::from))

@@ -91,6 +91,17 @@ pub enum ImportError {
     #[error("No disks found in domain XML {}{}", path.display(), listed(skipped))]
     NoDisks { path: PathBuf, skipped: Vec<String> },
     #[error(
+        "the boot disk of domain XML {} cannot be imported: {dropped}; disk {next} would \
+         become the boot disk and the VM would not start. Make the boot disk importable, or \
+         give the disk the VM boots from <boot order='1'/>",
+        path.display()
+    )]
+    BootDiskDropped {
+        path: PathBuf,
+        dropped: String,
+        next: String,
+    },
+    #[error(
         "{} already exists; remove it or pass --overwrite",
         path.display()
     )]
@@ -159,6 +170,10 @@ impl SourceKind {
     }
 }
 
+/// A disk's place in the boot order: disks with a `<boot order>` first, by that order, then the
+/// rest by their index in the document.
+type BootRank = (bool, Option<u32>, usize);
+
 /// A disk the import can use, in the domain's boot order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskFacts {
@@ -205,6 +220,9 @@ pub struct DomainFacts {
     /// Disks that cannot be migrated, each with why (volume and network sources, unknown
     /// formats); they are listed, never silently dropped.
     pub unsupported: Vec<String>,
+    /// Why the disk first in the domain's boot order is not among [`Self::disks`], when it is
+    /// not: the first of those would otherwise silently become the boot disk.
+    pub boot_disk_dropped: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -590,6 +608,9 @@ fn read_disks(
     let mut found: Vec<(usize, DiskFacts)> = Vec::new();
     let mut ids = BTreeSet::new();
     let mut media = Vec::new();
+    // Every disk that could be the boot disk: its place in the boot order, and the label its
+    // `unsupported` line starts with.
+    let mut candidates: Vec<(BootRank, String)> = Vec::new();
     for (i, disk) in devices.children_named("disk").enumerate() {
         let xpath = format!("/domain/devices/disk[{}]", i + 1);
         let element = at(disk, &xpath);
@@ -600,6 +621,11 @@ fn read_disks(
             media.push(format!("{device} {}", target.unwrap_or("?")));
             continue;
         }
+        let order = disk
+            .child("boot")
+            .and_then(|b| b.attr("order"))
+            .and_then(|o| o.parse::<u32>().ok());
+        candidates.push(((order.is_none(), order, i), label.clone()));
         let kind = disk.attr("type").unwrap_or("file");
         let source = disk.child("source");
         let path = match (kind, source) {
@@ -643,6 +669,15 @@ fn read_disks(
             }
         };
         let Some(path) = path.filter(|p| !p.trim().is_empty()) else {
+            if kind == "block" && device == "lun" {
+                // What libvirt's ESX driver writes for a CD-ROM set to auto-detect the host's
+                // drive: a passthrough with nothing behind it.
+                facts.unsupported.push(format!(
+                    "disk {label}: a passthrough device (device='lun') with no source device, as \
+                     an ESX CD-ROM set to auto-detect is written; there is nothing to migrate"
+                ));
+                continue;
+            }
             let attr = if kind == "file" { "file" } else { "dev" };
             problem(
                 format!("{xpath}/source/@{attr}"),
@@ -729,6 +764,19 @@ fn read_disks(
     // Disks with a <boot order> first, by that order; the rest in document order, which is the
     // order <os><boot dev='hd'/> tries them in.
     found.sort_by_key(|(i, d)| (d.boot_order.is_none(), d.boot_order, *i));
+    if let Some(((_, _, first), label)) = candidates.iter().min_by_key(|(rank, _)| *rank)
+        && !found.iter().any(|(i, _)| i == first)
+    {
+        let prefix = format!("disk {label}:");
+        facts.boot_disk_dropped = Some(
+            facts
+                .unsupported
+                .iter()
+                .find(|u| u.starts_with(&prefix))
+                .cloned()
+                .unwrap_or_else(|| format!("disk {label} is not imported")),
+        );
+    }
     facts.disks = found.into_iter().map(|(_, d)| d).collect();
 }
 
@@ -1016,6 +1064,25 @@ pub fn run(
         return Err(ImportError::NoDisks {
             path: xml_path,
             skipped,
+        });
+    }
+    // The boot disk, unsupported or missing here: the next disk must not take its place.
+    let dropped = facts.boot_disk_dropped.clone().or_else(|| {
+        let boot = &facts.disks[0];
+        (present[0].facts.id != boot.id).then(|| {
+            let prefix = format!("disk {} (", boot.id);
+            skipped
+                .iter()
+                .find(|s| s.starts_with(&prefix))
+                .cloned()
+                .unwrap_or_else(|| format!("disk {} is not imported", boot.id))
+        })
+    });
+    if let Some(dropped) = dropped {
+        return Err(ImportError::BootDiskDropped {
+            path: xml_path,
+            dropped,
+            next: present[0].facts.id.clone(),
         });
     }
 
@@ -1448,6 +1515,53 @@ mod tests {
             err.to_string().ends_with("line 2, column 12: the file is not UTF-8; libvirt writes UTF-8 (convert it with iconv)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_dropped_boot_disk_is_named() {
+        let f = facts_of(
+            "<domain><name>x</name><devices>
+               <disk type='network' device='disk'><source protocol='rbd' name='pool/boot'/><target dev='vda'/></disk>
+               <disk type='file' device='disk'><source file='/img/data.raw'/><target dev='vdb'/></disk>
+             </devices></domain>",
+        )
+        .expect("valid");
+        assert_eq!(f.disks.len(), 1);
+        assert!(
+            f.boot_disk_dropped.as_deref().is_some_and(
+                |d| d.starts_with("disk vda (/domain/devices/disk[1], line 2): a network disk")
+            ),
+            "{:?}",
+            f.boot_disk_dropped
+        );
+        // A boot order puts the imported disk first: nothing is dropped that boots.
+        let f = facts_of(
+            "<domain><name>x</name><devices>
+               <disk type='network' device='disk'><source protocol='rbd' name='pool/boot'/><target dev='vda'/></disk>
+               <disk type='file' device='disk'><source file='/img/data.raw'/><target dev='vdb'/><boot order='1'/></disk>
+             </devices></domain>",
+        )
+        .expect("valid");
+        assert_eq!(f.boot_disk_dropped, None);
+    }
+
+    #[test]
+    fn an_esx_auto_detect_cdrom_is_skipped() {
+        let f = facts_of(
+            "<domain><name>x</name><devices>
+               <disk type='file' device='disk'><source file='/img/boot.vmdk'/><target dev='sda'/></disk>
+               <disk type='block' device='lun'><source/><target dev='hdc' bus='ide'/></disk>
+             </devices></domain>",
+        )
+        .expect("valid");
+        assert_eq!(f.disks.len(), 1);
+        assert!(
+            f.unsupported.iter().any(|u| u
+                .starts_with("disk hdc (/domain/devices/disk[2], line 3): a passthrough device")),
+            "{:?}",
+            f.unsupported
+        );
+        assert_eq!(f.boot_disk_dropped, None);
     }
 
     #[test]

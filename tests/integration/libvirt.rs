@@ -661,6 +661,25 @@ fn missing_disk_files_are_listed() {
     );
 }
 
+/// The boot disk's file is gone but a data disk is there: the import refuses, rather than
+/// making the data disk the boot disk of a VM that would then never start.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn a_missing_boot_disk_is_refused() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("data.qcow2"), "qcow2", None);
+    let xml = "<domain type='kvm'><name>x</name><devices>\n<disk type='file'><driver type='qcow2'/><source file='@DIR@/boot.qcow2'/><target dev='vda'/></disk>\n<disk type='file'><driver type='qcow2'/><source file='@DIR@/data.qcow2'/><target dev='vdb'/></disk>\n</devices></domain>"
+        .replace("@DIR@", &dir.path().display().to_string());
+    let err = rejected(&dir, &xml);
+    insta::assert_snapshot!(err, @"error: the boot disk of domain XML [TMP]/domain.xml cannot be imported: disk vda (/domain/devices/disk[1], line 2): [TMP]/boot.qcow2 does not exist; disk vdb would become the boot disk and the VM would not start. Make the boot disk importable, or give the disk the VM boots from <boot order='1'/>");
+}
+
 #[test]
 fn invalid_macs_and_unknown_memory_unit_all_at_once() {
     let dir = TestDir::new();
