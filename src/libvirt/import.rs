@@ -174,6 +174,10 @@ impl SourceKind {
 /// rest by their index in the document.
 type BootRank = (bool, Option<u32>, usize);
 
+fn boot_rank(order: Option<u32>, index: usize) -> BootRank {
+    (order.is_none(), order, index)
+}
+
 /// A disk the import can use, in the domain's boot order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskFacts {
@@ -608,9 +612,10 @@ fn read_disks(
     let mut found: Vec<(usize, DiskFacts)> = Vec::new();
     let mut ids = BTreeSet::new();
     let mut media = Vec::new();
-    // Every disk that could be the boot disk: its place in the boot order, and the label its
-    // `unsupported` line starts with.
-    let mut candidates: Vec<(BootRank, String)> = Vec::new();
+    // Every disk that could be the boot disk: its place in the boot order, and where its
+    // `unsupported` line goes if it has one (a disk that is neither found nor unsupported is a
+    // problem, which fails the whole import).
+    let mut candidates: Vec<(BootRank, usize)> = Vec::new();
     for (i, disk) in devices.children_named("disk").enumerate() {
         let xpath = format!("/domain/devices/disk[{}]", i + 1);
         let element = at(disk, &xpath);
@@ -625,7 +630,7 @@ fn read_disks(
             .child("boot")
             .and_then(|b| b.attr("order"))
             .and_then(|o| o.parse::<u32>().ok());
-        candidates.push(((order.is_none(), order, i), label.clone()));
+        candidates.push((boot_rank(order, i), facts.unsupported.len()));
         let kind = disk.attr("type").unwrap_or("file");
         let source = disk.child("source");
         let path = match (kind, source) {
@@ -763,19 +768,11 @@ fn read_disks(
     }
     // Disks with a <boot order> first, by that order; the rest in document order, which is the
     // order <os><boot dev='hd'/> tries them in.
-    found.sort_by_key(|(i, d)| (d.boot_order.is_none(), d.boot_order, *i));
-    if let Some(((_, _, first), label)) = candidates.iter().min_by_key(|(rank, _)| *rank)
+    found.sort_by_key(|(i, d)| boot_rank(d.boot_order, *i));
+    if let Some(((_, _, first), line)) = candidates.iter().min_by_key(|(rank, _)| *rank)
         && !found.iter().any(|(i, _)| i == first)
     {
-        let prefix = format!("disk {label}:");
-        facts.boot_disk_dropped = Some(
-            facts
-                .unsupported
-                .iter()
-                .find(|u| u.starts_with(&prefix))
-                .cloned()
-                .unwrap_or_else(|| format!("disk {label} is not imported")),
-        );
+        facts.boot_disk_dropped = facts.unsupported.get(*line).cloned();
     }
     facts.disks = found.into_iter().map(|(_, d)| d).collect();
 }
@@ -970,27 +967,21 @@ pub fn run(
     let mut present = Vec::new();
     let mut problems = Vec::new();
     let mut notes = facts.notes.clone();
-    for d in &facts.disks {
-        match std::fs::metadata(&d.path) {
-            Err(_) => {
-                skipped.push(format!(
-                    "disk {} ({}): {} does not exist",
-                    d.id,
-                    d.element,
-                    d.path.display()
-                ));
-                continue;
+    // Why the boot disk (the first in boot order) is not here, when it is not.
+    let mut dropped = facts.boot_disk_dropped.clone();
+    for (n, d) in facts.disks.iter().enumerate() {
+        let missing = match std::fs::metadata(&d.path) {
+            Err(_) => Some("does not exist"),
+            Ok(m) if m.is_dir() => Some("is a directory"),
+            Ok(_) => None,
+        };
+        if let Some(why) = missing {
+            let line = format!("disk {} ({}): {} {why}", d.id, d.element, d.path.display());
+            if n == 0 {
+                dropped.get_or_insert_with(|| line.clone());
             }
-            Ok(m) if m.is_dir() => {
-                skipped.push(format!(
-                    "disk {} ({}): {} is a directory",
-                    d.id,
-                    d.element,
-                    d.path.display()
-                ));
-                continue;
-            }
-            Ok(_) => {}
+            skipped.push(line);
+            continue;
         }
         let bytes = match crate::files::disk_size(&d.path) {
             Ok(b) => b,
@@ -1067,17 +1058,6 @@ pub fn run(
         });
     }
     // The boot disk, unsupported or missing here: the next disk must not take its place.
-    let dropped = facts.boot_disk_dropped.clone().or_else(|| {
-        let boot = &facts.disks[0];
-        (present[0].facts.id != boot.id).then(|| {
-            let prefix = format!("disk {} (", boot.id);
-            skipped
-                .iter()
-                .find(|s| s.starts_with(&prefix))
-                .cloned()
-                .unwrap_or_else(|| format!("disk {} is not imported", boot.id))
-        })
-    });
     if let Some(dropped) = dropped {
         return Err(ImportError::BootDiskDropped {
             path: xml_path,
