@@ -6,6 +6,12 @@
 //! guest: a 512-byte boot sector that prints a marker on the serial port, run by
 //! `qemu-system-x86_64 -accel kvm -cpu host` (the CPU model libguestfs uses with KVM). Only when
 //! the marker appears within a few seconds is KVM used; otherwise TCG.
+//!
+//! A boot sector runs in real mode only, and some hosts run that under KVM but hang a Linux
+//! kernel (kvm-pvm: the boot sector prints, a stock Debian kernel spins with its console
+//! silent). So when the boot sector passed and a kernel is installed in `/boot` (the one the
+//! libguestfs appliance boots), that kernel is booted too, without a root filesystem: only when
+//! it reaches its "VFS: Unable to mount root fs" panic within the timeout is KVM used.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +22,10 @@ use crate::exec::{self, CancelToken, Command, Watch};
 
 const MARKER: &str = "H2KOK";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// What a kernel without a root filesystem prints at the end of its boot.
+const KERNEL_MARKER: &str = "Unable to mount root fs";
+/// A kernel reaches that panic in 1 to 3 s under KVM (about 10 s under TCG).
+const KERNEL_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,16 +123,99 @@ pub fn probe(qemu_system: &Path) -> Probe {
         },
     );
     match result {
-        Ok(_) if seen.is_cancelled() => Probe {
+        Ok(_) if seen.is_cancelled() => {}
+        Ok(out) => {
+            return tcg(format!(
+                "KVM cannot run a guest here ({}); using TCG",
+                out.record
+            ));
+        }
+        Err(e) => return tcg(format!("could not run the KVM probe: {e}; using TCG")),
+    }
+    let Some(kernel) = newest_kernel(Path::new("/boot")) else {
+        return Probe {
             accel: Accel::Kvm,
-            reason: "a probe guest ran under KVM".to_owned(),
+            reason: "a probe guest ran under KVM (no kernel in /boot to probe further)".to_owned(),
+        };
+    };
+    let cmd = Command::new(qemu_system)
+        .args([
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-machine",
+            "pc",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-kernel",
+        ])
+        .arg(&kernel)
+        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=2"])
+        .timeout(KERNEL_TIMEOUT);
+    let booted = CancelToken::new();
+    let mut on_line = |piece: &str| {
+        if piece.contains(KERNEL_MARKER) {
+            booted.cancel();
+        }
+    };
+    let result = exec::run(
+        &cmd,
+        Watch {
+            cancel: Some(&booted),
+            on_stdout_line: Some(&mut on_line),
+        },
+    );
+    match result {
+        Ok(_) if booted.is_cancelled() => Probe {
+            accel: Accel::Kvm,
+            reason: format!(
+                "a probe guest and the kernel {} ran under KVM",
+                kernel.display()
+            ),
         },
         Ok(out) => tcg(format!(
-            "KVM cannot run a guest here ({}); using TCG",
+            "KVM runs a boot sector here but not the kernel {} ({}); using TCG",
+            kernel.display(),
             out.record
         )),
-        Err(e) => tcg(format!("could not run the KVM probe: {e}; using TCG")),
+        Err(e) => tcg(format!(
+            "could not run the KVM kernel probe: {e}; using TCG"
+        )),
     }
+}
+
+/// The newest `vmlinuz-*` in `dir` (by version order of the names), as supermin picks one.
+fn newest_kernel(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut kernels: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+                && p.is_file()
+        })
+        .collect();
+    kernels.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    kernels.pop()
+}
+
+/// `vmlinuz-6.1.0-57-amd64` → [6, 1, 0, 57]: numeric runs compared as numbers.
+fn version_key(p: &Path) -> Vec<u64> {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|d| d.parse().ok())
+        .collect()
 }
 
 /// The machine type of the domain hyper2kvm emits (and so of the VM the boot test boots).
@@ -224,6 +317,23 @@ pub fn vars_option(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_kernel_is_probed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for n in [
+            "vmlinuz-6.1.0-9-amd64",
+            "vmlinuz-6.1.0-57-amd64",
+            "config-6.1.0-99-amd64",
+        ] {
+            std::fs::write(dir.path().join(n), b"x").expect("write");
+        }
+        assert_eq!(
+            newest_kernel(dir.path()),
+            Some(dir.path().join("vmlinuz-6.1.0-57-amd64"))
+        );
+        assert_eq!(newest_kernel(&dir.path().join("none")), None);
+    }
 
     #[test]
     fn boot_sector_is_bootable() {
