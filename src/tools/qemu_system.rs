@@ -204,7 +204,7 @@ fn newest_kernel(dir: &Path) -> Option<std::path::PathBuf> {
                 && p.is_file()
         })
         .collect();
-    kernels.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    kernels.sort_by_key(|k| version_key(k));
     kernels.pop()
 }
 
