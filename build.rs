@@ -50,6 +50,9 @@ const TOOLS: &[&str] = &[
     "losetup",
     "setsid",
     "bash",
+    "virsh",
+    "libvirtd",
+    "virtlogd",
 ];
 
 /// Where Debian's `ovmf` package puts the firmware; the boot test looks for either file.

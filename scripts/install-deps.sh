@@ -8,7 +8,7 @@
 #
 # Usage: scripts/install-deps.sh [core|full|bench]
 #   core:  qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo)
-#   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, xmllint, debootstrap
+#   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, libvirtd, xmllint, debootstrap
 #   bench: core + hyperfine, /usr/bin/time, coreutils' sha256sum (`make bench`); and, only when
 #          libguestfs is already installed, virt-v2v with nbdkit and nbdcopy, which it needs but
 #          does not pull in (virt-v2v would otherwise drag in libguestfs and a qemu that clashes
@@ -44,6 +44,9 @@ if [ "$level" = full ]; then
   want virt-customize libguestfs-tools
   want virt-xml-validate libvirt-clients
   want virsh libvirt-clients
+  # The libvirt tests start their own libvirtd (qemu driver) and virtlogd; no systemd needed.
+  want libvirtd libvirt-daemon-system
+  want virtlogd libvirt-daemon-system
   want xmllint libxml2-utils
   want debootstrap debootstrap
   want cryptsetup cryptsetup-bin

@@ -183,6 +183,25 @@ pub fn plan(input: PlanInput<'_>, notes: &mut Vec<String>) -> Result<BootTestPla
             (p.accel, p.reason)
         }
     };
+    let (success, failure) = compile_patterns(s)?;
+    Ok(BootTestPlan {
+        qemu,
+        accel,
+        accel_reason,
+        firmware,
+        timeout: Duration::from_secs(s.timeout.max(1)),
+        success,
+        failure,
+        memory_mb: s.memory_mb,
+        cpus: s.cpus,
+        disks: input.disks,
+        console_log: input.console_log,
+    })
+}
+
+/// The success and failure patterns of the boot test settings, compiled (also what a start
+/// under libvirt is proven with).
+pub fn compile_patterns(s: &BootTestSettings) -> Result<(Regex, Option<Regex>), BootTestError> {
     let compile = |field: &'static str, pattern: &str| {
         check_pattern(pattern).map_err(|message| BootTestError::Pattern { field, message })?;
         Regex::new(pattern).map_err(|e| BootTestError::Pattern {
@@ -190,23 +209,13 @@ pub fn plan(input: PlanInput<'_>, notes: &mut Vec<String>) -> Result<BootTestPla
             message: e.to_string(),
         })
     };
-    Ok(BootTestPlan {
-        qemu,
-        accel,
-        accel_reason,
-        firmware,
-        timeout: Duration::from_secs(s.timeout.max(1)),
-        success: compile("success_pattern", &s.success_pattern)?,
-        failure: s
-            .failure_pattern
+    Ok((
+        compile("success_pattern", &s.success_pattern)?,
+        s.failure_pattern
             .as_deref()
             .map(|p| compile("failure_pattern", p))
             .transpose()?,
-        memory_mb: s.memory_mb,
-        cpus: s.cpus,
-        disks: input.disks,
-        console_log: input.console_log,
-    })
+    ))
 }
 
 impl BootTestPlan {
@@ -547,8 +556,9 @@ fn watch(
 }
 
 /// Splits console bytes into clean lines and matches them, failure patterns first.
-struct Scanner<'a> {
-    plan: &'a BootTestPlan,
+pub struct Scanner<'a> {
+    success: &'a Regex,
+    failure: Option<&'a Regex>,
     panic: Regex,
     emergency: Regex,
     no_boot: Regex,
@@ -559,8 +569,14 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn new(plan: &'a BootTestPlan) -> Self {
+        Self::with_patterns(&plan.success, plan.failure.as_ref())
+    }
+
+    /// A scanner for these patterns (and the built-in failure patterns).
+    pub fn with_patterns(success: &'a Regex, failure: Option<&'a Regex>) -> Self {
         Self {
-            plan,
+            success,
+            failure,
             panic: Regex::new(PANIC_PATTERN).expect("a constant pattern"),
             emergency: Regex::new(EMERGENCY_PATTERN).expect("a constant pattern"),
             no_boot: Regex::new(NO_BOOT_PATTERN).expect("a constant pattern"),
@@ -569,7 +585,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn feed(&mut self, bytes: &[u8]) -> Option<(Reason, String)> {
+    /// Takes console bytes; the first line that decides, with why.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<(Reason, String)> {
         for &b in bytes {
             if b == b'\n' {
                 let line = clean(&std::mem::take(&mut self.pending));
@@ -588,7 +605,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The line still being written (a login prompt waits without a newline).
-    fn partial(&mut self) -> Option<(Reason, String)> {
+    pub fn partial(&mut self) -> Option<(Reason, String)> {
         let line = clean(&self.pending);
         if line.trim().is_empty() || line == self.last_partial {
             return None;
@@ -604,9 +621,9 @@ impl<'a> Scanner<'a> {
             Some(Reason::EmergencyShell)
         } else if self.no_boot.is_match(line) {
             Some(Reason::NoBootableDevice)
-        } else if self.plan.failure.as_ref().is_some_and(|f| f.is_match(line)) {
+        } else if self.failure.is_some_and(|f| f.is_match(line)) {
             Some(Reason::FailurePattern)
-        } else if self.plan.success.is_match(line) {
+        } else if self.success.is_match(line) {
             Some(Reason::SuccessPattern)
         } else {
             None

@@ -80,9 +80,15 @@ pub struct Cli {
     #[arg(long)]
     pub no_disk_backup: bool,
 
-    /// Replace output files that already exist (otherwise an existing output is an error).
+    /// Replace output files that already exist (otherwise an existing output is an error),
+    /// and, with libvirt_integration, another VM's domain of the same name or UUID.
     #[arg(long)]
     pub overwrite: bool,
+
+    /// The libvirt host libvirt_integration defines the VM on (a libvirt URI, e.g.
+    /// qemu:///system); beats the manifest's libvirt_integration.uri.
+    #[arg(long, value_name = "URI")]
+    pub connect: Option<String>,
 
     /// Progress display: bars on a terminal, one line per event otherwise.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "MODE")]

@@ -23,6 +23,8 @@ spelled_enum! {
         Validate = "validate",
         /// Write the libvirt domain XML.
         Domain = "domain_xml",
+        /// Define (and start) the domain on a libvirt host (upstream's name).
+        Libvirt = "libvirt_integration",
     }
 }
 
@@ -32,7 +34,7 @@ impl Stage {
         use HookStage as H;
         match self {
             Stage::Load => (Some(H::PreExtraction), Some(H::PostExtraction)),
-            Stage::Inspect | Stage::Domain => (None, None),
+            Stage::Inspect | Stage::Domain | Stage::Libvirt => (None, None),
             Stage::Fix => (Some(H::PreFix), Some(H::PostFix)),
             Stage::Convert => (Some(H::PreConvert), Some(H::PostConvert)),
             Stage::Validate => (None, Some(H::PostValidate)),

@@ -18,6 +18,7 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
             continue_on_error: options.batch_continue_on_error,
             resume: options.batch_resume,
             overwrite: options.overwrite,
+            connect: options.connect.clone(),
             dry_run: options.dry_run,
             output_dir: options.output_dir.clone(),
             in_place: options.in_place,

@@ -27,6 +27,8 @@ pub(crate) struct Options {
     pub preview_guest: bool,
     pub in_place: crate::plan::InPlaceConsent,
     pub overwrite: bool,
+    /// `--connect` (or `connect:` in a config file).
+    pub connect: Option<String>,
     pub log_file: Option<PathBuf>,
     pub verbose: u8,
     pub progress: Option<ProgressMode>,
@@ -97,6 +99,9 @@ pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
         no_disk_backup: cli.no_disk_backup,
     };
     options.overwrite |= cli.overwrite;
+    if cli.connect.is_some() {
+        options.connect = cli.connect.clone();
+    }
     if cli.log_file.is_some() {
         options.log_file = cli.log_file.clone();
     }
@@ -137,6 +142,7 @@ struct FileOptions {
     output_dir: Option<String>,
     dry_run: Option<bool>,
     overwrite: Option<bool>,
+    connect: Option<String>,
     log_file: Option<String>,
     #[serde(default, deserialize_with = "verbosity")]
     verbose: Option<u8>,
@@ -207,6 +213,9 @@ fn take_options(
     }
     if let Some(b) = taken.overwrite {
         options.overwrite = b;
+    }
+    if taken.connect.is_some() {
+        options.connect = taken.connect;
     }
     if let Some(v) = taken.verbose {
         options.verbose = v;

@@ -42,6 +42,13 @@ pub fn summary(plan: &VmPlan, outcome: &VmOutcome, unwritten: Option<&WriteError
     if let Some(boot_test) = outcome.validate_result().and_then(|v| v.boot_test.as_ref()) {
         s.push_str(&boot_test_line(boot_test));
     }
+    if let Some(lv) = outcome.libvirt_result()
+        && outcome
+            .stage(crate::stage::Stage::Libvirt)
+            .is_some_and(|st| st.success)
+    {
+        s.push_str(&libvirt_line(lv));
+    }
     for w in &outcome.warnings {
         s.push_str(&format!("  warning ({}): {}\n", w.stage, w.message));
     }
@@ -67,6 +74,35 @@ pub fn summary(plan: &VmPlan, outcome: &VmOutcome, unwritten: Option<&WriteError
         (None, None) => s.push_str("Report: disabled (options.report.enabled is false)\n"),
     }
     s
+}
+
+/// The summary's line for a VM defined on a libvirt host: what was done there, and the boot.
+fn libvirt_line(lv: &crate::outcome::stages::LibvirtResult) -> String {
+    let mut what = match lv.action.as_str() {
+        "not_defined" => format!("  libvirt: volumes in {}", lv.uri),
+        action => format!("  libvirt: domain {} {action} on {}", lv.domain, lv.uri),
+    };
+    if let Some(p) = &lv.pool {
+        what.push_str(&format!(
+            ", disks in pool '{}'{}",
+            p.name,
+            if p.created { " (created)" } else { "" }
+        ));
+    }
+    if let Some(snap) = &lv.snapshot {
+        what.push_str(&format!(", snapshot '{snap}'"));
+    }
+    if lv.autostart {
+        what.push_str(", autostart");
+    }
+    if let Some(b) = &lv.boot {
+        what.push_str(&format!(", started and booted in {:.1} s", b.seconds));
+    }
+    if lv.virt_type == "qemu" {
+        what.push_str(" (TCG: KVM cannot run a guest on this host)");
+    }
+    what.push('\n');
+    what
 }
 
 /// The summary's line for a report that could not be written: the file and the reason.

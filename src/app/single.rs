@@ -62,6 +62,8 @@ pub(super) fn run(
             vm_id: None,
             batch_id: None,
             guest_env: None,
+            libvirt_uri: options.connect.clone(),
+            replace_domains: options.overwrite,
             reserved_macs: Default::default(),
         },
     )?;

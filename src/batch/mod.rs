@@ -39,6 +39,8 @@ pub struct BatchOptions {
     pub continue_on_error: Option<bool>,
     pub resume: bool,
     pub overwrite: bool,
+    /// `--connect`: the libvirt host of every VM with libvirt_integration.
+    pub connect: Option<String>,
     pub dry_run: bool,
     /// `--output-dir`: replaces `shared_config.output_directory`.
     pub output_dir: Option<PathBuf>,
@@ -159,6 +161,9 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                             vm_id: Some(entry.id.clone()),
                             batch_id: Some(batch.batch_id.clone()),
                             guest_env: guest_env.clone(),
+                            libvirt_uri: opts.connect.clone(),
+                            // Only an explicit --overwrite replaces another VM's domain.
+                            replace_domains: opts.overwrite,
                             reserved_macs: reserved_macs.clone(),
                         };
                         match plan::plan(&loaded, &plan_opts) {

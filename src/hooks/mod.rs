@@ -45,7 +45,7 @@ impl EnabledStages {
             Stage::Fix => self.fix,
             Stage::Convert => self.convert,
             Stage::Validate => self.validate,
-            Stage::Load | Stage::Inspect | Stage::Domain => true,
+            Stage::Load | Stage::Inspect | Stage::Domain | Stage::Libvirt => true,
         }
     }
 }

@@ -32,6 +32,27 @@ pub enum FirmwarePlan {
     },
 }
 
+/// How the domain runs its guest: `<domain type>`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VirtType {
+    /// Hardware virtualisation, the CPU passed through.
+    #[default]
+    Kvm,
+    /// TCG emulation, for a host where KVM cannot run a guest (slow; the CPU is qemu's
+    /// `maximum` model, as libvirt refuses host-passthrough without KVM).
+    Qemu,
+}
+
+impl VirtType {
+    pub fn name(self) -> &'static str {
+        match self {
+            VirtType::Kvm => "kvm",
+            VirtType::Qemu => "qemu",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UuidOrigin {
@@ -62,6 +83,9 @@ pub struct DomainPlan {
     pub name: String,
     pub uuid: String,
     pub uuid_origin: UuidOrigin,
+    /// `kvm` as planned; the libvirt stage makes it `qemu` on a host where KVM cannot run.
+    #[serde(skip)]
+    pub virt_type: VirtType,
     pub memory_kib: u64,
     pub vcpus: u32,
     pub firmware: FirmwarePlan,

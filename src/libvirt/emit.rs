@@ -10,7 +10,7 @@
 use quick_xml::Writer;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 
-use super::domain::{DomainPlan, FirmwarePlan, METADATA_NAMESPACE};
+use super::domain::{DomainPlan, FirmwarePlan, METADATA_NAMESPACE, VirtType};
 use crate::mapping::Connection;
 
 /// An element to write.
@@ -113,8 +113,16 @@ fn domain_node(plan: &DomainPlan) -> Node {
         }
     }
 
+    let cpu = match plan.virt_type {
+        VirtType::Kvm => Node::new("cpu")
+            .attr("mode", "host-passthrough")
+            .attr("check", "none"),
+        VirtType::Qemu => Node::new("cpu")
+            .attr("mode", "maximum")
+            .attr("check", "none"),
+    };
     Node::new("domain")
-        .attr("type", "kvm")
+        .attr("type", plan.virt_type.name())
         .child(Node::new("name").text(plan.name.clone()))
         .child(Node::new("uuid").text(plan.uuid.clone()))
         .child(metadata_node(plan))
@@ -135,11 +143,7 @@ fn domain_node(plan: &DomainPlan) -> Node {
         )
         .child(os)
         .child(features)
-        .child(
-            Node::new("cpu")
-                .attr("mode", "host-passthrough")
-                .attr("check", "none"),
-        )
+        .child(cpu)
         .child(Node::new("clock").attr("offset", if plan.windows { "localtime" } else { "utc" }))
         .child(Node::new("on_poweroff").text("destroy"))
         .child(Node::new("on_reboot").text("restart"))

@@ -16,6 +16,7 @@ pub mod boot_test;
 pub mod disks;
 pub mod domain;
 pub mod hooks;
+pub mod libvirt_integration;
 pub mod mapping;
 pub mod nics;
 pub mod output;
@@ -34,6 +35,7 @@ pub use boot_test::BootTestSettings;
 pub use disks::{Disk, DiskType, SourceFormat, is_id, is_sha256_checksum};
 pub use domain::DomainSection;
 pub use hooks::HookSet;
+pub use libvirt_integration::LibvirtIntegration;
 pub use mapping::{
     ExplicitTarget, MacPolicy, NetworkMapping, NetworkTarget, PreallocateSetting, Preallocation,
     StorageMapping,
@@ -116,9 +118,10 @@ pub struct Manifest {
     /// How the libvirt domain written after conversion is made.
     #[serde(default)]
     pub domain: DomainSection,
+    /// Defining (and starting) the converted VM on a libvirt host.
+    #[serde(default)]
+    pub libvirt_integration: LibvirtIntegration,
     // Sections this build rejects when non-empty (see `TOP_LEVEL`).
-    #[serde(default, skip_serializing)]
-    pub libvirt_integration: Option<Value>,
     #[serde(default, skip_serializing)]
     pub configuration: Option<Value>,
 }
@@ -365,6 +368,7 @@ pub fn validate(doc: &Map<String, Value>, dir: &Path, problems: &mut Problems) {
     source::check(doc.get("source"), problems);
     mapping::check_disk_mapping_ids(doc, problems);
     domain::check_preserve_uuid(doc, problems);
+    libvirt_integration::check(doc, problems);
     if let Some(Value::Array(nics)) = doc.get("nics") {
         nics::check(nics, problems);
     }
@@ -430,7 +434,7 @@ pub const TOP_LEVEL: &[Field] = &[
     f("domain", Kind::Object(domain::DOMAIN)),
     f(
         "libvirt_integration",
-        Kind::Unsupported("libvirt_integration is not supported by this version of hyper2kvm yet"),
+        Kind::Object(libvirt_integration::LIBVIRT_INTEGRATION),
     ),
     f(
         "configuration",

@@ -117,6 +117,14 @@ impl VmOutcome {
         }
     }
 
+    /// The result of the libvirt_integration stage (also a failed one's).
+    pub fn libvirt_result(&self) -> Option<&stages::LibvirtResult> {
+        match self.stage(Stage::Libvirt)?.result.as_ref()? {
+            StageResult::Libvirt(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The result of the validate stage (also a failed one's, which may hold a boot test).
     pub fn validate_result(&self) -> Option<&stages::ValidateResult> {
         match self.stage(Stage::Validate)?.result.as_ref()? {

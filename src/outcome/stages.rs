@@ -24,6 +24,7 @@ pub enum StageResult {
     Convert(ConvertResult),
     Validate(ValidateResult),
     Domain(DomainResult),
+    Libvirt(LibvirtResult),
 }
 
 /// `load_manifest`: the manifest's facts and the checksums verified.
@@ -196,4 +197,77 @@ pub struct DomainResult {
     pub interfaces: Vec<InterfacePlan>,
     /// The command that defines it on a libvirt host.
     pub define_with: String,
+}
+
+/// `libvirt_integration`: what this run did on the libvirt host, and what it undid.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LibvirtResult {
+    pub uri: String,
+    pub domain: String,
+    pub uuid: String,
+    /// `defined` (new), `updated` (this VM's own earlier domain replaced), `replaced` (another
+    /// VM's domain replaced on request), or `not_defined` (define_domain: false).
+    pub action: String,
+    /// Domains this run undefined to make room, with where their definitions were saved.
+    pub replaced: Vec<ReplacedDomain>,
+    /// `kvm`, or `qemu` (TCG) where KVM cannot run a guest on this host.
+    pub virt_type: String,
+    pub virt_type_reason: String,
+    /// The domain XML defined (the domain_xml file, rewritten to point at the volumes).
+    pub domain_xml: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolResult>,
+    pub volumes: Vec<VolumeResult>,
+    pub snapshot: Option<String>,
+    pub autostart: bool,
+    pub started: bool,
+    /// The start, proven on the serial console.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<LibvirtBoot>,
+    /// What a failure undid, in the order it was undone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rolled_back: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplacedDomain {
+    pub name: String,
+    pub uuid: String,
+    /// Its definition as it was (`virsh define` it to restore it).
+    pub saved_xml: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolResult {
+    pub name: String,
+    pub path: PathBuf,
+    /// Defined, built and started by this run.
+    pub created: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VolumeResult {
+    pub disk_id: String,
+    pub name: String,
+    pub path: PathBuf,
+    /// `copied` or `moved`.
+    pub how: String,
+    /// An existing volume of that name was replaced.
+    pub replaced: bool,
+}
+
+/// The boot under libvirt, read from the domain's serial console.
+#[derive(Clone, Debug, Serialize)]
+pub struct LibvirtBoot {
+    pub result: crate::boot_test::BootResult,
+    pub reason: crate::boot_test::Reason,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_line: Option<String>,
+    pub seconds: f64,
+    pub timeout_seconds: u64,
+    pub console: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_log: Option<PathBuf>,
+    pub console_tail: Vec<String>,
 }

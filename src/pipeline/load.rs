@@ -1,10 +1,12 @@
 //! load_manifest: what the manifest says about the VM, and its checksums verified (now, or in
 //! the background while the next stages run; see [`super::checksums`]).
 
-use super::{Run, StageFailure, checksums};
+use super::{Run, StageFailure, checksums, libvirt};
 use crate::outcome::stages::LoadResult;
 
 pub(super) fn run(run: &mut Run<'_>) -> Result<LoadResult, StageFailure> {
+    // A libvirt host that cannot take the VM stops it now, not after the conversion.
+    libvirt::preflight(run)?;
     let verified = checksums::start(run)?;
     let plan = run.plan;
     Ok(LoadResult {

@@ -24,6 +24,7 @@ mod domain;
 mod fix;
 mod guest;
 mod inspect;
+mod libvirt;
 mod load;
 mod source;
 mod stall;
@@ -125,6 +126,7 @@ fn planned(plan: &VmPlan, stage: Stage) -> bool {
         Stage::Convert => plan.convert.is_some(),
         Stage::Validate => plan.validate.is_some(),
         Stage::Domain => plan.domain.is_some(),
+        Stage::Libvirt => plan.libvirt.is_some() && plan.domain.is_some(),
     }
 }
 
@@ -137,6 +139,7 @@ fn run_stage(stage: Stage, run: &mut Run<'_>) -> Result<StageResult, StageFailur
         Stage::Convert => convert::run(run).map(StageResult::Convert),
         Stage::Validate => validate::run(run).map(StageResult::Validate),
         Stage::Domain => domain::run(run).map(StageResult::Domain),
+        Stage::Libvirt => libvirt::run(run).map(StageResult::Libvirt),
     }
 }
 

@@ -145,6 +145,11 @@ impl VmPlan {
                 let _ = writeln!(s, "  {line}");
             }
         }
+        if let (Some(lv), Some(dom)) = (&self.libvirt, &self.domain) {
+            for line in lv.describe(&dom.name) {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
         s
     }
 }

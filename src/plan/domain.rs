@@ -84,13 +84,17 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
         );
     }
 
-    let identity = format!(
-        "{}\0{}\0{}",
-        m.source.vm_id.as_deref().unwrap_or(""),
-        name,
-        input.vm_id
-    );
+    // Two VMs may share a name and even a source id (`vm-42` exists in every vCenter): the
+    // identity also holds the source's UUID and the boot disk's path, which no two VMs share,
+    // so their domains never get the same UUID (and libvirt never takes one for the other).
     let source_uuid = m.source.extra.get("uuid").and_then(Value::as_str);
+    let identity = identity_of(
+        m.source.vm_id.as_deref(),
+        &name,
+        input.vm_id,
+        source_uuid,
+        input.disks.first().map(|d| d.source.as_path()),
+    );
     let (uuid, uuid_origin) = match (
         m.domain.preserve_uuid,
         source_uuid.and_then(crate::manifest::domain::parse_uuid),
@@ -198,6 +202,7 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
             name,
             uuid,
             uuid_origin,
+            virt_type: Default::default(),
             memory_kib: u64::from(mem_gib) * 1024 * 1024,
             vcpus,
             firmware,
@@ -210,6 +215,27 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
         notes,
         problems,
     }
+}
+
+/// What a derived UUID (and a regenerated MAC) is made from: the same for the same VM from the
+/// same manifest, different for two VMs that share a name.
+fn identity_of(
+    source_vm_id: Option<&str>,
+    name: &str,
+    run_vm_id: &str,
+    source_uuid: Option<&str>,
+    boot_source: Option<&Path>,
+) -> String {
+    // The source's UUID tells VMs apart by itself; without one, the boot disk's path does.
+    let distinct = match (source_uuid, boot_source) {
+        (Some(u), _) => format!("uuid:{u}"),
+        (None, Some(p)) => format!("disk:{}", p.display()),
+        (None, None) => String::new(),
+    };
+    format!(
+        "{}\0{name}\0{run_vm_id}\0{distinct}",
+        source_vm_id.unwrap_or("")
+    )
 }
 
 /// The manifest's NICs; a manifest written by the Python tool's libvirt import has none and
@@ -293,6 +319,28 @@ mod tests {
         assert_eq!(nics[0].kind, Some(NicType::Bridge));
         assert_eq!(nics[0].network.as_deref(), Some("br0"));
         assert_eq!(nics[1].network, None, "upstream's 'unknown' is no network");
+    }
+
+    #[test]
+    fn two_vms_named_alike_from_two_sources_get_different_uuids() {
+        let a = Path::new("/srv/vcenter-a/web01/web01.vmdk");
+        let b = Path::new("/srv/vcenter-b/web01/web01.vmdk");
+        let uuid = |id: String| derive_uuid(&id);
+        // The same name and moref in two vCenters, different disks.
+        assert_ne!(
+            uuid(identity_of(Some("vm-42"), "web01", "web01", None, Some(a))),
+            uuid(identity_of(Some("vm-42"), "web01", "web01", None, Some(b)))
+        );
+        // Different source UUIDs.
+        assert_ne!(
+            uuid(identity_of(None, "web01", "web01", Some("1"), Some(a))),
+            uuid(identity_of(None, "web01", "web01", Some("2"), Some(a)))
+        );
+        // The same VM again: the same UUID.
+        assert_eq!(
+            uuid(identity_of(Some("vm-42"), "web01", "web01", None, Some(a))),
+            uuid(identity_of(Some("vm-42"), "web01", "web01", None, Some(a)))
+        );
     }
 
     #[test]

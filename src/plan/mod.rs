@@ -16,6 +16,7 @@ mod disks;
 pub mod domain;
 mod fix;
 mod inspect;
+pub mod libvirt;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -59,6 +60,11 @@ pub struct PlanOptions {
     /// libguestfs and the accelerator it may use; found (and KVM probed) when `None` and the
     /// manifest looks inside the guest. A batch passes one in so the probe runs once.
     pub guest_env: Option<GuestEnv>,
+    /// `--connect`: the libvirt host, over the manifest's `libvirt_integration.uri`.
+    pub libvirt_uri: Option<String>,
+    /// An explicit `--overwrite` (not a resumed batch's): another VM's libvirt domain may be
+    /// replaced.
+    pub replace_domains: bool,
     /// MACs that other VMs of the same run already use. A regenerated MAC never repeats one, and
     /// a preserved or overridden MAC that repeats one is a problem. A batch plans its VMs in
     /// order and adds each plan's [`VmPlan::macs`] here before planning the next.
@@ -119,6 +125,8 @@ pub struct VmPlan {
     pub validate: Option<ValidatePlan>,
     /// The libvirt domain written after a successful conversion.
     pub domain: Option<DomainPlan>,
+    /// The domain defined (and started) on a libvirt host.
+    pub libvirt: Option<libvirt::LibvirtPlan>,
     pub overwrite: bool,
     pub dry_run: bool,
     /// A dry run that reads the guest read-only (`--preview-guest`).
@@ -229,6 +237,19 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         problems.0.extend(planned.problems);
         planned.domain
     });
+
+    let libvirt = libvirt::plan(
+        &libvirt::LibvirtInputs {
+            manifest: m,
+            uri_override: opts.libvirt_uri.as_deref(),
+            overwrite: opts.replace_domains,
+            converting,
+            domain_name: domain.as_ref().map_or(vm_id.as_str(), |d| d.name.as_str()),
+            disks: &disks,
+            format,
+        },
+        &mut problems,
+    );
 
     let boot_fixed = m
         .pipeline
@@ -348,6 +369,7 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         convert,
         validate,
         domain,
+        libvirt,
         overwrite: opts.overwrite,
         dry_run,
         preview_guest,

@@ -1,13 +1,14 @@
 //! The external programs hyper2kvm drives, one file each: what to run and how to read what
 //! they say. [`qemu_img`] (probe, check, convert, compare), [`qemu_system`] (the KVM probe and
 //! the boot-test VM), [`guestfish`] (the libguestfs appliance, command by command) and
-//! [`ovmf`] (where the UEFI firmware is). Every one of them runs through [`crate::exec`];
+//! [`ovmf`] (where the UEFI firmware is) and [`virsh`] (a libvirt host). Every one of them runs through [`crate::exec`];
 //! [`Tool`] finds them and names the Debian package of a missing one.
 
 pub mod guestfish;
 pub mod ovmf;
 pub mod qemu_img;
 pub mod qemu_system;
+pub mod virsh;
 
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ pub enum Tool {
     Guestfish,
     QemuSystem,
     Python3,
+    Virsh,
 }
 
 impl Tool {
@@ -29,6 +31,7 @@ impl Tool {
             Tool::Guestfish => "guestfish",
             Tool::QemuSystem => "qemu-system-x86_64",
             Tool::Python3 => "python3",
+            Tool::Virsh => "virsh",
         }
     }
 
@@ -38,6 +41,7 @@ impl Tool {
             Tool::Guestfish => "libguestfs-tools",
             Tool::QemuSystem => "qemu-system-x86",
             Tool::Python3 => "python3",
+            Tool::Virsh => "libvirt-clients",
         }
     }
 

@@ -553,3 +553,101 @@ fn dry_run_shows_the_boot_test_command() {
     assert!(r.stdout.contains("-snapshot"), "{}", r.stdout);
     assert!(!dir.join("output").exists(), "nothing was written");
 }
+
+/// The guide's Phase 6 end to end: the VMware-style guest repaired and converted under the
+/// production profile, its disk moved into a new storage pool, the domain defined and started
+/// on a real libvirtd, and the start proven on the domain's serial console (the boot test's
+/// patterns, read through libvirt, not a qemu of ours). The domain is left running, as asked.
+#[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        not_root,
+        missing_tool = "debootstrap",
+        missing_tool = "qemu-img",
+        missing_tool = "sfdisk",
+        missing_tool = "mkfs.ext4",
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64",
+        missing_tool = "virsh",
+        missing_tool = "libvirtd",
+        missing_tool = "virtlogd"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs root, libvirtd and what scripts/build-test-guest.sh runs (install: scripts/install-deps.sh full)"
+)]
+fn e2e_libvirt_defines_starts_and_proves_the_boot() {
+    if skip_slow() {
+        return;
+    }
+    let Some(guest) = debian_guest() else { return };
+    let Some(lv) = Libvirtd::get() else { return };
+    let (name, pool) = ("h2k-t-e2e-debian12", "h2k-t-e2e");
+    lv.forget(name, Some(pool));
+    struct Forget<'a>(&'a Libvirtd, &'static str, &'static str);
+    impl Drop for Forget<'_> {
+        fn drop(&mut self) {
+            self.0.forget(self.1, Some(self.2));
+        }
+    }
+    let _forget = Forget(&lv, name, pool);
+    let dir = TestDir::new();
+    // qemu runs as libvirt's own user: it must reach the pool directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let pool_dir = dir.join("pool");
+    let path = vmdk_manifest(
+        &dir,
+        name,
+        &guest,
+        &format!(
+            "profile: production\npipeline:\n  validate:\n    boot_test: {{enabled: false, timeout: {BOOT_TIMEOUT}, success_pattern: 'login: *$'}}\nlibvirt_integration:\n  enabled: true\n  import_to_pool: {pool}\n  pool_path: {}\n  copy_disks: false\n  auto_start: true",
+            pool_dir.display()
+        ),
+    );
+    let r = run(hyper2kvm()
+        .arg("--config")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&dir.join("output/report.json"));
+    let res = &report["pipeline"]["stages"]["libvirt_integration"]["result"];
+    assert_eq!(res["action"], "defined", "{res:#}");
+    assert_eq!(res["started"], true);
+    let boot = &res["boot"];
+    assert_eq!(boot["result"], "passed", "{boot:#}");
+    assert_eq!(boot["reason"], "success_pattern");
+    assert!(
+        boot["matched_line"]
+            .as_str()
+            .is_some_and(|l| l.ends_with("login:")),
+        "{boot:#}"
+    );
+    let console = std::fs::read_to_string(boot["console_log"].as_str().expect("console log"))
+        .expect("the console is kept");
+    assert!(console.contains("login:"), "{console}");
+    assert!(
+        r.stdout.contains(&format!(
+            "libvirt: domain {name} defined on qemu:///system, disks in pool '{pool}' (created), started and booted in "
+        )),
+        "{}",
+        r.stdout
+    );
+    // Moved, not copied: the volume is the converted disk.
+    let volume = pool_dir.join(format!("{name}-boot.qcow2"));
+    assert_eq!(res["volumes"][0]["how"], "moved");
+    assert!(volume.is_file());
+    assert!(!dir.join("output/boot.qcow2").exists());
+    assert!(
+        report["artifacts"]
+            .to_string()
+            .contains(&volume.display().to_string()),
+        "the artifact follows the disk: {:#}",
+        report["artifacts"]
+    );
+    // libvirt agrees: running, from the volume.
+    assert_eq!(lv.virsh(&["domstate", name]).trim(), "running");
+    assert!(
+        lv.virsh(&["domblklist", name])
+            .contains(&volume.display().to_string())
+    );
+}

@@ -87,6 +87,10 @@ mod trust_hooks;
 
 /// `--libvirt-xml` import of the fixture corpus, round trips to a defined domain, bad domain XML.
 mod libvirt;
+
+/// libvirt_integration on a real libvirtd the tests start: define, pools, re-runs, conflicts,
+/// rollback.
+mod libvirt_host;
 /// The summary survives a report that cannot be written, and the run still fails.
 mod report_unwritable;
 

@@ -179,7 +179,10 @@ fn domain_of(dir: &TestDir, name: &str, shape: serde_json::Value) -> String {
     std::fs::write(sub.join("boot.raw"), vec![0x5au8; 1 << 20]).expect("write disk");
     let mut m = json!({
         "manifest_version": "1.0",
+        // One source VM (its UUID) described two ways: its disk copies lie in different
+        // directories, which without a source UUID would make them two VMs.
         "source": {"provider": "libvirt", "vm_name": "web-server",
+                   "uuid": "6b3c2a4e-1f0d-4c3a-9b2e-0123456789ab",
                    "libvirt_xml_path": "/etc/libvirt/qemu/web-server.xml"},
         "disks": [{"id": "vda", "source_format": "raw", "local_path": "boot.raw",
                    "bytes": 1 << 20, "checksum": null, "boot_order_hint": 0,

@@ -418,3 +418,160 @@ pub fn processes_naming(needle: &Path) -> Vec<String> {
     }
     found
 }
+
+/// A real libvirtd (qemu driver, `qemu:///system`) for the tests that define domains on one.
+///
+/// There is no systemd here, so the tests start `virtlogd` and `libvirtd` themselves, once for
+/// all the tests that use them at the same time, and the last one out stops them: each user
+/// holds a shared `flock` on a lock file for as long as it lives; whoever starts the daemons
+/// writes their pids next to it; on drop a user that can take the lock exclusively (no one else
+/// uses the daemons) stops the daemons the tests started. A libvirtd that was already running
+/// (a developer's own) is used and never stopped.
+pub struct Libvirtd {
+    lock: std::fs::File,
+}
+
+const LIBVIRTD_LOCK: &str = "/run/hyper2kvm-test-libvirtd.lock";
+const LIBVIRTD_PIDS: &str = "/run/hyper2kvm-test-libvirtd.pids";
+pub const SYSTEM_URI: &str = "qemu:///system";
+
+impl Libvirtd {
+    /// The daemon, started when needed; `None` (with the reason printed) where the test cannot
+    /// run: not root, or libvirt missing (a failure under CI, like every missing tool).
+    pub fn get() -> Option<Libvirtd> {
+        if !(require_root()
+            && require_tool("libvirtd")
+            && require_tool("virtlogd")
+            && require_tool("virsh"))
+        {
+            return None;
+        }
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LIBVIRTD_LOCK)
+            .expect("open the libvirtd lock file");
+        lock(file.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive).expect("lock libvirtd");
+        if !answers() {
+            let scratch = Path::new("/run");
+            let mut pids = Vec::new();
+            for (daemon, pid_file) in [
+                ("virtlogd", scratch.join("hyper2kvm-test-virtlogd.pid")),
+                ("libvirtd", scratch.join("hyper2kvm-test-libvirtd.pid")),
+            ] {
+                let _ = std::fs::remove_file(&pid_file);
+                run_ok(
+                    Command::new(daemon)
+                        .arg("--daemon")
+                        .arg("--pid-file")
+                        .arg(&pid_file),
+                );
+                let started = std::time::Instant::now();
+                let pid = loop {
+                    if let Some(pid) = std::fs::read_to_string(&pid_file)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<i32>().ok())
+                    {
+                        break pid;
+                    }
+                    assert!(
+                        started.elapsed() < std::time::Duration::from_secs(30),
+                        "{daemon} wrote no pid file"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                };
+                pids.push(pid.to_string());
+            }
+            std::fs::write(LIBVIRTD_PIDS, pids.join("\n")).expect("write the daemons' pids");
+            let started = std::time::Instant::now();
+            while !answers() {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(60),
+                    "libvirtd did not answer on {SYSTEM_URI} within 60 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        // Downgraded: other tests may use the daemons now, and no one stops them under us.
+        lock(file.as_raw_fd(), nix::fcntl::FlockArg::LockShared).expect("share the lock");
+        Some(Libvirtd { lock: file })
+    }
+
+    /// `virsh -c qemu:///system <args>`, which must succeed; its stdout.
+    pub fn virsh(&self, args: &[&str]) -> String {
+        let out = run_ok(
+            Command::new("virsh")
+                .args(["-q", "-c", SYSTEM_URI])
+                .args(args),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `virsh …` whatever it returns.
+    pub fn try_virsh(&self, args: &[&str]) -> Output {
+        Command::new("virsh")
+            .args(["-q", "-c", SYSTEM_URI])
+            .args(args)
+            .output()
+            .expect("spawn virsh")
+    }
+
+    /// Removes a test's domain and pool (whatever state they are in).
+    pub fn forget(&self, domain: &str, pool: Option<&str>) {
+        let _ = self.try_virsh(&["destroy", domain]);
+        let _ = self.try_virsh(&["undefine", "--nvram", "--snapshots-metadata", domain]);
+        if let Some(p) = pool {
+            let _ = self.try_virsh(&["pool-destroy", p]);
+            let _ = self.try_virsh(&["pool-undefine", p]);
+        }
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let alone = lock(
+            self.lock.as_raw_fd(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        );
+        if alone.is_ok()
+            && let Ok(pids) = std::fs::read_to_string(LIBVIRTD_PIDS)
+        {
+            // libvirtd first, then virtlogd.
+            for pid in pids
+                .lines()
+                .rev()
+                .filter_map(|p| p.trim().parse::<i32>().ok())
+            {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let started = std::time::Instant::now();
+                while nix::sys::signal::kill(pid, None).is_ok()
+                    && started.elapsed() < std::time::Duration::from_secs(30)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+            let _ = std::fs::remove_file(LIBVIRTD_PIDS);
+        }
+    }
+}
+
+/// Whether a libvirtd answers on `qemu:///system`.
+fn answers() -> bool {
+    Command::new("virsh")
+        .args(["-q", "-c", SYSTEM_URI, "uri"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `flock(2)` on a descriptor we keep (nix's `Flock` owns the file, which a lock that changes
+/// from exclusive to shared cannot use).
+#[allow(deprecated)]
+fn lock(fd: std::os::fd::RawFd, arg: nix::fcntl::FlockArg) -> nix::Result<()> {
+    nix::fcntl::flock(fd, arg)
+}
