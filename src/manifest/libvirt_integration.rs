@@ -122,6 +122,19 @@ pub fn check(doc: &Map<String, Value>, problems: &mut Problems) {
             ),
         );
     }
+    let uefi = doc
+        .get("vm")
+        .and_then(|v| v.get("firmware"))
+        .and_then(Value::as_str)
+        == Some("uefi");
+    if uefi && flag("create_snapshot") == Some(true) {
+        // libvirt: "internal snapshots of a VM with pflash based firmware are not supported".
+        problems.push(
+            "libvirt_integration.create_snapshot",
+            "libvirt_integration.create_snapshot is true but vm.firmware is uefi: libvirt takes \
+             no internal snapshot of a VM with UEFI (pflash) firmware; turn create_snapshot off",
+        );
+    }
     if flag("define_domain") == Some(false) {
         for key in ["create_snapshot", "autostart", "auto_start"] {
             if flag(key) == Some(true) {

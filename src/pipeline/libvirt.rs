@@ -165,7 +165,7 @@ fn steps(
         Vec::new()
     };
 
-    let (virt_type, reason) = virt_type(lp);
+    let (virt_type, reason) = virt_type(lp, run.plan.guest_env.as_ref().map(|g| g.accel));
     result.virt_type = virt_type.name().to_owned();
     result.virt_type_reason = reason;
 
@@ -307,14 +307,33 @@ fn steps(
     Ok(())
 }
 
-/// KVM when it can run a guest here (the same probe as the appliance's); a remote host's KVM is
-/// trusted.
-fn virt_type(lp: &LibvirtPlan) -> (VirtType, String) {
+/// KVM when it can run a guest here (the appliance's probe when this run made one, else the
+/// same probe now); a remote host's KVM is trusted.
+fn virt_type(
+    lp: &LibvirtPlan,
+    probed: Option<crate::tools::qemu_system::Accel>,
+) -> (VirtType, String) {
+    use crate::tools::qemu_system::Accel;
     if !lp.local {
         return (
             VirtType::Kvm,
             "a remote host: its KVM is not probed from here".to_owned(),
         );
+    }
+    match probed {
+        Some(Accel::Kvm) => {
+            return (
+                VirtType::Kvm,
+                "the probe the appliance used ran under KVM".to_owned(),
+            );
+        }
+        Some(Accel::Tcg) => {
+            return (
+                VirtType::Qemu,
+                "KVM cannot run a guest here (the probe the appliance used)".to_owned(),
+            );
+        }
+        None => {}
     }
     match crate::tools::Tool::QemuSystem.locate() {
         Ok(qemu) => {

@@ -148,14 +148,14 @@ fn unsupported_sections_are_rejected_not_ignored() {
 }
 
 /// libvirt_integration's keys are checked like every section's: an unknown key with the nearest
-/// name, a relative pool directory, a start without a domain.
+/// name, a relative pool directory, a snapshot libvirt cannot take, steps without a domain.
 #[test]
 fn libvirt_integration_is_checked_before_anything_runs() {
     let dir = with_disk();
     let err = rejected(
         &dir,
         "vm.yaml",
-        "manifest_version: \"1.0\"\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\nlibvirt_integration:\n  enabled: true\n  import_to_pol: migrated\n  pool_path: images\n  define_domain: false\n  auto_start: true\n",
+        "manifest_version: \"1.0\"\ndisks:\n  - {id: d0, source_format: raw, bytes: 10, local_path: disk.raw}\nvm: {firmware: uefi}\nlibvirt_integration:\n  enabled: true\n  import_to_pol: migrated\n  pool_path: images\n  define_domain: false\n  auto_start: true\n  create_snapshot: true\n",
     );
     insta::assert_snapshot!(err);
 }
