@@ -31,7 +31,7 @@ use crate::config;
 use crate::exec::{self, CancelToken, Watch};
 use crate::manifest::domain::parse_uuid;
 use crate::manifest::{self, Firmware, Layers, MacAddr, NicType, SourceFormat};
-use crate::tools::qemu_img::{ImageInfo, QemuImg};
+use crate::tools::qemu_img::{self, Aio, ImageInfo, QemuImg};
 
 use crate::diag::Problem;
 use crate::events::{Activity, Event, EventSink};
@@ -42,7 +42,7 @@ use crate::stage::Step;
 pub const MAX_XML_BYTES: u64 = 10 * 1024 * 1024;
 
 const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
-const GIB: u64 = 1024 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
 
 /// What the caller asks of an import.
 #[derive(Clone, Debug)]
@@ -187,6 +187,10 @@ pub struct DiskFacts {
     pub kind: SourceKind,
     pub path: PathBuf,
     pub format: SourceFormat,
+    /// Whether `<driver type>` named the format. Without one (libvirt's ESX driver never
+    /// writes it) the format is probed when the file is looked at, and [`Self::format`] is only
+    /// the guess from the file's extension.
+    pub format_declared: bool,
     pub bus: Option<String>,
     /// The domain's own `<boot order>`, when it has one.
     pub boot_order: Option<u32>,
@@ -263,7 +267,21 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
     facts.domain_type = root.attr("type").map(str::to_owned);
 
     match root.child("name").and_then(Element::text) {
-        Some(n) => facts.name = n.to_owned(),
+        Some(n) => {
+            if let Err(why) = crate::libvirt::domain::check_name(n) {
+                problem(
+                    "/domain/name".to_owned(),
+                    located(
+                        root.child("name").unwrap_or(root),
+                        format!(
+                            "<name> '{}' cannot name the migrated domain: {why}",
+                            crate::diag::excerpt(n)
+                        ),
+                    ),
+                );
+            }
+            facts.name = n.to_owned();
+        }
         None => problem(
             "/domain/name".to_owned(),
             located(root, "<domain> has no <name>; libvirt requires one"),
@@ -693,9 +711,30 @@ fn read_disks(
             );
             continue;
         };
+        if kind == "file"
+            && let Some(why) = datastore_path(path)
+        {
+            facts.unsupported.push(format!("disk {label}: {why}"));
+            continue;
+        }
+        if let Some(why) = source.and_then(|s| slice_of(s, path, disk)) {
+            facts.unsupported.push(format!("disk {label}: {why}"));
+            continue;
+        }
+        if let Some(enc) = source.and_then(|s| s.child("encryption")) {
+            facts.unsupported.push(format!(
+                "disk {label}: {path} is encrypted (<source><encryption format='{}'>); {}",
+                enc.attr("format").unwrap_or("?"),
+                DECRYPT_ADVICE
+            ));
+            continue;
+        }
         let driver = disk.child("driver").and_then(|d| d.attr("type"));
-        // libvirt itself treats a disk without a driver type as raw (it never probes formats).
-        let format = match driver.map_or(Some(SourceFormat::Raw), SourceFormat::from_driver) {
+        // Without a driver type the format is probed later, when the file is looked at (what
+        // libvirt's ESX driver writes has none, and its disks are VMDKs); until then it is the
+        // guess from the extension.
+        let format = match driver.map_or(Some(format_by_extension(path)), SourceFormat::from_driver)
+        {
             Some(f) => f,
             None => {
                 facts.unsupported.push(format!(
@@ -752,6 +791,7 @@ fn read_disks(
                 },
                 path: config::resolve_relative(xml_dir, path),
                 format,
+                format_declared: driver.is_some(),
                 bus: disk
                     .child("target")
                     .and_then(|t| t.attr("bus"))
@@ -777,11 +817,82 @@ fn read_disks(
     facts.disks = found.into_iter().map(|(_, d)| d).collect();
 }
 
+/// What to do with an encrypted image: hyper2kvm never holds a secret.
+const DECRYPT_ADVICE: &str = "hyper2kvm does not take secrets and cannot read it: decrypt it \
+     first (qemu-img convert --object secret,id=s0,file=KEYFILE --image-opts \
+     driver=qcow2,file.filename=IMAGE,encrypt.key-secret=s0 -O qcow2 plain.qcow2; for a LUKS \
+     image driver=luks,key-secret=s0) and point the domain at the decrypted copy";
+
+/// `[datastore1] web01/web01.vmdk`, the form libvirt's ESX driver writes: a file on an ESX
+/// datastore, which is no path on this machine. Why it cannot be imported, when it is one.
+fn datastore_path(path: &str) -> Option<String> {
+    let (store, rest) = path.strip_prefix('[')?.split_once(']')?;
+    let rest = rest.trim_start();
+    let flat = rest
+        .strip_suffix(".vmdk")
+        .map(|stem| format!(" and its data file {stem}-flat.vmdk for a flat disk"))
+        .unwrap_or_default();
+    Some(format!(
+        "'{path}' is a file on the ESX datastore '{store}' (/vmfs/volumes/{store}/{rest} on the \
+         ESX host), not a path on this machine; copy the disk's files here (the descriptor \
+         {rest}{flat}, e.g. with scp from the ESX host, or download them from the datastore \
+         browser) and change <source file> to the local copy of the descriptor"
+    ))
+}
+
+/// Why a disk that shows the guest only a slice of its file cannot be imported, when it does:
+/// the conversion reads whole files, so the guest would see a different disk.
+fn slice_of(source: &Element, path: &str, disk: &Element) -> Option<String> {
+    let slice = source
+        .child("slices")?
+        .children_named("slice")
+        .find(|s| s.attr("type") == Some("storage"))?;
+    let offset = slice.attr("offset").unwrap_or("0");
+    let size = slice.attr("size").unwrap_or("?");
+    let driver = disk
+        .child("driver")
+        .and_then(|d| d.attr("type"))
+        .unwrap_or("raw");
+    let sliced = format!(
+        r#"{{"driver":"raw","offset":{offset},"size":{size},"file":{{"driver":"file","filename":"{path}"}}}}"#
+    );
+    let spec = if driver == "raw" {
+        sliced
+    } else {
+        format!(r#"{{"driver":"{driver}","file":{sliced}}}"#)
+    };
+    Some(format!(
+        "<source><slices><slice type='storage' offset='{offset}' size='{size}'> shows the guest \
+         only {size} bytes of {path} from byte {offset}; hyper2kvm converts whole files, and the \
+         guest would see a different disk. Extract the slice first (qemu-img convert -O raw \
+         'json:{spec}' slice.raw) and point the disk at slice.raw without <slices>"
+    ))
+}
+
+/// The format a file's name suggests, for a disk without `<driver type>` whose file cannot be
+/// probed; raw (libvirt's own default) for any other name.
+fn format_by_extension(path: &str) -> SourceFormat {
+    let ext = Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("vmdk") => SourceFormat::Vmdk,
+        Some("qcow2" | "qcow") => SourceFormat::Qcow2,
+        Some("vhd") => SourceFormat::Vhd,
+        Some("vhdx") => SourceFormat::Vhdx,
+        Some("vdi") => SourceFormat::Vdi,
+        _ => SourceFormat::Raw,
+    }
+}
+
 fn read_interfaces(
     devices: &Element,
     facts: &mut DomainFacts,
     problem: &mut impl FnMut(String, String),
 ) {
+    // Every MAC seen, with the interface that has it: the planner refuses two NICs with one MAC.
+    let mut seen: std::collections::BTreeMap<MacAddr, String> = std::collections::BTreeMap::new();
     for (i, iface) in devices.children_named("interface").enumerate() {
         let xpath = format!("/domain/devices/interface[{}]", i + 1);
         let element = at(iface, &xpath);
@@ -832,6 +943,23 @@ fn read_interfaces(
                 }
             },
         };
+        if let Some(mac) = mac {
+            match seen.get(&mac) {
+                Some(first) => problem(
+                    format!("{xpath}/mac/@address"),
+                    located(
+                        iface,
+                        format!(
+                            "<mac address='{mac}'> is also the MAC of {first}; two NICs of one VM \
+                             cannot share a MAC (expected a unique address per interface)"
+                        ),
+                    ),
+                ),
+                None => {
+                    seen.insert(mac, element.clone());
+                }
+            }
+        }
         facts.nics.push(NicFacts {
             id: format!("net{}", facts.nics.len()),
             kind: kind.to_owned(),
@@ -970,6 +1098,7 @@ pub fn run(
     // Why the boot disk (the first in boot order) is not here, when it is not.
     let mut dropped = facts.boot_disk_dropped.clone();
     for (n, d) in facts.disks.iter().enumerate() {
+        let mut d = d.clone();
         let missing = match std::fs::metadata(&d.path) {
             Err(_) => Some("does not exist"),
             Ok(m) if m.is_dir() => Some("is a directory"),
@@ -997,6 +1126,33 @@ pub fn run(
                 continue;
             }
         };
+        if !d.format_declared {
+            match probe(&qemu_img, &d, cancel)? {
+                Probe::Format(f) => {
+                    notes.push(format!(
+                        "disk {} has no <driver type> (libvirt's ESX driver writes none); \
+                         qemu-img probes {} as {f}, and source_format is {f}",
+                        d.id,
+                        d.path.display()
+                    ));
+                    d.format = f;
+                }
+                Probe::Unreadable(why) => notes.push(format!(
+                    "disk {} has no <driver type>, and qemu-img cannot probe {} ({why}); \
+                     source_format is {} from its name",
+                    d.id,
+                    d.path.display(),
+                    d.format
+                )),
+                Probe::Refused(why) => {
+                    problems.push(Problem {
+                        path: d.element.clone(),
+                        message: format!("disk {}: {why}", d.id),
+                    });
+                    continue;
+                }
+            }
+        }
         let cmd = qemu_img.info_cmd(&d.path, d.format.driver());
         let out = exec::run(
             &cmd,
@@ -1031,12 +1187,31 @@ pub fn run(
                 continue;
             }
         };
+        if info.encrypted {
+            problems.push(Problem {
+                path: d.element.clone(),
+                message: format!(
+                    "disk {}: {} is an encrypted {} image; {DECRYPT_ADVICE}",
+                    d.id,
+                    d.path.display(),
+                    d.format
+                ),
+            });
+            continue;
+        }
         if let Some(backing) = &info.backing_filename {
-            notes.push(format!(
-                "disk {} has a backing file ({backing}); converting it needs the chain flattened \
-                 first (qemu-img convert), or list the chain's base instead",
-                d.id
-            ));
+            // The conversion refuses chains (only the top file is pinned), so the import does
+            // too, rather than write a manifest whose run fails.
+            problems.push(Problem {
+                path: d.element.clone(),
+                message: format!(
+                    "disk {}: {} has a backing file ({backing}); {}",
+                    d.id,
+                    d.path.display(),
+                    qemu_img::flatten_advice(&d.path, d.format.driver())
+                ),
+            });
+            continue;
         }
         present.push(FoundDisk {
             facts: d.clone(),
@@ -1091,6 +1266,52 @@ pub fn run(
         skipped,
         notes,
         written: !opts.dry_run,
+    })
+}
+
+/// What probing a disk without `<driver type>` found.
+enum Probe {
+    /// A format hyper2kvm converts.
+    Format(SourceFormat),
+    /// qemu-img could not open the file (why): the format stays the extension's guess.
+    Unreadable(String),
+    /// Something the import must refuse (encrypted, a format not converted).
+    Refused(String),
+}
+
+/// `qemu-img info` without `-f`, read-only: the one place the import probes a format.
+fn probe(q: &QemuImg, d: &DiskFacts, cancel: &CancelToken) -> Result<Probe, ImportError> {
+    let out = exec::run(
+        &q.probe_cmd(&d.path, Aio::Threads),
+        Watch {
+            cancel: Some(cancel),
+            ..Watch::default()
+        },
+    )?;
+    if out.record.status == exec::Status::Cancelled {
+        return Err(ImportError::Interrupted);
+    }
+    if !out.record.success() {
+        return Ok(Probe::Unreadable(out.record.stderr_tail.trim().to_owned()));
+    }
+    let info = match ImageInfo::parse(&out.stdout) {
+        Ok(i) => i,
+        Err(e) => return Ok(Probe::Unreadable(e)),
+    };
+    let shown = d.path.display();
+    if info.encrypted {
+        return Ok(Probe::Refused(format!(
+            "{shown} is an encrypted {} image; {DECRYPT_ADVICE}",
+            info.format
+        )));
+    }
+    Ok(match SourceFormat::from_driver(&info.format) {
+        Some(f) => Probe::Format(f),
+        None => Probe::Refused(format!(
+            "qemu-img detects {} in {shown}, which hyper2kvm does not convert (raw, qcow2, \
+             vmdk, vpc, vhdx, vdi)",
+            info.format
+        )),
     })
 }
 
@@ -1182,15 +1403,19 @@ pub fn build_manifest(
         vm.insert("cpu".into(), json!(c));
     }
     if let Some(bytes) = facts.memory_bytes.or(facts.current_memory_bytes) {
-        // vm.mem_gb is whole GiB; round up, never give a guest less than it had.
-        let gib = bytes.div_ceil(GIB).max(1);
-        if bytes % GIB != 0 {
+        // vm.mem_mib is what the domain gets; vm.mem_gb (whole GiB, rounded up so it is never
+        // less) stays for the Python tool's readers. libvirt counts in KiB, so a size that is
+        // not whole MiB is rounded up too, and said.
+        let mib = bytes.div_ceil(MIB).max(1);
+        let gib = mib.div_ceil(1024);
+        if bytes % MIB != 0 {
             all_notes.push(format!(
-                "memory is {bytes} bytes; vm.mem_gb rounds it up to {gib} GiB (the exact size is \
-                 in metadata.memory_bytes)"
+                "memory is {bytes} bytes; vm.mem_mib rounds it up to {mib} MiB (the exact size \
+                 is in metadata.memory_bytes)"
             ));
         }
         vm.insert("mem_gb".into(), json!(gib));
+        vm.insert("mem_mib".into(), json!(mib));
     }
     vm.insert(
         "firmware".into(),

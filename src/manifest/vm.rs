@@ -29,6 +29,11 @@ pub struct Vm {
     pub cpu: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_gb: Option<u32>,
+    /// The exact memory in MiB (this tool's extension: `mem_gb` cannot say 214 MiB). When both
+    /// are set they must agree (`mem_gb` is `mem_mib` rounded up to whole GiB, which is what the
+    /// import writes for the Python tool's readers), and the domain gets `mem_mib`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_mib: Option<u32>,
     #[serde(default)]
     pub firmware: Firmware,
     #[serde(default)]
@@ -42,6 +47,7 @@ pub struct Vm {
 const KEYS: &[&str] = &[
     "cpu",
     "mem_gb",
+    "mem_mib",
     "firmware",
     "secureboot",
     "os_hint",
@@ -74,7 +80,7 @@ pub fn check(vm: &Value, problems: &mut Problems) {
     {
         problems.push("vm.secureboot", "vm.secureboot must be a boolean");
     }
-    for key in ["cpu", "mem_gb"] {
+    for key in ["cpu", "mem_gb", "mem_mib"] {
         if let Some(v) = vm.get(key)
             && !v
                 .as_u64()
@@ -85,6 +91,25 @@ pub fn check(vm: &Value, problems: &mut Problems) {
                 format!("vm.{key} must be an integer >= 1"),
             );
         }
+    }
+    let size = |key: &str| {
+        vm.get(key)
+            .and_then(Value::as_u64)
+            .filter(|n| *n >= 1 && *n <= u64::from(u32::MAX))
+    };
+    if let (Some(gb), Some(mib)) = (size("mem_gb"), size("mem_mib"))
+        && gb != mib.div_ceil(1024)
+    {
+        problems.push(
+            "vm.mem_mib",
+            format!(
+                "vm.mem_gb ({gb}) and vm.mem_mib ({mib}) disagree: {mib} MiB rounds up to {} GiB; \
+                 set mem_gb to {} or remove one of them (the domain gets mem_mib when both are \
+                 set)",
+                mib.div_ceil(1024),
+                mib.div_ceil(1024)
+            ),
+        );
     }
     for key in ["os_hint", "os_version"] {
         if let Some(v) = vm.get(key)
@@ -198,6 +223,25 @@ mod tests {
                 "vm.mem_gb must be an integer >= 1",
                 "vm.os_version must be a string (got an integer: 12)",
                 "vm.cpus: unknown key 'cpus' (did you mean 'cpu'?)",
+            ]
+        );
+    }
+
+    #[test]
+    fn mem_mib_is_exact_and_must_agree_with_mem_gb() {
+        assert!(problems_of(json!({"mem_mib": 214})).is_empty());
+        assert!(problems_of(json!({"mem_mib": 214, "mem_gb": 1})).is_empty());
+        assert!(problems_of(json!({"mem_mib": 2048, "mem_gb": 2})).is_empty());
+        assert_eq!(
+            problems_of(json!({"mem_mib": 0})),
+            ["vm.mem_mib must be an integer >= 1"]
+        );
+        assert_eq!(
+            problems_of(json!({"mem_mib": 2049, "mem_gb": 2})),
+            [
+                "vm.mem_gb (2) and vm.mem_mib (2049) disagree: 2049 MiB rounds up to \
+                 3 GiB; set mem_gb to 3 or remove one of them (the domain gets mem_mib when both \
+                 are set)"
             ]
         );
     }

@@ -13,7 +13,7 @@ use super::DiskPlan;
 use crate::diag::Problem;
 use crate::libvirt::domain::{
     DEFAULT_MEMORY_GIB, DEFAULT_VCPUS, DomainDisk, DomainPlan, FirmwarePlan, UuidOrigin,
-    derive_uuid, disk_letters,
+    check_name, derive_uuid, disk_letters,
 };
 use crate::manifest::{Firmware, MacAddr, Manifest, Nic, NicType, OutputFormat};
 use crate::mapping;
@@ -99,11 +99,14 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
         _ => (derive_uuid(&identity), UuidOrigin::Derived),
     };
 
-    let mem_gib = m.vm.mem_gb.unwrap_or(DEFAULT_MEMORY_GIB);
+    // vm.mem_mib is exact; vm.mem_gb (whole GiB) is what older manifests have.
+    let memory_kib = match (m.vm.mem_mib, m.vm.mem_gb) {
+        (Some(mib), _) => u64::from(mib) * 1024,
+        (None, gib) => u64::from(gib.unwrap_or(DEFAULT_MEMORY_GIB)) * 1024 * 1024,
+    };
     let vcpus = m.vm.cpu.unwrap_or(DEFAULT_VCPUS);
     let unset: Vec<String> = [
-        m.vm.mem_gb
-            .is_none()
+        (m.vm.mem_gb.is_none() && m.vm.mem_mib.is_none())
             .then(|| format!("vm.mem_gb (the domain gets {DEFAULT_MEMORY_GIB} GiB of memory)")),
         m.vm.cpu
             .is_none()
@@ -198,7 +201,7 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
             name,
             uuid,
             uuid_origin,
-            memory_kib: u64::from(mem_gib) * 1024 * 1024,
+            memory_kib,
             vcpus,
             firmware,
             windows,
@@ -254,23 +257,6 @@ fn nics_of(m: &Manifest) -> (Vec<Nic>, Vec<String>, Vec<Problem>) {
     (nics, notes, problems)
 }
 
-/// libvirt refuses a `/` in a name, and the name is also our file name.
-fn check_name(name: &str) -> Result<(), &'static str> {
-    if name.trim().is_empty() {
-        return Err("it is empty");
-    }
-    if name.contains('/') {
-        return Err("it contains '/'");
-    }
-    if name.starts_with('.') {
-        return Err("it starts with '.' (the domain XML file would be hidden)");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("it contains control characters");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,13 +279,5 @@ mod tests {
         assert_eq!(nics[0].kind, Some(NicType::Bridge));
         assert_eq!(nics[0].network.as_deref(), Some("br0"));
         assert_eq!(nics[1].network, None, "upstream's 'unknown' is no network");
-    }
-
-    #[test]
-    fn names_that_cannot_be_domains() {
-        assert!(check_name("web01").is_ok());
-        assert!(check_name("a/b").is_err());
-        assert!(check_name("..").is_err());
-        assert!(check_name(" ").is_err());
     }
 }
