@@ -4,13 +4,14 @@
 //! order, two-space indent, trailing newline), which is what the golden files under
 //! `tests/fixtures/libvirt/` pin down. The shape follows what libvirt itself writes for a q35
 //! KVM guest: per-device `<boot order>` on the disks (never mixed with `<os><boot dev>`, which
-//! libvirt refuses), virtio disks and NICs, a serial console, the qemu-guest-agent channel, a
+//! libvirt refuses), virtio disks, NICs of the planned model, a serial console, the qemu-guest-agent channel, a
 //! memballoon and a virtio RNG fed from `/dev/urandom`.
 
 use quick_xml::Writer;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 
 use super::domain::{DomainPlan, FirmwarePlan, METADATA_NAMESPACE};
+use crate::manifest::MacvtapMode;
 use crate::mapping::Connection;
 
 /// An element to write.
@@ -204,17 +205,40 @@ fn devices_node(plan: &DomainPlan) -> Node {
             Connection::Direct(d) => Some(
                 Node::new("source")
                     .attr("dev", d.clone())
-                    .attr("mode", "bridge"),
+                    .attr("mode", i.macvtap_mode.map_or("bridge", MacvtapMode::name)),
             ),
             Connection::User => None,
         };
         let mut n = Node::new("interface")
             .attr("type", i.connection.kind().name())
             .child(Node::new("mac").attr("address", i.mac.to_string()));
-        if let Some(s) = source {
+        if let Some(mut s) = source {
+            if let Some(pg) = &i.portgroup {
+                s = s.attr("portgroup", pg.clone());
+            }
             n = n.child(s);
         }
-        n.child(Node::new("model").attr("type", "virtio"))
+        if let Some(vp) = &i.virtualport {
+            let mut port = Node::new("virtualport").attr("type", vp.kind.name());
+            if let Some(id) = &vp.interfaceid {
+                port = port.child(Node::new("parameters").attr("interfaceid", id.clone()));
+            }
+            n = n.child(port);
+        }
+        if let Some(vlan) = &i.vlan {
+            let mut v = Node::new("vlan");
+            if vlan.trunk {
+                v = v.attr("trunk", "yes");
+            }
+            n = n.child(v.children(vlan.tags.iter().map(|t| {
+                let tag = Node::new("tag").attr("id", t.id.to_string());
+                match t.native_mode {
+                    Some(m) => tag.attr("nativeMode", m.name()),
+                    None => tag,
+                }
+            })));
+        }
+        n.child(Node::new("model").attr("type", i.model.name()))
     });
     Node::new("devices")
         .children(disks)

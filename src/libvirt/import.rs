@@ -30,7 +30,10 @@ use crate::checksum;
 use crate::config;
 use crate::exec::{self, CancelToken, Watch};
 use crate::manifest::domain::parse_uuid;
-use crate::manifest::{self, Firmware, Layers, MacAddr, NicType, SourceFormat};
+use crate::manifest::{
+    self, Firmware, Layers, MacAddr, MacvtapMode, NativeMode, NicType, SourceFormat, VirtualPort,
+    VirtualPortType, Vlan, VlanTag,
+};
 use crate::tools::qemu_img::{self, Aio, ImageInfo, QemuImg};
 
 use crate::diag::Problem;
@@ -203,6 +206,10 @@ pub struct NicFacts {
     pub network: Option<String>,
     pub mac: Option<MacAddr>,
     pub model: Option<String>,
+    pub macvtap_mode: Option<MacvtapMode>,
+    pub virtualport: Option<VirtualPort>,
+    pub vlan: Option<Vlan>,
+    pub portgroup: Option<String>,
 }
 
 /// Everything read from the domain XML.
@@ -817,6 +824,128 @@ fn read_disks(
     facts.disks = found.into_iter().map(|(_, d)| d).collect();
 }
 
+/// An interface's port details: macvtap mode, Open vSwitch port, VLAN tags, port group.
+#[derive(Default)]
+struct Port {
+    macvtap_mode: Option<MacvtapMode>,
+    virtualport: Option<VirtualPort>,
+    vlan: Option<Vlan>,
+    portgroup: Option<String>,
+}
+
+fn read_port(
+    iface: &Element,
+    xpath: &str,
+    id: &str,
+    notes: &mut Vec<String>,
+    problem: &mut impl FnMut(String, String),
+) -> Port {
+    let mut port = Port::default();
+    let source = iface.child("source");
+    if iface.attr("type") == Some("direct")
+        && let Some(mode) = source.and_then(|s| s.attr("mode"))
+    {
+        match MacvtapMode::from_name(mode) {
+            Some(m) => port.macvtap_mode = Some(m),
+            None => problem(
+                format!("{xpath}/source/@mode"),
+                located(
+                    iface,
+                    format!(
+                        "<source mode='{mode}'> is not a macvtap mode (expected one of: {})",
+                        MacvtapMode::NAMES.join(", ")
+                    ),
+                ),
+            ),
+        }
+    }
+    if iface.attr("type") == Some("network") {
+        port.portgroup = source
+            .and_then(|s| s.attr("portgroup"))
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+    }
+    if let Some(vp) = iface.child("virtualport") {
+        let kind = vp.attr("type").unwrap_or("");
+        match VirtualPortType::from_name(kind) {
+            Some(kind) => {
+                let interfaceid = vp
+                    .child("parameters")
+                    .and_then(|p| p.attr("interfaceid"))
+                    .map(str::to_owned);
+                if let Some(bad) = interfaceid.as_deref().filter(|i| parse_uuid(i).is_none()) {
+                    problem(
+                        format!("{xpath}/virtualport/parameters/@interfaceid"),
+                        located(
+                            vp,
+                            format!(
+                                "<parameters interfaceid='{bad}'> is not a UUID, as libvirt requires"
+                            ),
+                        ),
+                    );
+                }
+                port.virtualport = Some(VirtualPort { kind, interfaceid });
+            }
+            None => notes.push(format!(
+                "NIC {id}: <virtualport type='{kind}'> is not carried (only openvswitch is); the \
+                 migrated NIC is a plain port of its bridge or network"
+            )),
+        }
+    }
+    if let Some(vlan) = iface.child("vlan") {
+        let mut tags = Vec::new();
+        for (t, tag) in vlan.children_named("tag").enumerate() {
+            let here = format!("{xpath}/vlan/tag[{}]", t + 1);
+            let tag_id = tag.attr("id").and_then(|i| i.parse::<u16>().ok());
+            let native = tag.attr("nativeMode");
+            let native_mode = native.map(NativeMode::from_name);
+            match (tag_id, native_mode) {
+                (Some(n), None | Some(Some(_))) if i64::from(n) <= manifest::nics::MAX_VLAN_ID => {
+                    tags.push(VlanTag {
+                        id: n,
+                        native_mode: native_mode.flatten(),
+                    })
+                }
+                (_, Some(None)) => problem(
+                    format!("{here}/@nativeMode"),
+                    located(
+                        tag,
+                        format!(
+                            "<tag nativeMode='{}'> must be tagged or untagged",
+                            native.unwrap_or_default()
+                        ),
+                    ),
+                ),
+                _ => problem(
+                    format!("{here}/@id"),
+                    located(
+                        tag,
+                        format!(
+                            "<tag id='{}'> must be a VLAN id from 0 to 4095",
+                            tag.attr("id").unwrap_or_default()
+                        ),
+                    ),
+                ),
+            }
+        }
+        if tags.is_empty() {
+            problem(
+                format!("{xpath}/vlan"),
+                located(
+                    vlan,
+                    "<vlan> has no <tag id>: libvirt requires at least one",
+                ),
+            );
+        } else {
+            port.vlan = Some(Vlan {
+                trunk: vlan.attr("trunk") == Some("yes"),
+                tags,
+            });
+        }
+    }
+    port
+}
+
 /// What to do with an encrypted image: hyper2kvm never holds a secret.
 const DECRYPT_ADVICE: &str = "hyper2kvm does not take secrets and cannot read it: decrypt it \
      first (qemu-img convert --object secret,id=s0,file=KEYFILE --image-opts \
@@ -960,8 +1089,10 @@ fn read_interfaces(
                 }
             }
         }
+        let id = format!("net{}", facts.nics.len());
+        let port = read_port(iface, &xpath, &id, &mut facts.notes, problem);
         facts.nics.push(NicFacts {
-            id: format!("net{}", facts.nics.len()),
+            id,
             kind: kind.to_owned(),
             network: network.map(str::to_owned),
             mac,
@@ -969,6 +1100,10 @@ fn read_interfaces(
                 .child("model")
                 .and_then(|m| m.attr("type"))
                 .map(str::to_owned),
+            macvtap_mode: port.macvtap_mode,
+            virtualport: port.virtualport,
+            vlan: port.vlan,
+            portgroup: port.portgroup,
         });
     }
 }
@@ -1483,6 +1618,18 @@ pub fn build_manifest(
             e.insert("type".into(), json!(n.kind));
             if let Some(model) = &n.model {
                 e.insert("model".into(), json!(model));
+            }
+            if let Some(mode) = n.macvtap_mode {
+                e.insert("macvtap_mode".into(), json!(mode));
+            }
+            if let Some(vp) = &n.virtualport {
+                e.insert("virtualport".into(), json!(vp));
+            }
+            if let Some(vlan) = &n.vlan {
+                e.insert("vlan".into(), json!(vlan));
+            }
+            if let Some(pg) = &n.portgroup {
+                e.insert("portgroup".into(), json!(pg));
             }
             Value::Object(e)
         })

@@ -38,7 +38,10 @@ pub use mapping::{
     ExplicitTarget, MacPolicy, NetworkMapping, NetworkTarget, PreallocateSetting, Preallocation,
     StorageMapping,
 };
-pub use nics::{MacAddr, Nic, NicType, is_mac};
+pub use nics::{
+    MacAddr, MacvtapMode, NativeMode, Nic, NicModel, NicType, VirtualPort, VirtualPortType, Vlan,
+    VlanTag, is_mac,
+};
 pub use output::{Options, Output, OutputFormat, ReportOptions};
 pub use pipeline::{
     ConvertStage, FixStage, FstabMode, InitramfsRebuild, InspectStage, Pipeline, ValidateStage,

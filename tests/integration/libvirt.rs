@@ -935,3 +935,36 @@ fn duplicate_macs_and_an_overlong_name_are_refused_at_import() {
       - /domain/devices/interface[2]/mac/@address: line 6: <mac address='52:54:00:aa:00:01'> is also the MAC of /domain/devices/interface[1], line 5; two NICs of one VM cannot share a MAC (expected a unique address per interface)
     ");
 }
+
+/// Port details survive: the port group, the Open vSwitch port with its interface id, the VLAN
+/// trunk, the macvtap modes; the Linux guest's e1000 becomes virtio. The emitted domain
+/// validates and defines.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn network_port_details_are_carried() {
+    if !tools() {
+        return;
+    }
+    let (_dir, domain) = round_trip("network-ports", "ports-vm", |d| {
+        make_image(&d.join("ports-vm.qcow2"), "qcow2", None)
+    });
+    let text = std::fs::read_to_string(domain).expect("read");
+    for part in [
+        "portgroup=\"web\"",
+        "<virtualport type=\"openvswitch\">",
+        "interfaceid=\"09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f\"",
+        "<vlan trunk=\"yes\">",
+        "<tag id=\"42\" nativeMode=\"untagged\"/>",
+        "mode=\"vepa\"",
+        "mode=\"passthrough\"",
+    ] {
+        assert!(text.contains(part), "{part} in\n{text}");
+    }
+    assert!(
+        !text.contains("e1000"),
+        "a Linux guest gets virtio:\n{text}"
+    );
+}
