@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::manifest::domain::format_uuid;
-use crate::manifest::{MacAddr, OutputFormat};
+use crate::manifest::{CpuTopology, Hyperv, MacAddr, OutputFormat, Tpm};
 use crate::mapping::InterfacePlan;
 
 /// Memory for a VM whose manifest has no `vm.mem_gb` (the Python tool's `--memory` default).
@@ -71,6 +71,10 @@ pub struct DomainPlan {
     pub source_vm_id: Option<String>,
     pub disks: Vec<DomainDisk>,
     pub interfaces: Vec<InterfacePlan>,
+    /// `vm.tpm`, `vm.cpu_topology` and `vm.hyperv`, as the manifest has them.
+    pub tpm: Option<Tpm>,
+    pub cpu_topology: Option<CpuTopology>,
+    pub hyperv: Option<Hyperv>,
 }
 
 impl DomainPlan {

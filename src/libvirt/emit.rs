@@ -11,6 +11,7 @@ use quick_xml::Writer;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 
 use super::domain::{DomainPlan, FirmwarePlan, METADATA_NAMESPACE};
+use crate::manifest::Hyperv;
 use crate::manifest::MacvtapMode;
 use crate::mapping::Connection;
 
@@ -113,6 +114,22 @@ fn domain_node(plan: &DomainPlan) -> Node {
             features = features.child(Node::new("smm").attr("state", "on"));
         }
     }
+    if let Some(hv) = &plan.hyperv {
+        features = features.child(hyperv_node(hv));
+    }
+    let mut cpu = Node::new("cpu")
+        .attr("mode", "host-passthrough")
+        .attr("check", "none");
+    if let Some(t) = &plan.cpu_topology {
+        let mut topo = Node::new("topology").attr("sockets", t.sockets.to_string());
+        if let Some(d) = t.dies {
+            topo = topo.attr("dies", d.to_string());
+        }
+        cpu = cpu.child(
+            topo.attr("cores", t.cores.to_string())
+                .attr("threads", t.threads.to_string()),
+        );
+    }
 
     Node::new("domain")
         .attr("type", "kvm")
@@ -136,11 +153,7 @@ fn domain_node(plan: &DomainPlan) -> Node {
         )
         .child(os)
         .child(features)
-        .child(
-            Node::new("cpu")
-                .attr("mode", "host-passthrough")
-                .attr("check", "none"),
-        )
+        .child(cpu)
         .child(Node::new("clock").attr("offset", if plan.windows { "localtime" } else { "utc" }))
         .child(Node::new("on_poweroff").text("destroy"))
         .child(Node::new("on_reboot").text("restart"))
@@ -171,6 +184,41 @@ fn metadata_node(plan: &DomainPlan) -> Node {
         n
     }));
     Node::new("metadata").child(migration)
+}
+
+fn hyperv_node(hv: &Hyperv) -> Node {
+    let state = |on: bool| if on { "on" } else { "off" };
+    let mut n = Node::new("hyperv").attr("mode", hv.mode.name());
+    for (name, on) in hv.switches() {
+        let child = match name {
+            // A child of <stimer>, written there.
+            "stimer_direct" => continue,
+            "spinlocks" => {
+                let s = Node::new("spinlocks").attr("state", state(on));
+                match hv.spinlocks_retries.filter(|_| on) {
+                    Some(r) => s.attr("retries", r.to_string()),
+                    None => s,
+                }
+            }
+            "stimer" => {
+                let s = Node::new("stimer").attr("state", state(on));
+                match hv.stimer_direct {
+                    Some(d) => s.child(Node::new("direct").attr("state", state(d))),
+                    None => s,
+                }
+            }
+            other => Node::new(other).attr("state", state(on)),
+        };
+        n = n.child(child);
+    }
+    if let Some(v) = &hv.vendor_id {
+        n = n.child(
+            Node::new("vendor_id")
+                .attr("state", "on")
+                .attr("value", v.clone()),
+        );
+    }
+    n
 }
 
 fn uuid_origin_name(plan: &DomainPlan) -> &'static str {
@@ -276,6 +324,13 @@ fn devices_node(plan: &DomainPlan) -> Node {
                     .text("/dev/urandom"),
             ),
         )
+        .children(plan.tpm.iter().map(|t| {
+            Node::new("tpm").attr("model", t.model.name()).child(
+                Node::new("backend")
+                    .attr("type", "emulator")
+                    .attr("version", t.version.name()),
+            )
+        }))
 }
 
 #[cfg(test)]

@@ -238,6 +238,9 @@ pub struct DomainFacts {
     /// Why the disk first in the domain's boot order is not among [`Self::disks`], when it is
     /// not: the first of those would otherwise silently become the boot disk.
     pub boot_disk_dropped: Option<String>,
+    pub tpm: Option<manifest::Tpm>,
+    pub cpu_topology: Option<manifest::CpuTopology>,
+    pub hyperv: Option<manifest::Hyperv>,
     pub notes: Vec<String>,
 }
 
@@ -378,6 +381,7 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
 
     read_os(root, &mut facts, &mut problem);
     read_libosinfo(root, &mut facts);
+    read_cpu_and_features(root, &mut facts, &mut problem);
 
     let Some(devices) = root.child("devices") else {
         problem(
@@ -391,11 +395,183 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
     };
     read_disks(devices, xml_dir, &mut facts, &mut problem);
     read_interfaces(devices, &mut facts, &mut problem);
+    read_tpm(devices, &mut facts, &mut problem);
 
     if problems.is_empty() {
         Ok(facts)
     } else {
         Err(problems)
+    }
+}
+
+/// `<cpu><topology>` (which must multiply to the vCPU maximum, as libvirt requires) and
+/// `<features><hyperv>`.
+fn read_cpu_and_features(
+    root: &Element,
+    facts: &mut DomainFacts,
+    problem: &mut impl FnMut(String, String),
+) {
+    if let Some(topo) = root.child("cpu").and_then(|c| c.child("topology")) {
+        let count = |name: &str| -> Result<Option<u32>, ()> {
+            match topo.attr(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .map(Some)
+                    .ok_or(()),
+            }
+        };
+        let parts = ["sockets", "dies", "cores", "threads"].map(|n| (n, count(n)));
+        let bad: Vec<&str> = parts
+            .iter()
+            .filter(|(n, v)| v.is_err() || (*n != "dies" && matches!(v, Ok(None))))
+            .map(|(n, _)| *n)
+            .collect();
+        let value = |i: usize| parts[i].1.ok().flatten();
+        if !bad.is_empty() {
+            problem(
+                "/domain/cpu/topology".to_owned(),
+                located(
+                    topo,
+                    format!("<topology> needs {} as whole numbers >= 1", bad.join(", ")),
+                ),
+            );
+        } else if let (Some(sockets), Some(cores), Some(threads)) = (value(0), value(2), value(3)) {
+            let t = manifest::CpuTopology {
+                sockets,
+                dies: value(1),
+                cores,
+                threads,
+            };
+            match facts.vcpus_max {
+                Some(max) if t.vcpus() != u64::from(max) => problem(
+                    "/domain/cpu/topology".to_owned(),
+                    located(
+                        topo,
+                        format!(
+                            "<topology> multiplies to {} vCPUs (sockets x dies x cores x threads) \
+                             but <vcpu> is {max}: libvirt refuses such a domain (expected a \
+                             product of {max})",
+                            t.vcpus()
+                        ),
+                    ),
+                ),
+                // The domain we write has vm.cpu vCPUs, the current count: a topology of the
+                // maximum would not fit it.
+                Some(max) if facts.vcpus != Some(max) => facts.notes.push(format!(
+                    "<cpu><topology> is for the maximum of {max} vCPUs, but vm.cpu is the current \
+                     count {}; the topology is not carried (set vm.cpu and vm.cpu_topology \
+                     together)",
+                    facts.vcpus.unwrap_or(max)
+                )),
+                _ => facts.cpu_topology = Some(t),
+            }
+        }
+    }
+    let Some(hv) = root.child("features").and_then(|f| f.child("hyperv")) else {
+        return;
+    };
+    let mut out = manifest::Hyperv::default();
+    if let Some(mode) = hv.attr("mode") {
+        match manifest::HypervMode::from_name(mode) {
+            Some(m) => out.mode = m,
+            None => problem(
+                "/domain/features/hyperv/@mode".to_owned(),
+                located(
+                    hv,
+                    format!("<hyperv mode='{mode}'> must be custom or passthrough"),
+                ),
+            ),
+        }
+    }
+    let mut dropped = Vec::new();
+    for child in &hv.children {
+        let on = match child.attr("state") {
+            Some("on") => true,
+            Some("off") => false,
+            other => {
+                problem(
+                    format!("/domain/features/hyperv/{}/@state", child.name),
+                    located(
+                        child,
+                        format!(
+                            "<{} state='{}'> must be on or off",
+                            child.name,
+                            other.unwrap_or_default()
+                        ),
+                    ),
+                );
+                continue;
+            }
+        };
+        match child.name.as_str() {
+            "vendor_id" => out.vendor_id = child.attr("value").filter(|_| on).map(str::to_owned),
+            "spinlocks" => {
+                out.spinlocks = Some(on);
+                out.spinlocks_retries = child.attr("retries").and_then(|r| r.parse().ok());
+            }
+            "stimer" => {
+                out.stimer = Some(on);
+                out.stimer_direct = child
+                    .child("direct")
+                    .and_then(|d| d.attr("state"))
+                    .map(|s| s == "on");
+            }
+            "stimer_direct" => dropped.push(child.name.clone()),
+            name => {
+                if !out.set(name, on) {
+                    dropped.push(name.to_owned());
+                }
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        facts.notes.push(format!(
+            "<features><hyperv> children not carried (hyper2kvm does not know them): {}",
+            dropped.join(", ")
+        ));
+    }
+    facts.hyperv = Some(out);
+}
+
+/// `<devices><tpm>`: an emulated TPM is carried (the new domain gets a new, empty one); a
+/// passthrough of the host's TPM becomes an emulated one, since the host changes.
+fn read_tpm(devices: &Element, facts: &mut DomainFacts, problem: &mut impl FnMut(String, String)) {
+    let Some(tpm) = devices.child("tpm") else {
+        return;
+    };
+    let model = tpm.attr("model").unwrap_or("tpm-tis");
+    let backend = tpm.child("backend");
+    let kind = backend
+        .and_then(|b| b.attr("type"))
+        .unwrap_or("passthrough");
+    let version = backend
+        .and_then(|b| b.attr("version"))
+        .unwrap_or(if model == "tpm-crb" { "2.0" } else { "1.2" });
+    match (
+        manifest::TpmModel::from_name(model),
+        manifest::TpmVersion::from_name(version),
+    ) {
+        (Some(model), Some(version)) => {
+            facts.tpm = Some(manifest::Tpm { model, version });
+            facts.notes.push(format!(
+                "the domain gets a new, empty emulated TPM ({model}, version {version}; the \
+                 source's was {kind}): secrets sealed to the old TPM (BitLocker keys, for one) \
+                 do not move, so have the BitLocker recovery key at hand"
+            ));
+        }
+        _ => problem(
+            "/domain/devices/tpm".to_owned(),
+            located(
+                tpm,
+                format!(
+                    "<tpm model='{model}'> version '{version}': expected model tpm-crb or \
+                     tpm-tis, version 2.0 or 1.2"
+                ),
+            ),
+        ),
     }
 }
 
@@ -1565,6 +1741,15 @@ pub fn build_manifest(
     }
     if let Some(v) = &facts.os_version {
         vm.insert("os_version".into(), json!(v));
+    }
+    if let Some(t) = &facts.tpm {
+        vm.insert("tpm".into(), json!(t));
+    }
+    if let Some(t) = &facts.cpu_topology {
+        vm.insert("cpu_topology".into(), json!(t));
+    }
+    if let Some(h) = &facts.hyperv {
+        vm.insert("hyperv".into(), json!(h));
     }
 
     let mut disk_meta = Map::new();

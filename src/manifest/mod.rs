@@ -47,7 +47,7 @@ pub use pipeline::{
     ConvertStage, FixStage, FstabMode, InitramfsRebuild, InspectStage, Pipeline, ValidateStage,
 };
 pub use source::Source;
-pub use vm::{Firmware, Vm};
+pub use vm::{CpuTopology, Firmware, Hyperv, HypervMode, Tpm, TpmModel, TpmVersion, Vm};
 pub use warnings::ManifestWarning;
 
 use crate::config::{self, ConfigError, kind_of};

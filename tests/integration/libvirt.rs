@@ -968,3 +968,47 @@ fn network_port_details_are_carried() {
         "a Linux guest gets virtio:\n{text}"
     );
 }
+
+/// Windows 11 keeps what it needs: the TPM 2.0, the CPU topology and the Hyper-V
+/// enlightenments reach the manifest and the emitted domain, which validates and defines; the
+/// e1000e NIC stays e1000e.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn windows11_keeps_tpm_topology_and_hyperv() {
+    if !tools() {
+        return;
+    }
+    let (_dir, domain) = round_trip("windows11", "win11", |d| {
+        make_image(&d.join("win11.qcow2"), "qcow2", None)
+    });
+    let text = std::fs::read_to_string(domain).expect("read");
+    for part in [
+        "<tpm model=\"tpm-crb\">",
+        "<backend type=\"emulator\" version=\"2.0\"/>",
+        "<topology sockets=\"1\" dies=\"1\" cores=\"2\" threads=\"2\"/>",
+        "<hyperv mode=\"custom\">",
+        "<spinlocks state=\"on\" retries=\"8191\"/>",
+        "<direct state=\"on\"/>",
+        "<vendor_id state=\"on\" value=\"KVM Hv\"/>",
+        "<model type=\"e1000e\"/>",
+    ] {
+        assert!(text.contains(part), "{part} in\n{text}");
+    }
+}
+
+/// A topology that is not the vCPU count is refused, as libvirt refuses it.
+#[test]
+fn a_topology_that_is_not_the_vcpu_count_is_refused() {
+    let dir = TestDir::new();
+    let err = rejected(
+        &dir,
+        "<domain type='kvm'>\n  <name>x</name>\n  <vcpu>4</vcpu>\n  <cpu mode='host-passthrough'>\n    <topology sockets='2' cores='4' threads='1'/>\n  </cpu>\n  <devices>\n    <disk type='file'><source file='/nonexistent/a.raw'/><target dev='vda'/></disk>\n  </devices>\n</domain>\n",
+    );
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (1 problem):
+      - /domain/cpu/topology: line 5: <topology> multiplies to 8 vCPUs (sockets x dies x cores x threads) but <vcpu> is 4: libvirt refuses such a domain (expected a product of 4)
+    ");
+}
