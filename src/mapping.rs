@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::Problem;
 use crate::manifest::{
-    ExplicitTarget, MacAddr, MacPolicy, NetworkMapping, NetworkTarget, Nic, NicType,
+    ExplicitTarget, MacAddr, MacPolicy, MacvtapMode, NetworkMapping, NetworkTarget, Nic, NicModel,
+    NicType, VirtualPort, Vlan,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -138,6 +139,20 @@ pub struct InterfacePlan {
     pub mac_origin: MacOrigin,
     /// The source NIC's MAC, when it had one.
     pub source_mac: Option<MacAddr>,
+    /// The emitted model; virtio until the planner applies its model policy.
+    pub model: NicModel,
+    /// The macvtap mode of a `direct` connection (libvirt's default, `vepa`, when unset; we
+    /// write `bridge` then, as before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macvtap_mode: Option<MacvtapMode>,
+    /// Port details the planner carries from the source while the NIC stays on the source's
+    /// own bridge or network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtualport: Option<VirtualPort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<Vlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portgroup: Option<String>,
 }
 
 /// The interfaces of one VM plus what the admin should know about them.
@@ -292,6 +307,11 @@ pub fn plan_interfaces(
             mac,
             mac_origin: origin,
             source_mac,
+            model: NicModel::Virtio,
+            macvtap_mode: None,
+            virtualport: None,
+            vlan: None,
+            portgroup: None,
         });
     }
 
@@ -423,7 +443,7 @@ mod tests {
             mac: mac.map(str::to_owned),
             network: network.map(str::to_owned),
             kind,
-            model: None,
+            ..Nic::default()
         }
     }
 

@@ -202,9 +202,13 @@ pub fn import_summary(o: &ImportOutcome) -> String {
             .map(|v| v.to_string().trim_matches('"').to_owned())
     };
     s.push_str(&format!(
-        "  vm: {} vCPUs, {} GiB, firmware {}{}{}\n",
+        "  vm: {} vCPUs, {}, firmware {}{}{}\n",
         text("cpu").unwrap_or_else(|| "?".to_owned()),
-        text("mem_gb").unwrap_or_else(|| "?".to_owned()),
+        match vm.get("mem_mib").and_then(Value::as_u64) {
+            Some(mib) if mib % 1024 == 0 => format!("{} GiB", mib / 1024),
+            Some(mib) => format!("{mib} MiB"),
+            None => format!("{} GiB", text("mem_gb").unwrap_or_else(|| "?".to_owned())),
+        },
         text("firmware").unwrap_or_default(),
         if f.secureboot { " (Secure Boot)" } else { "" },
         text("os_hint")

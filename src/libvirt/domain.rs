@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::manifest::domain::format_uuid;
-use crate::manifest::{MacAddr, OutputFormat};
+use crate::manifest::{CpuTopology, Hyperv, MacAddr, OutputFormat, Tpm};
 use crate::mapping::InterfacePlan;
 
 /// Memory for a VM whose manifest has no `vm.mem_gb` (the Python tool's `--memory` default).
@@ -95,12 +95,46 @@ pub struct DomainPlan {
     pub source_vm_id: Option<String>,
     pub disks: Vec<DomainDisk>,
     pub interfaces: Vec<InterfacePlan>,
+    /// `vm.tpm`, `vm.cpu_topology` and `vm.hyperv`, as the manifest has them.
+    pub tpm: Option<Tpm>,
+    pub cpu_topology: Option<CpuTopology>,
+    pub hyperv: Option<Hyperv>,
 }
 
 impl DomainPlan {
     pub fn macs(&self) -> impl Iterator<Item = MacAddr> + '_ {
         self.interfaces.iter().map(|i| i.mac)
     }
+}
+
+/// The longest name a domain may have: the domain XML is written as `<name>.xml`, and a file
+/// name has at most 255 bytes (as has libvirt's own `/etc/libvirt/qemu/<name>.xml`).
+pub const MAX_NAME_BYTES: usize = 255 - ".xml".len();
+
+/// Whether `name` can name a libvirt domain and its XML file: libvirt refuses a `/` in a name,
+/// and the name is also our file name. The planner and the import both ask, so a name that the
+/// run would refuse is refused at import, before any disk is converted.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    if name.contains('/') {
+        return Err("it contains '/'".to_owned());
+    }
+    if name.starts_with('.') {
+        return Err("it starts with '.' (the domain XML file would be hidden)".to_owned());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("it contains control characters".to_owned());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "it is {} bytes long; the domain XML file <name>.xml allows at most {MAX_NAME_BYTES} \
+             bytes (a file name has at most 255)",
+            name.len()
+        ));
+    }
+    Ok(())
 }
 
 /// `a`, …, `z`, `aa`, `ab`, … (libvirt's disk naming).
@@ -139,6 +173,18 @@ mod tests {
         assert_eq!(disk_letters(27), "ab");
         assert_eq!(disk_letters(701), "zz");
         assert_eq!(disk_letters(702), "aaa");
+    }
+
+    #[test]
+    fn names_that_cannot_be_domains() {
+        assert!(check_name("web01").is_ok());
+        assert!(check_name("a/b").is_err());
+        assert!(check_name("..").is_err());
+        assert!(check_name(" ").is_err());
+        assert!(check_name(&"x".repeat(MAX_NAME_BYTES)).is_ok());
+        assert!(check_name(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
+        // Bytes, not characters: 126 two-byte characters are 252 bytes.
+        assert!(check_name(&"é".repeat(126)).is_err());
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //! order, two-space indent, trailing newline), which is what the golden files under
 //! `tests/fixtures/libvirt/` pin down. The shape follows what libvirt itself writes for a q35
 //! KVM guest: per-device `<boot order>` on the disks (never mixed with `<os><boot dev>`, which
-//! libvirt refuses), virtio disks and NICs, a serial console, the qemu-guest-agent channel, a
+//! libvirt refuses), virtio disks, NICs of the planned model, a serial console, the qemu-guest-agent channel, a
 //! memballoon and a virtio RNG fed from `/dev/urandom`.
 
 use quick_xml::Writer;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 
 use super::domain::{DomainPlan, FirmwarePlan, METADATA_NAMESPACE, VirtType};
+use crate::manifest::Hyperv;
+use crate::manifest::MacvtapMode;
 use crate::mapping::Connection;
 
 /// An element to write.
@@ -112,8 +114,10 @@ fn domain_node(plan: &DomainPlan) -> Node {
             features = features.child(Node::new("smm").attr("state", "on"));
         }
     }
-
-    let cpu = match plan.virt_type {
+    if let Some(hv) = &plan.hyperv {
+        features = features.child(hyperv_node(hv));
+    }
+    let mut cpu = match plan.virt_type {
         VirtType::Kvm => Node::new("cpu")
             .attr("mode", "host-passthrough")
             .attr("check", "none"),
@@ -121,6 +125,17 @@ fn domain_node(plan: &DomainPlan) -> Node {
             .attr("mode", "maximum")
             .attr("check", "none"),
     };
+    if let Some(t) = &plan.cpu_topology {
+        let mut topo = Node::new("topology").attr("sockets", t.sockets.to_string());
+        if let Some(d) = t.dies {
+            topo = topo.attr("dies", d.to_string());
+        }
+        cpu = cpu.child(
+            topo.attr("cores", t.cores.to_string())
+                .attr("threads", t.threads.to_string()),
+        );
+    }
+
     Node::new("domain")
         .attr("type", plan.virt_type.name())
         .child(Node::new("name").text(plan.name.clone()))
@@ -176,6 +191,41 @@ fn metadata_node(plan: &DomainPlan) -> Node {
     Node::new("metadata").child(migration)
 }
 
+fn hyperv_node(hv: &Hyperv) -> Node {
+    let state = |on: bool| if on { "on" } else { "off" };
+    let mut n = Node::new("hyperv").attr("mode", hv.mode.name());
+    for (name, on) in hv.switches() {
+        let child = match name {
+            // A child of <stimer>, written there.
+            "stimer_direct" => continue,
+            "spinlocks" => {
+                let s = Node::new("spinlocks").attr("state", state(on));
+                match hv.spinlocks_retries.filter(|_| on) {
+                    Some(r) => s.attr("retries", r.to_string()),
+                    None => s,
+                }
+            }
+            "stimer" => {
+                let s = Node::new("stimer").attr("state", state(on));
+                match hv.stimer_direct {
+                    Some(d) => s.child(Node::new("direct").attr("state", state(d))),
+                    None => s,
+                }
+            }
+            other => Node::new(other).attr("state", state(on)),
+        };
+        n = n.child(child);
+    }
+    if let Some(v) = &hv.vendor_id {
+        n = n.child(
+            Node::new("vendor_id")
+                .attr("state", "on")
+                .attr("value", v.clone()),
+        );
+    }
+    n
+}
+
 fn uuid_origin_name(plan: &DomainPlan) -> &'static str {
     match plan.uuid_origin {
         super::domain::UuidOrigin::Derived => "derived",
@@ -208,17 +258,40 @@ fn devices_node(plan: &DomainPlan) -> Node {
             Connection::Direct(d) => Some(
                 Node::new("source")
                     .attr("dev", d.clone())
-                    .attr("mode", "bridge"),
+                    .attr("mode", i.macvtap_mode.map_or("bridge", MacvtapMode::name)),
             ),
             Connection::User => None,
         };
         let mut n = Node::new("interface")
             .attr("type", i.connection.kind().name())
             .child(Node::new("mac").attr("address", i.mac.to_string()));
-        if let Some(s) = source {
+        if let Some(mut s) = source {
+            if let Some(pg) = &i.portgroup {
+                s = s.attr("portgroup", pg.clone());
+            }
             n = n.child(s);
         }
-        n.child(Node::new("model").attr("type", "virtio"))
+        if let Some(vp) = &i.virtualport {
+            let mut port = Node::new("virtualport").attr("type", vp.kind.name());
+            if let Some(id) = &vp.interfaceid {
+                port = port.child(Node::new("parameters").attr("interfaceid", id.clone()));
+            }
+            n = n.child(port);
+        }
+        if let Some(vlan) = &i.vlan {
+            let mut v = Node::new("vlan");
+            if vlan.trunk {
+                v = v.attr("trunk", "yes");
+            }
+            n = n.child(v.children(vlan.tags.iter().map(|t| {
+                let tag = Node::new("tag").attr("id", t.id.to_string());
+                match t.native_mode {
+                    Some(m) => tag.attr("nativeMode", m.name()),
+                    None => tag,
+                }
+            })));
+        }
+        n.child(Node::new("model").attr("type", i.model.name()))
     });
     Node::new("devices")
         .children(disks)
@@ -256,6 +329,13 @@ fn devices_node(plan: &DomainPlan) -> Node {
                     .text("/dev/urandom"),
             ),
         )
+        .children(plan.tpm.iter().map(|t| {
+            Node::new("tpm").attr("model", t.model.name()).child(
+                Node::new("backend")
+                    .attr("type", "emulator")
+                    .attr("version", t.version.name()),
+            )
+        }))
 }
 
 #[cfg(test)]

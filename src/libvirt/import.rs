@@ -30,8 +30,11 @@ use crate::checksum;
 use crate::config;
 use crate::exec::{self, CancelToken, Watch};
 use crate::manifest::domain::parse_uuid;
-use crate::manifest::{self, Firmware, Layers, MacAddr, NicType, SourceFormat};
-use crate::tools::qemu_img::{ImageInfo, QemuImg};
+use crate::manifest::{
+    self, Firmware, Layers, MacAddr, MacvtapMode, NativeMode, NicType, SourceFormat, VirtualPort,
+    VirtualPortType, Vlan, VlanTag,
+};
+use crate::tools::qemu_img::{self, Aio, ImageInfo, QemuImg};
 
 use crate::diag::Problem;
 use crate::events::{Activity, Event, EventSink};
@@ -42,7 +45,7 @@ use crate::stage::Step;
 pub const MAX_XML_BYTES: u64 = 10 * 1024 * 1024;
 
 const LIBOSINFO_NS: &str = "http://libosinfo.org/xmlns/libvirt/domain/1.0";
-const GIB: u64 = 1024 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
 
 /// What the caller asks of an import.
 #[derive(Clone, Debug)]
@@ -187,6 +190,10 @@ pub struct DiskFacts {
     pub kind: SourceKind,
     pub path: PathBuf,
     pub format: SourceFormat,
+    /// Whether `<driver type>` named the format. Without one (libvirt's ESX driver never
+    /// writes it) the format is probed when the file is looked at, and [`Self::format`] is only
+    /// the guess from the file's extension.
+    pub format_declared: bool,
     pub bus: Option<String>,
     /// The domain's own `<boot order>`, when it has one.
     pub boot_order: Option<u32>,
@@ -199,6 +206,10 @@ pub struct NicFacts {
     pub network: Option<String>,
     pub mac: Option<MacAddr>,
     pub model: Option<String>,
+    pub macvtap_mode: Option<MacvtapMode>,
+    pub virtualport: Option<VirtualPort>,
+    pub vlan: Option<Vlan>,
+    pub portgroup: Option<String>,
 }
 
 /// Everything read from the domain XML.
@@ -227,6 +238,9 @@ pub struct DomainFacts {
     /// Why the disk first in the domain's boot order is not among [`Self::disks`], when it is
     /// not: the first of those would otherwise silently become the boot disk.
     pub boot_disk_dropped: Option<String>,
+    pub tpm: Option<manifest::Tpm>,
+    pub cpu_topology: Option<manifest::CpuTopology>,
+    pub hyperv: Option<manifest::Hyperv>,
     pub notes: Vec<String>,
 }
 
@@ -263,7 +277,21 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
     facts.domain_type = root.attr("type").map(str::to_owned);
 
     match root.child("name").and_then(Element::text) {
-        Some(n) => facts.name = n.to_owned(),
+        Some(n) => {
+            if let Err(why) = crate::libvirt::domain::check_name(n) {
+                problem(
+                    "/domain/name".to_owned(),
+                    located(
+                        root.child("name").unwrap_or(root),
+                        format!(
+                            "<name> '{}' cannot name the migrated domain: {why}",
+                            crate::diag::excerpt(n)
+                        ),
+                    ),
+                );
+            }
+            facts.name = n.to_owned();
+        }
         None => problem(
             "/domain/name".to_owned(),
             located(root, "<domain> has no <name>; libvirt requires one"),
@@ -353,6 +381,7 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
 
     read_os(root, &mut facts, &mut problem);
     read_libosinfo(root, &mut facts);
+    read_cpu_and_features(root, &mut facts, &mut problem);
 
     let Some(devices) = root.child("devices") else {
         problem(
@@ -366,11 +395,183 @@ pub fn read_domain(root: &Element, xml_dir: &Path) -> Result<DomainFacts, Vec<Pr
     };
     read_disks(devices, xml_dir, &mut facts, &mut problem);
     read_interfaces(devices, &mut facts, &mut problem);
+    read_tpm(devices, &mut facts, &mut problem);
 
     if problems.is_empty() {
         Ok(facts)
     } else {
         Err(problems)
+    }
+}
+
+/// `<cpu><topology>` (which must multiply to the vCPU maximum, as libvirt requires) and
+/// `<features><hyperv>`.
+fn read_cpu_and_features(
+    root: &Element,
+    facts: &mut DomainFacts,
+    problem: &mut impl FnMut(String, String),
+) {
+    if let Some(topo) = root.child("cpu").and_then(|c| c.child("topology")) {
+        let count = |name: &str| -> Result<Option<u32>, ()> {
+            match topo.attr(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .map(Some)
+                    .ok_or(()),
+            }
+        };
+        let parts = ["sockets", "dies", "cores", "threads"].map(|n| (n, count(n)));
+        let bad: Vec<&str> = parts
+            .iter()
+            .filter(|(n, v)| v.is_err() || (*n != "dies" && matches!(v, Ok(None))))
+            .map(|(n, _)| *n)
+            .collect();
+        let value = |i: usize| parts[i].1.ok().flatten();
+        if !bad.is_empty() {
+            problem(
+                "/domain/cpu/topology".to_owned(),
+                located(
+                    topo,
+                    format!("<topology> needs {} as whole numbers >= 1", bad.join(", ")),
+                ),
+            );
+        } else if let (Some(sockets), Some(cores), Some(threads)) = (value(0), value(2), value(3)) {
+            let t = manifest::CpuTopology {
+                sockets,
+                dies: value(1),
+                cores,
+                threads,
+            };
+            match facts.vcpus_max {
+                Some(max) if t.vcpus() != u64::from(max) => problem(
+                    "/domain/cpu/topology".to_owned(),
+                    located(
+                        topo,
+                        format!(
+                            "<topology> multiplies to {} vCPUs (sockets x dies x cores x threads) \
+                             but <vcpu> is {max}: libvirt refuses such a domain (expected a \
+                             product of {max})",
+                            t.vcpus()
+                        ),
+                    ),
+                ),
+                // The domain we write has vm.cpu vCPUs, the current count: a topology of the
+                // maximum would not fit it.
+                Some(max) if facts.vcpus != Some(max) => facts.notes.push(format!(
+                    "<cpu><topology> is for the maximum of {max} vCPUs, but vm.cpu is the current \
+                     count {}; the topology is not carried (set vm.cpu and vm.cpu_topology \
+                     together)",
+                    facts.vcpus.unwrap_or(max)
+                )),
+                _ => facts.cpu_topology = Some(t),
+            }
+        }
+    }
+    let Some(hv) = root.child("features").and_then(|f| f.child("hyperv")) else {
+        return;
+    };
+    let mut out = manifest::Hyperv::default();
+    if let Some(mode) = hv.attr("mode") {
+        match manifest::HypervMode::from_name(mode) {
+            Some(m) => out.mode = m,
+            None => problem(
+                "/domain/features/hyperv/@mode".to_owned(),
+                located(
+                    hv,
+                    format!("<hyperv mode='{mode}'> must be custom or passthrough"),
+                ),
+            ),
+        }
+    }
+    let mut dropped = Vec::new();
+    for child in &hv.children {
+        let on = match child.attr("state") {
+            Some("on") => true,
+            Some("off") => false,
+            other => {
+                problem(
+                    format!("/domain/features/hyperv/{}/@state", child.name),
+                    located(
+                        child,
+                        format!(
+                            "<{} state='{}'> must be on or off",
+                            child.name,
+                            other.unwrap_or_default()
+                        ),
+                    ),
+                );
+                continue;
+            }
+        };
+        match child.name.as_str() {
+            "vendor_id" => out.vendor_id = child.attr("value").filter(|_| on).map(str::to_owned),
+            "spinlocks" => {
+                out.spinlocks = Some(on);
+                out.spinlocks_retries = child.attr("retries").and_then(|r| r.parse().ok());
+            }
+            "stimer" => {
+                out.stimer = Some(on);
+                out.stimer_direct = child
+                    .child("direct")
+                    .and_then(|d| d.attr("state"))
+                    .map(|s| s == "on");
+            }
+            "stimer_direct" => dropped.push(child.name.clone()),
+            name => {
+                if !out.set(name, on) {
+                    dropped.push(name.to_owned());
+                }
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        facts.notes.push(format!(
+            "<features><hyperv> children not carried (hyper2kvm does not know them): {}",
+            dropped.join(", ")
+        ));
+    }
+    facts.hyperv = Some(out);
+}
+
+/// `<devices><tpm>`: an emulated TPM is carried (the new domain gets a new, empty one); a
+/// passthrough of the host's TPM becomes an emulated one, since the host changes.
+fn read_tpm(devices: &Element, facts: &mut DomainFacts, problem: &mut impl FnMut(String, String)) {
+    let Some(tpm) = devices.child("tpm") else {
+        return;
+    };
+    let model = tpm.attr("model").unwrap_or("tpm-tis");
+    let backend = tpm.child("backend");
+    let kind = backend
+        .and_then(|b| b.attr("type"))
+        .unwrap_or("passthrough");
+    let version = backend
+        .and_then(|b| b.attr("version"))
+        .unwrap_or(if model == "tpm-crb" { "2.0" } else { "1.2" });
+    match (
+        manifest::TpmModel::from_name(model),
+        manifest::TpmVersion::from_name(version),
+    ) {
+        (Some(model), Some(version)) => {
+            facts.tpm = Some(manifest::Tpm { model, version });
+            facts.notes.push(format!(
+                "the domain gets a new, empty emulated TPM ({model}, version {version}; the \
+                 source's was {kind}): secrets sealed to the old TPM (BitLocker keys, for one) \
+                 do not move, so have the BitLocker recovery key at hand"
+            ));
+        }
+        _ => problem(
+            "/domain/devices/tpm".to_owned(),
+            located(
+                tpm,
+                format!(
+                    "<tpm model='{model}'> version '{version}': expected model tpm-crb or \
+                     tpm-tis, version 2.0 or 1.2"
+                ),
+            ),
+        ),
     }
 }
 
@@ -693,9 +894,30 @@ fn read_disks(
             );
             continue;
         };
+        if kind == "file"
+            && let Some(why) = datastore_path(path)
+        {
+            facts.unsupported.push(format!("disk {label}: {why}"));
+            continue;
+        }
+        if let Some(why) = source.and_then(|s| slice_of(s, path, disk)) {
+            facts.unsupported.push(format!("disk {label}: {why}"));
+            continue;
+        }
+        if let Some(enc) = source.and_then(|s| s.child("encryption")) {
+            facts.unsupported.push(format!(
+                "disk {label}: {path} is encrypted (<source><encryption format='{}'>); {}",
+                enc.attr("format").unwrap_or("?"),
+                DECRYPT_ADVICE
+            ));
+            continue;
+        }
         let driver = disk.child("driver").and_then(|d| d.attr("type"));
-        // libvirt itself treats a disk without a driver type as raw (it never probes formats).
-        let format = match driver.map_or(Some(SourceFormat::Raw), SourceFormat::from_driver) {
+        // Without a driver type the format is probed later, when the file is looked at (what
+        // libvirt's ESX driver writes has none, and its disks are VMDKs); until then it is the
+        // guess from the extension.
+        let format = match driver.map_or(Some(format_by_extension(path)), SourceFormat::from_driver)
+        {
             Some(f) => f,
             None => {
                 facts.unsupported.push(format!(
@@ -752,6 +974,7 @@ fn read_disks(
                 },
                 path: config::resolve_relative(xml_dir, path),
                 format,
+                format_declared: driver.is_some(),
                 bus: disk
                     .child("target")
                     .and_then(|t| t.attr("bus"))
@@ -777,11 +1000,204 @@ fn read_disks(
     facts.disks = found.into_iter().map(|(_, d)| d).collect();
 }
 
+/// An interface's port details: macvtap mode, Open vSwitch port, VLAN tags, port group.
+#[derive(Default)]
+struct Port {
+    macvtap_mode: Option<MacvtapMode>,
+    virtualport: Option<VirtualPort>,
+    vlan: Option<Vlan>,
+    portgroup: Option<String>,
+}
+
+fn read_port(
+    iface: &Element,
+    xpath: &str,
+    id: &str,
+    notes: &mut Vec<String>,
+    problem: &mut impl FnMut(String, String),
+) -> Port {
+    let mut port = Port::default();
+    let source = iface.child("source");
+    if iface.attr("type") == Some("direct")
+        && let Some(mode) = source.and_then(|s| s.attr("mode"))
+    {
+        match MacvtapMode::from_name(mode) {
+            Some(m) => port.macvtap_mode = Some(m),
+            None => problem(
+                format!("{xpath}/source/@mode"),
+                located(
+                    iface,
+                    format!(
+                        "<source mode='{mode}'> is not a macvtap mode (expected one of: {})",
+                        MacvtapMode::NAMES.join(", ")
+                    ),
+                ),
+            ),
+        }
+    }
+    if iface.attr("type") == Some("network") {
+        port.portgroup = source
+            .and_then(|s| s.attr("portgroup"))
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+    }
+    if let Some(vp) = iface.child("virtualport") {
+        let kind = vp.attr("type").unwrap_or("");
+        match VirtualPortType::from_name(kind) {
+            Some(kind) => {
+                let interfaceid = vp
+                    .child("parameters")
+                    .and_then(|p| p.attr("interfaceid"))
+                    .map(str::to_owned);
+                if let Some(bad) = interfaceid.as_deref().filter(|i| parse_uuid(i).is_none()) {
+                    problem(
+                        format!("{xpath}/virtualport/parameters/@interfaceid"),
+                        located(
+                            vp,
+                            format!(
+                                "<parameters interfaceid='{bad}'> is not a UUID, as libvirt requires"
+                            ),
+                        ),
+                    );
+                }
+                port.virtualport = Some(VirtualPort { kind, interfaceid });
+            }
+            None => notes.push(format!(
+                "NIC {id}: <virtualport type='{kind}'> is not carried (only openvswitch is); the \
+                 migrated NIC is a plain port of its bridge or network"
+            )),
+        }
+    }
+    if let Some(vlan) = iface.child("vlan") {
+        let mut tags = Vec::new();
+        for (t, tag) in vlan.children_named("tag").enumerate() {
+            let here = format!("{xpath}/vlan/tag[{}]", t + 1);
+            let tag_id = tag.attr("id").and_then(|i| i.parse::<u16>().ok());
+            let native = tag.attr("nativeMode");
+            let native_mode = native.map(NativeMode::from_name);
+            match (tag_id, native_mode) {
+                (Some(n), None | Some(Some(_))) if i64::from(n) <= manifest::nics::MAX_VLAN_ID => {
+                    tags.push(VlanTag {
+                        id: n,
+                        native_mode: native_mode.flatten(),
+                    })
+                }
+                (_, Some(None)) => problem(
+                    format!("{here}/@nativeMode"),
+                    located(
+                        tag,
+                        format!(
+                            "<tag nativeMode='{}'> must be tagged or untagged",
+                            native.unwrap_or_default()
+                        ),
+                    ),
+                ),
+                _ => problem(
+                    format!("{here}/@id"),
+                    located(
+                        tag,
+                        format!(
+                            "<tag id='{}'> must be a VLAN id from 0 to 4095",
+                            tag.attr("id").unwrap_or_default()
+                        ),
+                    ),
+                ),
+            }
+        }
+        if tags.is_empty() {
+            problem(
+                format!("{xpath}/vlan"),
+                located(
+                    vlan,
+                    "<vlan> has no <tag id>: libvirt requires at least one",
+                ),
+            );
+        } else {
+            port.vlan = Some(Vlan {
+                trunk: vlan.attr("trunk") == Some("yes"),
+                tags,
+            });
+        }
+    }
+    port
+}
+
+/// What to do with an encrypted image: hyper2kvm never holds a secret.
+const DECRYPT_ADVICE: &str = "hyper2kvm does not take secrets and cannot read it: decrypt it \
+     first (qemu-img convert --object secret,id=s0,file=KEYFILE --image-opts \
+     driver=qcow2,file.filename=IMAGE,encrypt.key-secret=s0 -O qcow2 plain.qcow2; for a LUKS \
+     image driver=luks,key-secret=s0) and point the domain at the decrypted copy";
+
+/// `[datastore1] web01/web01.vmdk`, the form libvirt's ESX driver writes: a file on an ESX
+/// datastore, which is no path on this machine. Why it cannot be imported, when it is one.
+fn datastore_path(path: &str) -> Option<String> {
+    let (store, rest) = path.strip_prefix('[')?.split_once(']')?;
+    let rest = rest.trim_start();
+    let flat = rest
+        .strip_suffix(".vmdk")
+        .map(|stem| format!(" and its data file {stem}-flat.vmdk for a flat disk"))
+        .unwrap_or_default();
+    Some(format!(
+        "'{path}' is a file on the ESX datastore '{store}' (/vmfs/volumes/{store}/{rest} on the \
+         ESX host), not a path on this machine; copy the disk's files here (the descriptor \
+         {rest}{flat}, e.g. with scp from the ESX host, or download them from the datastore \
+         browser) and change <source file> to the local copy of the descriptor"
+    ))
+}
+
+/// Why a disk that shows the guest only a slice of its file cannot be imported, when it does:
+/// the conversion reads whole files, so the guest would see a different disk.
+fn slice_of(source: &Element, path: &str, disk: &Element) -> Option<String> {
+    let slice = source
+        .child("slices")?
+        .children_named("slice")
+        .find(|s| s.attr("type") == Some("storage"))?;
+    let offset = slice.attr("offset").unwrap_or("0");
+    let size = slice.attr("size").unwrap_or("?");
+    let driver = disk
+        .child("driver")
+        .and_then(|d| d.attr("type"))
+        .unwrap_or("raw");
+    let sliced = format!(
+        r#"{{"driver":"raw","offset":{offset},"size":{size},"file":{{"driver":"file","filename":"{path}"}}}}"#
+    );
+    let spec = if driver == "raw" {
+        sliced
+    } else {
+        format!(r#"{{"driver":"{driver}","file":{sliced}}}"#)
+    };
+    Some(format!(
+        "<source><slices><slice type='storage' offset='{offset}' size='{size}'> shows the guest \
+         only {size} bytes of {path} from byte {offset}; hyper2kvm converts whole files, and the \
+         guest would see a different disk. Extract the slice first (qemu-img convert -O raw \
+         'json:{spec}' slice.raw) and point the disk at slice.raw without <slices>"
+    ))
+}
+
+/// The format a file's name suggests, for a disk without `<driver type>` whose file cannot be
+/// probed; raw (libvirt's own default) for any other name.
+fn format_by_extension(path: &str) -> SourceFormat {
+    let ext = Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("vmdk") => SourceFormat::Vmdk,
+        Some("qcow2" | "qcow") => SourceFormat::Qcow2,
+        Some("vhd") => SourceFormat::Vhd,
+        Some("vhdx") => SourceFormat::Vhdx,
+        Some("vdi") => SourceFormat::Vdi,
+        _ => SourceFormat::Raw,
+    }
+}
+
 fn read_interfaces(
     devices: &Element,
     facts: &mut DomainFacts,
     problem: &mut impl FnMut(String, String),
 ) {
+    // Every MAC seen, with the interface that has it: the planner refuses two NICs with one MAC.
+    let mut seen: std::collections::BTreeMap<MacAddr, String> = std::collections::BTreeMap::new();
     for (i, iface) in devices.children_named("interface").enumerate() {
         let xpath = format!("/domain/devices/interface[{}]", i + 1);
         let element = at(iface, &xpath);
@@ -832,8 +1248,27 @@ fn read_interfaces(
                 }
             },
         };
+        if let Some(mac) = mac {
+            match seen.get(&mac) {
+                Some(first) => problem(
+                    format!("{xpath}/mac/@address"),
+                    located(
+                        iface,
+                        format!(
+                            "<mac address='{mac}'> is also the MAC of {first}; two NICs of one VM \
+                             cannot share a MAC (expected a unique address per interface)"
+                        ),
+                    ),
+                ),
+                None => {
+                    seen.insert(mac, element.clone());
+                }
+            }
+        }
+        let id = format!("net{}", facts.nics.len());
+        let port = read_port(iface, &xpath, &id, &mut facts.notes, problem);
         facts.nics.push(NicFacts {
-            id: format!("net{}", facts.nics.len()),
+            id,
             kind: kind.to_owned(),
             network: network.map(str::to_owned),
             mac,
@@ -841,6 +1276,10 @@ fn read_interfaces(
                 .child("model")
                 .and_then(|m| m.attr("type"))
                 .map(str::to_owned),
+            macvtap_mode: port.macvtap_mode,
+            virtualport: port.virtualport,
+            vlan: port.vlan,
+            portgroup: port.portgroup,
         });
     }
 }
@@ -970,6 +1409,7 @@ pub fn run(
     // Why the boot disk (the first in boot order) is not here, when it is not.
     let mut dropped = facts.boot_disk_dropped.clone();
     for (n, d) in facts.disks.iter().enumerate() {
+        let mut d = d.clone();
         let missing = match std::fs::metadata(&d.path) {
             Err(_) => Some("does not exist"),
             Ok(m) if m.is_dir() => Some("is a directory"),
@@ -997,6 +1437,33 @@ pub fn run(
                 continue;
             }
         };
+        if !d.format_declared {
+            match probe(&qemu_img, &d, cancel)? {
+                Probe::Format(f) => {
+                    notes.push(format!(
+                        "disk {} has no <driver type> (libvirt's ESX driver writes none); \
+                         qemu-img probes {} as {f}, and source_format is {f}",
+                        d.id,
+                        d.path.display()
+                    ));
+                    d.format = f;
+                }
+                Probe::Unreadable(why) => notes.push(format!(
+                    "disk {} has no <driver type>, and qemu-img cannot probe {} ({why}); \
+                     source_format is {} from its name",
+                    d.id,
+                    d.path.display(),
+                    d.format
+                )),
+                Probe::Refused(why) => {
+                    problems.push(Problem {
+                        path: d.element.clone(),
+                        message: format!("disk {}: {why}", d.id),
+                    });
+                    continue;
+                }
+            }
+        }
         let cmd = qemu_img.info_cmd(&d.path, d.format.driver());
         let out = exec::run(
             &cmd,
@@ -1031,12 +1498,31 @@ pub fn run(
                 continue;
             }
         };
+        if info.encrypted {
+            problems.push(Problem {
+                path: d.element.clone(),
+                message: format!(
+                    "disk {}: {} is an encrypted {} image; {DECRYPT_ADVICE}",
+                    d.id,
+                    d.path.display(),
+                    d.format
+                ),
+            });
+            continue;
+        }
         if let Some(backing) = &info.backing_filename {
-            notes.push(format!(
-                "disk {} has a backing file ({backing}); converting it needs the chain flattened \
-                 first (qemu-img convert), or list the chain's base instead",
-                d.id
-            ));
+            // The conversion refuses chains (only the top file is pinned), so the import does
+            // too, rather than write a manifest whose run fails.
+            problems.push(Problem {
+                path: d.element.clone(),
+                message: format!(
+                    "disk {}: {} has a backing file ({backing}); {}",
+                    d.id,
+                    d.path.display(),
+                    qemu_img::flatten_advice(&d.path, d.format.driver())
+                ),
+            });
+            continue;
         }
         present.push(FoundDisk {
             facts: d.clone(),
@@ -1091,6 +1577,52 @@ pub fn run(
         skipped,
         notes,
         written: !opts.dry_run,
+    })
+}
+
+/// What probing a disk without `<driver type>` found.
+enum Probe {
+    /// A format hyper2kvm converts.
+    Format(SourceFormat),
+    /// qemu-img could not open the file (why): the format stays the extension's guess.
+    Unreadable(String),
+    /// Something the import must refuse (encrypted, a format not converted).
+    Refused(String),
+}
+
+/// `qemu-img info` without `-f`, read-only: the one place the import probes a format.
+fn probe(q: &QemuImg, d: &DiskFacts, cancel: &CancelToken) -> Result<Probe, ImportError> {
+    let out = exec::run(
+        &q.probe_cmd(&d.path, Aio::Threads),
+        Watch {
+            cancel: Some(cancel),
+            ..Watch::default()
+        },
+    )?;
+    if out.record.status == exec::Status::Cancelled {
+        return Err(ImportError::Interrupted);
+    }
+    if !out.record.success() {
+        return Ok(Probe::Unreadable(out.record.stderr_tail.trim().to_owned()));
+    }
+    let info = match ImageInfo::parse(&out.stdout) {
+        Ok(i) => i,
+        Err(e) => return Ok(Probe::Unreadable(e)),
+    };
+    let shown = d.path.display();
+    if info.encrypted {
+        return Ok(Probe::Refused(format!(
+            "{shown} is an encrypted {} image; {DECRYPT_ADVICE}",
+            info.format
+        )));
+    }
+    Ok(match SourceFormat::from_driver(&info.format) {
+        Some(f) => Probe::Format(f),
+        None => Probe::Refused(format!(
+            "qemu-img detects {} in {shown}, which hyper2kvm does not convert (raw, qcow2, \
+             vmdk, vpc, vhdx, vdi)",
+            info.format
+        )),
     })
 }
 
@@ -1182,15 +1714,19 @@ pub fn build_manifest(
         vm.insert("cpu".into(), json!(c));
     }
     if let Some(bytes) = facts.memory_bytes.or(facts.current_memory_bytes) {
-        // vm.mem_gb is whole GiB; round up, never give a guest less than it had.
-        let gib = bytes.div_ceil(GIB).max(1);
-        if bytes % GIB != 0 {
+        // vm.mem_mib is what the domain gets; vm.mem_gb (whole GiB, rounded up so it is never
+        // less) stays for the Python tool's readers. libvirt counts in KiB, so a size that is
+        // not whole MiB is rounded up too, and said.
+        let mib = bytes.div_ceil(MIB).max(1);
+        let gib = mib.div_ceil(1024);
+        if bytes % MIB != 0 {
             all_notes.push(format!(
-                "memory is {bytes} bytes; vm.mem_gb rounds it up to {gib} GiB (the exact size is \
-                 in metadata.memory_bytes)"
+                "memory is {bytes} bytes; vm.mem_mib rounds it up to {mib} MiB (the exact size \
+                 is in metadata.memory_bytes)"
             ));
         }
         vm.insert("mem_gb".into(), json!(gib));
+        vm.insert("mem_mib".into(), json!(mib));
     }
     vm.insert(
         "firmware".into(),
@@ -1205,6 +1741,15 @@ pub fn build_manifest(
     }
     if let Some(v) = &facts.os_version {
         vm.insert("os_version".into(), json!(v));
+    }
+    if let Some(t) = &facts.tpm {
+        vm.insert("tpm".into(), json!(t));
+    }
+    if let Some(t) = &facts.cpu_topology {
+        vm.insert("cpu_topology".into(), json!(t));
+    }
+    if let Some(h) = &facts.hyperv {
+        vm.insert("hyperv".into(), json!(h));
     }
 
     let mut disk_meta = Map::new();
@@ -1258,6 +1803,18 @@ pub fn build_manifest(
             e.insert("type".into(), json!(n.kind));
             if let Some(model) = &n.model {
                 e.insert("model".into(), json!(model));
+            }
+            if let Some(mode) = n.macvtap_mode {
+                e.insert("macvtap_mode".into(), json!(mode));
+            }
+            if let Some(vp) = &n.virtualport {
+                e.insert("virtualport".into(), json!(vp));
+            }
+            if let Some(vlan) = &n.vlan {
+                e.insert("vlan".into(), json!(vlan));
+            }
+            if let Some(pg) = &n.portgroup {
+                e.insert("portgroup".into(), json!(pg));
             }
             Value::Object(e)
         })

@@ -40,13 +40,16 @@ pub use mapping::{
     ExplicitTarget, MacPolicy, NetworkMapping, NetworkTarget, PreallocateSetting, Preallocation,
     StorageMapping,
 };
-pub use nics::{MacAddr, Nic, NicType, is_mac};
+pub use nics::{
+    MacAddr, MacvtapMode, NativeMode, Nic, NicModel, NicType, VirtualPort, VirtualPortType, Vlan,
+    VlanTag, is_mac,
+};
 pub use output::{Options, Output, OutputFormat, ReportOptions};
 pub use pipeline::{
     ConvertStage, FixStage, FstabMode, InitramfsRebuild, InspectStage, Pipeline, ValidateStage,
 };
 pub use source::Source;
-pub use vm::{Firmware, Vm};
+pub use vm::{CpuTopology, Firmware, Hyperv, HypervMode, Tpm, TpmModel, TpmVersion, Vm};
 pub use warnings::ManifestWarning;
 
 use crate::config::{self, ConfigError, kind_of};

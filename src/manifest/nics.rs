@@ -15,7 +15,7 @@ use super::schema::{Field, Kind, f};
 use crate::diag::Problems;
 use crate::spelling::spelled_enum;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Nic {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,11 +29,95 @@ pub struct Nic {
     /// How the source connected it, when known (libvirt's interface type).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<NicType>,
-    /// The source's NIC model (e1000, vmxnet3, virtio...), kept for the record: the emitted
-    /// domain always uses virtio.
+    /// The source's NIC model (e1000, vmxnet3, virtio...). The planner keeps it for a guest
+    /// that may lack virtio drivers (Windows) and uses virtio otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The model the emitted domain uses, named by the admin: always honoured, over the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_model: Option<NicModel>,
+    /// The macvtap mode of a `direct` NIC (`<source dev mode>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvtap_mode: Option<MacvtapMode>,
+    /// `<virtualport type='openvswitch'>`: the NIC is a port of an Open vSwitch bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtualport: Option<VirtualPort>,
+    /// `<vlan>`: the VLAN tags of the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<Vlan>,
+    /// `<source network portgroup>`: the port group of a libvirt network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portgroup: Option<String>,
 }
+
+spelled_enum! {
+    /// The NIC models of qemu's x86 machines that a domain may name.
+    pub enum NicModel {
+        Virtio = "virtio",
+        E1000 = "e1000",
+        E1000e = "e1000e",
+        Igb = "igb",
+        Rtl8139 = "rtl8139",
+        Vmxnet3 = "vmxnet3",
+        Pcnet = "pcnet",
+        Ne2kPci = "ne2k_pci",
+    }
+}
+
+spelled_enum! {
+    /// libvirt's macvtap modes (`<interface type='direct'><source mode>`).
+    pub enum MacvtapMode {
+        Vepa = "vepa",
+        Bridge = "bridge",
+        Private = "private",
+        Passthrough = "passthrough",
+    }
+}
+
+spelled_enum! {
+    /// The virtual port types carried (others are dropped at import, with a note).
+    pub enum VirtualPortType {
+        Openvswitch = "openvswitch",
+    }
+}
+
+spelled_enum! {
+    /// How a trunk's native VLAN is sent (`<tag nativeMode>`).
+    pub enum NativeMode {
+        Tagged = "tagged",
+        Untagged = "untagged",
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualPort {
+    #[serde(rename = "type")]
+    pub kind: VirtualPortType,
+    /// `<parameters interfaceid>`: the port's id in Open vSwitch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaceid: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vlan {
+    /// `<vlan trunk='yes'>`: the port carries several VLANs, tagged.
+    #[serde(default)]
+    pub trunk: bool,
+    pub tags: Vec<VlanTag>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanTag {
+    pub id: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_mode: Option<NativeMode>,
+}
+
+/// The highest VLAN id (802.1Q's 12 bits).
+pub const MAX_VLAN_ID: i64 = 4095;
 
 spelled_enum! {
     /// The libvirt interface types a migrated NIC can keep.
@@ -52,6 +136,35 @@ pub const NIC: &[Field] = &[
     f("network", Kind::Str),
     f("type", Kind::Enum(NicType::NAMES)),
     f("model", Kind::Str),
+    f("domain_model", Kind::Enum(NicModel::NAMES)),
+    f("macvtap_mode", Kind::Enum(MacvtapMode::NAMES)),
+    f(
+        "virtualport",
+        Kind::Object(&[
+            f("type", Kind::Enum(VirtualPortType::NAMES)),
+            f("interfaceid", Kind::Str),
+        ]),
+    ),
+    f(
+        "vlan",
+        Kind::Object(&[
+            f("trunk", Kind::Bool),
+            f(
+                "tags",
+                Kind::ObjectList(&[
+                    f(
+                        "id",
+                        Kind::Int {
+                            min: 0,
+                            max: MAX_VLAN_ID,
+                        },
+                    ),
+                    f("native_mode", Kind::Enum(NativeMode::NAMES)),
+                ]),
+            ),
+        ]),
+    ),
+    f("portgroup", Kind::Str),
 ];
 
 /// A MAC address, shown lower-case with colons (the form libvirt writes).
@@ -139,6 +252,47 @@ pub fn check(nics: &[Value], problems: &mut Problems) {
                      first octet)"
                 ),
             );
+        }
+    }
+    // What the table cannot say: the keys these objects must have.
+    for (i, nic) in nics.iter().enumerate() {
+        if let Some(vp) = nic.get("virtualport").and_then(Value::as_object) {
+            if !vp.contains_key("type") {
+                problems.push(
+                    &format!("nics[{i}].virtualport.type"),
+                    format!("nics[{i}].virtualport needs a type (one of: openvswitch)"),
+                );
+            }
+            if let Some(id) = vp.get("interfaceid").and_then(Value::as_str)
+                && super::domain::parse_uuid(id).is_none()
+            {
+                problems.push(
+                    &format!("nics[{i}].virtualport.interfaceid"),
+                    format!(
+                        "nics[{i}].virtualport.interfaceid must be a UUID, as libvirt requires \
+                         (got: '{}')",
+                        crate::diag::excerpt(id)
+                    ),
+                );
+            }
+        }
+        if let Some(vlan) = nic.get("vlan").and_then(Value::as_object) {
+            match vlan.get("tags").and_then(Value::as_array) {
+                Some(tags) if !tags.is_empty() => {
+                    for (t, tag) in tags.iter().enumerate() {
+                        if tag.is_object() && tag.get("id").is_none() {
+                            problems.push(
+                                &format!("nics[{i}].vlan.tags[{t}].id"),
+                                format!("nics[{i}].vlan.tags[{t}] needs an id (0 to 4095)"),
+                            );
+                        }
+                    }
+                }
+                _ => problems.push(
+                    &format!("nics[{i}].vlan.tags"),
+                    format!("nics[{i}].vlan needs tags: a list of at least one {{id: 0 to 4095}}"),
+                ),
+            }
         }
     }
     for (i, nic) in nics.iter().enumerate() {

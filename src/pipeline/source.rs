@@ -58,12 +58,22 @@ impl Run<'_> {
                 }
             }
         };
+        if info.encrypted {
+            return Err(StageFailure::new(format!(
+                "disk {}: {} is an encrypted {} image (qemu-img info: encrypted); hyper2kvm does \
+                 not take secrets and cannot read it: decrypt it first (qemu-img convert with \
+                 --object secret,...) and point the manifest at the decrypted copy",
+                disk.id,
+                disk.source.display(),
+                info.format
+            )));
+        }
         if let Some(backing) = &info.backing_filename {
             return Err(StageFailure::new(format!(
-                "disk {}: {} has a backing file ({backing}); hyper2kvm converts standalone \
-                 images only: flatten it first (qemu-img convert) or list the chain's base",
+                "disk {}: {} has a backing file ({backing}); {}",
                 disk.id,
-                disk.source.display()
+                disk.source.display(),
+                qemu_img::flatten_advice(&disk.source, &driver)
             )));
         }
         let mut checked = false;

@@ -200,9 +200,10 @@ fn describe_domain(s: &mut String, dom: &DomainPlan) {
     for i in &dom.interfaces {
         let _ = writeln!(
             s,
-            "    nic {}: {}, mac {} ({})",
+            "    nic {}: {}, model {}, mac {} ({})",
             i.nic_id,
             i.connection,
+            i.model,
             i.mac,
             match i.mac_origin {
                 MacOrigin::Preserved => "preserved",

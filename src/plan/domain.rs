@@ -13,9 +13,9 @@ use super::DiskPlan;
 use crate::diag::Problem;
 use crate::libvirt::domain::{
     DEFAULT_MEMORY_GIB, DEFAULT_VCPUS, DomainDisk, DomainPlan, FirmwarePlan, UuidOrigin,
-    derive_uuid, disk_letters,
+    check_name, derive_uuid, disk_letters,
 };
-use crate::manifest::{Firmware, MacAddr, Manifest, Nic, NicType, OutputFormat};
+use crate::manifest::{Firmware, MacAddr, Manifest, Nic, NicModel, NicType, OutputFormat};
 use crate::mapping;
 use crate::tools::ovmf;
 
@@ -103,11 +103,14 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
         _ => (derive_uuid(&identity), UuidOrigin::Derived),
     };
 
-    let mem_gib = m.vm.mem_gb.unwrap_or(DEFAULT_MEMORY_GIB);
+    // vm.mem_mib is exact; vm.mem_gb (whole GiB) is what older manifests have.
+    let memory_kib = match (m.vm.mem_mib, m.vm.mem_gb) {
+        (Some(mib), _) => u64::from(mib) * 1024,
+        (None, gib) => u64::from(gib.unwrap_or(DEFAULT_MEMORY_GIB)) * 1024 * 1024,
+    };
     let vcpus = m.vm.cpu.unwrap_or(DEFAULT_VCPUS);
     let unset: Vec<String> = [
-        m.vm.mem_gb
-            .is_none()
+        (m.vm.mem_gb.is_none() && m.vm.mem_mib.is_none())
             .then(|| format!("vm.mem_gb (the domain gets {DEFAULT_MEMORY_GIB} GiB of memory)")),
         m.vm.cpu
             .is_none()
@@ -167,8 +170,8 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
             .is_some_and(|h| h.to_ascii_lowercase().starts_with("win"));
     if windows {
         notes.push(
-            "the domain uses virtio disks and NICs: a Windows guest boots from them only with \
-             the virtio drivers installed"
+            "the domain uses virtio disks: a Windows guest boots from them only with the virtio \
+             drivers installed"
                 .to_owned(),
         );
     }
@@ -191,8 +194,14 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
     let (nics, nic_notes, nic_problems) = nics_of(m);
     notes.extend(nic_notes);
     problems.extend(nic_problems);
-    let network =
+    let mut network =
         mapping::plan_interfaces(&nics, &m.network_mapping, input.reserved_macs, &identity);
+    for (iface, nic) in network.interfaces.iter_mut().zip(&nics) {
+        let (model, note) = nic_model(nic, &iface.nic_id, m.vm.os_hint.as_deref());
+        iface.model = model;
+        notes.extend(note);
+        notes.extend(carry_port(iface, nic));
+    }
     notes.extend(network.notes);
     problems.extend(network.problems);
 
@@ -203,7 +212,7 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
             uuid,
             uuid_origin,
             virt_type: Default::default(),
-            memory_kib: u64::from(mem_gib) * 1024 * 1024,
+            memory_kib,
             vcpus,
             firmware,
             windows,
@@ -211,6 +220,9 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
             source_vm_id: m.source.vm_id.clone(),
             disks,
             interfaces: network.interfaces,
+            tpm: m.vm.tpm.clone(),
+            cpu_topology: m.vm.cpu_topology,
+            hyperv: m.vm.hyperv.clone(),
         },
         notes,
         problems,
@@ -236,6 +248,97 @@ fn identity_of(
         "{}\0{name}\0{run_vm_id}\0{distinct}",
         source_vm_id.unwrap_or("")
     )
+}
+
+/// The model policy: the admin's `domain_model` always; else virtio for a guest whose
+/// `vm.os_hint` names an OS that is not Windows (Linux kernels carry virtio_net, and so do the
+/// BSDs); else, for Windows, which may have no virtio network driver, and for a guest of
+/// unknown OS, the source's own model when qemu has it (VMware's `vlance` is qemu's `pcnet`; a
+/// VMware model qemu lacks becomes `e1000`, whose driver Windows ships), and virtio when the
+/// source named none.
+fn nic_model(nic: &Nic, id: &str, os_hint: Option<&str>) -> (NicModel, Option<String>) {
+    let windows = os_hint.is_some_and(|h| h.to_ascii_lowercase().starts_with("win"));
+    if let Some(m) = nic.domain_model {
+        return (m, None);
+    }
+    let source = nic.model.as_deref().map(str::to_ascii_lowercase);
+    let Some(source) = source.filter(|s| !s.is_empty()) else {
+        return (NicModel::Virtio, None);
+    };
+    if source == "virtio" {
+        return (NicModel::Virtio, None);
+    }
+    if os_hint.is_some() && !windows {
+        return (
+            NicModel::Virtio,
+            Some(format!(
+                "NIC {id}: the source's model {source} becomes virtio (the guest is not Windows, \
+                 and its kernel carries virtio_net); set nics[].domain_model to keep another \
+                 model"
+            )),
+        );
+    }
+    let (model, how) = match NicModel::from_name(&source) {
+        Some(m) => (m, "keeps the source's model".to_owned()),
+        None if source == "vlance" => (
+            NicModel::Pcnet,
+            "gets pcnet, qemu's model of the source's vlance".to_owned(),
+        ),
+        None => (
+            NicModel::E1000,
+            format!("gets e1000 (qemu has no {source}; Windows ships an e1000 driver)"),
+        ),
+    };
+    let why = if windows {
+        "a Windows guest may have no virtio network driver; set nics[].domain_model: virtio \
+         once the virtio drivers are installed"
+    } else {
+        "vm.os_hint is not set, so the guest may have no virtio network driver; set vm.os_hint \
+         (a Linux guest gets virtio) or nics[].domain_model"
+    };
+    (model, Some(format!("NIC {id} {how}: {why}")))
+}
+
+/// Carries the source's port details (macvtap mode, Open vSwitch port, VLAN tags, port group)
+/// while the NIC stays where the source had it: unmapped, or mapped to the same bridge or
+/// network. On another bridge or network they are dropped, with a note: they describe the
+/// source's switch, and libvirt refuses an Open vSwitch port or a VLAN on a plain Linux bridge.
+fn carry_port(iface: &mut mapping::InterfacePlan, nic: &Nic) -> Option<String> {
+    let same_place = !iface.mapped
+        || (nic.kind == Some(iface.connection.kind())
+            && nic.network.as_deref() == iface.connection.source());
+    if let mapping::Connection::Direct(_) = iface.connection {
+        iface.macvtap_mode = nic.macvtap_mode;
+    }
+    let details: Vec<&str> = [
+        nic.virtualport.as_ref().map(|_| "its Open vSwitch port"),
+        nic.vlan.as_ref().map(|_| "its VLAN tags"),
+        nic.portgroup.as_ref().map(|_| "its port group"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if details.is_empty() {
+        return None;
+    }
+    if same_place {
+        iface.virtualport = nic.virtualport.clone();
+        iface.vlan = nic.vlan.clone();
+        // A port group belongs to a libvirt network.
+        if let mapping::Connection::Network(_) = iface.connection {
+            iface.portgroup = nic.portgroup.clone();
+        }
+        return None;
+    }
+    Some(format!(
+        "NIC {} is mapped to {}, so {} from the source's {} {} not carried (they describe the \
+         source's switch); add them to the domain if the new network needs them",
+        iface.nic_id,
+        iface.connection,
+        details.join(", "),
+        nic.network.as_deref().unwrap_or("network"),
+        if details.len() == 1 { "is" } else { "are" }
+    ))
 }
 
 /// The manifest's NICs; a manifest written by the Python tool's libvirt import has none and
@@ -266,6 +369,7 @@ fn nics_of(m: &Manifest) -> (Vec<Nic>, Vec<String>, Vec<Problem>) {
             network: text("source").filter(|s| s != "unknown"),
             kind,
             model: text("model"),
+            ..Nic::default()
         });
     }
     let notes = if nics.is_empty() {
@@ -280,26 +384,104 @@ fn nics_of(m: &Manifest) -> (Vec<Nic>, Vec<String>, Vec<Problem>) {
     (nics, notes, problems)
 }
 
-/// libvirt refuses a `/` in a name, and the name is also our file name.
-fn check_name(name: &str) -> Result<(), &'static str> {
-    if name.trim().is_empty() {
-        return Err("it is empty");
-    }
-    if name.contains('/') {
-        return Err("it contains '/'");
-    }
-    if name.starts_with('.') {
-        return Err("it starts with '.' (the domain XML file would be hidden)");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("it contains control characters");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_details_stay_with_the_source_network_only() {
+        let vlan = crate::manifest::Vlan {
+            trunk: false,
+            tags: vec![crate::manifest::VlanTag {
+                id: 42,
+                native_mode: None,
+            }],
+        };
+        let nic = Nic {
+            id: Some("net0".to_owned()),
+            network: Some("prod".to_owned()),
+            kind: Some(NicType::Network),
+            vlan: Some(vlan.clone()),
+            portgroup: Some("web".to_owned()),
+            ..Nic::default()
+        };
+        let iface = |connection: mapping::Connection, mapped: bool| mapping::InterfacePlan {
+            nic_id: "net0".to_owned(),
+            source_network: Some("prod".to_owned()),
+            connection,
+            mapped,
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+            mac_origin: mapping::MacOrigin::Preserved,
+            source_mac: None,
+            model: NicModel::Virtio,
+            macvtap_mode: None,
+            virtualport: None,
+            vlan: None,
+            portgroup: None,
+        };
+        // Unmapped, or mapped to the same network: carried.
+        for mapped in [false, true] {
+            let mut i = iface(mapping::Connection::Network("prod".to_owned()), mapped);
+            assert_eq!(carry_port(&mut i, &nic), None);
+            assert_eq!(i.vlan.as_ref(), Some(&vlan));
+            assert_eq!(i.portgroup.as_deref(), Some("web"));
+        }
+        // Moved to another bridge: dropped, and said.
+        let mut i = iface(mapping::Connection::Bridge("br0".to_owned()), true);
+        let note = carry_port(&mut i, &nic).expect("a note");
+        assert_eq!((i.vlan, i.portgroup), (None, None));
+        assert_eq!(
+            note,
+            "NIC net0 is mapped to bridge br0, so its VLAN tags, its port group from the \
+             source's prod are not carried (they describe the source's switch); add them to the \
+             domain if the new network needs them"
+        );
+    }
+
+    #[test]
+    fn nic_model_policy() {
+        let nic = |model: Option<&str>, domain_model: Option<NicModel>| Nic {
+            model: model.map(str::to_owned),
+            domain_model,
+            ..Nic::default()
+        };
+        let model = |n: &Nic, hint: Option<&str>| nic_model(n, "net0", hint).0;
+        // Linux: virtio, whatever the source had.
+        assert_eq!(
+            model(&nic(Some("e1000"), None), Some("debian12")),
+            NicModel::Virtio
+        );
+        // Windows, or an unknown OS: the source's model, in qemu's spelling.
+        assert_eq!(
+            model(&nic(Some("e1000"), None), Some("windows2019")),
+            NicModel::E1000
+        );
+        assert_eq!(model(&nic(Some("vmxnet3"), None), None), NicModel::Vmxnet3);
+        assert_eq!(
+            model(&nic(Some("vlance"), None), Some("win10")),
+            NicModel::Pcnet
+        );
+        assert_eq!(
+            model(&nic(Some("vmxnet2"), None), Some("win10")),
+            NicModel::E1000
+        );
+        assert_eq!(model(&nic(None, None), Some("windows10")), NicModel::Virtio);
+        // The admin's choice beats the policy both ways.
+        assert_eq!(
+            model(
+                &nic(Some("e1000"), Some(NicModel::E1000e)),
+                Some("ubuntu22")
+            ),
+            NicModel::E1000e
+        );
+        assert_eq!(
+            model(
+                &nic(Some("e1000"), Some(NicModel::Virtio)),
+                Some("windows2019")
+            ),
+            NicModel::Virtio
+        );
+    }
 
     #[test]
     fn nics_fall_back_to_the_python_tools_metadata_networks() {
@@ -341,13 +523,5 @@ mod tests {
             uuid(identity_of(Some("vm-42"), "web01", "web01", None, Some(a))),
             uuid(identity_of(Some("vm-42"), "web01", "web01", None, Some(a)))
         );
-    }
-
-    #[test]
-    fn names_that_cannot_be_domains() {
-        assert!(check_name("web01").is_ok());
-        assert!(check_name("a/b").is_err());
-        assert!(check_name("..").is_err());
-        assert!(check_name(" ").is_err());
     }
 }

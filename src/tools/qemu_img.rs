@@ -403,6 +403,22 @@ pub struct ImageInfo {
     pub backing_filename: Option<String>,
     #[serde(rename = "format-specific", default)]
     pub format_specific: Option<Value>,
+    /// qcow2 with LUKS encryption, or a LUKS image: unreadable without its secret.
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+/// What to do with an image that has a backing file: flatten the chain from its top, never
+/// use the base (which lacks every write made in the overlays).
+pub fn flatten_advice(top: &Path, driver: &str) -> String {
+    format!(
+        "hyper2kvm converts standalone images only (a source is pinned by its own file, and a \
+         backing file is another). Flatten the chain from its top into one image, which reads \
+         through every backing file and keeps the overlay's writes: qemu-img convert -f {driver} \
+         -O qcow2 {} flat.qcow2, then point the disk at flat.qcow2. Do not use the chain's base \
+         instead: it lacks every write made in the overlay",
+        top.display()
+    )
 }
 
 impl ImageInfo {

@@ -159,7 +159,41 @@ fn qcow2_with_backing_file_is_refused() {
     );
     let (_, report) = convert_failing(&dir, &overlay, "qcow2");
     let err = redact(&first_error(&report), &dir);
-    insta::assert_snapshot!(err, @"disk d0: [TMP]/overlay.qcow2 has a backing file ([TMP]/base.qcow2); hyper2kvm converts standalone images only: flatten it first (qemu-img convert) or list the chain's base");
+    insta::assert_snapshot!(err, @r"disk d0: [TMP]/overlay.qcow2 has a backing file ([TMP]/base.qcow2); hyper2kvm converts standalone images only (a source is pinned by its own file, and a backing file is another). Flatten the chain from its top into one image, which reads through every backing file and keeps the overlay's writes: qemu-img convert -f qcow2 -O qcow2 [TMP]/overlay.qcow2 flat.qcow2, then point the disk at flat.qcow2. Do not use the chain's base instead: it lacks every write made in the overlay");
+}
+
+/// An encrypted source is named as encrypted, not as a damaged image (qemu-img check cannot
+/// open it without its secret).
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn an_encrypted_source_is_named_encrypted() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("enc.qcow2");
+    run_ok(
+        Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "--object",
+                "secret,id=s0,data=x",
+                "-o",
+            ])
+            .arg("encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10")
+            .arg(&src)
+            .arg("16M"),
+    );
+    let (_, report) = convert_failing(&dir, &src, "qcow2");
+    let err = redact(&first_error(&report), &dir);
+    assert!(!err.contains("damaged"), "{err}");
+    insta::assert_snapshot!(err, @r"disk d0: [TMP]/enc.qcow2 is an encrypted qcow2 image (qemu-img info: encrypted); hyper2kvm does not take secrets and cannot read it: decrypt it first (qemu-img convert with --object secret,...) and point the manifest at the decrypted copy");
 }
 
 #[test]

@@ -7,8 +7,9 @@
 //! - a pinned source's device and inode numbers ([`PINNED`]) and its size;
 //! - the test directory (`[TMP]`), the programs' install paths, guestfish's `--remote=<pid>`,
 //!   the scratch directories of guest sessions and boot tests, backup name stamps;
-//! - values that follow from those: the domain XML's size (it holds the test directory's path)
-//!   and so `bytes_written`, `bytes_read` (qemu-img's `actual-size` is what the filesystem
+//! - values that follow from those: a derived domain UUID (a version 8 UUID over the VM's
+//!   identity, which holds the boot disk's path when the source has no UUID), the domain XML's
+//!   size (it holds the test directory's path) and so `bytes_written`, `bytes_read` (qemu-img's `actual-size` is what the filesystem
 //!   allocated), batch fingerprints (a hash over the manifest path);
 //! - host facts: the appliance's vCPU count, the KVM probe's verdict, SeaBIOS's version;
 //! - where a console read stopped: the period after SeaBIOS's `No bootable device`;
@@ -188,6 +189,7 @@ fn golden_text(v: &Value, dir: &TestDir, exact: &[(String, &str)]) -> String {
             ".backup.hyper2kvm.[STAMP]",
         ),
         (r"from pid \d+".to_owned(), "from pid [PID]"),
+        (DERIVED_UUID.to_owned(), "[DERIVED_UUID]"),
         (r"after \d+(\.\d+)? s\b".to_owned(), "after [SECONDS] s"),
         (
             r"SeaBIOS \(version [^)]*\)".to_owned(),

@@ -330,6 +330,7 @@ fn every_memory_unit() {
     );
     let cases: &[(&str, u64, u64, u64)] = &[
         // unit, value, bytes, vm.mem_gb
+        ("m", 214, 214 << 20, 1),
         ("b", 1 << 30, 1 << 30, 1),
         ("bytes", 3 << 30, 3 << 30, 3),
         ("KB", 2_000_000, 2_000_000_000, 2),
@@ -362,6 +363,7 @@ fn every_memory_unit() {
         let m = read_json(&out.join("manifest.json"));
         assert_eq!(m["metadata"]["memory_bytes"], *bytes, "{unit}");
         assert_eq!(m["vm"]["mem_gb"], *gib, "{unit}");
+        assert_eq!(m["vm"]["mem_mib"], bytes.div_ceil(1 << 20), "{unit}");
     }
 }
 
@@ -770,4 +772,243 @@ fn config_from_a_pipe_resolves_against_the_current_directory() {
         .current_dir(dir.path()));
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert!(dir.join("out/manifest.json").is_file(), "{}", r.stdout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faithful import: what libvirt's ESX driver writes, slices, chains, encryption, and what the
+// run would refuse later.
+
+/// ESX XML has no `<driver type>`: the VMDK is probed as what it is (not taken as raw), so the
+/// conversion succeeds, and the emitted domain validates.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn esx_vmdk_without_a_driver_type_is_probed() {
+    if !tools() {
+        return;
+    }
+    let (dir, _domain) = round_trip("esx", "esx-vm", |d| {
+        make_image(&d.join("esx-vm.vmdk"), "vmdk", None)
+    });
+    let m = read_json(&dir.join("out/manifest.json"));
+    assert_eq!(m["disks"][0]["source_format"], "vmdk");
+    assert_eq!(m["vm"]["mem_mib"], 214, "exact memory is carried");
+    assert_eq!(
+        m["vm"]["mem_gb"], 1,
+        "and rounded up for the Python tool's readers"
+    );
+}
+
+/// The same domain as the ESX driver really writes it, with a datastore path: refused with
+/// where the file is on the ESX host and what to do.
+#[test]
+fn an_esx_datastore_path_is_refused_with_what_to_copy() {
+    let dir = TestDir::new();
+    let xml =
+        fixture("libvirt/esx.xml").replace("@DIR@/esx-vm.vmdk", "[datastore1] esx-vm/esx-vm.vmdk");
+    let err = rejected(&dir, &xml);
+    insta::assert_snapshot!(err, @r"
+    error: No disks found in domain XML [TMP]/domain.xml; every disk was skipped:
+      - disk sda (/domain/devices/disk[1], line 22): '[datastore1] esx-vm/esx-vm.vmdk' is a file on the ESX datastore 'datastore1' (/vmfs/volumes/datastore1/esx-vm/esx-vm.vmdk on the ESX host), not a path on this machine; copy the disk's files here (the descriptor esx-vm/esx-vm.vmdk and its data file esx-vm/esx-vm-flat.vmdk for a flat disk, e.g. with scp from the ESX host, or download them from the datastore browser) and change <source file> to the local copy of the descriptor
+    ");
+}
+
+/// A slice of a file is not the file: converting the whole file would give the guest another
+/// disk, so the disk is refused (here the boot disk, so the import).
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn a_sliced_disk_is_refused() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("whole.raw"), "raw", None);
+    let xml = "<domain type='kvm'>\n  <name>sliced</name>\n  <devices>\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='raw'/>\n      <source file='@DIR@/whole.raw'>\n        <slices>\n          <slice type='storage' offset='1048576' size='33554432'/>\n        </slices>\n      </source>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>\n</domain>\n"
+        .replace("@DIR@", &dir.path().display().to_string());
+    let err = rejected(&dir, &xml);
+    insta::assert_snapshot!(err, @r#"
+    error: No disks found in domain XML [TMP]/domain.xml; every disk was skipped:
+      - disk vda (/domain/devices/disk[1], line 4): <source><slices><slice type='storage' offset='1048576' size='33554432'> shows the guest only 33554432 bytes of [TMP]/whole.raw from byte 1048576; hyper2kvm converts whole files, and the guest would see a different disk. Extract the slice first (qemu-img convert -O raw 'json:{"driver":"raw","offset":1048576,"size":33554432,"file":{"driver":"file","filename":"[TMP]/whole.raw"}}' slice.raw) and point the disk at slice.raw without <slices>
+    "#);
+}
+
+/// An overlay on a base: the conversion refuses chains, so the import does, and the advice is
+/// to flatten from the top, never to use the base.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn a_backing_chain_is_refused_with_flattening_advice() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("base.qcow2"), "qcow2", None);
+    run_ok(
+        std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(dir.join("base.qcow2"))
+            .arg(dir.join("top.qcow2")),
+    );
+    let xml = "<domain type='kvm'>\n  <name>chain</name>\n  <devices>\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source file='@DIR@/top.qcow2'/>\n      <backingStore type='file'>\n        <format type='qcow2'/>\n        <source file='@DIR@/base.qcow2'/>\n        <backingStore/>\n      </backingStore>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>\n</domain>\n"
+        .replace("@DIR@", &dir.path().display().to_string());
+    let err = rejected(&dir, &xml);
+    assert!(!err.contains("list the chain's base"), "{err}");
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (1 problem):
+      - /domain/devices/disk[1], line 4: disk vda: [TMP]/top.qcow2 has a backing file ([TMP]/base.qcow2); hyper2kvm converts standalone images only (a source is pinned by its own file, and a backing file is another). Flatten the chain from its top into one image, which reads through every backing file and keeps the overlay's writes: qemu-img convert -f qcow2 -O qcow2 [TMP]/top.qcow2 flat.qcow2, then point the disk at flat.qcow2. Do not use the chain's base instead: it lacks every write made in the overlay
+    ");
+}
+
+/// Encrypted images are named as such, not as damaged: a LUKS-encrypted qcow2 with its driver
+/// type, and a LUKS image without one (probed).
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn encrypted_images_are_reported_as_encrypted() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    run_ok(
+        std::process::Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "--object",
+                "secret,id=s0,data=x",
+                "-o",
+            ])
+            .arg("encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10")
+            .arg(dir.join("enc.qcow2"))
+            .arg("16M"),
+    );
+    run_ok(
+        std::process::Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "luks",
+                "--object",
+                "secret,id=s0,data=x",
+                "-o",
+            ])
+            .arg("key-secret=s0,iter-time=10")
+            .arg(dir.join("enc.luks"))
+            .arg("16M"),
+    );
+    let xml = "<domain type='kvm'>\n  <name>secret</name>\n  <devices>\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source file='@DIR@/enc.qcow2'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n    <disk type='file' device='disk'>\n      <source file='@DIR@/enc.luks'/>\n      <target dev='vdb' bus='virtio'/>\n    </disk>\n  </devices>\n</domain>\n"
+        .replace("@DIR@", &dir.path().display().to_string());
+    let err = rejected(&dir, &xml);
+    assert!(!err.contains("damaged"), "{err}");
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (2 problems):
+      - /domain/devices/disk[1], line 4: disk vda: [TMP]/enc.qcow2 is an encrypted qcow2 image; hyper2kvm does not take secrets and cannot read it: decrypt it first (qemu-img convert --object secret,id=s0,file=KEYFILE --image-opts driver=qcow2,file.filename=IMAGE,encrypt.key-secret=s0 -O qcow2 plain.qcow2; for a LUKS image driver=luks,key-secret=s0) and point the domain at the decrypted copy
+      - /domain/devices/disk[2], line 9: disk vdb: [TMP]/enc.luks is an encrypted luks image; hyper2kvm does not take secrets and cannot read it: decrypt it first (qemu-img convert --object secret,id=s0,file=KEYFILE --image-opts driver=qcow2,file.filename=IMAGE,encrypt.key-secret=s0 -O qcow2 plain.qcow2; for a LUKS image driver=luks,key-secret=s0) and point the domain at the decrypted copy
+    ");
+}
+
+/// What the planner would refuse after converting every disk is refused at import: two NICs
+/// with one MAC, and a name too long for the domain XML's file name.
+#[test]
+fn duplicate_macs_and_an_overlong_name_are_refused_at_import() {
+    let dir = TestDir::new();
+    let xml = format!(
+        "<domain type='kvm'>\n  <name>{}</name>\n  <devices>\n    <disk type='file' device='disk'><source file='/nonexistent/a.raw'/><target dev='vda'/></disk>\n    <interface type='bridge'><mac address='52:54:00:aa:00:01'/><source bridge='br0'/></interface>\n    <interface type='network'><mac address='52:54:00:AA:00:01'/><source network='default'/></interface>\n  </devices>\n</domain>\n",
+        "n".repeat(256)
+    );
+    let err = rejected(&dir, &xml);
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (2 problems):
+      - /domain/name: line 2: <name> 'nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn… (196 more bytes)' cannot name the migrated domain: it is 256 bytes long; the domain XML file <name>.xml allows at most 251 bytes (a file name has at most 255)
+      - /domain/devices/interface[2]/mac/@address: line 6: <mac address='52:54:00:aa:00:01'> is also the MAC of /domain/devices/interface[1], line 5; two NICs of one VM cannot share a MAC (expected a unique address per interface)
+    ");
+}
+
+/// Port details survive: the port group, the Open vSwitch port with its interface id, the VLAN
+/// trunk, the macvtap modes; the Linux guest's e1000 becomes virtio. The emitted domain
+/// validates and defines.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn network_port_details_are_carried() {
+    if !tools() {
+        return;
+    }
+    let (_dir, domain) = round_trip("network-ports", "ports-vm", |d| {
+        make_image(&d.join("ports-vm.qcow2"), "qcow2", None)
+    });
+    let text = std::fs::read_to_string(domain).expect("read");
+    for part in [
+        "portgroup=\"web\"",
+        "<virtualport type=\"openvswitch\">",
+        "interfaceid=\"09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f\"",
+        "<vlan trunk=\"yes\">",
+        "<tag id=\"42\" nativeMode=\"untagged\"/>",
+        "mode=\"vepa\"",
+        "mode=\"passthrough\"",
+    ] {
+        assert!(text.contains(part), "{part} in\n{text}");
+    }
+    assert!(
+        !text.contains("e1000"),
+        "a Linux guest gets virtio:\n{text}"
+    );
+}
+
+/// Windows 11 keeps what it needs: the TPM 2.0, the CPU topology and the Hyper-V
+/// enlightenments reach the manifest and the emitted domain, which validates and defines; the
+/// e1000e NIC stays e1000e.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn windows11_keeps_tpm_topology_and_hyperv() {
+    if !tools() {
+        return;
+    }
+    let (_dir, domain) = round_trip("windows11", "win11", |d| {
+        make_image(&d.join("win11.qcow2"), "qcow2", None)
+    });
+    let text = std::fs::read_to_string(domain).expect("read");
+    for part in [
+        "<tpm model=\"tpm-crb\">",
+        "<backend type=\"emulator\" version=\"2.0\"/>",
+        "<topology sockets=\"1\" dies=\"1\" cores=\"2\" threads=\"2\"/>",
+        "<hyperv mode=\"custom\">",
+        "<spinlocks state=\"on\" retries=\"8191\"/>",
+        "<direct state=\"on\"/>",
+        "<vendor_id state=\"on\" value=\"KVM Hv\"/>",
+        "<model type=\"e1000e\"/>",
+    ] {
+        assert!(text.contains(part), "{part} in\n{text}");
+    }
+}
+
+/// A topology that is not the vCPU count is refused, as libvirt refuses it.
+#[test]
+fn a_topology_that_is_not_the_vcpu_count_is_refused() {
+    let dir = TestDir::new();
+    let err = rejected(
+        &dir,
+        "<domain type='kvm'>\n  <name>x</name>\n  <vcpu>4</vcpu>\n  <cpu mode='host-passthrough'>\n    <topology sockets='2' cores='4' threads='1'/>\n  </cpu>\n  <devices>\n    <disk type='file'><source file='/nonexistent/a.raw'/><target dev='vda'/></disk>\n  </devices>\n</domain>\n",
+    );
+    insta::assert_snapshot!(err, @r"
+    error: invalid domain XML [TMP]/domain.xml (1 problem):
+      - /domain/cpu/topology: line 5: <topology> multiplies to 8 vCPUs (sockets x dies x cores x threads) but <vcpu> is 4: libvirt refuses such a domain (expected a product of 4)
+    ");
 }

@@ -243,8 +243,16 @@ pub fn redact(text: &str, dir: &TestDir) -> String {
     let re_duration = regex_lite::Regex::new(r"\d+\.\d+s\b").expect("regex");
     s = re_duration.replace_all(&s, "[DURATION]").into_owned();
     let re_digest = regex_lite::Regex::new(r"sha256:[0-9a-f]{64}").expect("regex");
-    re_digest.replace_all(&s, "sha256:[DIGEST]").into_owned()
+    s = re_digest.replace_all(&s, "sha256:[DIGEST]").into_owned();
+    let re_uuid = regex_lite::Regex::new(DERIVED_UUID).expect("regex");
+    re_uuid.replace_all(&s, "[DERIVED_UUID]").into_owned()
 }
+
+/// A domain UUID hyper2kvm derived (version 8): it follows from the VM's identity, which holds
+/// the boot disk's path (the test directory) when the source has no UUID. A source's own UUID
+/// (another version) is kept.
+pub const DERIVED_UUID: &str =
+    r"\b[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\b";
 
 /// A 1 GiB file of random bytes (slow to compress, for interrupting a conversion), cached
 /// outside the checkout across test runs.
