@@ -316,8 +316,9 @@ fn sigkill_during_an_appliance_launch_leaves_no_process() {
         ),
     );
     let mut child = start(&manifest, &mark, None);
-    // The appliance's qemu is the one given a kernel.
-    wait_for_process(&mark, &mut child, " -kernel ", Duration::from_secs(300));
+    // The appliance's qemu is the one given a kernel and an initrd (the KVM probe boots a kernel
+    // without one).
+    wait_for_process(&mark, &mut child, " -initrd ", Duration::from_secs(300));
     assert!(
         marked(&mark).iter().any(|(_, c)| c.contains("guestfish")),
         "{:?}",
