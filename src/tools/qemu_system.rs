@@ -90,45 +90,12 @@ pub fn probe(qemu_system: &Path) -> Probe {
     if std::fs::write(&image, boot_sector()).is_err() {
         return tcg("could not write the KVM probe image".to_owned());
     }
-    let cmd = Command::new(qemu_system)
-        .args([
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-machine",
-            "pc",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-drive",
-        ])
-        .arg(format!("file={},format=raw,if=ide", image.display()))
-        .timeout(PROBE_TIMEOUT);
-    // The guest halts forever once it has printed: stop qemu as soon as the marker is seen.
-    let seen = CancelToken::new();
-    let mut on_line = |piece: &str| {
-        if piece.contains(MARKER) {
-            seen.cancel();
-        }
-    };
-    let result = exec::run(
-        &cmd,
-        Watch {
-            cancel: Some(&seen),
-            on_stdout_line: Some(&mut on_line),
-        },
-    );
-    match result {
-        Ok(_) if seen.is_cancelled() => {}
-        Ok(out) => {
-            return tcg(format!(
-                "KVM cannot run a guest here ({}); using TCG",
-                out.record
-            ));
+    let drive = format!("file={},format=raw,if=ide", image.display());
+    // The guest halts forever once it has printed: qemu is stopped as soon as the marker is seen.
+    match run_until(qemu_system, &["-drive", &drive], MARKER, PROBE_TIMEOUT) {
+        Ok(None) => {}
+        Ok(Some(record)) => {
+            return tcg(format!("KVM cannot run a guest here ({record}); using TCG"));
         }
         Err(e) => return tcg(format!("could not run the KVM probe: {e}; using TCG")),
     }
@@ -138,6 +105,41 @@ pub fn probe(qemu_system: &Path) -> Probe {
             reason: "a probe guest ran under KVM (no kernel in /boot to probe further)".to_owned(),
         };
     };
+    let kernel_args = [
+        "-m".as_ref(),
+        "256".as_ref(),
+        "-kernel".as_ref(),
+        kernel.as_os_str(),
+        "-append".as_ref(),
+        "console=ttyS0 panic=-1 quiet loglevel=2".as_ref(),
+    ];
+    match run_until(qemu_system, &kernel_args, KERNEL_MARKER, KERNEL_TIMEOUT) {
+        Ok(None) => Probe {
+            accel: Accel::Kvm,
+            reason: format!(
+                "a probe guest and the kernel {} ran under KVM",
+                kernel.display()
+            ),
+        },
+        Ok(Some(record)) => tcg(format!(
+            "KVM runs a boot sector here but not the kernel {} ({record}); using TCG",
+            kernel.display()
+        )),
+        Err(e) => tcg(format!(
+            "could not run the KVM kernel probe: {e}; using TCG"
+        )),
+    }
+}
+
+/// Runs `qemu-system-x86_64 -accel kvm -cpu host` (no display, serial on stdout) with `extra`
+/// until `marker` appears on the serial port (`Ok(None)`, qemu stopped then) or `timeout`;
+/// otherwise how qemu ended.
+fn run_until<S: AsRef<std::ffi::OsStr>>(
+    qemu_system: &Path,
+    extra: &[S],
+    marker: &str,
+    timeout: Duration,
+) -> Result<Option<exec::CommandRecord>, exec::ExecError> {
     let cmd = Command::new(qemu_system)
         .args([
             "-accel",
@@ -146,49 +148,29 @@ pub fn probe(qemu_system: &Path) -> Probe {
             "host",
             "-machine",
             "pc",
-            "-m",
-            "256",
             "-nodefaults",
             "-display",
             "none",
             "-serial",
             "stdio",
             "-no-reboot",
-            "-kernel",
         ])
-        .arg(&kernel)
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=2"])
-        .timeout(KERNEL_TIMEOUT);
-    let booted = CancelToken::new();
+        .args(extra)
+        .timeout(timeout);
+    let seen = CancelToken::new();
     let mut on_line = |piece: &str| {
-        if piece.contains(KERNEL_MARKER) {
-            booted.cancel();
+        if piece.contains(marker) {
+            seen.cancel();
         }
     };
-    let result = exec::run(
+    let out = exec::run(
         &cmd,
         Watch {
-            cancel: Some(&booted),
+            cancel: Some(&seen),
             on_stdout_line: Some(&mut on_line),
         },
-    );
-    match result {
-        Ok(_) if booted.is_cancelled() => Probe {
-            accel: Accel::Kvm,
-            reason: format!(
-                "a probe guest and the kernel {} ran under KVM",
-                kernel.display()
-            ),
-        },
-        Ok(out) => tcg(format!(
-            "KVM runs a boot sector here but not the kernel {} ({}); using TCG",
-            kernel.display(),
-            out.record
-        )),
-        Err(e) => tcg(format!(
-            "could not run the KVM kernel probe: {e}; using TCG"
-        )),
-    }
+    )?;
+    Ok((!seen.is_cancelled()).then_some(out.record))
 }
 
 /// The newest `vmlinuz-*` in `dir` (by version order of the names), as supermin picks one.
