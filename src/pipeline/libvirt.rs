@@ -788,11 +788,7 @@ fn call(run: &mut Run<'_>, cmd: Command) -> Result<String, StageFailure> {
     if out.record.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(StageFailure::new(format!(
-            "`{}` failed: {}",
-            out.record.command_line(),
-            virsh::error_text(&out.record.stderr_tail)
-        )))
+        Err(failed(&out.record))
     }
 }
 
@@ -805,10 +801,15 @@ fn query(run: &mut Run<'_>, cmd: Command) -> Result<Option<String>, StageFailure
     } else if virsh::is_not_found(&out.record.stderr_tail) {
         Ok(None)
     } else {
-        Err(StageFailure::new(format!(
-            "`{}` failed: {}",
-            out.record.command_line(),
-            virsh::error_text(&out.record.stderr_tail)
-        )))
+        Err(failed(&out.record))
     }
+}
+
+/// A virsh command that failed, as the stage reports it: the command and libvirt's own words.
+fn failed(record: &exec::CommandRecord) -> StageFailure {
+    StageFailure::new(format!(
+        "`{}` failed: {}",
+        record.command_line(),
+        virsh::error_text(&record.stderr_tail)
+    ))
 }
