@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
-use crate::ui::ProgressMode;
+use crate::ui::{LogFormat, ProgressMode};
 
 /// Migrate VMware, Hyper-V and libvirt virtual machines onto KVM.
 ///
@@ -93,6 +93,10 @@ pub struct Cli {
     /// Progress display: bars on a terminal, one line per event otherwise.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "MODE")]
     pub progress: ProgressMode,
+
+    /// Log lines as text, or as one JSON object per line (stderr and --log-file).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 
     /// More log output (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = ArgAction::Count)]

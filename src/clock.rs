@@ -36,6 +36,14 @@ pub fn utc_at(sec: i64, nsec: i64) -> String {
         .unwrap_or_else(|| format!("{sec}.{nsec:09}"))
 }
 
+/// UTC to the millisecond, `Z`-suffixed (event streams).
+pub fn now_utc_millis() -> String {
+    let iso = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    OffsetDateTime::now_utc().format(&iso).unwrap_or_default()
+}
+
 /// UTC to the second, `Z`-suffixed.
 pub fn now_utc_seconds() -> String {
     let iso = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");

@@ -178,6 +178,36 @@ impl Command {
     pub fn program(&self) -> &Path {
         &self.program
     }
+
+    /// A few words for a progress display: the program's name, its first word that is no
+    /// option (a subcommand), and the file name of its last argument when that is a path
+    /// (`qemu-img check web01.vmdk`).
+    pub fn brief(&self) -> String {
+        let argv = self.argv();
+        let name = |s: &str| {
+            Path::new(s)
+                .file_name()
+                .map_or_else(|| s.to_owned(), |n| n.to_string_lossy().into_owned())
+        };
+        let mut words = vec![name(&argv[0])];
+        let rest = &argv[1..];
+        if let Some(sub) = rest.first().filter(|a| !a.starts_with('-')) {
+            words.push(sub.clone());
+        }
+        if let Some(last) = rest
+            .last()
+            .filter(|a| !a.starts_with('-') && rest.len() > 1)
+        {
+            // A path, or the `file.filename=` of a json: or option string.
+            let path = last.rsplit("filename").next().unwrap_or(last);
+            let path = path.trim_start_matches(['"', ':', '=']);
+            let path = path.split([',', '"', '}']).next().unwrap_or(path);
+            if path.contains('/') {
+                words.push(name(path));
+            }
+        }
+        words.join(" ")
+    }
 }
 
 impl fmt::Display for Command {

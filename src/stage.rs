@@ -82,6 +82,26 @@ pub enum Step {
 }
 
 impl Step {
+    /// The stage or hook stage the step belongs to, as reports spell it (`stage` in events).
+    pub fn stage_name(self) -> &'static str {
+        match self {
+            Step::Stage(s) => s.name(),
+            Step::Hooks(h) => h.name(),
+            Step::BootTest => Stage::Validate.name(),
+            Step::Checksums => "import",
+        }
+    }
+
+    /// The step's own name (`step` in events).
+    pub fn step_name(self) -> &'static str {
+        match self {
+            Step::Stage(s) => s.name(),
+            Step::Hooks(_) => "hooks",
+            Step::BootTest => "boot_test",
+            Step::Checksums => "checksum",
+        }
+    }
+
     pub fn label(self) -> String {
         match self {
             Step::Stage(s) => s.name().to_owned(),

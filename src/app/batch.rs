@@ -32,7 +32,13 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
     let held = prepared.lock_outputs()?;
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
-    let display = Display::start(options.progress.unwrap_or(progress), prepared.runnable());
+    let display = Display::start(
+        options.progress.unwrap_or(progress),
+        crate::ui::Totals {
+            vms: prepared.runnable(),
+            bytes: prepared.runnable_bytes(),
+        },
+    );
     let held = std::sync::Mutex::new(held);
     let outcome = prepared.run(&held, &cancel, &display.sink());
     display.finish();
@@ -69,6 +75,12 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
     }
     drop(held);
     let b = &batch_report.batch;
+    if outcome.interrupted || b.failed_vms + b.not_started_vms + b.interrupted_vms > 0 {
+        let argv: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        print_text(&render::resume_command(&argv));
+    }
     if outcome.interrupted {
         return Ok(exit_code::INTERRUPTED);
     }

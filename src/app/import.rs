@@ -86,7 +86,10 @@ pub(super) fn run(
     };
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
-    let display = Display::start(options.progress.unwrap_or(cli.progress), 1);
+    let display = Display::start(
+        options.progress.unwrap_or(cli.progress),
+        crate::ui::Totals { vms: 1, bytes: 0 },
+    );
     let result = libvirt_import::run(&opts, &cancel, &display.sink());
     display.finish();
     let outcome = result?;

@@ -106,7 +106,15 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
         manifest_docs,
         config_layer,
     } = options::gather(&cli)?;
-    setup::init_logging(options.verbose, options.log_file.as_deref())?;
+    setup::init_logging(
+        options.verbose,
+        options.log_file.as_deref(),
+        options.log_format,
+    )?;
+    // With the event stream on stdout, what is printed for people goes to stderr.
+    if options.progress.unwrap_or(cli.progress) == crate::ui::ProgressMode::Json {
+        TEXT_TO_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     setup::start_reaper();
 
     if let Some(cmd) = options.cmd.as_deref()
@@ -163,10 +171,20 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
     single::run(&cli, &options, manifest_docs, config_layer)
 }
 
+/// Set when stdout carries the `--progress json` event stream.
+static TEXT_TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints text for people: on stdout, or on stderr when stdout is the event stream.
 fn print_text(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    if TEXT_TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
 }
 
 fn print_json(value: &Value) {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::AppError;
 use crate::cli::Cli;
 use crate::config;
-use crate::ui::ProgressMode;
+use crate::ui::{LogFormat, ProgressMode};
 
 /// Tool options after merging config files and the command line (the command line wins).
 #[derive(Debug, Default)]
@@ -32,6 +32,7 @@ pub(crate) struct Options {
     pub log_file: Option<PathBuf>,
     pub verbose: u8,
     pub progress: Option<ProgressMode>,
+    pub log_format: LogFormat,
     pub cmd: Option<String>,
     pub libvirt_xml: Option<PathBuf>,
     pub manifest_filename: Option<String>,
@@ -122,6 +123,9 @@ pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     if cli.progress != ProgressMode::Auto {
         options.progress = Some(cli.progress);
     }
+    if let Some(f) = cli.log_format {
+        options.log_format = f;
+    }
     Ok(Gathered {
         options,
         manifest_docs,
@@ -147,6 +151,7 @@ struct FileOptions {
     #[serde(default, deserialize_with = "verbosity")]
     verbose: Option<u8>,
     progress: Option<ProgressMode>,
+    log_format: Option<LogFormat>,
     /// The Python tool's configs spell it either way, and `libvirt_xml` or `libvirt-xml`.
     #[serde(alias = "command")]
     cmd: Option<String>,
@@ -222,6 +227,9 @@ fn take_options(
     }
     if taken.progress.is_some() {
         options.progress = taken.progress;
+    }
+    if let Some(f) = taken.log_format {
+        options.log_format = f;
     }
     if let Some(cmd) = taken.cmd {
         options.cmd = Some(cmd.replace('_', "-"));

@@ -267,6 +267,19 @@ pub fn import_summary(o: &ImportOutcome) -> String {
     s
 }
 
+/// The command that resumes a batch that did not finish: this run's own command line with
+/// `--batch-resume` (once), shell-quoted so it can be pasted.
+pub fn resume_command(argv: &[String]) -> String {
+    let mut words: Vec<String> = argv.to_vec();
+    if !words.iter().any(|w| w == "--batch-resume") {
+        words.push("--batch-resume".to_owned());
+    }
+    format!(
+        "To run the failed, interrupted and not started VMs again (finished ones are kept):\n  {}\n",
+        crate::exec::quote_argv(&words)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +323,22 @@ mod tests {
             boot_test_line(&failed),
             "  boot test: FAILED (timeout) after 30.0s (tcg, uefi); console: /o/c.log\n"
         );
+    }
+
+    #[test]
+    fn the_resume_command_is_the_run_again_with_batch_resume_once() {
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let text = super::resume_command(&argv(&["hyper2kvm", "--batch-manifest", "my wave.json"]));
+        assert!(
+            text.ends_with("  hyper2kvm --batch-manifest 'my wave.json' --batch-resume\n"),
+            "{text}"
+        );
+        let again = super::resume_command(&argv(&[
+            "hyper2kvm",
+            "--batch-resume",
+            "--batch-manifest",
+            "b.json",
+        ]));
+        assert_eq!(again.matches("--batch-resume").count(), 1, "{again}");
     }
 }

@@ -6,10 +6,16 @@ use std::path::Path;
 use super::AppError;
 use crate::exec::CancelToken;
 use crate::exit_code;
+use crate::pipeline::RECORD;
+use crate::ui::LogFormat;
 
-pub(super) fn init_logging(verbose: u8, log_file: Option<&Path>) -> Result<(), AppError> {
+pub(super) fn init_logging(
+    verbose: u8,
+    log_file: Option<&Path>,
+    format: LogFormat,
+) -> Result<(), AppError> {
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{EnvFilter, fmt};
+    use tracing_subscriber::{EnvFilter, Layer, fmt};
 
     let level = match verbose {
         0 => "warn",
@@ -17,16 +23,30 @@ pub(super) fn init_logging(verbose: u8, log_file: Option<&Path>) -> Result<(), A
         2 => "debug",
         _ => "trace",
     };
-    let stderr_layer = fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(stderr_colour(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            std::env::var_os("NO_COLOR").as_deref(),
-            std::env::var_os("TERM").as_deref(),
-        ))
-        .with_target(false)
-        .without_time()
-        .with_filter(EnvFilter::new(format!("hyper2kvm={level}")));
+    // What the run records for the log file (stage starts and ends, warnings, outcomes) the
+    // display already shows; stderr gets it only when asked for with -v.
+    let record = if verbose == 0 { "off" } else { level };
+    let stderr_filter = EnvFilter::new(format!("hyper2kvm={level},{RECORD}={record}"));
+    let ansi = stderr_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+    );
+    let stderr_layer = match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(false)
+            .without_time()
+            .with_filter(stderr_filter)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_filter(stderr_filter)
+            .boxed(),
+    };
     let file_layer = match log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -38,12 +58,22 @@ pub(super) fn init_logging(verbose: u8, log_file: Option<&Path>) -> Result<(), A
                     source,
                 })?;
             let file_level = if verbose < 2 { "info" } else { level };
-            Some(
-                fmt::layer()
-                    .with_writer(std::sync::Mutex::new(file))
+            let filter = EnvFilter::new(format!("hyper2kvm={file_level}"));
+            let writer = std::sync::Mutex::new(file);
+            Some(match format {
+                LogFormat::Text => fmt::layer()
+                    .with_writer(writer)
                     .with_ansi(false)
-                    .with_filter(EnvFilter::new(format!("hyper2kvm={file_level}"))),
-            )
+                    .with_target(false)
+                    .with_filter(filter)
+                    .boxed(),
+                LogFormat::Json => fmt::layer()
+                    .json()
+                    .with_writer(writer)
+                    .with_target(false)
+                    .with_filter(filter)
+                    .boxed(),
+            })
         }
         None => None,
     };

@@ -81,7 +81,13 @@ pub(super) fn run(
         .extend(held.cleaned.iter().map(|c| c.note.clone()));
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
-    let display = Display::start(options.progress.unwrap_or(cli.progress), 1);
+    let display = Display::start(
+        options.progress.unwrap_or(cli.progress),
+        crate::ui::Totals {
+            vms: 1,
+            bytes: plan.disks.iter().map(|d| d.expected_bytes).sum(),
+        },
+    );
     let outcome = pipeline::run_vm(&plan, &cancel, &display.sink());
     display.finish();
 

@@ -292,6 +292,19 @@ impl PreparedBatch {
             .count()
     }
 
+    /// The source bytes of the VMs that will run (what the batch's estimate counts).
+    pub fn runnable_bytes(&self) -> u64 {
+        self.vms
+            .iter()
+            .filter_map(|(_, p)| match p {
+                VmPrep::Run(plan, _) => {
+                    Some(plan.disks.iter().map(|d| d.expected_bytes).sum::<u64>())
+                }
+                _ => None,
+            })
+            .sum()
+    }
+
     pub fn workers(&self) -> usize {
         self.parallel_limit.min(self.runnable()).max(1)
     }

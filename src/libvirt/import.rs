@@ -1632,7 +1632,13 @@ fn checksum_all(
     cancel: &CancelToken,
     events: &EventSink,
 ) -> Result<(), ImportError> {
-    events.send(Event::VmStarted { vm: vm.to_owned() });
+    events.send(Event::VmStarted {
+        vm: vm.to_owned(),
+        disks: disks
+            .iter()
+            .map(|d| (d.facts.id.clone(), d.bytes))
+            .collect(),
+    });
     events.send(Event::StepStarted {
         vm: vm.to_owned(),
         step: Step::Checksums,
@@ -1666,6 +1672,8 @@ fn checksum_all(
         } else {
             crate::events::VmStatus::Failed
         },
+        failure: None,
+        report: None,
     });
     for (d, r) in disks.iter_mut().zip(results) {
         match r {

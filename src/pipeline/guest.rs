@@ -3,6 +3,7 @@
 
 use super::{Run, StageFailure};
 use crate::diag::error_chain;
+use crate::events::Event;
 use crate::plan::VmPlan;
 use crate::stage::Stage;
 use crate::tools::guestfish::{Drive, GuestEnv, GuestError, Session};
@@ -34,8 +35,17 @@ pub(super) fn launch<'a>(
         .plan
         .output_dir
         .join(format!("appliance-console.{stage}.log"));
+    run.substep("starting the libguestfs appliance");
     let mut session = Session::launch(env, drives, run.cancel, Some(&console_log))
         .map_err(|e| failure(&e, matches!(e, GuestError::Cancelled)))?;
+    let (events, vm, step) = (run.events.clone(), run.plan.vm_id.clone(), run.step);
+    session.observe(Box::new(move |text: String| {
+        events.send(Event::Substep {
+            vm: vm.clone(),
+            step,
+            text,
+        })
+    }));
     for note in session.take_notes() {
         run.warn(stage, note);
     }

@@ -34,13 +34,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::diag::error_chain;
-use crate::events::{Event, EventSink, VmStatus};
+use crate::events::{Event, EventSink, Failure, VmStatus};
 use crate::exec::{self, CancelToken, CommandRecord, Status, Watch};
 use crate::hooks::{self, HookOutcome};
 use crate::outcome::{Artifact, Message, StageOutcome, StageResult, VmOutcome};
 use crate::plan::{FixMode, FixPlan, VmPlan};
 use crate::stage::{HookStage, Origin, Stage, Step};
 use crate::units::seconds_since;
+
+/// The log target of what a run records for the log file (stage starts and ends, warnings,
+/// each VM's outcome); stderr shows it only with `-v`, as the display already says it.
+pub const RECORD: &str = "hyper2kvm::record";
 
 pub use fix::preview_fix;
 
@@ -95,6 +99,8 @@ struct Run<'a> {
     bytes_written: u64,
     hooks: Vec<HookOutcome>,
     checksums: checksums::Checksums,
+    /// The step running now, which sub-steps belong to.
+    step: Step,
 }
 
 impl<'a> Run<'a> {
@@ -108,6 +114,7 @@ impl<'a> Run<'a> {
             facts: vec![None; plan.disks.len()],
             io_uring: None,
             overlays: vec![None; plan.disks.len()],
+            step: Step::Stage(Stage::Load),
             artifacts: Vec::new(),
             bytes_read: 0,
             bytes_written: 0,
@@ -149,7 +156,14 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
     let started = Instant::now();
     events.send(Event::VmStarted {
         vm: plan.vm_id.clone(),
+        disks: plan
+            .disks
+            .iter()
+            .map(|d| (d.id.clone(), d.expected_bytes))
+            .collect(),
     });
+    let _vm_span = tracing::info_span!("vm", id = %plan.vm_id).entered();
+    tracing::info!(target: RECORD, "started");
     if plan.runs_no_stage() {
         // Shown whatever the progress display, not only in the report.
         tracing::warn!("{}: {}", plan.vm_id, crate::plan::NO_STAGE);
@@ -185,10 +199,18 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             vm: plan.vm_id.clone(),
             step: Step::Stage(stage),
         });
+        let stage_span = tracing::info_span!("stage", name = stage.name()).entered();
+        tracing::info!(target: RECORD, "started");
+        run.step = Step::Stage(stage);
         let t = Instant::now();
         let result = run_stage(stage, &mut run);
         let duration = seconds_since(t);
         let commands = std::mem::take(&mut run.commands);
+        match &result {
+            Ok(_) => tracing::info!(target: RECORD, "finished in {duration:.1} s"),
+            Err(f) => tracing::info!(target: RECORD, "failed after {duration:.1} s: {}", f.message),
+        }
+        drop(stage_span);
         events.send(Event::StepFinished {
             vm: plan.vm_id.clone(),
             step: Step::Stage(stage),
@@ -244,9 +266,32 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
         bytes_written: run.bytes_written,
         hooks: run.hooks,
     };
+    let failure = outcome.errors.first().map(|e| Failure {
+        stage: e.stage.name().to_owned(),
+        message: e.message.clone(),
+    });
+    match &failure {
+        None => tracing::info!(
+            target: RECORD,
+            "{} in {:.1} s",
+            outcome.status.name(),
+            outcome.duration_seconds
+        ),
+        Some(f) => tracing::info!(
+            target: RECORD,
+            "{} in {}: {}",
+            outcome.status.name(),
+            f.stage,
+            f.message
+        ),
+    }
     events.send(Event::VmFinished {
         vm: plan.vm_id.clone(),
         status: outcome.status,
+        failure: (outcome.status != VmStatus::Succeeded)
+            .then_some(failure)
+            .flatten(),
+        report: plan.report_path.clone(),
     });
     outcome
 }
@@ -287,7 +332,11 @@ impl Run<'_> {
             vm: self.plan.vm_id.clone(),
             step: Step::Hooks(stage),
         });
+        let _span = tracing::info_span!("stage", name = stage.name()).entered();
+        tracing::info!(target: RECORD, "hooks started");
+        let step = std::mem::replace(&mut self.step, Step::Hooks(stage));
         let ran = hooks::run_stage(&self.plan.hooks, stage, self.cancel);
+        self.step = step;
         self.events.send(Event::StepFinished {
             vm: self.plan.vm_id.clone(),
             step: Step::Hooks(stage),
@@ -308,10 +357,24 @@ impl Run<'_> {
         }
     }
 
+    /// Tells the display what the running step is doing now.
+    fn substep(&self, text: impl Into<String>) {
+        let text = text.into();
+        tracing::debug!("{text}");
+        self.events.send(Event::Substep {
+            vm: self.plan.vm_id.clone(),
+            step: self.step,
+            text,
+        });
+    }
+
     /// A warning: shown now, and in the report.
     fn warn(&mut self, origin: impl Into<Origin>, text: String) {
+        let origin = origin.into();
+        tracing::info!(target: RECORD, "warning: {text}");
         self.events.send(Event::Warning {
             vm: self.plan.vm_id.clone(),
+            origin: origin.name(),
             message: text.clone(),
         });
         self.warnings.push(Message::now(origin, text));
@@ -323,6 +386,7 @@ impl Run<'_> {
         cmd: &exec::Command,
         on_line: Option<&mut dyn FnMut(&str)>,
     ) -> Result<exec::Output, StageFailure> {
+        self.substep(cmd.brief());
         let out = exec::run(
             cmd,
             Watch {

@@ -150,6 +150,13 @@ fn run_boot_test(
         vm: vm.clone(),
         step: Step::BootTest,
     });
+    run.step = Step::BootTest;
+    run.substep(format!(
+        "booting under {}, waiting up to {} s for /{}/",
+        plan.accel.name(),
+        plan.timeout.as_secs(),
+        plan.success.as_str()
+    ));
     let ran = crate::boot_test::run(plan, run.cancel)
         .map_err(|e| StageFailure::new(format!("boot test: {e}")));
     let ran = match ran {

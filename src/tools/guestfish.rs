@@ -218,6 +218,30 @@ pub struct Session<'a> {
     console_log: Option<PathBuf>,
     /// Set once a timed-out command had the listener and its appliance killed: its error.
     stopped: Option<String>,
+    /// Told, in a few words, about each call that does real work in the guest.
+    observer: Option<Observer<'a>>,
+}
+
+/// What [`Session::observe`] takes.
+pub type Observer<'a> = Box<dyn FnMut(String) + Send + Sync + 'a>;
+
+/// How a progress display names a call, for the calls that take noticeable time; the many
+/// quick reads and checks are not worth a line.
+fn call_brief(name: &str, rest: &[String]) -> Option<String> {
+    let first = rest.first().map(String::as_str).unwrap_or_default();
+    let text = match name {
+        "command" | "sh" | "command-lines" | "sh-lines" => first.to_owned(),
+        "inspect-os" => "inspecting the guest's operating system".to_owned(),
+        "mount-ro" | "mount" => format!("mounting {}", rest.get(1).map_or(first, String::as_str)),
+        "checksum" => format!(
+            "{first} checksum of {}",
+            rest.get(1).map_or("", String::as_str)
+        ),
+        "upload" => format!("writing {}", rest.get(1).map_or("", String::as_str)),
+        "sync" => "flushing the guest's filesystems".to_owned(),
+        _ => return None,
+    };
+    Some(crate::diag::excerpt_n(&text, 80))
 }
 
 /// How one launch attempt ended, when it did not give a running appliance.
@@ -325,6 +349,7 @@ impl<'a> Session<'a> {
             notes: Vec::new(),
             console_log: None,
             stopped: None,
+            observer: None,
         };
         session
             .first_call(&["set-smp".to_owned(), cpus.to_string()])
@@ -509,6 +534,11 @@ impl<'a> Session<'a> {
     }
 
     /// Every command this session ran, for the report.
+    /// Tells `observer` about each call that does real work (see [`call_brief`]).
+    pub fn observe(&mut self, observer: Observer<'a>) {
+        self.observer = Some(observer);
+    }
+
     pub fn take_records(&mut self) -> Vec<CommandRecord> {
         std::mem::take(&mut self.records)
     }
@@ -532,6 +562,11 @@ impl<'a> Session<'a> {
         }
         if let Some(why) = &self.stopped {
             return Err(GuestError::Stopped(why.clone()));
+        }
+        if let Some(observe) = &mut self.observer
+            && let Some(text) = call_brief(name, rest)
+        {
+            observe(text);
         }
         let cmd = self
             .env

@@ -285,8 +285,7 @@ fn priority_order_and_skipped_vms() {
     let started: Vec<&str> = r
         .stderr
         .lines()
-        .filter_map(|l| l.strip_suffix(" started"))
-        .filter(|l| !l.contains(':'))
+        .filter_map(|l| l.split_once(" started: ")?.0.rsplit(' ').next())
         .collect();
     assert_eq!(started, ["[b]", "[e]", "[c]", "[d]", "[a]"]);
     let report = read_json(&dir.join("converted/batch_report.json"));

@@ -242,6 +242,9 @@ pub fn redact(text: &str, dir: &TestDir) -> String {
     }
     let re_duration = regex_lite::Regex::new(r"\d+\.\d+s\b").expect("regex");
     s = re_duration.replace_all(&s, "[DURATION]").into_owned();
+    let re_stamp =
+        regex_lite::Regex::new(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z").expect("regex");
+    s = re_stamp.replace_all(&s, "[TIME]").into_owned();
     let re_digest = regex_lite::Regex::new(r"sha256:[0-9a-f]{64}").expect("regex");
     s = re_digest.replace_all(&s, "sha256:[DIGEST]").into_owned();
     let re_uuid = regex_lite::Regex::new(DERIVED_UUID).expect("regex");
