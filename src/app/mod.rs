@@ -106,7 +106,7 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
         manifest_docs,
         config_layer,
     } = options::gather(&cli)?;
-    setup::init_logging(options.verbose, options.log_file.as_deref())?;
+    setup::init_logging(options.verbose, options.quiet, options.log_file.as_deref())?;
     setup::start_reaper();
 
     if let Some(cmd) = options.cmd.as_deref()

@@ -31,6 +31,8 @@ pub(crate) struct Options {
     pub connect: Option<String>,
     pub log_file: Option<PathBuf>,
     pub verbose: u8,
+    /// `-q`: no progress, only errors on stderr, no summary of a success.
+    pub quiet: bool,
     pub progress: Option<ProgressMode>,
     pub cmd: Option<String>,
     pub libvirt_xml: Option<PathBuf>,
@@ -121,6 +123,12 @@ pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     options.verbose = options.verbose.max(cli.verbose);
     if cli.progress != ProgressMode::Auto {
         options.progress = Some(cli.progress);
+    }
+    // Beats the config files' verbose and progress (clap refuses it with -v or --progress).
+    if cli.quiet {
+        options.quiet = true;
+        options.verbose = 0;
+        options.progress = Some(ProgressMode::None);
     }
     Ok(Gathered {
         options,

@@ -7,11 +7,17 @@ use super::AppError;
 use crate::exec::CancelToken;
 use crate::exit_code;
 
-pub(super) fn init_logging(verbose: u8, log_file: Option<&Path>) -> Result<(), AppError> {
+/// `quiet` (`-q`) leaves only errors on stderr; the log file keeps its level.
+pub(super) fn init_logging(
+    verbose: u8,
+    quiet: bool,
+    log_file: Option<&Path>,
+) -> Result<(), AppError> {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{EnvFilter, fmt};
 
     let level = match verbose {
+        _ if quiet => "error",
         0 => "warn",
         1 => "info",
         2 => "debug",
