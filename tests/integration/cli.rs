@@ -1,7 +1,8 @@
 //! hyper2kvm as an installed tool: `-q` for scripts, `--version` with the build's commit and the
-//! tools found here.
+//! tools found here, and `make install` with its man page and shell completions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::support::*;
 
@@ -165,4 +166,143 @@ fn version_lists_each_tool_as_found_on_path() {
         }
     }
     assert!(r.stdout.contains("kvm: not probed"), "{}", r.stdout);
+}
+
+fn installed(root: &Path) -> Vec<PathBuf> {
+    [
+        "bin/hyper2kvm",
+        "share/man/man1/hyper2kvm.1",
+        "share/bash-completion/completions/hyper2kvm",
+        "share/zsh/site-functions/_hyper2kvm",
+        "share/fish/vendor_completions.d/hyper2kvm.fish",
+    ]
+    .iter()
+    .map(|rel| root.join(rel))
+    .collect()
+}
+
+/// The binaries this test run built (target/debug), which `make` finds up to date.
+fn make(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out_dir = Path::new(env!("CARGO_BIN_EXE_hyper2kvm"))
+        .parent()
+        .expect("bin dir")
+        .to_owned();
+    let target_dir = out_dir.parent().expect("target dir");
+    let mut cmd = Command::new("make");
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--no-print-directory")
+        .arg("PROFILE=dev")
+        .arg(format!("TARGET_DIR={}", target_dir.display()))
+        .arg(format!(
+            "CARGO={}",
+            std::env::var("CARGO").unwrap_or("cargo".into())
+        ))
+        .args(args);
+    let out = cmd.output().expect("run make");
+    assert!(
+        out.status.success(),
+        "make {args:?} in {} failed:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `make install PREFIX=…` (and with DESTDIR) installs the binary, a man page that renders, and
+/// completions that bash loads and that name the options; `make uninstall` removes them.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "bash", missing_tool = "make"),
+    ignore = "needs bash and make (install: scripts/install-deps.sh core)"
+)]
+fn make_install_puts_binary_man_page_and_completions_in_place() {
+    if !require_tool("make") || !require_tool("bash") {
+        return;
+    }
+    let dir = TestDir::new();
+    let prefix = dir.join("usr/local");
+    make(
+        dir.path(),
+        &["install", &format!("PREFIX={}", prefix.display())],
+    );
+    for f in installed(&prefix) {
+        assert!(
+            std::fs::metadata(&f).is_ok_and(|m| m.len() > 0),
+            "{} missing or empty",
+            f.display()
+        );
+    }
+    let [bin, man, bash, zsh, fish] = <[PathBuf; 5]>::try_from(installed(&prefix)).expect("five");
+
+    let out = run_ok(Command::new(&bin).arg("-V"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hyper2kvm "));
+
+    let page = std::fs::read_to_string(&man).expect("man page");
+    assert!(
+        page.lines().any(|l| l.starts_with(".TH hyper2kvm 1")),
+        "{page}"
+    );
+    if which::which("groff").is_ok() {
+        let out = run_ok(
+            Command::new("groff")
+                .args(["-man", "-Tutf8", "-ww", "-P-cbou"])
+                .arg(&man),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "groff warns: {stderr}");
+        for part in [
+            "SYNOPSIS",
+            "BATCH",
+            "EXAMPLES",
+            "EXIT STATUS",
+            "--batch-manifest",
+            "--quiet",
+        ] {
+            assert!(
+                text.contains(part),
+                "{part} not in the rendered page:\n{text}"
+            );
+        }
+    } else {
+        eprintln!("groff is not installed: the man page was only checked for its .TH line");
+    }
+
+    let out = run_ok(Command::new("bash").arg("-c").arg(format!(
+        "source '{}' && complete -p hyper2kvm",
+        bash.display()
+    )));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hyper2kvm"),
+        "{out:?}"
+    );
+    for f in [&bash, &zsh, &fish] {
+        let text = std::fs::read_to_string(f).expect("completion");
+        for option in ["batch-manifest", "libvirt-xml", "quiet", "progress"] {
+            assert!(text.contains(option), "{option} not in {}", f.display());
+        }
+    }
+
+    make(
+        dir.path(),
+        &["uninstall", &format!("PREFIX={}", prefix.display())],
+    );
+    for f in installed(&prefix) {
+        assert!(!f.exists(), "{} left after make uninstall", f.display());
+    }
+
+    // DESTDIR goes before PREFIX, for packaging.
+    let stage = dir.join("stage");
+    make(
+        dir.path(),
+        &[
+            "install",
+            "PREFIX=/usr",
+            &format!("DESTDIR={}", stage.display()),
+        ],
+    );
+    for f in installed(&stage.join("usr")) {
+        assert!(f.is_file(), "{} missing", f.display());
+    }
 }
