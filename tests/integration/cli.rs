@@ -96,6 +96,33 @@ fn quiet_prints_nothing_for_a_success_and_the_summary_of_a_failure() {
     assert!(!r.stdout.is_empty());
 }
 
+/// `-q` on an import that succeeds prints nothing and still writes the manifest.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn quiet_import_prints_nothing_and_writes_the_manifest() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    make_image(&dir.join("bios-vm.qcow2"), "qcow2", None);
+    let xml = dir.write(
+        "domain.xml",
+        &fixture("libvirt/bios-network.xml").replace("@DIR@", &dir.path().display().to_string()),
+    );
+    let r = run(hyper2kvm()
+        .arg("--libvirt-xml")
+        .arg(&xml)
+        .arg("--output-dir")
+        .arg(dir.join("out"))
+        .arg("-q"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("", ""));
+    assert!(dir.join("out/manifest.json").is_file());
+}
+
 /// -q cannot be combined with what it turns off; clap says so and exits 2.
 #[test]
 fn quiet_conflicts_with_verbose_and_progress() {
