@@ -76,10 +76,10 @@ fmt:
 
 # The man page and completions come from src/cli.rs through hyper2kvm-assets, a binary of
 # its own so that clap_mangen and clap_complete stay out of hyper2kvm. These are file targets:
-# `sudo make install` after `make dist` runs no cargo as root.
+# `sudo make install` after `make dist` runs no cargo as root. Cargo leaves a binary it did not
+# need to rebuild as old as it was, hence the touch.
 $(OUT)/hyper2kvm $(OUT)/hyper2kvm-assets &: $(SOURCES)
 	$(CARGO) build --locked --profile $(PROFILE) --bin hyper2kvm --bin hyper2kvm-assets
-	@# Cargo leaves a binary it did not need to rebuild as old as it was.
 	@touch $(OUT)/hyper2kvm $(OUT)/hyper2kvm-assets
 
 $(ASSETS)/hyper2kvm.1: $(OUT)/hyper2kvm-assets
