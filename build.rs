@@ -50,6 +50,7 @@ const TOOLS: &[&str] = &[
     "losetup",
     "setsid",
     "bash",
+    "make",
     "virsh",
     "libvirtd",
     "virtlogd",
@@ -61,6 +62,7 @@ const OVMF_CODE: &[&str] = &["OVMF_CODE_4M.fd", "OVMF_CODE.fd"];
 const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 
 fn main() {
+    git_commit();
     for var in ["PATH", "CI", "HYPER2KVM_SKIP_SLOW", "USER", "SUDO_UID"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
@@ -111,6 +113,50 @@ fn main() {
 
     if !running_as_root() {
         println!("cargo::rustc-cfg=not_root");
+    }
+}
+
+/// Sets `HYPER2KVM_GIT_COMMIT` for `--version`: the commit checked out, or `unknown` when this
+/// is not a git checkout of its own (a source tarball, even one unpacked inside another
+/// repository) or git is not installed. Never fails the build. The files that change with each
+/// commit or checkout (HEAD, the branch's ref, packed-refs) are watched when they exist, so
+/// the commit shown is the one built, at the cost of recompiling this crate after a commit.
+fn git_commit() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let git = |args: &[&str]| -> Option<String> {
+        #[expect(
+            clippy::disallowed_types,
+            reason = "a build script cannot use the crate's runner; git exits at once"
+        )]
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&manifest_dir)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
+    };
+    let own_checkout = git(&["rev-parse", "--show-toplevel"])
+        .is_some_and(|top| Path::new(&top).canonicalize().ok() == manifest_dir.canonicalize().ok());
+    let commit = own_checkout
+        .then(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .flatten()
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo::rustc-env=HYPER2KVM_GIT_COMMIT={commit}");
+    if !own_checkout {
+        return;
+    }
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(branch);
+    }
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &name])
+            && Path::new(&path).exists()
+        {
+            println!("cargo::rerun-if-changed={path}");
+        }
     }
 }
 

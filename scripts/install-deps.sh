@@ -7,7 +7,8 @@
 # (per package, so nothing else is upgraded).
 #
 # Usage: scripts/install-deps.sh [core|full|bench]
-#   core:  qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo)
+#   core:  qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo),
+#          make and groff (`make install` and its test)
 #   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, libvirtd, xmllint, debootstrap
 #   bench: core + hyperfine, /usr/bin/time, coreutils' sha256sum (`make bench`); and, only when
 #          libguestfs is already installed, virt-v2v with nbdkit and nbdcopy, which it needs but
@@ -34,6 +35,9 @@ want mkfs.ext4 e2fsprogs
 want sfdisk fdisk
 want openssl openssl
 want python3 python3
+# `make install` and its test; groff renders the man page in that test.
+want make make
+want groff groff-base
 
 if [ "$level" = full ]; then
   want guestfish libguestfs-tools

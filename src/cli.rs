@@ -2,9 +2,18 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
+use crate::tools::inventory;
 use crate::ui::{LogFormat, ProgressMode};
+
+// The headings `--help` groups the options under, in the order of their first option below.
+const SINGLE: &str = "Single VM";
+const BATCH: &str = "Batch";
+const OUTPUT: &str = "Output";
+const SAFETY: &str = "Dry run and consent";
+const LOGGING: &str = "Logging and progress";
+const IMPORT: &str = "Import (libvirt XML)";
 
 /// Migrate VMware, Hyper-V and libvirt virtual machines onto KVM.
 ///
@@ -14,112 +23,152 @@ use crate::ui::{LogFormat, ProgressMode};
 #[command(
     name = "hyper2kvm",
     version,
+    disable_version_flag = true,
     about,
     after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n  hyper2kvm --libvirt-xml web01.xml --output-dir /srv/migrate/web01\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
 )]
 pub struct Cli {
+    /// Print the version (--version: also the commit it was built from and the tools found on
+    /// PATH).
+    #[arg(short = 'V', long, action = ArgAction::Version)]
+    version: Option<bool>,
+
     /// Configuration or manifest file (JSON or YAML); repeatable, later files win. A file that
     /// holds `manifest_version` is a manifest.
-    #[arg(long, value_name = "FILE", action = ArgAction::Append)]
+    #[arg(long, value_name = "FILE", action = ArgAction::Append, help_heading = SINGLE)]
     pub config: Vec<PathBuf>,
 
     /// Artifact Manifest v1 file (JSON or YAML) describing one VM.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = SINGLE)]
     pub manifest: Option<PathBuf>,
 
     /// Batch Manifest v1 (JSON or YAML): convert many VMs in parallel with per-VM isolation.
-    #[arg(long, value_name = "FILE", conflicts_with = "manifest")]
+    #[arg(long, value_name = "FILE", conflicts_with = "manifest", help_heading = BATCH)]
     pub batch_manifest: Option<PathBuf>,
 
     /// Number of VMs converted at once (overrides batch_metadata.parallel_limit).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = BATCH)]
     pub batch_parallel: Option<u16>,
 
     /// Keep converting the other VMs after one fails (overrides the batch manifest).
-    #[arg(long, overrides_with = "no_batch_continue_on_error")]
+    #[arg(long, overrides_with = "no_batch_continue_on_error", help_heading = BATCH)]
     pub batch_continue_on_error: bool,
 
     /// Stop starting VMs after the first failure (overrides the batch manifest).
-    #[arg(long, overrides_with = "batch_continue_on_error")]
+    #[arg(long, overrides_with = "batch_continue_on_error", help_heading = BATCH)]
     pub no_batch_continue_on_error: bool,
 
     /// Resume a batch from its checkpoint: VMs whose outputs are complete are not converted
     /// again; failed, interrupted and never-started VMs run.
-    #[arg(long)]
+    #[arg(long, help_heading = BATCH)]
     pub batch_resume: bool,
 
     /// Directory for converted disks and the report (overrides the manifest's output.directory).
     /// In batch mode it replaces shared_config.output_directory: batch reports go to DIR and each
     /// VM writes under <DIR>/<vm id>/ unless its own manifest sets output.directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = OUTPUT)]
     pub output_dir: Option<PathBuf>,
 
     /// Print the fully resolved configuration (profile, overrides and defaults applied) as JSON
     /// and exit.
-    #[arg(long)]
+    #[arg(long, help_heading = SINGLE)]
     pub dump_config: bool,
 
     /// Plan and print what would run; start nothing (no libguestfs appliance, no qemu-system)
     /// and write nothing.
-    #[arg(long)]
+    #[arg(long, help_heading = SAFETY)]
     pub dry_run: bool,
 
     /// With --dry-run on one manifest with pipeline.fix on: read the guest (read-only, in the
     /// libguestfs appliance) and print the repairs a run would make.
-    #[arg(long)]
+    #[arg(long, help_heading = SINGLE)]
     pub preview_guest: bool,
 
     /// Consent to repairing the source disks themselves, which pipeline.fix does when
     /// pipeline.convert is off (as pipeline.fix.allow_in_place: true). Each disk is first
     /// copied whole to <output dir>/backups/.
-    #[arg(long)]
+    #[arg(long, help_heading = SAFETY)]
     pub allow_in_place: bool,
 
     /// With in-place repairs, make no whole-disk backup first (as pipeline.fix.disk_backup:
     /// false).
-    #[arg(long)]
+    #[arg(long, help_heading = SAFETY)]
     pub no_disk_backup: bool,
 
     /// Replace output files that already exist (otherwise an existing output is an error),
     /// and, with libvirt_integration, another VM's domain of the same name or UUID.
-    #[arg(long)]
+    #[arg(long, help_heading = OUTPUT)]
     pub overwrite: bool,
 
     /// The libvirt host libvirt_integration defines the VM on (a libvirt URI, e.g.
     /// qemu:///system); beats the manifest's libvirt_integration.uri.
-    #[arg(long, value_name = "URI")]
+    #[arg(long, value_name = "URI", help_heading = OUTPUT)]
     pub connect: Option<String>,
 
-    /// Progress display: bars on a terminal, one line per event otherwise.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "MODE")]
+    /// Progress display: live bars on a terminal, timestamped lines otherwise, or a JSON event
+    /// stream on stdout (json).
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "MODE", help_heading = LOGGING)]
     pub progress: ProgressMode,
 
     /// Log lines as text, or as one JSON object per line (stderr and --log-file).
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[arg(long, value_enum, value_name = "FORMAT", help_heading = LOGGING)]
     pub log_format: Option<LogFormat>,
 
     /// More log output (-v info, -vv debug, -vvv trace).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, help_heading = LOGGING)]
     pub verbose: u8,
 
+    /// No progress display and only errors on stderr; nothing at all for a success.
+    ///
+    /// For scripts and cron. A VM, batch or import that succeeds prints nothing (the exit code
+    /// and the report say how it went; a log file keeps its level); a failure still prints its
+    /// summary on stdout. What was asked for (--dry-run, --dump-config) prints as usual.
+    #[arg(short, long, conflicts_with_all = ["verbose", "progress"], help_heading = LOGGING)]
+    pub quiet: bool,
+
     /// Also write the log to this file (appended).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = LOGGING)]
     pub log_file: Option<PathBuf>,
 
     /// Import a libvirt domain XML (as written by `virsh dumpxml`): write a manifest for it into
     /// --output-dir instead of converting anything.
-    #[arg(long, value_name = "FILE", visible_alias = "xml-path")]
+    #[arg(long, value_name = "FILE", visible_alias = "xml-path", help_heading = IMPORT)]
     pub libvirt_xml: Option<PathBuf>,
 
     /// File name of the manifest --libvirt-xml writes [default: manifest.json].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", help_heading = IMPORT)]
     pub manifest_filename: Option<String>,
 
     /// With --libvirt-xml, record each disk's SHA-256 in the manifest (the default).
-    #[arg(long, overrides_with = "no_compute_checksums")]
+    #[arg(long, overrides_with = "no_compute_checksums", help_heading = IMPORT)]
     pub compute_checksums: bool,
 
     /// With --libvirt-xml, skip the checksums (the manifest then has no checksum keys).
-    #[arg(long, overrides_with = "compute_checksums")]
+    #[arg(long, overrides_with = "compute_checksums", help_heading = IMPORT)]
     pub no_compute_checksums: bool,
+}
+
+/// Parses the command line as `Cli::parse` does (exiting after `--help`, `--version` or a usage
+/// error). `-V` prints the version; `--version` also the commit the binary was built from and
+/// the tools found on PATH, which runs each of them, so that text is made only when
+/// `--version` is on the command line.
+pub fn parse() -> Cli {
+    let mut cmd = Cli::command();
+    if std::env::args_os().skip(1).any(|a| a == "--version") {
+        cmd = cmd.long_version(long_version(&inventory::survey()));
+    }
+    let mut matches = cmd.get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit())
+}
+
+/// What `--version` prints after the program's name.
+fn long_version(found: &[inventory::Found]) -> &'static str {
+    let text = format!(
+        "{}\ncommit {}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        env!("HYPER2KVM_GIT_COMMIT"),
+        inventory::render(found)
+    );
+    // clap keeps the text for the life of the process, which ends right after printing it.
+    Box::leak(text.trim_end().to_owned().into_boxed_str())
 }

@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // The reaper is this binary too (see `hyper2kvm::reaper`); its one other argument is the token.
     let mut args = std::env::args_os().skip(1);
@@ -9,7 +7,7 @@ fn main() -> ExitCode {
         let token = args.next().and_then(|t| t.into_string().ok());
         return ExitCode::from(hyper2kvm::reaper::serve(std::io::stdin(), token.as_deref()));
     }
-    let cli = hyper2kvm::cli::Cli::parse();
+    let cli = hyper2kvm::cli::parse();
     match hyper2kvm::app::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -55,13 +55,23 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
             crate::atomic::write(&summary_path, summary.as_bytes()),
         ),
     ];
-    print_text(&summary);
+    let b = &batch_report.batch;
+    let all_written = written.iter().all(|(_, r)| r.is_ok());
+    // -q prints nothing for a batch that succeeded and was recorded.
+    let succeeded =
+        all_written && !outcome.interrupted && b.failed_vms == 0 && b.not_started_vms == 0;
+    let show = !(options.quiet && succeeded);
+    if show {
+        print_text(&summary);
+    }
     let mut unwritten = None;
-    if written.iter().all(|(_, r)| r.is_ok()) {
-        print_text(&format!(
-            "Reports: {} and batch_summary.txt\n",
-            report_path.display()
-        ));
+    if all_written {
+        if show {
+            print_text(&format!(
+                "Reports: {} and batch_summary.txt\n",
+                report_path.display()
+            ));
+        }
     } else {
         for (path, result) in written {
             match result {
@@ -74,7 +84,6 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
         }
     }
     drop(held);
-    let b = &batch_report.batch;
     if outcome.interrupted || b.failed_vms + b.not_started_vms + b.interrupted_vms > 0 {
         let argv: Vec<String> = std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())

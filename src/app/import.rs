@@ -93,7 +93,9 @@ pub(super) fn run(
     let result = libvirt_import::run(&opts, &cancel, &display.sink());
     display.finish();
     let outcome = result?;
-    print_text(&render::import_summary(&outcome));
+    if !(options.quiet && outcome.written) {
+        print_text(&render::import_summary(&outcome));
+    }
     if !outcome.written {
         print_json(&outcome.manifest);
     }

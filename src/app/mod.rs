@@ -108,6 +108,7 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
     } = options::gather(&cli)?;
     setup::init_logging(
         options.verbose,
+        options.quiet,
         options.log_file.as_deref(),
         options.log_format,
     )?;

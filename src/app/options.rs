@@ -31,6 +31,8 @@ pub(crate) struct Options {
     pub connect: Option<String>,
     pub log_file: Option<PathBuf>,
     pub verbose: u8,
+    /// `-q`: no progress, only errors on stderr, no summary of a success.
+    pub quiet: bool,
     pub progress: Option<ProgressMode>,
     pub log_format: LogFormat,
     pub cmd: Option<String>,
@@ -125,6 +127,12 @@ pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     }
     if let Some(f) = cli.log_format {
         options.log_format = f;
+    }
+    // Beats the config files' verbose and progress (clap refuses it with -v or --progress).
+    if cli.quiet {
+        options.quiet = true;
+        options.verbose = 0;
+        options.progress = Some(ProgressMode::None);
     }
     Ok(Gathered {
         options,

@@ -9,8 +9,10 @@ use crate::exit_code;
 use crate::pipeline::RECORD;
 use crate::ui::LogFormat;
 
+/// `quiet` (`-q`) leaves only errors on stderr; the log file keeps its level.
 pub(super) fn init_logging(
     verbose: u8,
+    quiet: bool,
     log_file: Option<&Path>,
     format: LogFormat,
 ) -> Result<(), AppError> {
@@ -18,6 +20,7 @@ pub(super) fn init_logging(
     use tracing_subscriber::{EnvFilter, Layer, fmt};
 
     let level = match verbose {
+        _ if quiet => "error",
         0 => "warn",
         1 => "info",
         2 => "debug",

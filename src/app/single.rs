@@ -37,7 +37,7 @@ pub(super) fn run(
         drop_unset(&mut resolved);
         // Notes go to stderr, so what stdout holds stays a manifest.
         let mut err = std::io::stderr().lock();
-        for note in &loaded.notes {
+        for note in loaded.notes.iter().filter(|_| !options.quiet) {
             let _ = writeln!(err, "note: {note}");
         }
         drop(err);
@@ -96,8 +96,11 @@ pub(super) fn run(
         .report_path
         .as_ref()
         .and_then(|path| report::write(path, &vm_report).err());
-    // The summary is what is left of the run when the report is lost: it always prints.
-    print_text(&render::summary(&plan, &outcome, unwritten.as_ref()));
+    // The summary is what is left of the run when the report is lost: it always prints, but
+    // for a success under -q.
+    if !(options.quiet && outcome.status == VmStatus::Succeeded && unwritten.is_none()) {
+        print_text(&render::summary(&plan, &outcome, unwritten.as_ref()));
+    }
     drop(held);
     match (outcome.status, unwritten) {
         (VmStatus::Interrupted, _) => Ok(exit_code::INTERRUPTED),

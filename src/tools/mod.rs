@@ -2,9 +2,11 @@
 //! they say. [`qemu_img`] (probe, check, convert, compare), [`qemu_system`] (the KVM probe and
 //! the boot-test VM), [`guestfish`] (the libguestfs appliance, command by command) and
 //! [`ovmf`] (where the UEFI firmware is) and [`virsh`] (a libvirt host). Every one of them runs through [`crate::exec`];
-//! [`Tool`] finds them and names the Debian package of a missing one.
+//! [`Tool`] finds them and names the Debian package of a missing one; [`inventory`] lists which
+//! are here (`--version`).
 
 pub mod guestfish;
+pub mod inventory;
 pub mod ovmf;
 pub mod qemu_img;
 pub mod qemu_system;

@@ -45,11 +45,12 @@ const ORDER: &[(&str, &[&str])] = &[
     ("edge", &["cli", "app", "fuzzing"]),
 ];
 
-/// The module a file under `src/` belongs to: `src/x.rs` and `src/x/**` are `x`.
+/// The module a file under `src/` belongs to: `src/x.rs` and `src/x/**` are `x`. The binaries
+/// (`main.rs`, `bin/`) are crates of their own that use the library from outside.
 fn module_of(rel: &Path) -> Option<String> {
     let first = rel.components().next()?.as_os_str().to_string_lossy();
     let name = first.strip_suffix(".rs").unwrap_or(&first).to_owned();
-    (!matches!(name.as_str(), "lib" | "main")).then_some(name)
+    (!matches!(name.as_str(), "lib" | "main" | "bin")).then_some(name)
 }
 
 /// The top-level modules a source text names through `crate::`, outside comments.

@@ -38,6 +38,9 @@ mod profiles;
 /// User-facing text: --help, dry run, summaries, exit codes.
 mod text;
 
+/// As an installed tool: -q, --version, `make install` with the man page and completions.
+mod cli;
+
 /// Batch mode: parallel VMs, isolation, ordering, reports, resume.
 mod batch;
 
