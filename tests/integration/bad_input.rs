@@ -196,7 +196,7 @@ fn bad_option_in_a_config_file_names_file_and_key() {
     let config = dir.write("site.yaml", "progress: loud\n");
     let r = run(hyper2kvm().arg("--config").arg(&config));
     assert_eq!(r.code, Some(2));
-    insta::assert_snapshot!(redact(&r.stderr, &dir), @"error: [TMP]/site.yaml: progress: unknown variant `loud`, expected one of `auto`, `bars`, `lines`, `none`");
+    insta::assert_snapshot!(redact(&r.stderr, &dir), @"error: [TMP]/site.yaml: progress: unknown variant `loud`, expected one of `auto`, `bars`, `lines`, `json`, `none`");
 }
 
 #[test]
