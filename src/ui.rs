@@ -130,20 +130,13 @@ fn status_word(status: VmStatus) -> &'static str {
     }
 }
 
-/// The live line of a VM that ended: `FAILED in convert: <why> (report: <path>)`.
-pub fn finished_line(
-    status: VmStatus,
-    failure: Option<&Failure>,
-    report: Option<&Path>,
-    one_line: bool,
-) -> String {
+/// The live line of a VM that ended: `FAILED in convert: <why> (report: <path>)`, on one line
+/// (the first line of the error, cut at 300 characters; the report has all of it).
+pub fn finished_line(status: VmStatus, failure: Option<&Failure>, report: Option<&Path>) -> String {
     let mut text = status_word(status).to_owned();
     if let Some(f) = failure {
-        let message = if one_line {
-            crate::diag::excerpt_n(f.message.lines().next().unwrap_or_default(), 200)
-        } else {
-            f.message.clone()
-        };
+        let first = f.message.lines().next().unwrap_or_default();
+        let message = crate::diag::excerpt_n(first, 300);
         text.push_str(&format!(" in {}: {message}", f.stage));
     }
     if status != VmStatus::Succeeded
@@ -340,7 +333,7 @@ fn lines(rx: Receiver<Event>, totals: Totals, out: &mut dyn Write, now: fn() -> 
                 last_step.retain(|(v, _), _| *v != vm);
                 let mut line = format!(
                     "[{vm}] {}",
-                    finished_line(status, failure.as_ref(), report.as_deref(), false)
+                    finished_line(status, failure.as_ref(), report.as_deref())
                 );
                 if totals.vms > 1 {
                     line.push_str(&format!("\n{} batch: {}", now(), tally.line()));
@@ -519,7 +512,12 @@ fn json(rx: Receiver<Event>, totals: Totals, out: &mut dyn Write) {
                     vm: Some(vm),
                     status: Some(status.name()),
                     stage: failure.as_ref().map(|f| f.stage.as_str()),
-                    code: failure.as_ref().map(|f| f.code(*status)),
+                    code: match (status, failure) {
+                        (VmStatus::Succeeded, _) => None,
+                        (_, Some(f)) => Some(f.code(*status)),
+                        (VmStatus::Interrupted, None) => Some("interrupted".to_owned()),
+                        (VmStatus::Failed, None) => Some("plan_failed".to_owned()),
+                    },
                     message: failure.as_ref().map(|f| f.message.as_str()),
                     report: report.as_deref(),
                     ..base("vm_finished")
@@ -687,7 +685,7 @@ fn bars(rx: Receiver<Event>, totals: Totals) {
                     multi.remove(&line.bar);
                 }
                 if status != VmStatus::Succeeded || overall.is_none() {
-                    let text = finished_line(status, failure.as_ref(), report.as_deref(), true);
+                    let text = finished_line(status, failure.as_ref(), report.as_deref());
                     let _ = multi.println(format!("[{vm}] {text}"));
                 }
             }
@@ -787,13 +785,12 @@ mod tests {
                 VmStatus::Failed,
                 Some(&f),
                 Some(Path::new("/out/web01/report.json")),
-                true
             ),
             "FAILED in convert: disk web01-disk0: conversion failed (report: \
              /out/web01/report.json)"
         );
         assert_eq!(
-            finished_line(VmStatus::Succeeded, None, Some(Path::new("/r")), true),
+            finished_line(VmStatus::Succeeded, None, Some(Path::new("/r"))),
             "succeeded"
         );
     }

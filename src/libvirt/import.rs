@@ -1672,7 +1672,13 @@ fn checksum_all(
         } else {
             crate::events::VmStatus::Failed
         },
-        failure: None,
+        failure: results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .map(|e| crate::events::Failure {
+                stage: Step::Checksums.stage_name().to_owned(),
+                message: crate::diag::error_chain(e),
+            }),
         report: None,
     });
     for (d, r) in disks.iter_mut().zip(results) {

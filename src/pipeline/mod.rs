@@ -199,7 +199,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             vm: plan.vm_id.clone(),
             step: Step::Stage(stage),
         });
-        let stage_span = tracing::info_span!("stage", name = stage.name()).entered();
+        let stage_span = tracing::info_span!("stage", name = %stage.name()).entered();
         tracing::info!(target: RECORD, "started");
         run.step = Step::Stage(stage);
         let t = Instant::now();
@@ -332,7 +332,7 @@ impl Run<'_> {
             vm: self.plan.vm_id.clone(),
             step: Step::Hooks(stage),
         });
-        let _span = tracing::info_span!("stage", name = stage.name()).entered();
+        let _span = tracing::info_span!("stage", name = %stage.name()).entered();
         tracing::info!(target: RECORD, "hooks started");
         let step = std::mem::replace(&mut self.step, Step::Hooks(stage));
         let ran = hooks::run_stage(&self.plan.hooks, stage, self.cancel);

@@ -44,6 +44,10 @@ mod cli;
 /// Batch mode: parallel VMs, isolation, ordering, reports, resume.
 mod batch;
 
+/// What the operator sees: bars on a real pty, timestamped lines, the JSON event stream against
+/// its schema, live failures, the log file.
+mod progress;
+
 /// Phony guests (built with guestfish, cached outside the checkout) for the fix tests.
 mod guests;
 
