@@ -75,6 +75,9 @@ pub struct Totals {
     pub vms: usize,
     /// Source bytes of every VM that runs.
     pub bytes: u64,
+    /// The longest VM id, in characters: the bars' name column is this wide (at least as wide
+    /// as "batch", at most [`NAME_WIDTH`]).
+    pub widest_id: usize,
 }
 
 /// The running display; [`Display::finish`] waits until every event has been shown.
@@ -546,16 +549,38 @@ fn json(rx: Receiver<Event>, totals: Totals, out: &mut dyn Write) {
     });
 }
 
-/// The width VM names get on the bars.
-const NAME_WIDTH: usize = 14;
+/// The most VM names get on the bars; longer ones are cut with an ellipsis.
+pub const NAME_WIDTH: usize = 14;
 
-fn name_column(vm: &str) -> String {
-    let mut name: String = vm.chars().take(NAME_WIDTH).collect();
-    if vm.chars().count() > NAME_WIDTH {
-        name.pop();
-        name.push('…');
+fn name_column(vm: &str, width: usize) -> String {
+    let width = width.clamp("batch".len(), NAME_WIDTH);
+    format!("{:<width$}", truncate(vm, width))
+}
+
+/// `text` cut to `width` characters, the last one an ellipsis when cut.
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
     }
-    format!("{name:<NAME_WIDTH$}")
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The terminal's width in columns (80 when stderr is no terminal), asked again at each
+/// update so that a resized window is followed.
+fn term_width() -> usize {
+    console::Term::stderr()
+        .size_checked()
+        .map_or(80, |(_, cols)| usize::from(cols))
+}
+
+/// The room a byte bar leaves for its label (`convert disk 2/2 web01-data`): the width less
+/// the name column and the widest the other parts get, ` [` + a bar of 3 + `] ` +
+/// `999.9 MiB/` + the total + ` 999.9 MiB/s eta 59m59s`.
+fn label_room(width: usize, name_width: usize, total: u64) -> usize {
+    let fixed = 2 + 3 + 2 + 10 + human_bytes(total).len() + 1 + 11 + 5 + 6;
+    width.saturating_sub(name_width + 1 + 1 + fixed).max(8)
 }
 
 fn with_compact_elapsed(style: ProgressStyle) -> ProgressStyle {
@@ -576,10 +601,57 @@ fn spinner_style() -> ProgressStyle {
 
 fn bytes_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{prefix} {msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        "{prefix} {msg} [{wide_bar}] {done}/{total} {rate} eta {eta_compact}",
     )
     .expect("static template")
+    .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = w.write_str(&human_bytes(s.pos()));
+    })
+    .with_key("total", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = w.write_str(&human_bytes(s.len().unwrap_or(0)));
+    })
+    .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = w.write_str(&format!("{}/s", human_bytes(s.per_sec() as u64)));
+    })
+    .with_key(
+        "eta_compact",
+        |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&compact_duration(s.eta()));
+        },
+    )
     .progress_chars("=> ")
+}
+
+/// Prints `text` above the bars, wrapped by us into lines narrower than the terminal: a line
+/// the terminal wraps itself is one line to the bars' bookkeeping but several on the screen,
+/// and the bars then redraw (and at the end clear) the wrong rows.
+fn print_above(multi: &MultiProgress, text: &str) {
+    for line in wrap(text, term_width().saturating_sub(1).max(20)) {
+        let _ = multi.println(line);
+    }
+}
+
+/// `text` in lines of at most `width` characters, broken at the last space that fits (inside
+/// a word only when it is longer than a line, so paths stay whole where they can);
+/// continuation lines are indented by two.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut rest: Vec<char> = text.chars().collect();
+    let mut indent = "";
+    while indent.len() + rest.len() > width {
+        let room = width - indent.len();
+        let cut = rest[..room]
+            .iter()
+            .rposition(|c| *c == ' ')
+            .filter(|&i| i > 0)
+            .map_or(room, |i| i + 1);
+        let head: String = rest[..cut].iter().collect();
+        lines.push(format!("{indent}{}", head.trim_end()));
+        rest.drain(..cut);
+        indent = "  ";
+    }
+    lines.push(format!("{indent}{}", rest.iter().collect::<String>()));
+    lines
 }
 
 /// What one VM's line shows now.
@@ -589,7 +661,45 @@ struct VmLine {
     bytes: bool,
 }
 
+/// While the bars are drawn, the terminal echoes control characters as themselves, not as
+/// `^C`: indicatif parks the cursor at the right edge of its last line, so a two-character
+/// echo of the Ctrl-C that stops the run would start a row of its own, and the bars, one row
+/// off, would leave their top line on the screen when they clear. Restored on drop.
+struct QuietControlEcho {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl QuietControlEcho {
+    fn new() -> Self {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let stderr = std::io::stderr();
+        let Ok(saved) = tcgetattr(&stderr) else {
+            return Self { saved: None };
+        };
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHOCTL);
+        let changed = tcsetattr(&stderr, SetArg::TCSANOW, &quiet).is_ok();
+        Self {
+            saved: changed.then_some(saved),
+        }
+    }
+}
+
+impl Drop for QuietControlEcho {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stderr(),
+                nix::sys::termios::SetArg::TCSANOW,
+                saved,
+            );
+        }
+    }
+}
+
 fn bars(rx: Receiver<Event>, totals: Totals) {
+    let name_width = totals.widest_id.clamp("batch".len(), NAME_WIDTH);
+    let _echo = QuietControlEcho::new();
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let mut tally = Tally::new(totals);
     let overall = (totals.vms > 1).then(|| {
@@ -598,7 +708,7 @@ fn bars(rx: Receiver<Event>, totals: Totals) {
             ProgressStyle::with_template("{prefix} {spinner} {elapsed_compact:>6} {wide_msg}")
                 .expect("static template"),
         ));
-        bar.set_prefix(name_column("batch"));
+        bar.set_prefix(name_column("batch", name_width));
         bar.set_message(tally.line());
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
@@ -624,7 +734,7 @@ fn bars(rx: Receiver<Event>, totals: Totals) {
             Event::VmStarted { vm, .. } => {
                 let bar = multi.add(ProgressBar::new_spinner());
                 bar.set_style(spinner_style());
-                bar.set_prefix(name_column(&vm));
+                bar.set_prefix(name_column(&vm, name_width));
                 bar.set_message("starting");
                 bar.enable_steady_tick(Duration::from_millis(120));
                 running.insert(
@@ -661,18 +771,24 @@ fn bars(rx: Receiver<Event>, totals: Totals) {
                 ..
             } => {
                 if let Some(line) = running.get_mut(&vm) {
+                    let room = label_room(term_width(), name_width, total);
+                    let text = truncate(&format!("{} {label}", activity.name()), room);
+                    // Length, position and label first, the style last: the first frame of a
+                    // byte bar shows its own disk and sizes, not the spinner's last step.
+                    if !line.bytes {
+                        line.bar.reset();
+                    }
+                    line.bar.set_length(total);
+                    line.bar.set_position(done);
+                    line.bar.set_message(text);
                     if !line.bytes {
                         line.bytes = true;
                         line.bar.set_style(bytes_style());
-                        line.bar.reset();
                     }
-                    line.bar.set_message(format!("{} {label}", activity.name()));
-                    line.bar.set_length(total);
-                    line.bar.set_position(done);
                 }
             }
             Event::Warning { vm, message, .. } => {
-                let _ = multi.println(format!("[{vm}] warning: {message}"));
+                print_above(&multi, &format!("[{vm}] warning: {message}"));
             }
             Event::VmFinished {
                 vm,
@@ -682,11 +798,10 @@ fn bars(rx: Receiver<Event>, totals: Totals) {
             } => {
                 if let Some(line) = running.remove(&vm) {
                     line.bar.finish_and_clear();
-                    multi.remove(&line.bar);
                 }
                 if status != VmStatus::Succeeded || overall.is_none() {
                     let text = finished_line(status, failure.as_ref(), report.as_deref());
-                    let _ = multi.println(format!("[{vm}] {text}"));
+                    print_above(&multi, &format!("[{vm}] {text}"));
                 }
             }
         }
@@ -720,6 +835,22 @@ mod tests {
     }
 
     #[test]
+    fn lines_above_the_bars_are_wrapped_narrower_than_the_terminal() {
+        let text = "[web01] FAILED in convert: qemu-img convert exited with 1 (report: /srv/out/web01/report.json)";
+        let lines = wrap(text, 40);
+        assert!(lines.iter().all(|l| l.chars().count() <= 40), "{lines:?}");
+        assert_eq!(lines[0], "[web01] FAILED in convert: qemu-img");
+        assert!(lines[1..].iter().all(|l| l.starts_with("  ")));
+        assert_eq!(
+            lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" "),
+            text
+        );
+        assert_eq!(wrap("short", 40), ["short"]);
+        let word = "x".repeat(50);
+        assert_eq!(wrap(&word, 20).len(), 3);
+    }
+
+    #[test]
     fn durations_are_compact() {
         assert_eq!(compact_duration(Duration::from_secs(42)), "42s");
         assert_eq!(compact_duration(Duration::from_secs(102)), "1m42s");
@@ -748,6 +879,7 @@ mod tests {
         let mut t = Tally::new(Totals {
             vms: 3,
             bytes: 4 << 30,
+            widest_id: 1,
         });
         t.see(&started("a", &[("a-0", 1 << 30), ("a-1", 1 << 30)]));
         t.see(&started("b", &[("b-0", 2 << 30)]));
@@ -820,6 +952,7 @@ mod tests {
             Totals {
                 vms: 1,
                 bytes: 1000,
+                widest_id: 1,
             },
             &mut out,
             || "T".to_owned(),
@@ -839,6 +972,7 @@ mod tests {
             Totals {
                 vms: 1,
                 bytes: 1000,
+                widest_id: 1,
             },
             &mut out,
         );

@@ -37,6 +37,7 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
         crate::ui::Totals {
             vms: prepared.runnable(),
             bytes: prepared.runnable_bytes(),
+            widest_id: prepared.widest_id(),
         },
     );
     let held = std::sync::Mutex::new(held);

@@ -88,7 +88,11 @@ pub(super) fn run(
     setup::install_signal_handlers(&cancel)?;
     let display = Display::start(
         options.progress.unwrap_or(cli.progress),
-        crate::ui::Totals { vms: 1, bytes: 0 },
+        crate::ui::Totals {
+            vms: 1,
+            bytes: 0,
+            widest_id: crate::ui::NAME_WIDTH,
+        },
     );
     let result = libvirt_import::run(&opts, &cancel, &display.sink());
     display.finish();

@@ -86,6 +86,7 @@ pub(super) fn run(
         crate::ui::Totals {
             vms: 1,
             bytes: plan.disks.iter().map(|d| d.expected_bytes).sum(),
+            widest_id: plan.vm_id.chars().count(),
         },
     );
     let outcome = pipeline::run_vm(&plan, &cancel, &display.sink());

@@ -305,6 +305,16 @@ impl PreparedBatch {
             .sum()
     }
 
+    /// The longest id of a VM that will run, in characters.
+    pub fn widest_id(&self) -> usize {
+        self.vms
+            .iter()
+            .filter(|(_, p)| matches!(p, VmPrep::Run(..)))
+            .map(|(e, _)| e.id.chars().count())
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn workers(&self) -> usize {
         self.parallel_limit.min(self.runnable()).max(1)
     }

@@ -264,6 +264,20 @@ fn the_log_file_records_each_vm_stage_warning_and_outcome() {
 }
 
 /// A pty of 80 columns and 24 rows whose output is read into a terminal emulator.
+/// PATH with the directory of the binary under test first.
+fn search_path() -> std::ffi::OsString {
+    let bin = Path::new(env!("CARGO_BIN_EXE_hyper2kvm"));
+    let mut dirs = vec![bin.parent().expect("bin dir").to_path_buf()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).expect("PATH")
+}
+
+/// Tall enough for the whole run's output to stay on the screen: the end shows everything
+/// that was printed, and nothing left of the bars.
+const ROWS: u16 = 60;
+
 struct Pty {
     screen: Arc<Mutex<vt100::Parser>>,
     child: std::process::Child,
@@ -275,7 +289,7 @@ impl Pty {
     /// reaches the run as it would from a shell.
     fn spawn(args: &[&std::ffi::OsStr], cwd: &Path) -> Self {
         let size = nix::pty::Winsize {
-            ws_row: 24,
+            ws_row: ROWS,
             ws_col: 80,
             ws_xpixel: 0,
             ws_ypixel: 0,
@@ -284,7 +298,10 @@ impl Pty {
         let slave = std::fs::File::from(pty.slave);
         let child = std::process::Command::new("setsid")
             .args(["--ctty", "--wait"])
-            .arg(env!("CARGO_BIN_EXE_hyper2kvm"))
+            // Found on PATH, so that the resume command it prints names `hyper2kvm` whatever
+            // the target directory.
+            .arg("hyper2kvm")
+            .env("PATH", search_path())
             .args(args)
             .current_dir(cwd)
             .env("TERM", "xterm-256color")
@@ -296,7 +313,7 @@ impl Pty {
             .expect("spawn under a pty");
         let master = std::fs::File::from(pty.master);
         let screen = Arc::new(Mutex::new(vt100::Parser::new(
-            std::num::NonZeroU16::new(24).expect("rows"),
+            std::num::NonZeroU16::new(ROWS).expect("rows"),
             std::num::NonZeroU16::new(80).expect("cols"),
             0,
         )));
@@ -427,7 +444,8 @@ fn bars_on_a_terminal_show_steps_bytes_and_the_batch_and_ctrl_c_leaves_a_clean_s
     let bytes = pty.wait_for("slow's byte bar and the batch estimate", |s| {
         s.lines()
             .any(|l| l.contains("convert disk 1/1 slow-data") && l.contains(" eta "))
-            && s.lines().any(|l| l.starts_with("batch ") && l.contains(" eta "))
+            && s.lines()
+                .any(|l| l.starts_with("batch ") && l.contains(" eta "))
     });
     for l in bytes.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
