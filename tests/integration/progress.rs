@@ -263,7 +263,6 @@ fn the_log_file_records_each_vm_stage_warning_and_outcome() {
     );
 }
 
-/// A pty of 80 columns and 24 rows whose output is read into a terminal emulator.
 /// PATH with the directory of the binary under test first.
 fn search_path() -> std::ffi::OsString {
     let bin = Path::new(env!("CARGO_BIN_EXE_hyper2kvm"));
@@ -278,6 +277,7 @@ fn search_path() -> std::ffi::OsString {
 /// that was printed, and nothing left of the bars.
 const ROWS: u16 = 60;
 
+/// A pty of 80 columns and [`ROWS`] rows whose output is read into a terminal emulator.
 struct Pty {
     screen: Arc<Mutex<vt100::Parser>>,
     child: std::process::Child,
