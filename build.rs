@@ -54,6 +54,7 @@ const TOOLS: &[&str] = &[
     "virsh",
     "libvirtd",
     "virtlogd",
+    "chromium",
 ];
 
 /// Where Debian's `ovmf` package puts the firmware; the boot test looks for either file.

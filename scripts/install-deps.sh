@@ -9,7 +9,8 @@
 # Usage: scripts/install-deps.sh [core|full|bench]
 #   core:  qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo),
 #          make and groff (`make install` and its test)
-#   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, libvirtd, xmllint, debootstrap
+#   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, libvirtd, xmllint, debootstrap,
+#          chromium (the HTML report tests and scripts/screenshot-report.sh, headless)
 #   bench: core + hyperfine, /usr/bin/time, coreutils' sha256sum (`make bench`); and, only when
 #          libguestfs is already installed, virt-v2v with nbdkit and nbdcopy, which it needs but
 #          does not pull in (virt-v2v would otherwise drag in libguestfs and a qemu that clashes
@@ -58,6 +59,8 @@ if [ "$level" = full ]; then
   # supermin needs a kernel in /boot; this machine's own kernel has no files there.
   ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
   want qemu-system-x86_64 qemu-system-x86
+  # The HTML report tests load the pages in headless Chromium.
+  want chromium chromium
 fi
 
 if [ "$level" = bench ]; then

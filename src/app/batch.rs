@@ -1,4 +1,4 @@
-//! `--batch-manifest`: plan every VM, run them, write the batch report and summary.
+//! `--batch-manifest`: plan every VM, run them, write the batch report, summary and page.
 
 use std::path::Path;
 
@@ -46,14 +46,20 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
 
     let batch_report = report::batch::build(&outcome);
     let summary = report::batch::summary_text(&batch_report);
+    let page = report::html::batch_page(&batch_report, &outcome.report_dir);
     let report_path = outcome.report_dir.join("batch_report.json");
     let summary_path = outcome.report_dir.join("batch_summary.txt");
-    // Both are tried, and the summary printed, whatever happens to either file.
+    let page_path = outcome.report_dir.join("batch_report.html");
+    // All are tried, and the summary printed, whatever happens to any file.
     let written = [
         (&report_path, report::write(&report_path, &batch_report)),
         (
             &summary_path,
             crate::atomic::write(&summary_path, summary.as_bytes()),
+        ),
+        (
+            &page_path,
+            crate::atomic::write(&page_path, page.as_bytes()),
         ),
     ];
     let b = &batch_report.batch;
@@ -69,7 +75,7 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
     if all_written {
         if show {
             print_text(&format!(
-                "Reports: {} and batch_summary.txt\n",
+                "Reports: {}, batch_summary.txt and batch_report.html\n",
                 report_path.display()
             ));
         }

@@ -2,6 +2,8 @@
 //! line and the fix stage's fstab before and after), the dry run's guest repair preview, and
 //! what an import found.
 
+use std::path::PathBuf;
+
 use serde_json::Value;
 
 use crate::atomic::WriteError;
@@ -13,9 +15,13 @@ use crate::outcome::VmOutcome;
 use crate::plan::VmPlan;
 use crate::units::human_bytes;
 
-/// The short account printed after a run (the report has the details); `unwritten` is why the
-/// report could not be written, when it could not.
-pub fn summary(plan: &VmPlan, outcome: &VmOutcome, unwritten: Option<&WriteError>) -> String {
+/// The short account printed after a run (the report has the details); `written` is each
+/// report file (`report.json`, then its page) with whether it could be written.
+pub fn summary(
+    plan: &VmPlan,
+    outcome: &VmOutcome,
+    written: &[(PathBuf, Result<(), WriteError>)],
+) -> String {
     let mut s = String::new();
     let status = match outcome.status {
         VmStatus::Succeeded => "succeeded",
@@ -68,10 +74,23 @@ pub fn summary(plan: &VmPlan, outcome: &VmOutcome, unwritten: Option<&WriteError
             s.push_str(&format!("    {l}\n"));
         }
     }
-    match (&plan.report_path, unwritten) {
-        (_, Some(e)) => s.push_str(&report_not_written(e)),
-        (Some(p), None) => s.push_str(&format!("Report: {}\n", p.display())),
-        (None, None) => s.push_str("Report: disabled (options.report.enabled is false)\n"),
+    match written {
+        [] if plan.report_path.is_none() => {
+            s.push_str("Report: disabled (options.report.enabled is false)\n")
+        }
+        [(json, Ok(())), (page, Ok(()))] => s.push_str(&format!(
+            "Reports: {} and {}\n",
+            json.display(),
+            page.file_name().unwrap_or_default().to_string_lossy()
+        )),
+        _ => {
+            for (path, result) in written {
+                match result {
+                    Ok(()) => s.push_str(&format!("Report: {}\n", path.display())),
+                    Err(e) => s.push_str(&report_not_written(e)),
+                }
+            }
+        }
     }
     s
 }

@@ -1,14 +1,15 @@
 //! One VM from its manifest: `--dump-config` (the resolved manifest), `--dry-run` (the plan,
 //! and with `--preview-guest` the guest repairs computed read-only), or the run itself, its
-//! report and summary.
+//! report, its page and the summary.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use super::options::{Options, merge_manifests};
 use super::{AppError, print_json, print_text, render, setup};
+use crate::atomic::WriteError;
 use crate::cli::Cli;
 use crate::events::VmStatus;
 use crate::exec::CancelToken;
@@ -93,16 +94,34 @@ pub(super) fn run(
     display.finish();
 
     let vm_report = report::vm_report(&plan, &outcome);
-    let unwritten = plan
-        .report_path
-        .as_ref()
-        .and_then(|path| report::write(path, &vm_report).err());
+    // The report and its page are both tried, whatever happens to either.
+    let written: Vec<(PathBuf, Result<(), WriteError>)> = match &plan.report_path {
+        None => Vec::new(),
+        Some(path) => {
+            let page_path = plan::report_page_path(path);
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let page = report::html::vm_page(&vm_report, dir, &name);
+            vec![
+                (path.clone(), report::write(path, &vm_report)),
+                (
+                    page_path.clone(),
+                    crate::atomic::write(&page_path, page.as_bytes()),
+                ),
+            ]
+        }
+    };
+    let all_written = written.iter().all(|(_, r)| r.is_ok());
     // The summary is what is left of the run when the report is lost: it always prints, but
     // for a success under -q.
-    if !(options.quiet && outcome.status == VmStatus::Succeeded && unwritten.is_none()) {
-        print_text(&render::summary(&plan, &outcome, unwritten.as_ref()));
+    if !(options.quiet && outcome.status == VmStatus::Succeeded && all_written) {
+        print_text(&render::summary(&plan, &outcome, &written));
     }
     drop(held);
+    let unwritten = written.into_iter().find_map(|(_, r)| r.err());
     match (outcome.status, unwritten) {
         (VmStatus::Interrupted, _) => Ok(exit_code::INTERRUPTED),
         (_, Some(e)) => Err(AppError::Report(e)),

@@ -135,6 +135,9 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
                     Some(prev) if reusable(prev, fingerprint.as_deref()) => {
                         let mut reused = prev.clone();
                         reused.from_checkpoint = true;
+                        // Its place on the earlier run's timeline says nothing about this one.
+                        reused.start_offset_seconds = None;
+                        reused.slot = None;
                         reused.index = entry.index;
                         reused.priority = entry.priority;
                         reserved_macs.extend(reused.macs.iter().copied());
@@ -447,7 +450,8 @@ impl PreparedBatch {
             .num_threads(workers)
             .thread_name(|i| format!("hyper2kvm-vm-{i}"))
             .build();
-        let work = || loop {
+        // `slot` is the worker's number, which the report's timeline draws a row for.
+        let work = |slot: usize| loop {
             if cancel.is_cancelled() || stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -473,7 +477,9 @@ impl PreparedBatch {
             let cleaned = match locked {
                 Ok(cleaned) => cleaned,
                 Err(e) => {
-                    let result = not_run(entry, BatchVmStatus::Failed, Some(e.to_string()));
+                    let mut result = not_run(entry, BatchVmStatus::Failed, Some(e.to_string()));
+                    result.start_offset_seconds = Some(crate::units::seconds(started.elapsed()));
+                    result.slot = Some(slot);
                     if !continue_on_error {
                         stop.store(true, Ordering::SeqCst);
                     }
@@ -494,8 +500,11 @@ impl PreparedBatch {
                 with_notes = p;
                 &with_notes
             };
+            let start_offset = crate::units::seconds(started.elapsed());
             let outcome = pipeline::run_vm(plan, cancel, events);
             let mut result = ran(entry, plan, &outcome, fingerprint.clone());
+            result.start_offset_seconds = Some(start_offset);
+            result.slot = Some(slot);
             if let Some(path) = &plan.report_path {
                 let vm_report = report::vm_report(plan, &outcome);
                 if let Err(e) = report::write(path, &vm_report) {
@@ -518,14 +527,15 @@ impl PreparedBatch {
         };
         match pool {
             Ok(pool) => pool.scope(|s| {
-                for _ in 0..workers {
-                    s.spawn(|_| work());
+                let work = &work;
+                for slot in 0..workers {
+                    s.spawn(move |_| work(slot));
                 }
             }),
             // No pool (thread limit reached): run the queue on this thread, still in order.
             Err(e) => {
                 tracing::warn!("could not start worker threads ({e}); running VMs one at a time");
-                work();
+                work(0);
             }
         }
 
@@ -577,6 +587,8 @@ fn not_run(entry: &VmEntry, status: BatchVmStatus, error: Option<String>) -> VmR
         success: false,
         duration_seconds: 0.0,
         timestamp: None,
+        start_offset_seconds: None,
+        slot: None,
         error,
         output_directory: None,
         report_path: None,
@@ -612,6 +624,8 @@ fn ran(
         success: outcome.succeeded(),
         duration_seconds: crate::units::round2(outcome.duration_seconds),
         timestamp: Some(outcome.started_at.clone()),
+        start_offset_seconds: None,
+        slot: None,
         error: outcome
             .errors
             .first()

@@ -23,6 +23,9 @@ pub use stages::StageResult;
 pub struct StageOutcome {
     pub stage: Stage,
     pub success: bool,
+    /// Seconds from the VM's start to this stage's, to the millisecond, on a monotonic clock:
+    /// where the stage sits on the VM's timeline (hooks run in the gaps between stages).
+    pub start_offset: f64,
     /// Seconds, to the millisecond.
     pub duration: f64,
     /// What the stage found or did; a failed stage may carry what it found before it failed

@@ -203,6 +203,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
         tracing::info!(target: RECORD, "started");
         run.step = Step::Stage(stage);
         let t = Instant::now();
+        let start_offset = crate::units::seconds(t.duration_since(started));
         let result = run_stage(stage, &mut run);
         let duration = seconds_since(t);
         let commands = std::mem::take(&mut run.commands);
@@ -220,6 +221,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
             Ok(result) => stages.push(StageOutcome {
                 stage,
                 success: true,
+                start_offset,
                 duration,
                 result: Some(result),
                 error: None,
@@ -234,6 +236,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
                 stages.push(StageOutcome {
                     stage,
                     success: false,
+                    start_offset,
                     duration,
                     result: failure.result.map(|r| *r),
                     error: Some(failure.message),

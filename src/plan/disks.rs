@@ -247,12 +247,13 @@ struct Written<'a> {
 }
 
 /// No two files this VM writes may be one: each converted disk and its `.part` file, the
-/// report and the domain XML. Otherwise the later write destroys the earlier (a report over the
-/// converted disk) while the run "succeeds".
+/// report, its page and the domain XML. Otherwise the later write destroys the earlier (a report
+/// over the converted disk) while the run "succeeds".
 pub(super) fn check_collisions(
     loaded: &Loaded,
     disks: &[DiskPlan],
     report: Option<&Path>,
+    report_page: Option<&Path>,
     domain_xml: Option<&Path>,
     problems: &mut Problems,
 ) {
@@ -264,6 +265,11 @@ pub(super) fn check_collisions(
     let mut written: Vec<Written> = Vec::new();
     written.extend(report.map(|p| Written {
         what: "the report".to_owned(),
+        field: "options.report.path",
+        path: p.to_owned(),
+    }));
+    written.extend(report_page.map(|p| Written {
+        what: "the report's page".to_owned(),
         field: "options.report.path",
         path: p.to_owned(),
     }));

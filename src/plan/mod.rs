@@ -305,10 +305,16 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
     let report_path = (m.options.report.enabled || in_place)
         .then(|| config::resolve_relative(&output_dir, &m.options.report.path));
 
+    // A single VM's run writes the report's page beside it; a batch writes one for the batch.
+    let report_page = report_path
+        .as_deref()
+        .filter(|_| opts.batch_id.is_none())
+        .map(report_page_path);
     disks::check_collisions(
         loaded,
         &disks,
         report_path.as_deref(),
+        report_page.as_deref(),
         domain.as_ref().map(|d| d.path.as_path()),
         &mut problems,
     );
@@ -378,6 +384,18 @@ pub fn plan(loaded: &Loaded, opts: &PlanOptions) -> Result<VmPlan, PlanError> {
         guest_env,
         hooks,
     })
+}
+
+/// Where the HTML page of a VM's report goes: beside it, its extension `.html`.
+pub fn report_page_path(report: &Path) -> PathBuf {
+    let page = report.with_extension("html");
+    if page == report {
+        // The report itself is named `*.html`: never write over it.
+        let mut name = report.as_os_str().to_owned();
+        name.push(".html");
+        return PathBuf::from(name);
+    }
+    page
 }
 
 impl VmPlan {
@@ -472,6 +490,14 @@ impl VmPlan {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_report_page_goes_beside_the_report() {
+        let page = |p: &str| report_page_path(Path::new(p));
+        assert_eq!(page("/o/report.json"), Path::new("/o/report.html"));
+        assert_eq!(page("/o/r"), Path::new("/o/r.html"));
+        assert_eq!(page("/o/r.html"), Path::new("/o/r.html.html"));
+    }
 
     /// Two VMs of a batch that both ask for regenerated MACs: the second is planned with the
     /// first's MACs reserved and gets different ones, even from the same identity.

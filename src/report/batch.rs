@@ -37,6 +37,13 @@ pub struct VmResult {
     pub success: bool,
     pub duration_seconds: f64,
     pub timestamp: Option<String>,
+    /// Seconds from the batch's start to this VM's, on a monotonic clock; absent for a VM that
+    /// did not start in this run (skipped, not started, or taken from a checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_offset_seconds: Option<f64>,
+    /// The parallel worker slot (0-based) the VM ran in; absent like `start_offset_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub output_directory: Option<PathBuf>,
@@ -249,6 +256,19 @@ pub fn build(outcome: &BatchOutcome) -> BatchReport {
     }
 }
 
+impl BatchVmStatus {
+    /// As the reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchVmStatus::Succeeded => "succeeded",
+            BatchVmStatus::Failed => "failed",
+            BatchVmStatus::Skipped => "skipped",
+            BatchVmStatus::NotStarted => "not_started",
+            BatchVmStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 fn status_label(s: BatchVmStatus) -> &'static str {
     match s {
         BatchVmStatus::Succeeded => "SUCCESS",
@@ -332,16 +352,7 @@ pub fn summary_text(report: &BatchReport) -> String {
             continue;
         }
         line(title);
-        // The same message for many VMs (a shared default, a shared mistake) is listed once,
-        // with the VMs it concerns, in order of first appearance.
-        let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
-        for m in items.iter() {
-            match grouped.iter_mut().find(|(msg, _)| *msg == m.message) {
-                Some((_, vms)) => vms.push(&m.vm_id),
-                None => grouped.push((&m.message, vec![&m.vm_id])),
-            }
-        }
-        for (message, vms) in grouped {
+        for (message, vms) in grouped(items) {
             let mut lines = message.lines();
             line(&format!(
                 "  [{}] {}",
@@ -356,6 +367,23 @@ pub fn summary_text(report: &BatchReport) -> String {
     }
     line(&eq);
     s
+}
+
+/// The same message for many VMs (a shared default, a shared mistake) once, with the VMs it
+/// concerns, in order of first appearance.
+pub fn grouped(items: &[BatchMessage]) -> Vec<(&str, Vec<&str>)> {
+    let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
+    for m in items {
+        match grouped.iter_mut().find(|(msg, _)| *msg == m.message) {
+            Some((_, vms)) => {
+                if !vms.contains(&m.vm_id.as_str()) {
+                    vms.push(&m.vm_id)
+                }
+            }
+            None => grouped.push((&m.message, vec![&m.vm_id])),
+        }
+    }
+    grouped
 }
 
 /// `vm1`, `vm1, vm2`, or `vm1, vm2, vm3, vm4, vm5 and 7 more`.

@@ -5,9 +5,12 @@
 //! the VM's final status, for every stage the commands it ran with their exit status, duration
 //! and stderr tail, every hook's outcome (`hooks`, with header values, URL credentials and
 //! query values redacted, and output kept to bounded tails), and each source disk's identity as
-//! it was pinned (`input_manifest.sources`).
+//! it was pinned (`input_manifest.sources`). Each stage says when it started
+//! (`start_offset`, seconds from the VM's start), for the timeline of the HTML page
+//! ([`html`]) written beside it.
 
 pub mod batch;
+pub mod html;
 
 use std::path::Path;
 
@@ -71,6 +74,8 @@ impl Serialize for Stages {
 #[derive(Serialize)]
 struct StageEntry<'a> {
     success: bool,
+    /// Seconds from the VM's pipeline start to this stage's start.
+    start_offset: f64,
     duration: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a StageResult>,
@@ -83,6 +88,7 @@ impl<'a> From<&'a StageOutcome> for StageEntry<'a> {
     fn from(s: &'a StageOutcome) -> Self {
         StageEntry {
             success: s.success,
+            start_offset: s.start_offset,
             duration: s.duration,
             result: s.result.as_ref(),
             error: s.error.as_deref(),

@@ -127,7 +127,7 @@ exec "$REAL" "$@""#,
             ),
         "{message}"
     );
-    assert_eq!(tree(&dir.join("output")), ["report.json"]);
+    assert_eq!(tree(&dir.join("output")), ["report.html", "report.json"]);
     assert_eq!(processes_naming(dir.path()), Vec::<String>::new());
 }
 

@@ -78,7 +78,7 @@ fn quiet_prints_nothing_for_a_success_and_the_summary_of_a_failure() {
     let r = run(hyper2kvm().arg("--manifest").arg(&failing).arg("-q"));
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(r.stdout.contains("VM testvm: FAILED"), "{}", r.stdout);
-    assert!(r.stdout.contains("Report: "), "{}", r.stdout);
+    assert!(r.stdout.contains("Reports: "), "{}", r.stdout);
     for line in r.stderr.lines() {
         assert!(
             !line.contains("WARN") && !line.contains("INFO") && !line.contains('%'),

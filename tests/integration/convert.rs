@@ -81,6 +81,7 @@ fn convert_one(source: &str) {
             tree(&out_dir),
             [
                 format!("d0.{out_format}"),
+                "report.html".to_owned(),
                 "report.json".to_owned(),
                 "testvm.xml".to_owned()
             ],
@@ -324,7 +325,10 @@ fn output_dir_flag_wins() {
         .arg("--output-dir")
         .arg(&out));
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    assert_eq!(tree(&out), ["d0.raw", "report.json", "testvm.xml"]);
+    assert_eq!(
+        tree(&out),
+        ["d0.raw", "report.html", "report.json", "testvm.xml"]
+    );
     assert!(!dir.join("from-manifest").exists());
 }
 
@@ -403,7 +407,7 @@ fn configs_merge_later_wins() {
     // The manifest's own output.format beats the config layer.
     assert_eq!(
         tree(&dir.join("site-out")),
-        ["d0.qcow2", "report.json", "testvm.xml"]
+        ["d0.qcow2", "report.html", "report.json", "testvm.xml"]
     );
     assert_eq!(
         r.stderr, "",
@@ -462,7 +466,7 @@ fn nothing_enabled_only_loads() {
     write_json(&dir.join("vm.json"), &m);
     let r = run(hyper2kvm().arg("--manifest").arg(dir.join("vm.json")));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(tree(&dir.join("output")), ["report.json"]);
+    assert_eq!(tree(&dir.join("output")), ["report.html", "report.json"]);
     let report = read_json(&dir.join("output/report.json"));
     let stages: Vec<&String> = report["pipeline"]["stages"]
         .as_object()

@@ -25,8 +25,8 @@ fn convert_failing(dir: &TestDir, src: &Path, format: &str) -> (Run, serde_json:
     let out = dir.join("output");
     assert_eq!(
         tree(&out),
-        ["report.json"],
-        "only the report is written when the VM fails"
+        ["report.html", "report.json"],
+        "only the report and its page are written when the VM fails"
     );
     assert_eq!(sha256(src), before, "the source was modified");
     let report = read_json(&out.join("report.json"));
@@ -222,7 +222,7 @@ fn checksum_mismatch_names_disk_and_both_digests() {
         "{err}"
     );
     assert_eq!(report["errors"][0]["stage"], "load_manifest");
-    assert_eq!(tree(&dir.join("output")), ["report.json"]);
+    assert_eq!(tree(&dir.join("output")), ["report.html", "report.json"]);
 }
 
 /// A tmpfs mounted for the test, unmounted when dropped.

@@ -85,7 +85,7 @@ fn debian_production_run() {
     let out = dir.join("output");
     assert_eq!(
         tree(&out),
-        ["boot.qcow2", "guest.xml", "report.json"],
+        ["boot.qcow2", "guest.xml", "report.html", "report.json"],
         "no overlay or work files left"
     );
     assert!(
@@ -398,7 +398,7 @@ fn refused_after(guest: Guest, damage: impl FnOnce(&Path)) -> String {
         .args(["--progress", "none"]));
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert_eq!(sha256(&src), before);
-    assert_eq!(tree(&dir.join("output")), ["report.json"]);
+    assert_eq!(tree(&dir.join("output")), ["report.html", "report.json"]);
     let report = read_json(&dir.join("output/report.json"));
     assert_eq!(report["errors"][0]["stage"], "fix");
     redact(

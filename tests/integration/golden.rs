@@ -31,6 +31,8 @@ use crate::support::*;
 const TIMED: &[&str] = &[
     "duration",
     "duration_seconds",
+    "start_offset",
+    "start_offset_seconds",
     "checksum_seconds",
     "seconds",
     "time_to_pass_seconds",
@@ -290,6 +292,7 @@ fn golden_convert_report() {
     assert_eq!(
         tree(&out),
         [
+            "report.html",
             "report.json",
             "web01-boot.qcow2",
             "web01-data.qcow2",
@@ -342,7 +345,11 @@ fn golden_failed_checksum_report() {
         .args(["--progress", "none"]));
     assert_eq!(r.code, Some(1), "{}", show(&r));
     let out = dir.join("output");
-    assert_eq!(tree(&out), ["report.json"], "nothing converted");
+    assert_eq!(
+        tree(&out),
+        ["report.html", "report.json"],
+        "nothing converted"
+    );
     let mut report = read_json(&out.join("report.json"));
     redact_sizes(&mut report, None);
     snapshot(
@@ -436,7 +443,10 @@ fn golden_guest_fix_report() {
         .args(["--progress", "none"]));
     assert_eq!(r.code, Some(0), "{}", show(&r));
     let out = dir.join("output");
-    assert_eq!(tree(&out), ["boot.qcow2", "guest.xml", "report.json"]);
+    assert_eq!(
+        tree(&out),
+        ["boot.qcow2", "guest.xml", "report.html", "report.json"]
+    );
     let mut report = read_json(&out.join("report.json"));
     // The source VMDK compresses a guest whose UUIDs and inode times were made when the cached
     // guest was built, so its size moves with each new cache by a grain or two.
@@ -522,7 +532,12 @@ fn golden_failed_boot_test_report() {
     let out = dir.join("output");
     assert_eq!(
         tree(&out),
-        ["blank.boot-test-console.log", "boot.qcow2", "report.json"]
+        [
+            "blank.boot-test-console.log",
+            "boot.qcow2",
+            "report.html",
+            "report.json"
+        ]
     );
     let mut report = read_json(&out.join("report.json"));
     redact_sizes(&mut report, Some(allocated(&disk)));
@@ -647,6 +662,9 @@ fn golden_batch_report() {
             "{fp}"
         );
         vm["fingerprint"] = json!("[FINGERPRINT]");
+        // Which of the two workers took a VM is a matter of timing.
+        assert!(u64_at(vm, "/slot") < 2, "{vm:#}");
+        vm["slot"] = json!("[SLOT]");
     }
     assert_eq!(u64_at(&report, "/batch/bytes_read"), read_total);
     assert_eq!(u64_at(&report, "/batch/bytes_written"), written_total);

@@ -44,6 +44,9 @@ mod cli;
 /// Batch mode: parallel VMs, isolation, ordering, reports, resume.
 mod batch;
 
+/// The HTML reports of a real batch and a single run, as text and in headless Chromium.
+mod html_report;
+
 /// What the operator sees: bars on a real pty, timestamped lines, the JSON event stream against
 /// its schema, live failures, the log file.
 mod progress;

@@ -66,6 +66,8 @@ fn summary_prints_when_the_report_cannot_be_written() {
         .args(["--progress", "none"]));
     assert_eq!(r.code, Some(1), "{}", show(&r));
     assert!(dir.join("output/report.json").is_dir());
+    // The page is written all the same.
+    assert!(dir.join("output/report.html").is_file());
     insta::assert_snapshot!(redact(
         &format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr),
         &dir
@@ -98,12 +100,14 @@ fn batch_summary_prints_when_the_batch_report_cannot_be_written() {
         .arg(&batch)
         .args(["--progress", "none"]));
     assert_eq!(r.code, Some(1), "{}", show(&r));
-    // The VM itself ran and kept its report; the summary file beside the batch report exists.
+    // The VM itself ran and kept its report; the summary and the page beside the batch report
+    // exist.
     assert_eq!(
         read_json(&dir.join("out/web01/report.json"))["status"],
         "succeeded"
     );
     assert!(dir.join("out/batch_summary.txt").is_file());
+    assert!(dir.join("out/batch_report.html").is_file());
     let ts = regex_lite::Regex::new(r"Timestamp: \S+").expect("regex");
     let text = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     insta::assert_snapshot!(redact(&ts.replace_all(&text, "Timestamp: [TIME]"), &dir));

@@ -48,7 +48,7 @@ fn interrupt_with(signal: Signal) {
     );
     assert_eq!(
         tree(&dir.join("output")),
-        ["report.json"],
+        ["report.html", "report.json"],
         "no .part file left"
     );
     let report = read_json(&dir.join("output/report.json"));

@@ -304,10 +304,12 @@ fn secrets_in_hook_urls_and_env_values_are_redacted_everywhere() {
     let error = hooks[1]["error"].as_str().expect("error");
     assert!(error.contains("Connection refused"), "{error}");
     let report_text = std::fs::read_to_string(dir.join("output/report.json")).expect("report.json");
+    let page_text = std::fs::read_to_string(dir.join("output/report.html")).expect("report.html");
     let log_text = std::fs::read_to_string(&log).expect("log");
     assert!(log_text.contains("running hook"), "{log_text}");
     for (what, text) in [
         ("report.json", &report_text),
+        ("report.html", &page_text),
         ("log file", &log_text),
         ("stderr", &r.stderr),
         ("stdout", &r.stdout),

@@ -239,7 +239,7 @@ fn source_truncated_by_a_hook_fails_the_vm() {
         .args(["--progress", "none"]));
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert_eq!(file_size(&src), 524288, "the hook did not run");
-    assert_eq!(tree(&dir.join("output")), ["report.json"]);
+    assert_eq!(tree(&dir.join("output")), ["report.html", "report.json"]);
     let report = read_json(&dir.join("output/report.json"));
     assert_eq!(report["status"], "failed");
     let err = first_error(&report);
@@ -366,6 +366,10 @@ fn output_filename_is_a_plain_name_apart_from_the_report() {
             "the report and disk d0's output would both be",
         ),
         (
+            "report.html",
+            "the report's page and disk d0's output would both be",
+        ),
+        (
             "testvm.xml",
             "the domain XML and disk d0's output would both be",
         ),
@@ -478,7 +482,10 @@ fn outputs_are_private_under_umask_022() {
     let out = dir.join("out/nested");
     let mut files = tree(&out);
     files.sort();
-    assert_eq!(files, ["d0.qcow2", "report.json", "testvm.xml"]);
+    assert_eq!(
+        files,
+        ["d0.qcow2", "report.html", "report.json", "testvm.xml"]
+    );
     for f in files {
         assert_eq!(mode(&format!("out/nested/{f}")), 0o600, "{f}");
     }
