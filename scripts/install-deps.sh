@@ -9,7 +9,8 @@
 # Usage: scripts/install-deps.sh [core|full|bench]
 #   core:  qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo),
 #          make and groff (`make install` and its test)
-#   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, libvirtd, xmllint, debootstrap
+#   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, libvirtd, xmllint, debootstrap,
+#          Python's jsonschema (the tests validate manifests, reports and events against schemas/)
 #   bench: core + hyperfine, /usr/bin/time, coreutils' sha256sum (`make bench`); and, only when
 #          libguestfs is already installed, virt-v2v with nbdkit and nbdcopy, which it needs but
 #          does not pull in (virt-v2v would otherwise drag in libguestfs and a qemu that clashes
@@ -58,6 +59,8 @@ if [ "$level" = full ]; then
   # supermin needs a kernel in /boot; this machine's own kernel has no files there.
   ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
   want qemu-system-x86_64 qemu-system-x86
+  # Debian's package serves /usr/bin/python3; see pip_jsonschema below for another python3.
+  python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 fi
 
 if [ "$level" = bench ]; then
@@ -123,5 +126,15 @@ if ! { apt-get update -qq && apt-get install -y -q --no-install-recommends -o Dp
   tail -n 40 "$log" >&2
   echo "install-deps: apt-get failed; full log in $log" >&2
   exit 1
+fi
+# The tests run the python3 on PATH. When that is not Debian's (pyenv, a virtualenv), Debian's
+# python3-jsonschema is not on its path: it gets the module from PyPI with its own pip.
+if [ "$level" = full ] && ! python3 -c 'import jsonschema' >/dev/null 2>&1; then
+  echo "install-deps: $(command -v python3) is not Debian's python3; installing jsonschema with its pip"
+  if ! python3 -m pip install --quiet jsonschema >>"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "install-deps: pip install jsonschema failed; full log in $log" >&2
+    exit 1
+  fi
 fi
 echo "install-deps: done (log in $log)"
