@@ -5,6 +5,8 @@
 //! - `missing_tool = "<program>"` for each program in [`TOOLS`] that is not on PATH,
 //! - `missing_ovmf` when no OVMF firmware is installed,
 //! - `not_root` when the build does not run as root,
+//! - `missing_jsonschema` when `python3` cannot import Python's jsonschema module (the
+//!   validator of the schemas in `schemas/`),
 //! - `skip_slow_tests` when `HYPER2KVM_SKIP_SLOW=1` (`make test-fast`).
 //!
 //! A test that needs any of them carries `#[cfg_attr(<flag>, ignore = "needs ...")]`, and keeps
@@ -76,6 +78,7 @@ fn main() {
     );
     println!("cargo::rustc-check-cfg=cfg(missing_ovmf)");
     println!("cargo::rustc-check-cfg=cfg(not_root)");
+    println!("cargo::rustc-check-cfg=cfg(missing_jsonschema)");
     println!("cargo::rustc-check-cfg=cfg(skip_slow_tests)");
 
     if env::var("HYPER2KVM_SKIP_SLOW").is_ok_and(|v| v == "1") {
@@ -114,6 +117,47 @@ fn main() {
 
     if !running_as_root() {
         println!("cargo::rustc-cfg=not_root");
+    }
+
+    if !python_has_jsonschema() {
+        println!("cargo::rustc-cfg=missing_jsonschema");
+    }
+}
+
+/// Whether `python3` on PATH imports jsonschema. Python packages are installed outside PATH, so
+/// what is watched is where the module was found (its removal), or, while it is missing, each
+/// site-packages or dist-packages directory python3 searches (its installation); a python3
+/// installed into PATH later is noticed through the PATH directories.
+fn python_has_jsonschema() -> bool {
+    let python = |code: &str| -> Option<String> {
+        #[expect(
+            clippy::disallowed_types,
+            reason = "a build script cannot use the crate's runner; python3 exits at once"
+        )]
+        let out = std::process::Command::new("python3")
+            .args(["-c", code])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    match python("import os, jsonschema; print(os.path.dirname(jsonschema.__file__))") {
+        Some(dir) => {
+            println!("cargo::rerun-if-changed={}", dir.trim());
+            true
+        }
+        None => {
+            let dirs = python(
+                "import os, sys\nfor p in sys.path:\n    if os.path.basename(p) in ('site-packages', \
+                 'dist-packages') and os.path.isdir(p): print(p)",
+            )
+            .unwrap_or_default();
+            for dir in dirs.lines() {
+                println!("cargo::rerun-if-changed={dir}");
+            }
+            false
+        }
     }
 }
 

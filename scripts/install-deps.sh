@@ -10,7 +10,8 @@
 #   core:  qemu-img, qemu-io, e2fsprogs, fdisk, openssl, python3 (conversion and hook tests, demo),
 #          make and groff (`make install` and its test)
 #   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, libvirtd, xmllint, debootstrap,
-#          chromium (the HTML report tests and scripts/screenshot-report.sh, headless)
+#          chromium (the HTML report tests and scripts/screenshot-report.sh, headless),
+#          Python's jsonschema (the tests validate manifests, reports and events against schemas/)
 #   bench: core + hyperfine, /usr/bin/time, coreutils' sha256sum (`make bench`); and, only when
 #          libguestfs is already installed, virt-v2v with nbdkit and nbdcopy, which it needs but
 #          does not pull in (virt-v2v would otherwise drag in libguestfs and a qemu that clashes
@@ -61,6 +62,8 @@ if [ "$level" = full ]; then
   want qemu-system-x86_64 qemu-system-x86
   # The HTML report tests load the pages in headless Chromium.
   want chromium chromium
+  # Debian's package serves /usr/bin/python3; see pip_jsonschema below for another python3.
+  python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 fi
 
 if [ "$level" = bench ]; then
@@ -126,5 +129,15 @@ if ! { apt-get update -qq && apt-get install -y -q --no-install-recommends -o Dp
   tail -n 40 "$log" >&2
   echo "install-deps: apt-get failed; full log in $log" >&2
   exit 1
+fi
+# The tests run the python3 on PATH. When that is not Debian's (pyenv, a virtualenv), Debian's
+# python3-jsonschema is not on its path: it gets the module from PyPI with its own pip.
+if [ "$level" = full ] && ! python3 -c 'import jsonschema' >/dev/null 2>&1; then
+  echo "install-deps: $(command -v python3) is not Debian's python3; installing jsonschema with its pip"
+  if ! python3 -m pip install --quiet jsonschema >>"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "install-deps: pip install jsonschema failed; full log in $log" >&2
+    exit 1
+  fi
 fi
 echo "install-deps: done (log in $log)"

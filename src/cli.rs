@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
+use crate::schemas::Schema;
 use crate::tools::inventory;
 use crate::ui::{LogFormat, ProgressMode};
 
@@ -25,13 +26,19 @@ const IMPORT: &str = "Import (libvirt XML)";
     version,
     disable_version_flag = true,
     about,
-    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n  hyper2kvm --libvirt-xml web01.xml --output-dir /srv/migrate/web01\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
+    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n  hyper2kvm --libvirt-xml web01.xml --output-dir /srv/migrate/web01\n  hyper2kvm --print-schema manifest > manifest.schema.json\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
 )]
 pub struct Cli {
     /// Print the version (--version: also the commit it was built from and the tools found on
     /// PATH).
     #[arg(short = 'V', long, action = ArgAction::Version)]
     version: Option<bool>,
+
+    /// Print the JSON Schema (draft 2020-12) of a file hyper2kvm reads or writes, and exit.
+    ///
+    /// docs/schemas.md shows how to validate a file with one.
+    #[arg(long, value_enum, value_name = "NAME", exclusive = true)]
+    pub print_schema: Option<Schema>,
 
     /// Configuration or manifest file (JSON or YAML); repeatable, later files win. A file that
     /// holds `manifest_version` is a manifest.

@@ -3,7 +3,8 @@
 //! The flow is parse → plan → execute: [`config`] reads documents, [`manifest`] and [`profile`]
 //! turn them into a validated model, [`plan`] makes every decision, [`pipeline`] runs the stages
 //! through [`exec`] (the only module that starts processes) and fires [`hooks`] between them,
-//! and [`report`] records outcomes.
+//! and [`report`] records outcomes; [`schemas`] holds the JSON Schemas of the files it reads and
+//! writes.
 //! [`app`] has one function per mode; `main.rs` only parses the command line and maps errors to
 //! exit codes.
 
@@ -33,6 +34,7 @@ pub mod plan;
 pub mod profile;
 pub mod reaper;
 pub mod report;
+pub mod schemas;
 pub mod spelling;
 pub mod stage;
 pub mod tools;

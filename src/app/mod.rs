@@ -1,7 +1,8 @@
 //! The entry layer: one file per mode, and what they share.
 //!
-//! [`run`] reads like the program: gather the tool options from `--config` files and the
-//! command line ([`options`]), set up logging, then hand over to exactly one mode: import a
+//! [`run`] reads like the program: `--print-schema` prints one of [`crate::schemas`] and
+//! returns before anything is read; otherwise gather the tool options from `--config` files and
+//! the command line ([`options`]), set up logging, then hand over to exactly one mode: import a
 //! libvirt domain ([`import`]), run a batch ([`batch`]), or run one manifest, which includes
 //! `--dump-config` and `--dry-run` ([`single`]). Every mode turns its outcome into an exit code;
 //! the text it prints comes from [`render`], built from typed outcomes. Errors come back as an
@@ -101,6 +102,11 @@ pub fn render_error(err: &AppError) -> String {
 
 /// Runs the mode the command line asks for and returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, AppError> {
+    // Like --version: nothing is read, set up or checked first.
+    if let Some(schema) = cli.print_schema {
+        print_text(schema.text());
+        return Ok(exit_code::SUCCESS);
+    }
     let options::Gathered {
         mut options,
         manifest_docs,

@@ -14,9 +14,9 @@ use crate::config::{self, ConfigError, kind_of};
 use crate::diag::{Problem, Problems, render_problems};
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];
-const TOP_KEYS: &[&str] = &["batch_version", "batch_metadata", "vms", "shared_config"];
-const METADATA_KEYS: &[&str] = &["batch_id", "parallel_limit", "continue_on_error"];
-const VM_KEYS: &[&str] = &["manifest", "id", "priority", "enabled", "overrides"];
+pub(super) const TOP_KEYS: &[&str] = &["batch_version", "batch_metadata", "vms", "shared_config"];
+pub(super) const METADATA_KEYS: &[&str] = &["batch_id", "parallel_limit", "continue_on_error"];
+pub(super) const VM_KEYS: &[&str] = &["manifest", "id", "priority", "enabled", "overrides"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchManifestError {

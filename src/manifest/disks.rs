@@ -102,7 +102,7 @@ impl Disk {
     }
 }
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "id",
     "source_format",
     "bytes",

@@ -106,7 +106,7 @@ impl StorageMapping {
 // ---------------------------------------------------------------------------------------------
 // Validation of the raw sections (called through the top-level table).
 
-const NETWORK_KEYS: &[&str] = &[
+pub(super) const NETWORK_KEYS: &[&str] = &[
     "source_networks",
     "default_bridge",
     "default_network",
@@ -114,7 +114,7 @@ const NETWORK_KEYS: &[&str] = &[
     "mac_address_overrides",
     "strict",
 ];
-const STORAGE_KEYS: &[&str] = &[
+pub(super) const STORAGE_KEYS: &[&str] = &[
     "default_pool",
     "disk_mappings",
     "format_override",

@@ -448,4 +448,6 @@ pub const TOP_LEVEL: &[Field] = &[
 ];
 
 #[cfg(test)]
+mod published;
+#[cfg(test)]
 mod tests;

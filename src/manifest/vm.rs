@@ -265,7 +265,7 @@ pub struct Vm {
     pub hyperv: Option<Hyperv>,
 }
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "cpu",
     "mem_gb",
     "mem_mib",

@@ -25,6 +25,7 @@ const ORDER: &[(&str, &[&str])] = &[
             "lock",
             "reaper",
             "exec",
+            "schemas",
         ],
     ),
     ("model", &["profile", "manifest"]),

@@ -118,6 +118,10 @@ mod golden;
 /// real disks and the phony guests, with the examples/ files it points to.
 mod guide;
 
+/// The JSON Schemas in schemas/: --print-schema, the examples, and the schemas refusing what the
+/// binary refuses and accepting what it accepts.
+mod schemas;
+
 /// Manifests in the guide's and the Python tool's shapes: probed disks, `checksum: null`, the
 /// generated-manifest shape, and the files and paths the loader's errors name.
 mod shapes;

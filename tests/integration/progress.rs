@@ -56,50 +56,11 @@ fn two_vm_batch(dir: &TestDir) -> PathBuf {
     path
 }
 
-/// Whether Python's jsonschema module is here (the event schema's validator).
-fn require_jsonschema() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import jsonschema"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v != "true"),
-            "python3 with the jsonschema module is required under CI"
-        );
-        eprintln!("SKIPPED: python3 -c 'import jsonschema' failed");
-    }
-    ok
-}
-
-/// Validates each line of `lines` against `schema`; returns the errors, one per bad line.
-fn schema_errors(schema: &Path, lines: &str) -> Vec<String> {
-    let dir = TestDir::new();
-    let input = dir.write("events.jsonl", lines);
-    let script = "import json, sys, jsonschema\n\
-        schema = json.load(open(sys.argv[1]))\n\
-        jsonschema.Draft202012Validator.check_schema(schema)\n\
-        v = jsonschema.Draft202012Validator(schema)\n\
-        for n, line in enumerate(open(sys.argv[2]), 1):\n\
-        \x20   for e in v.iter_errors(json.loads(line)):\n\
-        \x20       print(f'line {n}: {e.json_path}: {e.message}')\n";
-    let out = run_ok(
-        std::process::Command::new("python3")
-            .args(["-c", script])
-            .arg(schema)
-            .arg(&input),
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn events_schema() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/events.schema.json")
-}
-
 #[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_jsonschema),
+    ignore = "needs qemu-img and python3's jsonschema (install: scripts/install-deps.sh full)"
+)]
 fn the_json_stream_follows_its_schema_and_explains_the_failure() {
     if !require_tool("qemu-img") || !require_jsonschema() {
         return;
@@ -111,7 +72,7 @@ fn the_json_stream_follows_its_schema_and_explains_the_failure() {
         .arg(&batch)
         .args(["--progress", "json"]));
     assert_eq!(r.code, Some(3), "{}{}", r.stdout, r.stderr);
-    let errors = schema_errors(&events_schema(), &r.stdout);
+    let errors = schema_errors(&schema_path("events"), &r.stdout);
     assert!(errors.is_empty(), "{errors:#?}\n{}", r.stdout);
     let events: Vec<Value> = r
         .stdout

@@ -8,7 +8,9 @@
 //! cannot skip a test once it runs. At run time, [`require_tool`], [`require_root`] and
 //! [`skip_slow`] are the guard for CI: under `CI=true` build.rs declares everything present, and
 //! a missing tool panics there instead. A new test that needs a tool takes both: the
-//! `require_*` call alone would pass, silently, wherever the tool is missing.
+//! `require_*` call alone would pass, silently, wherever the tool is missing. Python's jsonschema
+//! module, which validates files against `schemas/`, is such a tool: `missing_jsonschema` and
+//! [`require_jsonschema`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -204,8 +206,124 @@ pub fn run(cmd: &mut Command) -> Run {
     }
 }
 
+/// Reads a JSON file. A `report.json` or `batch_report.json` is first validated against its
+/// schema (schemas/report.schema.json, schemas/batch-report.schema.json), so every report a test
+/// reads is also a test of the published schema.
 pub fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("read report")).expect("report is JSON")
+    let text = std::fs::read_to_string(path).expect("read report");
+    let value = serde_json::from_str(&text).expect("report is JSON");
+    let schema = match path.file_name().and_then(|n| n.to_str()) {
+        Some("report.json") => Some("report"),
+        Some("batch_report.json") => Some("batch-report"),
+        _ => None,
+    };
+    if let Some(name) = schema
+        && reports_are_validated()
+    {
+        let errors = schema_errors(&schema_path(name), &text);
+        assert!(
+            errors.is_empty(),
+            "{} does not match schemas/{name}.schema.json:\n{}\n{text}",
+            path.display(),
+            errors.join("\n")
+        );
+    }
+    value
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether `python3` on PATH can import jsonschema, asked once per test process.
+fn jsonschema_present() -> bool {
+    static PRESENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PRESENT.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import jsonschema"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// Python's jsonschema module, the schemas' validator, as [`require_tool`] for a tool: build.rs
+/// sets `missing_jsonschema` where it is missing, and under CI it must be there.
+pub fn require_jsonschema() -> bool {
+    if jsonschema_present() {
+        return true;
+    }
+    assert!(
+        !under_ci(),
+        "python3 with the jsonschema module is required under CI: .ci/run must install it \
+         (scripts/install-deps.sh full)"
+    );
+    eprintln!("SKIPPED: python3 -c 'import jsonschema' failed (run scripts/install-deps.sh full)");
+    false
+}
+
+/// Whether [`read_json`] validates reports: always under CI, elsewhere when jsonschema is here
+/// (a test that only reads a report is not ignored for want of it; it says so once).
+fn reports_are_validated() -> bool {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if jsonschema_present() {
+        return true;
+    }
+    assert!(
+        !under_ci(),
+        "python3 with the jsonschema module is required under CI to validate reports"
+    );
+    WARNED.call_once(|| {
+        eprintln!(
+            "NOTE: reports are not validated against their schemas: python3 lacks jsonschema"
+        );
+    });
+    false
+}
+
+/// `schemas/<name>.schema.json` in the checkout.
+pub fn schema_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{name}.schema.json"))
+}
+
+/// Validates `text` against the schema file with Python's jsonschema (draft 2020-12, the schema
+/// itself checked first); returns the errors, one line each (`$.path: message`). `text` is one
+/// JSON document, or JSON lines (the event stream), whose errors start with `line N: `.
+pub fn schema_errors(schema: &Path, text: &str) -> Vec<String> {
+    let dir = TestDir::new();
+    let input = dir.write("document.json", text);
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.Draft202012Validator.check_schema(schema)\n\
+        v = jsonschema.Draft202012Validator(schema)\n\
+        text = open(sys.argv[2]).read()\n\
+        try:\n\
+        \x20   docs = [('', json.loads(text))]\n\
+        except ValueError:\n\
+        \x20   docs = [(f'line {n}: ', json.loads(l)) for n, l in enumerate(text.splitlines(), 1) if l.strip()]\n\
+        for where, doc in docs:\n\
+        \x20   for e in sorted(v.iter_errors(doc), key=lambda e: e.json_path):\n\
+        \x20       print(f'{where}{e.json_path}: {e.message}')\n";
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(schema)
+            .arg(&input),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts that `value` is valid against `schemas/<name>.schema.json`.
+pub fn assert_matches_schema(name: &str, value: &Value) {
+    let text = serde_json::to_string_pretty(value).expect("json");
+    let errors = schema_errors(&schema_path(name), &text);
+    assert!(
+        errors.is_empty(),
+        "not valid against schemas/{name}.schema.json:\n{}\n{text}",
+        errors.join("\n")
+    );
 }
 
 /// Every file under `dir`, relative, sorted.

@@ -37,11 +37,11 @@ pub const DEFAULT_TIMEOUT_SECONDS: f64 = 300.0;
 /// A week: longer is certainly a typo, and keeps the seconds within what a timer can hold.
 pub const MAX_TIMEOUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 
-const COMMON_KEYS: &[&str] = &["type", "timeout", "continue_on_error", "retry"];
-const SCRIPT_KEYS: &[&str] = &["path", "args", "env", "working_directory"];
-const PYTHON_KEYS: &[&str] = &["module", "function", "args"];
-const HTTP_KEYS: &[&str] = &["url", "method", "headers", "body"];
-const RETRY_KEYS: &[&str] = &[
+pub(super) const COMMON_KEYS: &[&str] = &["type", "timeout", "continue_on_error", "retry"];
+pub(super) const SCRIPT_KEYS: &[&str] = &["path", "args", "env", "working_directory"];
+pub(super) const PYTHON_KEYS: &[&str] = &["module", "function", "args"];
+pub(super) const HTTP_KEYS: &[&str] = &["url", "method", "headers", "body"];
+pub(super) const RETRY_KEYS: &[&str] = &[
     "max_retries",
     "initial_delay",
     "strategy",
