@@ -88,7 +88,12 @@ pub(super) fn run(
             bytes: plan.disks.iter().map(|d| d.expected_bytes).sum(),
         },
     );
-    let outcome = pipeline::run_vm(&plan, &cancel, &display.sink());
+    let outcome = pipeline::run_vm(
+        &plan,
+        &cancel,
+        &display.sink(),
+        &pipeline::SpaceLedger::new(),
+    );
     display.finish();
 
     let vm_report = report::vm_report(&plan, &outcome);

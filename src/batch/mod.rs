@@ -417,6 +417,8 @@ impl PreparedBatch {
         let results = Mutex::new(results);
         let queue = Mutex::new(queue);
         let stop = AtomicBool::new(false);
+        // The VMs converting at once share it, so their outputs add up on a filesystem.
+        let space = pipeline::SpaceLedger::new();
         let continue_on_error = self.continue_on_error;
         let record = |results: &Mutex<Vec<Option<VmResult>>>| {
             let snapshot: Vec<VmResult> = results
@@ -484,7 +486,7 @@ impl PreparedBatch {
                 with_notes = p;
                 &with_notes
             };
-            let outcome = pipeline::run_vm(plan, cancel, events);
+            let outcome = pipeline::run_vm(plan, cancel, events, &space);
             let mut result = ran(entry, plan, &outcome, fingerprint.clone());
             if let Some(path) = &plan.report_path {
                 let vm_report = report::vm_report(plan, &outcome);

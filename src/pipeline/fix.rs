@@ -161,7 +161,8 @@ pub fn preview_fix(
         return Err("pipeline.fix is not enabled".to_owned());
     };
     let events = EventSink::discard();
-    let mut run = Run::new(plan, cancel, &events);
+    let space = super::SpaceLedger::new();
+    let mut run = Run::new(plan, cancel, &events, &space);
     let env = guest::env(plan).map_err(|f| f.message)?;
     let mut drives = Vec::new();
     for idx in 0..plan.disks.len() {
