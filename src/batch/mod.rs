@@ -248,7 +248,9 @@ fn load_vm(batch: &BatchManifest, entry: &VmEntry) -> Result<Loaded, String> {
             entry.manifest.display()
         ));
     }
-    let doc = crate::config::load_document(&entry.manifest).map_err(|e| e.to_string())?;
+    let doc =
+        crate::config::load_document_as(&entry.manifest, crate::config::DocumentKind::Manifest)
+            .map_err(|e| e.to_string())?;
     let layers = Layers {
         shared_config: (!batch.shared_config.is_empty()).then(|| batch.shared_config.clone()),
         overrides: (!entry.overrides.is_empty()).then(|| entry.overrides.clone()),
