@@ -111,7 +111,14 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
             RepairError::Guest(GuestError::Cancelled)
                 | RepairError::Inspect(InspectError::Guest(GuestError::Cancelled))
         );
-        with_backups(guest::failure(&e, interrupted), &backups)
+        let failure = match &e {
+            // What the guest is (no operating system...), said as inspect says it.
+            RepairError::Inspect(verdict) if !matches!(verdict, InspectError::Guest(_)) => {
+                StageFailure::new(guest::refusal(verdict))
+            }
+            _ => guest::failure(&e, interrupted),
+        };
+        with_backups(failure, &backups)
     })?;
     if let Err(e) = finished {
         return Err(with_backups(
