@@ -63,6 +63,157 @@ pub enum ConfigError {
     Syntax { path: PathBuf, message: String },
     #[error("{path}: the top level must be a mapping (an object), found {found}")]
     NotAMapping { path: PathBuf, found: &'static str },
+    /// A file of another kind than the option it was given to (a batch manifest given to
+    /// `--manifest`), recognised before the strict parse would list its keys as unknown.
+    #[error(
+        "{} is {} ({evidence}), not {}: {}",
+        path.display(),
+        found.name(),
+        expected.name(),
+        found.advice(path)
+    )]
+    WrongKind {
+        path: PathBuf,
+        found: DocumentKind,
+        expected: DocumentKind,
+        /// What gave it away: `it has "vms"`, `it starts with <domain>`.
+        evidence: String,
+    },
+}
+
+/// The kinds of file hyper2kvm reads from the command line, as far as they can be told apart
+/// by a glance: the keys only one kind has, or a domain's opening tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DocumentKind {
+    /// An Artifact Manifest v1 (`--manifest`).
+    Manifest,
+    /// A Batch Manifest v1 (`--batch-manifest`).
+    BatchManifest,
+    /// A `--config` file: tool options and manifest content.
+    Config,
+    /// A libvirt domain definition (`--libvirt-xml`).
+    DomainXml,
+}
+
+/// Keys only a VM manifest has at its top level.
+const MANIFEST_KEYS: &[&str] = &["manifest_version", "disks"];
+/// Keys only a batch manifest has at its top level.
+const BATCH_KEYS: &[&str] = &["batch_version", "vms", "batch_metadata", "shared_config"];
+
+impl DocumentKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DocumentKind::Manifest => "a VM manifest",
+            DocumentKind::BatchManifest => "a batch manifest",
+            DocumentKind::Config => "a configuration file",
+            DocumentKind::DomainXml => "a libvirt domain XML",
+        }
+    }
+
+    /// What to do with a file of this kind.
+    fn advice(self, path: &Path) -> String {
+        let shown = crate::diag::shell_word(&path.display().to_string());
+        match self {
+            DocumentKind::Manifest => format!("run hyper2kvm --manifest {shown}"),
+            DocumentKind::BatchManifest => format!("run hyper2kvm --batch-manifest {shown}"),
+            DocumentKind::Config => format!("pass it with --config {shown}"),
+            DocumentKind::DomainXml => format!(
+                "import it with hyper2kvm --libvirt-xml {shown} --output-dir DIR, which writes \
+                 a VM manifest for it"
+            ),
+        }
+    }
+}
+
+/// What a parsed document is, when its top-level keys say so unambiguously: keys of one kind
+/// and none of the other. Returns the kind and the keys that told.
+pub fn recognise(doc: &Map<String, Value>) -> Option<(DocumentKind, Vec<&'static str>)> {
+    let has = |keys: &[&'static str]| -> Vec<&'static str> {
+        keys.iter()
+            .copied()
+            .filter(|k| doc.contains_key(*k))
+            .collect()
+    };
+    let (manifest, batch) = (has(MANIFEST_KEYS), has(BATCH_KEYS));
+    match (manifest.is_empty(), batch.is_empty()) {
+        (false, true) => Some((DocumentKind::Manifest, manifest)),
+        (true, false) => Some((DocumentKind::BatchManifest, batch)),
+        _ => None,
+    }
+}
+
+/// Whether text is a libvirt domain definition: after an XML declaration, comments and a
+/// doctype, its first element is `<domain`.
+pub fn is_domain_xml(text: &str) -> bool {
+    let mut rest = text.trim_start_matches('\u{feff}').trim_start();
+    loop {
+        let skipped = [("<?", "?>"), ("<!--", "-->"), ("<!DOCTYPE", ">")]
+            .iter()
+            .find(|(open, _)| rest.starts_with(open))
+            .and_then(|(open, close)| {
+                rest[open.len()..]
+                    .find(close)
+                    .map(|i| open.len() + i + close.len())
+            });
+        match skipped {
+            Some(end) => rest = rest[end..].trim_start(),
+            None => break,
+        }
+    }
+    rest.strip_prefix("<domain")
+        .and_then(|r| r.chars().next())
+        .is_some_and(|c| c.is_whitespace() || c == '>' || c == '/')
+}
+
+/// `it has "vms"`, `it has "batch_version" and "vms"`.
+fn has_keys(keys: &[&str]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => format!("it has {last}"),
+        Some((last, rest)) => format!("it has {} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The error for a file that is recognisably of another kind than `expected`, if it is.
+fn wrong_kind(
+    path: &Path,
+    text: &str,
+    doc: Option<&Map<String, Value>>,
+    expected: DocumentKind,
+) -> Option<ConfigError> {
+    let (found, evidence) = if is_domain_xml(text) {
+        (
+            DocumentKind::DomainXml,
+            "it starts with <domain>".to_owned(),
+        )
+    } else {
+        let (kind, keys) = recognise(doc?)?;
+        (kind, has_keys(&keys))
+    };
+    let fits = match expected {
+        // A configuration file may hold a VM manifest's content.
+        DocumentKind::Config => {
+            found != DocumentKind::BatchManifest && found != DocumentKind::DomainXml
+        }
+        other => found == other,
+    };
+    (!fits).then(|| ConfigError::WrongKind {
+        path: path.to_owned(),
+        found,
+        expected,
+        evidence,
+    })
+}
+
+/// Whether a file that did not parse as `expected` is a document of a kind hyper2kvm knows
+/// (for a domain XML reader given a manifest).
+pub fn recognise_file(path: &Path, text: &str, expected: DocumentKind) -> Option<ConfigError> {
+    let doc = match parse_document(path, text) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    wrong_kind(path, text, doc.as_ref(), expected)
 }
 
 /// The syntax a document was read as.
@@ -83,10 +234,33 @@ impl fmt::Display for Syntax {
 
 /// Reads and parses a JSON or YAML file whose top level must be a mapping.
 pub fn load_document(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+    load(path, None)
+}
+
+/// [`load_document`] for a file given as `expected`: a file recognisably of another kind (see
+/// [`recognise`] and [`is_domain_xml`]) is refused as such, naming the option it belongs to.
+pub fn load_document_as(
+    path: &Path,
+    expected: DocumentKind,
+) -> Result<Map<String, Value>, ConfigError> {
+    load(path, Some(expected))
+}
+
+fn load(path: &Path, expected: Option<DocumentKind>) -> Result<Map<String, Value>, ConfigError> {
     let text = read_bounded(path, MAX_DOCUMENT_BYTES)?;
+    let wrong = |doc: Option<&Map<String, Value>>| {
+        expected.and_then(|kind| wrong_kind(path, &text, doc, kind))
+    };
+    // A domain XML is neither JSON nor YAML; say what it is rather than how it fails to parse.
+    if let Some(e) = wrong(None) {
+        return Err(e);
+    }
     let value = parse_document(path, &text)?;
     match value {
-        Value::Object(map) => Ok(map),
+        Value::Object(map) => match wrong(Some(&map)) {
+            Some(e) => Err(e),
+            None => Ok(map),
+        },
         other => Err(ConfigError::NotAMapping {
             path: path.to_owned(),
             found: kind_of(&other),
@@ -382,6 +556,72 @@ pub fn absolute(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn domain_xml_is_told_by_its_first_element() {
+        assert!(is_domain_xml("<domain type='kvm'>"));
+        assert!(is_domain_xml(
+            "\u{feff}<?xml version=\"1.0\"?>\n<!-- dumped -->\n<!DOCTYPE domain>\n  <domain>"
+        ));
+        assert!(is_domain_xml("<domain/>"));
+        assert!(!is_domain_xml("<domainsnapshot>"));
+        assert!(!is_domain_xml("<network>"));
+        assert!(!is_domain_xml("{\"domain\": {}}"));
+        assert!(!is_domain_xml("<!-- never closed <domain>"));
+    }
+
+    #[test]
+    fn kinds_are_told_by_keys_only_one_kind_has() {
+        let kind = |v: Value| recognise(&doc_of(v)).map(|(k, keys)| (k, keys.join(",")));
+        assert_eq!(
+            kind(json!({"vms": [], "batch_metadata": {}})),
+            Some((DocumentKind::BatchManifest, "vms,batch_metadata".to_owned()))
+        );
+        assert_eq!(
+            kind(json!({"disks": []})),
+            Some((DocumentKind::Manifest, "disks".to_owned()))
+        );
+        assert_eq!(kind(json!({"manifest_version": "1.0", "vms": []})), None);
+        assert_eq!(kind(json!({"output_dir": "/srv"})), None);
+    }
+
+    #[test]
+    fn wrong_kind_says_what_it_is_and_what_to_run() {
+        let batch = doc_of(json!({"vms": []}));
+        let e = wrong_kind(
+            Path::new("b.json"),
+            "",
+            Some(&batch),
+            DocumentKind::Manifest,
+        );
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some(
+                "b.json is a batch manifest (it has \"vms\"), not a VM manifest: run hyper2kvm \
+                 --batch-manifest b.json"
+            )
+        );
+        // A config file may hold a VM manifest's content, but not a batch manifest.
+        let vm = doc_of(json!({"manifest_version": "1.0"}));
+        assert!(wrong_kind(Path::new("v.json"), "", Some(&vm), DocumentKind::Config).is_none());
+        assert!(wrong_kind(Path::new("b.json"), "", Some(&batch), DocumentKind::Config).is_some());
+        assert!(
+            wrong_kind(
+                Path::new("b.json"),
+                "",
+                Some(&batch),
+                DocumentKind::BatchManifest
+            )
+            .is_none()
+        );
+    }
+
+    fn doc_of(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("an object"),
+        }
+    }
 
     #[test]
     fn files_without_a_directory_resolve_against_the_current_one() {

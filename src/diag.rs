@@ -11,6 +11,17 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// A word as a POSIX shell reads it back, for a command line shown to the user: words made
+/// only of safe characters stay bare, anything else is single-quoted.
+pub fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// One thing wrong with a document, at a field path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {

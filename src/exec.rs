@@ -221,18 +221,9 @@ impl fmt::Display for Command {
 /// bare, anything else is single-quoted.
 pub fn quote_argv(argv: &[String]) -> String {
     argv.iter()
-        .map(|word| quote_word(word))
+        .map(|word| crate::diag::shell_word(word))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn quote_word(word: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
-    if !word.is_empty() && word.chars().all(safe) {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 /// How a command ended.

@@ -43,6 +43,19 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `67108864` → `67,108,864`: an exact byte count that can still be read.
+pub fn exact_bytes(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +66,15 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(64 * 1024 * 1024), "64.0 MiB");
         assert_eq!(human_bytes(20 * 1024 * 1024 * 1024), "20.0 GiB");
+    }
+
+    #[test]
+    fn exact_sizes() {
+        assert_eq!(exact_bytes(0), "0");
+        assert_eq!(exact_bytes(999), "999");
+        assert_eq!(exact_bytes(1000), "1,000");
+        assert_eq!(exact_bytes(67_108_864), "67,108,864");
+        assert_eq!(exact_bytes(u64::MAX), "18,446,744,073,709,551,615");
     }
 
     #[test]

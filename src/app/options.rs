@@ -58,7 +58,7 @@ pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     let mut manifest_docs = Vec::new();
     let mut config_layer = Map::new();
     for file in &cli.config {
-        let mut doc = config::load_document(file)?;
+        let mut doc = config::load_document_as(file, config::DocumentKind::Config)?;
         let base = config::dir_of(file);
         take_options(file, &base, &mut doc, &mut options)?;
         if doc.contains_key("manifest_version") {
@@ -88,7 +88,7 @@ pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     }
     // A file named as a manifest is one, whatever it holds (validation says what is missing).
     if let Some(path) = cli.manifest.clone().or_else(|| options.manifest.take()) {
-        let doc = config::load_document(&path)?;
+        let doc = config::load_document_as(&path, config::DocumentKind::Manifest)?;
         manifest_docs.push((path, doc));
     }
     // The command line beats config files.

@@ -90,7 +90,12 @@ pub(super) fn run(
             widest_id: plan.vm_id.chars().count(),
         },
     );
-    let outcome = pipeline::run_vm(&plan, &cancel, &display.sink());
+    let outcome = pipeline::run_vm(
+        &plan,
+        &cancel,
+        &display.sink(),
+        &pipeline::SpaceLedger::new(),
+    );
     display.finish();
 
     let vm_report = report::vm_report(&plan, &outcome);

@@ -251,7 +251,9 @@ fn load_vm(batch: &BatchManifest, entry: &VmEntry) -> Result<Loaded, String> {
             entry.manifest.display()
         ));
     }
-    let doc = crate::config::load_document(&entry.manifest).map_err(|e| e.to_string())?;
+    let doc =
+        crate::config::load_document_as(&entry.manifest, crate::config::DocumentKind::Manifest)
+            .map_err(|e| e.to_string())?;
     let layers = Layers {
         shared_config: (!batch.shared_config.is_empty()).then(|| batch.shared_config.clone()),
         overrides: (!entry.overrides.is_empty()).then(|| entry.overrides.clone()),
@@ -430,6 +432,8 @@ impl PreparedBatch {
         let results = Mutex::new(results);
         let queue = Mutex::new(queue);
         let stop = AtomicBool::new(false);
+        // The VMs converting at once share it, so their outputs add up on a filesystem.
+        let space = pipeline::SpaceLedger::new();
         let continue_on_error = self.continue_on_error;
         let record = |results: &Mutex<Vec<Option<VmResult>>>| {
             let snapshot: Vec<VmResult> = results
@@ -501,7 +505,7 @@ impl PreparedBatch {
                 &with_notes
             };
             let start_offset = crate::units::seconds(started.elapsed());
-            let outcome = pipeline::run_vm(plan, cancel, events);
+            let outcome = pipeline::run_vm(plan, cancel, events, &space);
             let mut result = ran(entry, plan, &outcome, fingerprint.clone());
             result.start_offset_seconds = Some(start_offset);
             result.slot = Some(slot);

@@ -80,6 +80,9 @@ pub enum ImportError {
     },
     #[error("Failed to parse domain XML {}: {err}", path.display())]
     Xml { path: PathBuf, err: XmlError },
+    /// A manifest or batch manifest given as the domain XML.
+    #[error(transparent)]
+    WrongKind(config::ConfigError),
     #[error(
         "invalid domain XML {} ({} problem{}):\n{}",
         path.display(),
@@ -1376,9 +1379,14 @@ pub fn run(
 ) -> Result<ImportOutcome, ImportError> {
     let xml_path = config::absolute(&opts.xml_path);
     let text = read_xml(&xml_path)?;
-    let root = xml::parse(&text).map_err(|err| ImportError::Xml {
-        path: xml_path.clone(),
-        err,
+    let root = xml::parse(&text).map_err(|err| {
+        match config::recognise_file(&opts.xml_path, &text, config::DocumentKind::DomainXml) {
+            Some(kind) => ImportError::WrongKind(kind),
+            None => ImportError::Xml {
+                path: xml_path.clone(),
+                err,
+            },
+        }
     })?;
     let xml_dir = config::dir_of(&xml_path);
     let facts = read_domain(&root, &xml_dir).map_err(|problems| ImportError::Invalid {

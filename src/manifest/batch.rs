@@ -73,7 +73,7 @@ impl BatchManifest {
 
 /// Reads and validates a batch manifest.
 pub fn load(path: &Path) -> Result<BatchManifest, BatchManifestError> {
-    let doc = config::load_document(path)?;
+    let doc = config::load_document_as(path, config::DocumentKind::BatchManifest)?;
     let path = config::absolute(path);
     let dir = config::dir_of(&path);
     let mut problems = Problems::default();

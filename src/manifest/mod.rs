@@ -165,7 +165,7 @@ impl Loaded {
 
 /// Reads a manifest file and resolves it with no batch layers.
 pub fn load(path: &Path) -> Result<Loaded, ManifestError> {
-    let doc = config::load_document(path)?;
+    let doc = config::load_document_as(path, config::DocumentKind::Manifest)?;
     resolve(path, doc, &Layers::default())
 }
 

@@ -47,6 +47,27 @@ pub struct LoadResult {
     pub checksums_verified_during_convert: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum_seconds: Option<f64>,
+    /// The free-space check: one entry per filesystem that receives outputs (none when nothing
+    /// is converted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output_space: Vec<OutputSpace>,
+}
+
+/// What one filesystem must hold of a VM's outputs, and what it had free when the VM started.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputSpace {
+    /// The top of the filesystem (its mount point, as far as the path shows it).
+    pub filesystem: PathBuf,
+    /// The output directories on it.
+    pub directories: Vec<PathBuf>,
+    pub disks: Vec<String>,
+    /// The sum of `qemu-img measure`'s `required` for these disks' outputs.
+    pub required_bytes: u64,
+    /// `statvfs`: `f_bavail * f_frsize`.
+    pub free_bytes: u64,
+    /// Of the free bytes, what other VMs of the batch converting to this filesystem at the
+    /// same time have still to write.
+    pub promised_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

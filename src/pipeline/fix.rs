@@ -111,7 +111,14 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
             RepairError::Guest(GuestError::Cancelled)
                 | RepairError::Inspect(InspectError::Guest(GuestError::Cancelled))
         );
-        with_backups(guest::failure(&e, interrupted), &backups)
+        let failure = match &e {
+            // What the guest is (no operating system...), said as inspect says it.
+            RepairError::Inspect(verdict) if !matches!(verdict, InspectError::Guest(_)) => {
+                StageFailure::new(guest::refusal(verdict))
+            }
+            _ => guest::failure(&e, interrupted),
+        };
+        with_backups(failure, &backups)
     })?;
     if let Err(e) = finished {
         return Err(with_backups(
@@ -161,7 +168,8 @@ pub fn preview_fix(
         return Err("pipeline.fix is not enabled".to_owned());
     };
     let events = EventSink::discard();
-    let mut run = Run::new(plan, cancel, &events);
+    let space = super::SpaceLedger::new();
+    let mut run = Run::new(plan, cancel, &events, &space);
     let env = guest::env(plan).map_err(|f| f.message)?;
     let mut drives = Vec::new();
     for idx in 0..plan.disks.len() {

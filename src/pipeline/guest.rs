@@ -1,9 +1,10 @@
 //! The libguestfs appliance as inspect and fix use it: located at plan time, launched once per
-//! stage, its failures turned into stage failures.
+//! stage, its failures turned into stage failures, and the words for a guest fix refuses.
 
 use super::{Run, StageFailure};
 use crate::diag::error_chain;
 use crate::events::Event;
+use crate::guest::inspect::InspectError;
 use crate::plan::VmPlan;
 use crate::stage::Stage;
 use crate::tools::guestfish::{Drive, GuestEnv, GuestError, Session};
@@ -13,6 +14,19 @@ pub(super) fn env(plan: &VmPlan) -> Result<&GuestEnv, StageFailure> {
     plan.guest_env
         .as_ref()
         .ok_or_else(|| StageFailure::new("internal: libguestfs was not located at plan time"))
+}
+
+/// Why the fix stage cannot repair a guest, as its inspection found it, with what to do about a
+/// VM that has no operating system at all (a data disk).
+pub(super) fn refusal(e: &InspectError) -> String {
+    match e {
+        InspectError::NoOs { encrypted } if encrypted.is_empty() => format!(
+            "{e}. The fix stage repairs an installed operating system and there is none here; \
+             for a data-only VM turn it off: set pipeline.fix.enabled: false in the manifest \
+             (or its batch entry's overrides)"
+        ),
+        other => error_chain(other),
+    }
 }
 
 pub(super) fn failure(e: &dyn std::error::Error, interrupted: bool) -> StageFailure {

@@ -60,24 +60,60 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<InspectResult, StageFailure> {
     };
     if run.plan.inspect.as_ref().is_some_and(|i| i.guest_info) {
         // Like upstream, what the guest turns out to be is information: a guest libguestfs
-        // cannot read is a warning here (the fix stage, when enabled, makes it an error).
+        // cannot read is a warning here. But the fix stage inspects the same disks again and
+        // repairs only a single operating system it can mount: when it is planned, a guest it
+        // would refuse stops the VM now, before a second appliance launch.
         match inspect_guest(run) {
             Ok(info) => result.guest = Some(info),
-            Err(f) if f.interrupted => return Err(f),
-            Err(f) => {
+            Err(Failed::Verdict(e)) if run.plan.fix.is_some() => {
+                return Err(StageFailure::new(guest::refusal(&e)));
+            }
+            Err(Failed::Stage(f)) if f.interrupted => return Err(f),
+            Err(failed) => {
+                let message = match failed {
+                    Failed::Verdict(e) => error_chain(&e),
+                    Failed::Stage(f) => f.message,
+                };
                 run.warn(
                     Stage::Inspect,
-                    format!("guest inspection failed: {}", f.message),
+                    format!("guest inspection failed: {message}"),
                 );
-                result.guest_inspection_error = Some(f.message);
+                result.guest_inspection_error = Some(message);
             }
         }
     }
     Ok(result)
 }
 
+/// How looking inside the guest failed.
+enum Failed {
+    /// The appliance could not be used (or the run was interrupted).
+    Stage(StageFailure),
+    /// Inspection ran and found a guest the fix stage cannot repair (no operating system,
+    /// several, or one behind encryption or an unmountable filesystem).
+    Verdict(InspectError),
+}
+
+impl From<StageFailure> for Failed {
+    fn from(f: StageFailure) -> Self {
+        Failed::Stage(f)
+    }
+}
+
+impl From<InspectError> for Failed {
+    fn from(e: InspectError) -> Self {
+        match e {
+            InspectError::Guest(g) => {
+                let interrupted = matches!(g, GuestError::Cancelled);
+                Failed::Stage(guest::failure(&g, interrupted))
+            }
+            verdict => Failed::Verdict(verdict),
+        }
+    }
+}
+
 /// Looks inside the guest read-only: OS, filesystems, mount points, kernels.
-fn inspect_guest(run: &mut Run<'_>) -> Result<GuestInfo, StageFailure> {
+fn inspect_guest(run: &mut Run<'_>) -> Result<GuestInfo, Failed> {
     let plan = run.plan;
     let env = guest::env(plan)?;
     let mut drives = Vec::new();
@@ -91,16 +127,13 @@ fn inspect_guest(run: &mut Run<'_>) -> Result<GuestInfo, StageFailure> {
     }
     let mut session = guest::launch(run, env, &drives, Stage::Inspect)?;
     let result = guest_inspect::inspect(&mut session)
-        .map_err(|e| {
-            let interrupted = matches!(e, InspectError::Guest(GuestError::Cancelled));
-            guest::failure(&e, interrupted)
-        })
+        .map_err(Failed::from)
         .and_then(|mut info| {
             // Mounting read-only lists the installed kernels; an unmountable guest still has
             // the rest of its inspection data.
             if let Err(e) = guest_inspect::mount(&mut session, &mut info, true) {
                 if matches!(e, InspectError::Guest(GuestError::Cancelled)) {
-                    return Err(StageFailure::interrupted());
+                    return Err(Failed::Stage(StageFailure::interrupted()));
                 }
                 run.warnings
                     .push(Message::now(Stage::Inspect, error_chain(&e)));
@@ -112,7 +145,8 @@ fn inspect_guest(run: &mut Run<'_>) -> Result<GuestInfo, StageFailure> {
     if let Err(e) = finished
         && result.is_ok()
     {
-        return Err(guest::failure(&e, matches!(e, GuestError::Cancelled)));
+        let interrupted = matches!(e, GuestError::Cancelled);
+        return Err(Failed::Stage(guest::failure(&e, interrupted)));
     }
     result
 }

@@ -27,6 +27,7 @@ mod inspect;
 mod libvirt;
 mod load;
 mod source;
+mod space;
 mod stall;
 mod validate;
 
@@ -47,6 +48,7 @@ use crate::units::seconds_since;
 pub const RECORD: &str = "hyper2kvm::record";
 
 pub use fix::preview_fix;
+pub use space::SpaceLedger;
 
 /// What a stage function hands back when it fails.
 struct StageFailure {
@@ -85,6 +87,8 @@ struct Run<'a> {
     plan: &'a VmPlan,
     cancel: &'a CancelToken,
     events: &'a EventSink,
+    /// What the VMs running beside this one were promised (see [`space`]).
+    space: &'a SpaceLedger,
     warnings: Vec<Message>,
     /// The commands of the stage running now.
     commands: Vec<CommandRecord>,
@@ -104,11 +108,17 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(plan: &'a VmPlan, cancel: &'a CancelToken, events: &'a EventSink) -> Self {
+    fn new(
+        plan: &'a VmPlan,
+        cancel: &'a CancelToken,
+        events: &'a EventSink,
+        space: &'a SpaceLedger,
+    ) -> Self {
         Run {
             plan,
             cancel,
             events,
+            space,
             warnings: Vec::new(),
             commands: Vec::new(),
             facts: vec![None; plan.disks.len()],
@@ -150,8 +160,14 @@ fn run_stage(stage: Stage, run: &mut Run<'_>) -> Result<StageResult, StageFailur
     }
 }
 
-/// Runs every planned stage of one VM.
-pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutcome {
+/// Runs every planned stage of one VM. `space` is shared by the VMs that run at the same time
+/// (a batch's), so their outputs add up in the free-space check.
+pub fn run_vm(
+    plan: &VmPlan,
+    cancel: &CancelToken,
+    events: &EventSink,
+    space: &SpaceLedger,
+) -> VmOutcome {
     let started_at = crate::clock::now_local();
     let started = Instant::now();
     events.send(Event::VmStarted {
@@ -168,7 +184,7 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
         // Shown whatever the progress display, not only in the report.
         tracing::warn!("{}: {}", plan.vm_id, crate::plan::NO_STAGE);
     }
-    let mut run = Run::new(plan, cancel, events);
+    let mut run = Run::new(plan, cancel, events, space);
     run.warnings = plan
         .notes
         .iter()
@@ -256,6 +272,8 @@ pub fn run_vm(plan: &VmPlan, cancel: &CancelToken, events: &EventSink) -> VmOutc
 
     checksums::record(&mut run, &mut stages, &mut errors, &mut status);
     remove_work_dir(&mut run);
+    // What this VM wrote is on the filesystem now, or was removed.
+    space.release(&plan.vm_id);
     let outcome = VmOutcome {
         vm_id: plan.vm_id.clone(),
         status,

@@ -18,6 +18,35 @@ pub struct ConvertPlan {
     pub preallocation: Option<Preallocation>,
 }
 
+/// What `qemu-img measure` is asked, to learn the bytes an output takes (see the free-space
+/// check in the pipeline): `-O <target> [-o <options>]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeasureTarget {
+    pub format: &'static str,
+    pub options: Option<String>,
+}
+
+impl ConvertPlan {
+    /// qemu-img measures qcow2 and raw only, and its raw answer is the whole virtual size,
+    /// while convert writes raw output sparse (zeros are skipped). So: qcow2 is measured as
+    /// itself, with its preallocation; raw without preallocation as qcow2 (the source's
+    /// allocated data plus qcow2's small metadata, a bound on what the sparse file takes); raw
+    /// with preallocation as raw (all of it); vdi, which allocates in 1 MiB blocks, as qcow2
+    /// with 1 MiB clusters. Compression is left out: the measure is then an upper bound.
+    pub fn measure_target(&self) -> MeasureTarget {
+        let (format, options) = match (self.format, self.preallocation) {
+            (OutputFormat::Qcow2, None) => ("qcow2", None),
+            (OutputFormat::Qcow2, Some(mode)) => {
+                ("qcow2", Some(format!("preallocation={}", mode.name())))
+            }
+            (OutputFormat::Raw, None) => ("qcow2", None),
+            (OutputFormat::Raw, Some(_)) => ("raw", None),
+            (OutputFormat::Vdi, _) => ("qcow2", Some("cluster_size=1M".to_owned())),
+        };
+        MeasureTarget { format, options }
+    }
+}
+
 /// The format outputs are written in.
 pub(super) fn output_format(m: &Manifest, notes: &mut Vec<String>) -> OutputFormat {
     let format = m.storage_mapping.format_override.unwrap_or(m.output.format);
@@ -122,4 +151,42 @@ fn zstd_supported(qemu_img: &QemuImg) -> bool {
     };
     let cmd = qemu_img.zstd_probe_cmd(&scratch.path().join("probe.qcow2"));
     exec::run(&cmd, Watch::default()).is_ok_and(|o| o.record.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(format: OutputFormat, preallocation: Option<Preallocation>) -> ConvertPlan {
+        ConvertPlan {
+            format,
+            compression: None,
+            parallel_writes: true,
+            check_source: false,
+            preallocation,
+        }
+    }
+
+    #[test]
+    fn measure_asks_for_what_convert_writes() {
+        let target = |f, p| {
+            let t = plan(f, p).measure_target();
+            (t.format, t.options)
+        };
+        assert_eq!(target(OutputFormat::Qcow2, None), ("qcow2", None));
+        assert_eq!(
+            target(OutputFormat::Qcow2, Some(Preallocation::Full)),
+            ("qcow2", Some("preallocation=full".to_owned()))
+        );
+        // Sparse raw output takes the data, not the virtual size qemu-img's raw answer is.
+        assert_eq!(target(OutputFormat::Raw, None), ("qcow2", None));
+        assert_eq!(
+            target(OutputFormat::Raw, Some(Preallocation::Falloc)),
+            ("raw", None)
+        );
+        assert_eq!(
+            target(OutputFormat::Vdi, None),
+            ("qcow2", Some("cluster_size=1M".to_owned()))
+        );
+    }
 }

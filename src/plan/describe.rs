@@ -106,6 +106,12 @@ impl VmPlan {
                 let _ = writeln!(s, "    verify {sum}");
             }
             let _ = writeln!(s, "    $ {}", q.probe_cmd(&d.source, aio(&d.source)));
+            if let (Some(_), Some(c)) = (&d.output, &self.convert) {
+                let target = c.measure_target();
+                let measure =
+                    q.measure_cmd(&d.source, driver, target.format, target.options.as_deref());
+                let _ = writeln!(s, "    $ {measure}");
+            }
             let check =
                 self.inspect.is_some() || self.convert.as_ref().is_some_and(|c| c.check_source);
             if check && d.declared.checkable() {

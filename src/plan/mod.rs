@@ -32,7 +32,7 @@ use crate::tools::Tool;
 use crate::tools::guestfish::GuestEnv;
 use crate::tools::qemu_img::{Aio, ConvertSpec, QemuImg};
 
-pub use convert::ConvertPlan;
+pub use convert::{ConvertPlan, MeasureTarget};
 pub use disks::{DiskPlan, same_file_key};
 pub use fix::{FixMode, FixPlan, InPlaceConsent, backup_files, overlay_path};
 pub use inspect::InspectPlan;

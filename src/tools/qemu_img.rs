@@ -228,6 +228,25 @@ impl QemuImg {
             .arg(image_arg(image))
     }
 
+    /// `qemu-img measure -f <driver> -O <target> [-o <options>]`: how many bytes writing the
+    /// image as `target` takes (see [`Measure`]). Read-only, and quick: it reads allocation
+    /// metadata, not data.
+    pub fn measure_cmd(
+        &self,
+        image: &Path,
+        driver: &str,
+        target: &str,
+        options: Option<&str>,
+    ) -> Command {
+        let mut cmd = self
+            .short()
+            .args(["measure", "--output=json", "-f", driver, "-O", target]);
+        if let Some(o) = options {
+            cmd = cmd.args(["-o", o]);
+        }
+        cmd.arg(image_arg(image))
+    }
+
     /// `qemu-img check -f <driver>`: structural consistency (formats that support it).
     pub fn check_cmd(&self, image: &Path, driver: &str) -> Command {
         self.cmd()
@@ -406,6 +425,21 @@ pub struct ImageInfo {
     /// qcow2 with LUKS encryption, or a LUKS image: unreadable without its secret.
     #[serde(default)]
     pub encrypted: bool,
+}
+
+/// The part of `qemu-img measure --output=json` we use: `required`, the bytes the new image
+/// takes (its metadata and the source's allocated data; `fully-allocated` would count every
+/// byte of the virtual size).
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct Measure {
+    pub required: u64,
+}
+
+impl Measure {
+    pub fn parse(stdout: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(stdout)
+            .map_err(|e| format!("unreadable qemu-img measure output: {e}"))
+    }
 }
 
 /// What to do with an image that has a backing file: flatten the chain from its top, never

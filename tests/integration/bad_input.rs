@@ -246,3 +246,84 @@ fn unquoted_yaml_version_and_misplaced_overrides() {
     );
     insta::assert_snapshot!(err);
 }
+
+const BATCH: &str = "{\"batch_version\": \"1.0\", \"vms\": [{\"manifest\": \"vm.json\"}], \"shared_config\": {\"output_directory\": \"out\"}}\n";
+const VM: &str = "{\"manifest_version\": \"1.0\", \"disks\": [{\"id\": \"d0\", \"source_format\": \"raw\", \"local_path\": \"disk.raw\"}]}\n";
+const DOMAIN: &str = "<?xml version=\"1.0\"?>\n<!-- virsh dumpxml web01 -->\n<domain type='kvm'>\n  <name>web01</name>\n</domain>\n";
+
+/// Runs the binary in `dir` with `args` (file names relative to it, as a user types them) and
+/// returns stderr, after checking that it exited 2 and wrote nothing.
+fn refused_in(dir: &TestDir, args: &[&str]) -> String {
+    let before = tree(dir.path());
+    let r = run(hyper2kvm().current_dir(dir.path()).args(args));
+    assert_eq!(
+        r.code,
+        Some(2),
+        "expected exit 2:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(tree(dir.path()), before, "nothing was written");
+    redact(&r.stderr, dir)
+}
+
+/// A batch manifest given as a VM manifest is named as what it is, with the option it belongs
+/// to, instead of one "unknown key" per batch key.
+#[test]
+fn batch_manifest_given_as_a_manifest_is_named() {
+    let dir = with_disk();
+    dir.write("batch.json", BATCH);
+    let err = refused_in(&dir, &["--manifest", "batch.json"]);
+    insta::assert_snapshot!(err, @r#"error: batch.json is a batch manifest (it has "batch_version", "vms" and "shared_config"), not a VM manifest: run hyper2kvm --batch-manifest batch.json"#);
+    dir.write("vms.yaml", "vms:\n  - manifest: vm.json\n");
+    let err = refused_in(&dir, &["--manifest", "vms.yaml"]);
+    insta::assert_snapshot!(err, @r#"error: vms.yaml is a batch manifest (it has "vms"), not a VM manifest: run hyper2kvm --batch-manifest vms.yaml"#);
+}
+
+/// The same through `--config`, where the file would otherwise be a configuration layer; the
+/// command shown quotes a name the shell would split.
+#[test]
+fn batch_manifest_given_as_a_config_file_is_named() {
+    let dir = with_disk();
+    dir.write("my batch.json", BATCH);
+    let err = refused_in(&dir, &["--config", "my batch.json"]);
+    insta::assert_snapshot!(err, @r#"error: my batch.json is a batch manifest (it has "batch_version", "vms" and "shared_config"), not a configuration file: run hyper2kvm --batch-manifest 'my batch.json'"#);
+}
+
+/// A VM manifest given as a batch manifest, or as the domain XML to import.
+#[test]
+fn vm_manifest_given_as_a_batch_or_domain_is_named() {
+    let dir = with_disk();
+    dir.write("vm.json", VM);
+    let err = refused_in(&dir, &["--batch-manifest", "vm.json"]);
+    insta::assert_snapshot!(err, @r#"error: vm.json is a VM manifest (it has "manifest_version" and "disks"), not a batch manifest: run hyper2kvm --manifest vm.json"#);
+    let err = refused_in(&dir, &["--libvirt-xml", "vm.json", "--output-dir", "out"]);
+    insta::assert_snapshot!(err, @r#"error: vm.json is a VM manifest (it has "manifest_version" and "disks"), not a libvirt domain XML: run hyper2kvm --manifest vm.json"#);
+}
+
+/// A libvirt domain XML given as a manifest, a config file or a batch manifest points to
+/// `--libvirt-xml`, not at how it fails to parse as JSON or YAML.
+#[test]
+fn domain_xml_given_as_a_manifest_points_to_import() {
+    let dir = with_disk();
+    dir.write("web01.xml", DOMAIN);
+    let as_manifest = refused_in(&dir, &["--manifest", "web01.xml"]);
+    insta::assert_snapshot!(as_manifest, @"error: web01.xml is a libvirt domain XML (it starts with <domain>), not a VM manifest: import it with hyper2kvm --libvirt-xml web01.xml --output-dir DIR, which writes a VM manifest for it");
+    let as_config = refused_in(&dir, &["--config", "web01.xml"]);
+    insta::assert_snapshot!(as_config, @"error: web01.xml is a libvirt domain XML (it starts with <domain>), not a configuration file: import it with hyper2kvm --libvirt-xml web01.xml --output-dir DIR, which writes a VM manifest for it");
+    let as_batch = refused_in(&dir, &["--batch-manifest", "web01.xml"]);
+    insta::assert_snapshot!(as_batch, @"error: web01.xml is a libvirt domain XML (it starts with <domain>), not a batch manifest: import it with hyper2kvm --libvirt-xml web01.xml --output-dir DIR, which writes a VM manifest for it");
+}
+
+/// A file with keys of both kinds is not guessed at: the strict parse lists what is wrong.
+#[test]
+fn a_mixed_file_is_validated_not_guessed() {
+    let dir = with_disk();
+    dir.write(
+        "mixed.json",
+        "{\"manifest_version\": \"1.0\", \"vms\": []}\n",
+    );
+    let err = refused_in(&dir, &["--manifest", "mixed.json"]);
+    assert!(err.starts_with("error: invalid manifest"), "{err}");
+    assert!(err.contains("unknown key 'vms'"), "{err}");
+}

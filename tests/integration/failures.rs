@@ -269,11 +269,22 @@ fn full_output_filesystem_fails_cleanly() {
     let dir = TestDir::new();
     let src = dir.join("a.raw");
     make_image(&src, "raw", None);
-    let Some(mount) = Mount::tmpfs(&dir.join("small"), "size=2M") else {
+    // Room for the output (4.5 MiB of data) when the run starts, so the free-space check
+    // passes; then a pre_convert hook fills the filesystem, as another writer could.
+    let Some(mount) = Mount::tmpfs(&dir.join("small"), "size=8M") else {
         return;
     };
+    let fill = dir.write(
+        "fill.sh",
+        "#!/bin/sh\nhead -c 7M /dev/zero > \"$1/filler\" 2>/dev/null\nexit 0\n",
+    );
+    std::fs::set_permissions(&fill, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
     let mut m = convert_manifest(vec![disk("d0", "raw", &src)], "qcow2", false);
     m["options"] = serde_json::json!({"report": {"path": dir.join("report.json")}});
+    m["hooks"] = serde_json::json!({"pre_convert": [
+        {"type": "script", "path": fill, "args": [mount.path]}
+    ]});
     write_json(&dir.join("vm.json"), &m);
     let r = run(hyper2kvm()
         .arg("--manifest")
@@ -283,7 +294,7 @@ fn full_output_filesystem_fails_cleanly() {
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     assert_eq!(
         tree(&mount.path),
-        Vec::<String>::new(),
+        ["filler"],
         "no .part left on the full disk"
     );
     let report = read_json(&dir.join("report.json"));
@@ -390,4 +401,216 @@ fn content_mismatch_in_a_later_range_names_its_offset() {
         .count();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     assert_eq!(compares, if cores > 1 { cores } else { 1 });
+}
+
+/// A raw image of `mib` MiB with every byte written (a pattern, through qemu-io), so it is not
+/// sparse and its output takes all of it.
+fn dense_raw(path: &Path, mib: u64) {
+    run_ok(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "raw"])
+            .arg(path)
+            .arg(format!("{mib}M")),
+    );
+    run_ok(
+        Command::new("qemu-io")
+            .args(["-f", "raw", "-c", &format!("write -P 0xab 0 {mib}M")])
+            .arg(path),
+    );
+}
+
+/// A manifest converting `disks` (id, image) to qcow2, its report outside the output
+/// directory, so a small output filesystem holds only what convert writes.
+fn space_manifest(dir: &TestDir, name: &str, disks: &[(&str, &Path)]) -> std::path::PathBuf {
+    let disks: Vec<serde_json::Value> = disks.iter().map(|(id, p)| disk(id, "raw", p)).collect();
+    let mut m = convert_manifest(disks, "qcow2", false);
+    m["source"]["vm_name"] = serde_json::json!(name);
+    m["options"] =
+        serde_json::json!({"report": {"path": dir.join(&format!("{name}.report.json"))}});
+    let path = dir.join(&format!("{name}.json"));
+    write_json(&path, &m);
+    path
+}
+
+/// The stages a report ran, in order.
+fn stages_run(report: &serde_json::Value) -> Vec<String> {
+    report["pipeline"]["stages"]
+        .as_object()
+        .expect("stages")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// A 64 MiB disk whose output cannot fit in a 20 MiB filesystem is refused by load_manifest,
+/// before convert creates anything, and the error says how much is needed and free, where, and
+/// for which disk.
+#[test]
+#[cfg_attr(
+    any(not_root, missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs root, qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn output_that_cannot_fit_is_refused_before_convert() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") || !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("root.raw");
+    dense_raw(&src, 64);
+    let Some(mount) = Mount::tmpfs(&dir.join("small"), "size=20m") else {
+        return;
+    };
+    let manifest = space_manifest(&dir, "web01", &[("root", &src)]);
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--output-dir")
+        .arg(mount.path.join("out")));
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        tree(&mount.path),
+        Vec::<String>::new(),
+        "nothing written on the small filesystem, no .part file"
+    );
+    let report = read_json(&dir.join("web01.report.json"));
+    assert_eq!(report["errors"][0]["stage"], "load_manifest");
+    assert_eq!(
+        stages_run(&report),
+        ["load_manifest"],
+        "convert never started"
+    );
+    let err = first_error(&report);
+    assert!(r.stdout.contains(&err), "{}", r.stdout);
+    insta::assert_snapshot!(redact(&err, &dir), @"not enough space for web01's output in [TMP]/small/out (filesystem [TMP]/small): needs 64.3 MiB (67,436,544 bytes) for disk root; 20.0 MiB (20,967,424 bytes) free; nothing was written: free some space there, or write the outputs elsewhere (output.directory or --output-dir)");
+}
+
+/// Two disks that each fit but not together: the check adds up the outputs on one filesystem.
+#[test]
+#[cfg_attr(
+    any(not_root, missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs root, qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn outputs_on_one_filesystem_add_up() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") || !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let (root, data) = (dir.join("root.raw"), dir.join("data.raw"));
+    dense_raw(&root, 12);
+    dense_raw(&data, 12);
+    let Some(mount) = Mount::tmpfs(&dir.join("small"), "size=20m") else {
+        return;
+    };
+    let manifest = space_manifest(&dir, "web01", &[("root", &root), ("data", &data)]);
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--output-dir")
+        .arg(&mount.path));
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(tree(&mount.path), Vec::<String>::new());
+    let report = read_json(&dir.join("web01.report.json"));
+    insta::assert_snapshot!(redact(&first_error(&report), &dir), @"not enough space for web01's output in [TMP]/small (filesystem [TMP]/small): needs 24.6 MiB (25,821,184 bytes) for disks root, data; 20.0 MiB (20,967,424 bytes) free; nothing was written: free some space there, or write the outputs elsewhere (output.directory or --output-dir)");
+}
+
+/// Outputs that fit pass the check, and the report says what was measured and what was free.
+#[test]
+#[cfg_attr(
+    any(not_root, missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs root, qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn output_that_fits_passes_the_space_check() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") || !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("root.raw");
+    dense_raw(&src, 12);
+    let Some(mount) = Mount::tmpfs(&dir.join("small"), "size=20m") else {
+        return;
+    };
+    let manifest = space_manifest(&dir, "web01", &[("root", &src)]);
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--output-dir")
+        .arg(&mount.path));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert_eq!(tree(&mount.path), ["root.qcow2", "web01.xml"]);
+    let report = read_json(&dir.join("web01.report.json"));
+    let space = &report["pipeline"]["stages"]["load_manifest"]["result"]["output_space"];
+    assert_eq!(space.as_array().map(Vec::len), Some(1), "{space:#}");
+    assert_eq!(space[0]["filesystem"], mount.path.display().to_string());
+    assert_eq!(space[0]["disks"], serde_json::json!(["root"]));
+    let required = space[0]["required_bytes"].as_u64().expect("required");
+    let free = space[0]["free_bytes"].as_u64().expect("free");
+    assert!(required <= free, "{space:#}");
+    assert!(
+        file_size(&mount.path.join("root.qcow2")) <= required,
+        "the measure is an upper bound of what convert wrote"
+    );
+}
+
+/// Two VMs of a batch converting at once to one filesystem add up too: each fits alone, both
+/// do not, so one of them (whichever checks second) is refused, and says which VM holds the
+/// rest of the space.
+#[test]
+#[cfg_attr(
+    any(not_root, missing_tool = "qemu-img", missing_tool = "qemu-io"),
+    ignore = "needs root, qemu-img and qemu-io (install: scripts/install-deps.sh core)"
+)]
+fn parallel_vms_add_up_on_one_filesystem() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") || !require_root() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = dir.join("root.raw");
+    dense_raw(&src, 12);
+    let Some(mount) = Mount::tmpfs(&dir.join("small"), "size=20m") else {
+        return;
+    };
+    for vm in ["web01", "web02"] {
+        let m = serde_json::json!({
+            "manifest_version": "1.0",
+            "source": {"vm_name": vm},
+            "disks": [disk("root", "raw", &src)],
+            "pipeline": {"convert": {"enabled": true}},
+            "output": {"format": "raw"},
+        });
+        write_json(&dir.join(&format!("{vm}.json")), &m);
+    }
+    let batch = serde_json::json!({
+        "batch_version": "1.0",
+        "batch_metadata": {"batch_id": "space", "parallel_limit": 2},
+        "vms": [{"manifest": "web01.json", "id": "web01"}, {"manifest": "web02.json", "id": "web02"}],
+        "shared_config": {"output_directory": mount.path},
+    });
+    write_json(&dir.join("batch.json"), &batch);
+    let r = run(hyper2kvm()
+        .arg("--batch-manifest")
+        .arg(dir.join("batch.json"))
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(3), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&mount.path.join("batch_report.json"));
+    let vms = report["vm_results"].as_array().expect("vm_results");
+    let failed: Vec<&serde_json::Value> = vms.iter().filter(|v| v["success"] == false).collect();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    let (loser, winner) = if failed[0]["vm_id"] == "web01" {
+        ("web01", "web02")
+    } else {
+        ("web02", "web01")
+    };
+    assert!(mount.path.join(winner).join("root.raw").is_file());
+    assert!(!mount.path.join(loser).join("root.raw").exists());
+    assert!(!mount.path.join(loser).join("root.raw.part").exists());
+    let err = failed[0]["error"].as_str().expect("error").to_owned();
+    // The winner had either written its output (then it is out of the free space) or not yet
+    // (then its promise is): both refuse the loser, in two wordings.
+    let err = redact(&err, &dir)
+        .replace(loser, "[LOSER]")
+        .replace(winner, "[WINNER]");
+    let re = regex_lite::Regex::new(r"\d+\.\d MiB \([\d,]+ bytes\) free(, of which [^;]*)?;")
+        .expect("regex");
+    let err = re.replace(&err, "[FREE];").into_owned();
+    insta::assert_snapshot!(err, @"load_manifest: not enough space for [LOSER]'s output in [TMP]/small/[LOSER] (filesystem [TMP]/small): needs 12.3 MiB (12,910,592 bytes) for disk root; [FREE]; nothing was written: free some space there, or write the outputs elsewhere (output.directory or --output-dir)");
 }

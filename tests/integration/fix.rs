@@ -416,7 +416,66 @@ fn no_operating_system() {
     if !tools() {
         return;
     }
-    insta::assert_snapshot!(refused(Guest::NoOs), @"no operating system was found on the disks; nothing was changed");
+    insta::assert_snapshot!(refused(Guest::NoOs), @"no operating system was found on the disks; nothing was changed. The fix stage repairs an installed operating system and there is none here; for a data-only VM turn it off: set pipeline.fix.enabled: false in the manifest (or its batch entry's overrides)");
+}
+
+/// With inspect looking inside the guest, a disk that holds a filesystem but no operating
+/// system stops the VM at inspect, with what to set for a data-only VM: one appliance launch,
+/// not a second one in fix to find the same.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "guestfish"),
+    ignore = "needs qemu-img and guestfish (install: scripts/install-deps.sh full)"
+)]
+fn no_operating_system_stops_at_inspect() {
+    if !tools() {
+        return;
+    }
+    let dir = TestDir::new();
+    let src = source(&dir, Guest::NoOs, "data", false);
+    let before = sha256(&src);
+    let path = manifest(
+        &dir,
+        &src,
+        "raw",
+        "pipeline:\n  inspect: {enabled: true, collect_guest_info: true}\n  fix: {enabled: true}\n  convert: {enabled: true}",
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    assert_eq!(sha256(&src), before);
+    assert_eq!(
+        tree(&dir.join("output")),
+        ["report.json"],
+        "no fix console, no output"
+    );
+    let report = read_json(&dir.join("output/report.json"));
+    assert_eq!(report["errors"][0]["stage"], "inspect");
+    let stages = report["pipeline"]["stages"].as_object().expect("stages");
+    assert_eq!(
+        stages.keys().collect::<Vec<_>>(),
+        ["load_manifest", "inspect"],
+        "fix never ran"
+    );
+    assert_eq!(stages["inspect"]["success"], false);
+    let launches = stages
+        .values()
+        .flat_map(|s| s["commands"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["argv"][1] == "--listen")
+        .count();
+    assert_eq!(launches, 1, "one appliance launch");
+    let message = redact(
+        report["errors"][0]["message"].as_str().unwrap_or_default(),
+        &dir,
+    );
+    assert!(
+        r.stdout.contains("error (inspect): no operating system"),
+        "{}",
+        r.stdout
+    );
+    insta::assert_snapshot!(message, @"no operating system was found on the disks; nothing was changed. The fix stage repairs an installed operating system and there is none here; for a data-only VM turn it off: set pipeline.fix.enabled: false in the manifest (or its batch entry's overrides)");
 }
 
 /// A root filesystem whose group descriptors are garbage: its superblock still says ext4, so

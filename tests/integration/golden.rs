@@ -11,7 +11,9 @@
 //!   identity, which holds the boot disk's path when the source has no UUID), the domain XML's
 //!   size (it holds the test directory's path) and so `bytes_written`, `bytes_read` (qemu-img's `actual-size` is what the filesystem
 //!   allocated), batch fingerprints (a hash over the manifest path);
-//! - host facts: the appliance's vCPU count, the KVM probe's verdict, SeaBIOS's version;
+//! - host facts: the appliance's vCPU count, the KVM probe's verdict, SeaBIOS's version, the
+//!   free-space check's filesystem and free bytes (and, in a batch, the bytes the VMs running
+//!   beside one had still to write);
 //! - where a console read stopped: the period after SeaBIOS's `No bootable device`;
 //! - values the fixtures make at random: VMDK digests (qemu-img writes a random CID), the phony
 //!   guest's filesystem UUIDs.
@@ -62,6 +64,8 @@ fn redact_times(v: &mut Value) {
                     } else if k == "sources" {
                         redact_pinned_sizes(val);
                         walk(val, rfc3339);
+                    } else if k == "output_space" {
+                        redact_free_space(val);
                     } else {
                         walk(val, rfc3339);
                     }
@@ -96,6 +100,41 @@ fn redact_pinned_sizes(sources: &mut Value) {
             path.display()
         );
         s["size_bytes"] = json!("[SOURCE_BYTES]");
+    }
+}
+
+/// The free-space check's host facts (the filesystem the test directory is on, its free bytes,
+/// and in a batch what the VMs running beside one had still to write, which depends on timing),
+/// checked for sense, then redacted.
+fn redact_free_space(checks: &mut Value) {
+    for c in checks.as_array_mut().expect("output_space is a list") {
+        let fs = PathBuf::from(c["filesystem"].as_str().expect("filesystem"));
+        for d in c["directories"].as_array().expect("directories") {
+            let d = Path::new(d.as_str().expect("a directory"));
+            let real = d.canonicalize().expect("the output directory exists");
+            assert!(
+                real.starts_with(&fs),
+                "{} not on {}",
+                d.display(),
+                fs.display()
+            );
+        }
+        let (free, promised) = (
+            c["free_bytes"].as_u64().expect("free_bytes"),
+            c["promised_bytes"].as_u64().expect("promised_bytes"),
+        );
+        // A test that redacted the measure itself has checked it against qemu-img already.
+        let required = match &c["required_bytes"] {
+            Value::String(placeholder) => {
+                assert!(placeholder.starts_with('['), "{c:#}");
+                1
+            }
+            n => n.as_u64().expect("required_bytes"),
+        };
+        assert!(required > 0 && required + promised <= free, "{c:#}");
+        c["filesystem"] = json!("[FILESYSTEM]");
+        c["free_bytes"] = json!("[FREE_BYTES]");
+        c["promised_bytes"] = json!("[PROMISED_BYTES]");
     }
 }
 
@@ -463,6 +502,17 @@ fn golden_guest_fix_report() {
         "/pipeline/stages/inspect/result/disks/0/size_human",
         json!("[VMDK_SIZE]"),
     );
+    // What the free-space check measured follows the source's allocation, so it moves the same
+    // way: checked against qemu-img itself.
+    let measured = run_ok(
+        Command::new("qemu-img")
+            .args(["measure", "--output=json", "-f", "vmdk", "-O", "qcow2"])
+            .arg(&src),
+    );
+    let measured: Value = serde_json::from_slice(&measured.stdout).expect("measure JSON");
+    let p = "/pipeline/stages/load_manifest/result/output_space/0/required_bytes";
+    assert_eq!(Some(u64_at(&report, p)), measured["required"].as_u64());
+    set(&mut report, p, json!("[MEASURED_BYTES]"));
     // The source converted is the repaired overlay, gone after the run: its allocation is
     // whatever the repair wrote.
     let read = u64_at(&report, "/pipeline/bytes_read");

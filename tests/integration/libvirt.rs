@@ -535,7 +535,10 @@ fn rejected_file(dir: &TestDir, path: &Path) -> String {
 fn not_xml() {
     let dir = TestDir::new();
     let err = rejected(&dir, "{\"manifest_version\": \"1.0\", \"disks\": []}\n");
-    insta::assert_snapshot!(err, @r#"error: Failed to parse domain XML [TMP]/domain.xml: line 1, column 1: text outside the root element ('{"manifest_version": "1.0", "disks": []}'); this is not an XML document"#);
+    insta::assert_snapshot!(err, @r#"error: [TMP]/domain.xml is a VM manifest (it has "manifest_version" and "disks"), not a libvirt domain XML: run hyper2kvm --manifest [TMP]/domain.xml"#);
+    // JSON that is no manifest is still an XML syntax error.
+    let err = rejected(&dir, "{\"name\": \"web01\"}\n");
+    insta::assert_snapshot!(err, @r#"error: Failed to parse domain XML [TMP]/domain.xml: line 1, column 1: text outside the root element ('{"name": "web01"}'); this is not an XML document"#);
 }
 
 #[test]
