@@ -258,7 +258,7 @@ fn batch_page_of_a_real_batch() {
     };
     assert!(row("app01").contains(r#"<span class="status failed">failed</span>"#));
     assert!(
-        row("app01").contains(r#"<td data-sort="inspect">inspect</td>"#),
+        row("app01").contains(r#"<td data-sort="load_manifest">load_manifest</td>"#),
         "{}",
         row("app01")
     );
