@@ -448,7 +448,7 @@ fn no_operating_system_stops_at_inspect() {
     assert_eq!(sha256(&src), before);
     assert_eq!(
         tree(&dir.join("output")),
-        ["report.json"],
+        ["report.html", "report.json"],
         "no fix console, no output"
     );
     let report = read_json(&dir.join("output/report.json"));
