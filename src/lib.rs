@@ -20,6 +20,7 @@ pub mod diag;
 pub mod events;
 pub mod exec;
 pub mod exit_code;
+pub mod exports;
 pub mod files;
 pub mod fuzzing;
 pub mod guest;

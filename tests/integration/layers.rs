@@ -38,6 +38,7 @@ const ORDER: &[(&str, &[&str])] = &[
             "hooks",
             "mapping",
             "libvirt",
+            "exports",
             "boot_test",
         ],
     ),
