@@ -113,17 +113,54 @@ impl Drop for Lowered<'_> {
 
 /// Streams `path` through SHA-256 and returns `sha256:<lower-case hex>`, reading at most
 /// `limit` bytes (a source's pinned size: a file that grows, or a device that never ends, is
-/// not read forever). The file is opened as a source is ([`files::open_source`]): never
-/// blocking, and only a regular file or a block device.
-/// `on_bytes` is told how many bytes have been hashed so far. With `background`, the hashing
+/// hashed as it was planned). `on_bytes` gets the running total. With `background`, the
 /// threads run at the lowest CPU priority until it hurries them (see [`Background`]).
 pub fn sha256_file(
     path: &Path,
     limit: Option<u64>,
     cancel: Option<&CancelToken>,
     background: Option<&Background>,
-    mut on_bytes: impl FnMut(u64),
+    on_bytes: impl FnMut(u64),
 ) -> Result<String, ChecksumError> {
+    let range = Range {
+        offset: 0,
+        limit,
+        sha1: false,
+    };
+    digests(path, range, cancel, background, on_bytes).map(|d| d.sha256)
+}
+
+/// Which bytes of a file [`digests`] reads, and whether it also computes SHA-1.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Range {
+    /// Where the bytes start (a tar member's data offset; 0 for a whole file).
+    pub offset: u64,
+    /// At most this many bytes from `offset`.
+    pub limit: Option<u64>,
+    /// Also compute SHA-1 (an OVA's `.mf` may list SHA1 digests) in the same pass.
+    pub sha1: bool,
+}
+
+/// The digests of one pass over a file's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    /// `sha256:<hex>`, as manifests write it.
+    pub sha256: String,
+    /// Lower-case hex, when asked for.
+    pub sha1: Option<String>,
+    /// How many bytes were hashed.
+    pub bytes: u64,
+}
+
+/// Streams `range` of `path` through SHA-256 (and SHA-1 when asked): one read of the bytes
+/// for both digests. See [`sha256_file`] for `cancel`, `background` and `on_bytes`.
+pub fn digests(
+    path: &Path,
+    range: Range,
+    cancel: Option<&CancelToken>,
+    background: Option<&Background>,
+    mut on_bytes: impl FnMut(u64),
+) -> Result<Digests, ChecksumError> {
     let io_err = |source| ChecksumError::Io {
         path: path.display().to_string(),
         source,
@@ -134,12 +171,16 @@ pub fn sha256_file(
     if cancel.is_some_and(CancelToken::is_cancelled) {
         return Err(cancelled());
     }
-    let file = match files::open_source(path, true) {
+    let mut sha1 = range.sha1.then(sha1::Sha1::new);
+    let finish = |sha256: Sha256, sha1: Option<sha1::Sha1>, bytes| Digests {
+        sha256: format!("sha256:{}", hex(&sha256.finalize())),
+        sha1: sha1.map(|h| hex(&h.finalize())),
+        bytes,
+    };
+    let mut file = match files::open_source(path, true) {
         Ok((file, _)) => file,
         // Nothing to read: the digest of no bytes.
-        Err(files::SourceError::Empty) => {
-            return Ok(format!("sha256:{}", hex(&Sha256::digest(b""))));
-        }
+        Err(files::SourceError::Empty) => return Ok(finish(Sha256::new(), sha1, 0)),
         Err(files::SourceError::Io(e)) => return Err(io_err(e)),
         Err(files::SourceError::NotFound) => {
             return Err(io_err(io::Error::from(io::ErrorKind::NotFound)));
@@ -151,7 +192,12 @@ pub fn sha256_file(
             )));
         }
     };
-    let file = file.take(limit.unwrap_or(u64::MAX));
+    if range.offset > 0 {
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(range.offset))
+            .map_err(io_err)?;
+    }
+    let file = file.take(range.limit.unwrap_or(u64::MAX));
     // Full buffers travel to the hasher, empty ones back to the reader. The hashing closure
     // owns its ends of both channels, so when it returns (at the end, on an error or on
     // cancellation) they close and the reader stops before the scope joins it.
@@ -162,7 +208,7 @@ pub fn sha256_file(
             .send(vec![0u8; BUF_SIZE])
             .expect("the channel holds BUFFERS buffers and its receiver is alive");
     }
-    let hasher = std::thread::scope(move |s| {
+    let (hasher, done) = std::thread::scope(|s| {
         s.spawn(move || {
             let mut lowered = Lowered::enter(background);
             read_ahead(file, &empty_rx, &full_tx, || {
@@ -187,17 +233,20 @@ pub fn sha256_file(
                 Ok(Err(e)) => return Err(io_err(e)),
             };
             hasher.update(&buf[..n]);
+            if let Some(h) = sha1.as_mut() {
+                h.update(&buf[..n]);
+            }
             done += n as u64;
             on_bytes(done);
             // The reader is gone only after the end of the file or an error it has sent.
             let _ = empty_tx.send(buf);
         }
-        Ok(hasher)
+        Ok((hasher, done))
     })?;
-    Ok(format!("sha256:{}", hex(&hasher.finalize())))
+    Ok(finish(hasher, sha1, done))
 }
 
-/// The reader side of [`sha256_file`]: fills empty buffers and sends them on, ending after an
+/// The reader side of [`digests`]: fills empty buffers and sends them on, ending after an
 /// empty read (end of file), an error, or when the hasher has hung up. `each_buffer` runs
 /// before each buffer is filled.
 fn read_ahead(
@@ -255,6 +304,28 @@ mod tests {
             sum,
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_range_is_hashed_with_both_digests_in_one_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("member");
+        std::fs::write(&path, b"xxabcyy").expect("write");
+        let range = Range {
+            offset: 2,
+            limit: Some(3),
+            sha1: true,
+        };
+        let d = digests(&path, range, None, None, |_| {}).expect("hash");
+        assert_eq!(
+            d.sha256,
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            d.sha1.as_deref(),
+            Some("a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
+        assert_eq!(d.bytes, 3);
     }
 
     /// A background checksum hashes at the lowest priority, returns to the thread's own once

@@ -26,7 +26,7 @@ const IMPORT: &str = "Import (libvirt XML)";
     version,
     disable_version_flag = true,
     about,
-    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n  hyper2kvm --libvirt-xml web01.xml --output-dir /srv/migrate/web01\n  hyper2kvm --print-schema manifest > manifest.schema.json\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
+    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n  hyper2kvm --libvirt-xml web01.xml --output-dir /srv/migrate/web01\n  hyper2kvm --ova web01.ova --output-dir /srv/migrate/web01\n  hyper2kvm --print-schema manifest > manifest.schema.json\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
 )]
 pub struct Cli {
     /// Print the version (--version: also the commit it was built from and the tools found on
@@ -142,17 +142,50 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", visible_alias = "xml-path", help_heading = IMPORT)]
     pub libvirt_xml: Option<PathBuf>,
 
-    /// File name of the manifest --libvirt-xml writes [default: manifest.json].
+    /// Import a VMware OVA (a tar of an OVF descriptor, its .mf digests and disks), read in
+    /// place: verify its digests and write a manifest into --output-dir.
+    #[arg(long, value_name = "FILE", help_heading = IMPORT,
+          conflicts_with_all = ["libvirt_xml", "ovf", "vmx"])]
+    pub ova: Option<PathBuf>,
+
+    /// Import an unpacked OVF export (the .ovf, with its .mf and disks beside it): write a
+    /// manifest into --output-dir.
+    #[arg(long, value_name = "FILE", help_heading = IMPORT,
+          conflicts_with_all = ["libvirt_xml", "vmx"])]
+    pub ovf: Option<PathBuf>,
+
+    /// Import a VMware VM folder by its .vmx file (descriptor VMDKs and their extents beside
+    /// it): write a manifest into --output-dir.
+    #[arg(long, value_name = "FILE", help_heading = IMPORT, conflicts_with = "libvirt_xml")]
+    pub vmx: Option<PathBuf>,
+
+    /// File name of the manifest an import (--libvirt-xml, --ova, --ovf, --vmx) writes
+    /// [default: manifest.json].
     #[arg(long, value_name = "NAME", help_heading = IMPORT)]
     pub manifest_filename: Option<String>,
 
-    /// With --libvirt-xml, record each disk's SHA-256 in the manifest (the default).
+    /// With an import, record each disk's SHA-256 in the manifest (the default).
     #[arg(long, overrides_with = "no_compute_checksums", help_heading = IMPORT)]
     pub compute_checksums: bool,
 
-    /// With --libvirt-xml, skip the checksums (the manifest then has no checksum keys).
+    /// With an import, skip the checksums (the manifest then has no checksum keys; an OVA's
+    /// .mf digests are still verified).
     #[arg(long, overrides_with = "compute_checksums", help_heading = IMPORT)]
     pub no_compute_checksums: bool,
+}
+
+impl Cli {
+    /// The VMware export an import option names (`--ova`, `--ovf`, `--vmx`), if any.
+    pub fn export_source(&self) -> Option<(crate::exports::ExportKind, PathBuf)> {
+        use crate::exports::ExportKind;
+        [
+            (ExportKind::Ova, &self.ova),
+            (ExportKind::Ovf, &self.ovf),
+            (ExportKind::Vmx, &self.vmx),
+        ]
+        .into_iter()
+        .find_map(|(kind, path)| path.clone().map(|p| (kind, p)))
+    }
 }
 
 /// Parses the command line as `Cli::parse` does (exiting after `--help`, `--version` or a usage

@@ -223,6 +223,38 @@ pub fn disk_size(path: &Path) -> io::Result<u64> {
     }
 }
 
+/// Members a tar archive may have before [`check_tar_member`] gives up looking.
+const MAX_TAR_MEMBERS: usize = 4096;
+
+/// Whether the tar archive at `path` has a member `name` whose data is `size` bytes at
+/// `offset`: listed again from the start (headers only; the data is skipped with a seek), so
+/// long names (GNU, PAX) and large sizes read as tar itself reads them.
+pub fn check_tar_member(path: &Path, name: &str, offset: u64, size: u64) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(file);
+    let entries = archive
+        .entries_with_seek()
+        .map_err(|e| format!("not a tar archive: {e}"))?;
+    for (n, entry) in entries.enumerate() {
+        if n >= MAX_TAR_MEMBERS {
+            break;
+        }
+        let entry = entry.map_err(|e| format!("not a readable tar archive: {e}"))?;
+        let raw = entry.path_bytes();
+        let this = String::from_utf8_lossy(&raw);
+        if this.trim_start_matches("./") != name {
+            continue;
+        }
+        let (at, len) = (entry.raw_file_position(), entry.size());
+        return if (at, len) == (offset, size) {
+            Ok(())
+        } else {
+            Err(format!("the member is now {len} bytes at byte {at}"))
+        };
+    }
+    Err("no member of that name".to_owned())
+}
+
 /// Creates `dir` and its missing parents as 0700 whatever the umask; directories that exist
 /// already keep their mode.
 pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {

@@ -1,4 +1,5 @@
-//! `--libvirt-xml`: writes a manifest for an existing libvirt domain; converts nothing.
+//! The import modes: `--libvirt-xml` (a libvirt domain) and `--ova`, `--ovf`, `--vmx` (VMware
+//! exports) each write a manifest for an existing VM; they convert nothing.
 
 use std::path::PathBuf;
 
@@ -8,55 +9,61 @@ use super::options::Options;
 use super::{AppError, print_json, print_text, render, setup};
 use crate::cli::Cli;
 use crate::exec::CancelToken;
+use crate::exports::{self, ExportKind};
 use crate::exit_code;
 use crate::libvirt::import::{self as libvirt_import, ImportOptions};
 use crate::ui::Display;
 
 const DEFAULT_MANIFEST_FILENAME: &str = "manifest.json";
 
-/// `--libvirt-xml`: writes a manifest for an existing domain; converts nothing.
-pub(super) fn run(
+/// What every import mode takes from the command line and config.
+struct Common {
+    output_dir: PathBuf,
+    manifest_filename: String,
+    compute_checksums: bool,
+}
+
+/// The checks every import mode (`mode` is its option) makes: it writes one manifest, runs
+/// nothing else, and needs an output directory.
+fn common(
+    mode: &str,
     cli: &Cli,
-    options: Options,
-    xml_path: PathBuf,
+    options: &Options,
     manifest_docs: &[(PathBuf, Map<String, Value>)],
     config_layer: &Map<String, Value>,
-) -> Result<u8, AppError> {
+) -> Result<Common, AppError> {
     if options.batch_manifest.is_some() {
-        return Err(AppError::Usage(
-            "--libvirt-xml writes one manifest; it cannot run together with --batch-manifest \
-             (import each domain first, then list the manifests in the batch file)"
-                .to_owned(),
-        ));
+        return Err(AppError::Usage(format!(
+            "{mode} writes one manifest; it cannot run together with --batch-manifest \
+             (import each VM first, then list the manifests in the batch file)"
+        )));
     }
     if let Some((path, _)) = manifest_docs.first() {
         return Err(AppError::Usage(format!(
-            "--libvirt-xml writes a manifest; it cannot also run the manifest {} (import first, \
+            "{mode} writes a manifest; it cannot also run the manifest {} (import first, \
              then run hyper2kvm --manifest on the result)",
             path.display()
         )));
     }
     if cli.dump_config {
-        return Err(AppError::Usage(
-            "--dump-config does not apply to --libvirt-xml (use --dry-run to print the manifest \
+        return Err(AppError::Usage(format!(
+            "--dump-config does not apply to {mode} (use --dry-run to print the manifest \
              without writing it)"
-                .to_owned(),
-        ));
+        )));
     }
     if !config_layer.is_empty() {
         let keys: Vec<&str> = config_layer.keys().map(String::as_str).collect();
         return Err(AppError::Usage(format!(
-            "these config keys do not apply to --libvirt-xml: {} (it reads cmd, libvirt_xml, \
+            "these config keys do not apply to {mode}: {} (it reads cmd, libvirt_xml, \
              output_dir, manifest_filename, compute_checksums, overwrite, dry_run)",
             keys.join(", ")
         )));
     }
     let Some(output_dir) = options.output_dir.clone() else {
-        return Err(AppError::Usage(
-            "--libvirt-xml needs --output-dir DIR (or output_dir in the config): the directory \
+        return Err(AppError::Usage(format!(
+            "{mode} needs --output-dir DIR (or output_dir in the config): the directory \
              the manifest is written to, and where the converted disks will go"
-                .to_owned(),
-        ));
+        )));
     };
     let manifest_filename = cli
         .manifest_filename
@@ -76,14 +83,21 @@ pub(super) fn run(
     } else {
         options.compute_checksums.unwrap_or(true)
     };
-    let opts = ImportOptions {
-        xml_path,
+    Ok(Common {
         output_dir,
         manifest_filename,
         compute_checksums,
-        overwrite: options.overwrite,
-        dry_run: options.dry_run,
-    };
+    })
+}
+
+/// Runs an import with the progress display, then prints its summary (and, for a dry run,
+/// the manifest).
+fn with_display<T>(
+    cli: &Cli,
+    options: &Options,
+    import: impl FnOnce(&CancelToken, &crate::events::EventSink) -> Result<T, AppError>,
+    summary: impl FnOnce(&T) -> (String, bool, &Value),
+) -> Result<u8, AppError> {
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
     let display = Display::start(
@@ -94,14 +108,67 @@ pub(super) fn run(
             widest_id: crate::ui::NAME_WIDTH,
         },
     );
-    let result = libvirt_import::run(&opts, &cancel, &display.sink());
+    let result = import(&cancel, &display.sink());
     display.finish();
     let outcome = result?;
-    if !(options.quiet && outcome.written) {
-        print_text(&render::import_summary(&outcome));
+    let (text, written, manifest) = summary(&outcome);
+    if !(options.quiet && written) {
+        print_text(&text);
     }
-    if !outcome.written {
-        print_json(&outcome.manifest);
+    if !written {
+        print_json(manifest);
     }
     Ok(exit_code::SUCCESS)
+}
+
+/// `--libvirt-xml`: writes a manifest for an existing domain; converts nothing.
+pub(super) fn run(
+    cli: &Cli,
+    options: Options,
+    xml_path: PathBuf,
+    manifest_docs: &[(PathBuf, Map<String, Value>)],
+    config_layer: &Map<String, Value>,
+) -> Result<u8, AppError> {
+    let c = common("--libvirt-xml", cli, &options, manifest_docs, config_layer)?;
+    let opts = ImportOptions {
+        xml_path,
+        output_dir: c.output_dir,
+        manifest_filename: c.manifest_filename,
+        compute_checksums: c.compute_checksums,
+        overwrite: options.overwrite,
+        dry_run: options.dry_run,
+    };
+    with_display(
+        cli,
+        &options,
+        |cancel, sink| Ok(libvirt_import::run(&opts, cancel, sink)?),
+        |o| (render::import_summary(o), o.written, &o.manifest),
+    )
+}
+
+/// `--ova`, `--ovf`, `--vmx`: writes a manifest for a VMware export; converts nothing.
+pub(super) fn run_export(
+    cli: &Cli,
+    options: Options,
+    kind: ExportKind,
+    path: PathBuf,
+    manifest_docs: &[(PathBuf, Map<String, Value>)],
+    config_layer: &Map<String, Value>,
+) -> Result<u8, AppError> {
+    let c = common(kind.option(), cli, &options, manifest_docs, config_layer)?;
+    let opts = exports::import::ImportOptions {
+        kind,
+        path,
+        output_dir: c.output_dir,
+        manifest_filename: c.manifest_filename,
+        compute_checksums: c.compute_checksums,
+        overwrite: options.overwrite,
+        dry_run: options.dry_run,
+    };
+    with_display(
+        cli,
+        &options,
+        |cancel, sink| Ok(exports::import::run(&opts, cancel, sink)?),
+        |o| (render::export_summary(o), o.written, &o.manifest),
+    )
 }

@@ -46,6 +46,8 @@ pub enum AppError {
     #[error(transparent)]
     Import(#[from] ImportError),
     #[error(transparent)]
+    Export(#[from] crate::exports::ExportError),
+    #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     #[error("could not write the report")]
     Report(#[source] crate::atomic::WriteError),
@@ -73,6 +75,14 @@ impl AppError {
                 | ImportError::SelfCheck { .. },
             ) => exit_code::VM_FAILED,
             AppError::Import(_) => exit_code::INVALID_INPUT,
+            AppError::Export(e) if e.is_environment() => exit_code::MISSING_TOOL,
+            AppError::Export(crate::exports::ExportError::Interrupted) => exit_code::INTERRUPTED,
+            AppError::Export(
+                crate::exports::ExportError::Checksum { .. }
+                | crate::exports::ExportError::Write(_)
+                | crate::exports::ExportError::SelfCheck { .. },
+            ) => exit_code::VM_FAILED,
+            AppError::Export(_) => exit_code::INVALID_INPUT,
             AppError::Batch(BatchError::Tool(_) | BatchError::BootTestTool(_)) => {
                 exit_code::MISSING_TOOL
             }
@@ -141,6 +151,9 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
     }
     if let Some(xml) = libvirt_xml {
         return import::run(&cli, options, xml, &manifest_docs, &config_layer);
+    }
+    if let Some((kind, path)) = cli.export_source() {
+        return import::run_export(&cli, options, kind, path, &manifest_docs, &config_layer);
     }
 
     if let Some(batch_path) = options.batch_manifest.clone() {

@@ -215,25 +215,7 @@ pub fn import_summary(o: &ImportOutcome) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default();
     s.push_str(&format!("Imported libvirt domain {} from {xml}\n", f.name));
-    let vm = o.manifest.get("vm").cloned().unwrap_or_default();
-    let text = |k: &str| {
-        vm.get(k)
-            .map(|v| v.to_string().trim_matches('"').to_owned())
-    };
-    s.push_str(&format!(
-        "  vm: {} vCPUs, {}, firmware {}{}{}\n",
-        text("cpu").unwrap_or_else(|| "?".to_owned()),
-        match vm.get("mem_mib").and_then(Value::as_u64) {
-            Some(mib) if mib % 1024 == 0 => format!("{} GiB", mib / 1024),
-            Some(mib) => format!("{mib} MiB"),
-            None => format!("{} GiB", text("mem_gb").unwrap_or_else(|| "?".to_owned())),
-        },
-        text("firmware").unwrap_or_default(),
-        if f.secureboot { " (Secure Boot)" } else { "" },
-        text("os_hint")
-            .map(|h| format!(", os_hint {h}"))
-            .unwrap_or_default()
-    ));
+    s.push_str(&vm_line(&o.manifest, f.secureboot));
     for (i, d) in o.disks.iter().enumerate() {
         s.push_str(&format!(
             "  disk {}: {}, {}, {} (virtual {}){}: {}\n",
@@ -272,17 +254,100 @@ pub fn import_summary(o: &ImportOutcome) -> String {
     for note in &o.notes {
         s.push_str(&format!("  note: {note}\n"));
     }
-    let path = crate::exec::quote_argv(&[o.manifest_path.display().to_string()]);
-    if o.written {
-        s.push_str(&format!("Manifest: {path}\n"));
-        s.push_str(&format!(
-            "Next steps: hyper2kvm --manifest {path}   (add --dry-run to see the plan first)\n"
-        ));
+    s.push_str(&next_steps(&o.manifest_path, o.written));
+    s
+}
+
+/// `  vm: 2 vCPUs, 4 GiB, firmware uefi (Secure Boot), os_hint debian12`, from a manifest.
+fn vm_line(manifest: &Value, secureboot: bool) -> String {
+    let vm = manifest.get("vm").cloned().unwrap_or_default();
+    let text = |k: &str| {
+        vm.get(k)
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+    };
+    format!(
+        "  vm: {} vCPUs, {}, firmware {}{}{}\n",
+        text("cpu").unwrap_or_else(|| "?".to_owned()),
+        match vm.get("mem_mib").and_then(Value::as_u64) {
+            Some(mib) if mib % 1024 == 0 => format!("{} GiB", mib / 1024),
+            Some(mib) => format!("{mib} MiB"),
+            None => format!("{} GiB", text("mem_gb").unwrap_or_else(|| "?".to_owned())),
+        },
+        text("firmware").unwrap_or_default(),
+        if secureboot { " (Secure Boot)" } else { "" },
+        text("os_hint")
+            .map(|h| format!(", os_hint {h}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Where the manifest is and what to run next, or that a dry run wrote nothing.
+fn next_steps(manifest_path: &std::path::Path, written: bool) -> String {
+    let path = crate::exec::quote_argv(&[manifest_path.display().to_string()]);
+    if written {
+        format!(
+            "Manifest: {path}\nNext steps: hyper2kvm --manifest {path}   (add --dry-run to see the \
+             plan first)\n"
+        )
     } else {
+        format!("Dry run: {path} was not written; the manifest follows.\n")
+    }
+}
+
+/// What `--ova`, `--ovf` and `--vmx` print: the VM, its disks and NICs, the digests verified,
+/// what was not carried, and the next step.
+pub fn export_summary(o: &crate::exports::import::ImportOutcome) -> String {
+    let f = &o.facts;
+    let mut s = format!(
+        "Imported {} {} from {}\n",
+        f.kind,
+        f.name,
+        f.path.display()
+    );
+    s.push_str(&vm_line(&o.manifest, f.secureboot));
+    for (i, d) in o.disks.iter().enumerate() {
+        let place = match &d.disk.location {
+            crate::exports::DiskLocation::File { path, .. } => path.display().to_string(),
+            crate::exports::DiskLocation::Member { name, .. } => format!("{name} (in place)"),
+        };
         s.push_str(&format!(
-            "Dry run: {path} was not written; the manifest follows.\n"
+            "  disk {}: {}, {}{}, {} (virtual {}){}: {place}\n",
+            d.disk.id,
+            if i == 0 { "boot" } else { "data" },
+            d.format,
+            d.disk
+                .controller
+                .as_ref()
+                .map(|c| format!(" on {}", c.bus()))
+                .unwrap_or_default(),
+            human_bytes(d.bytes),
+            human_bytes(d.virtual_size),
+            if d.checksum.is_some() {
+                ", checksummed"
+            } else {
+                ""
+            },
         ));
     }
+    for n in &f.nics {
+        s.push_str(&format!(
+            "  nic {}: {}{}{}\n",
+            n.id,
+            n.network.as_deref().unwrap_or("(no network)"),
+            n.mac.map(|m| format!(", mac {m}")).unwrap_or_default(),
+            n.adapter
+                .as_deref()
+                .map(|m| format!(", adapter {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    if !o.verified.is_empty() {
+        s.push_str(&format!("  verified: {}\n", o.verified.join(", ")));
+    }
+    for note in &o.notes {
+        s.push_str(&format!("  note: {note}\n"));
+    }
+    s.push_str(&next_steps(&o.manifest_path, o.written));
     s
 }
 

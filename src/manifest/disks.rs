@@ -89,7 +89,25 @@ pub struct Disk {
     /// file; anything else that is not a regular file is always refused.
     #[serde(default)]
     pub allow_block_device: bool,
+    /// The disk is this member of the tar archive `local_path` (an OVA), read in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar_member: Option<TarMember>,
 }
+
+/// `disks[].tar_member`: where a disk's bytes are inside an OVA, as `--ova` writes it. The
+/// plan checks the tar header before `offset` still names this member with this size, so an
+/// archive that was replaced is refused instead of read at the wrong place.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TarMember {
+    pub name: String,
+    /// Where the member's data starts in the archive (a multiple of 512).
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// The keys of `disks[].tar_member`.
+pub const TAR_MEMBER_KEYS: &[&str] = &["name", "offset", "size"];
 
 /// Upstream's default, so a disk without a hint sorts after those with the usual small hints.
 fn default_boot_order_hint() -> u32 {
@@ -112,6 +130,7 @@ pub(super) const KEYS: &[&str] = &[
     "label",
     "disk_type",
     "allow_block_device",
+    "tar_member",
 ];
 
 /// Checks the `disks` value (`None` when the key is missing); `dir` resolves relative paths.
@@ -221,6 +240,8 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
                     let resolved = config::resolve_relative(dir, s);
                     if let Err(e) = files::open_source(&resolved, allow_block) {
                         problems.push(&p("local_path"), source_problem(i, &resolved, &e));
+                    } else if let Some(m) = d.get("tar_member") {
+                        check_tar_member(i, &resolved, m, problems);
                     }
                 }
                 None => problems.push(
@@ -275,6 +296,46 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
             );
         }
         problems.unknown_keys(&format!("disks[{i}]"), d, KEYS);
+    }
+}
+
+/// `disks[i].tar_member`: its shape, and that the archive's header before `offset` names the
+/// member with this size.
+fn check_tar_member(i: usize, archive: &Path, m: &Value, problems: &mut Problems) {
+    let at = format!("disks[{i}].tar_member");
+    let Some(obj) = m.as_object() else {
+        problems.push(
+            &at,
+            format!(
+                "{at} must be a mapping with name, offset and size (got {})",
+                kind_of(m)
+            ),
+        );
+        return;
+    };
+    problems.unknown_keys(&at, obj, TAR_MEMBER_KEYS);
+    let name = obj.get("name").and_then(Value::as_str);
+    let offset = obj.get("offset").and_then(Value::as_u64);
+    let size = obj.get("size").and_then(Value::as_u64);
+    let (Some(name), Some(offset), Some(size)) = (name, offset, size) else {
+        problems.push(
+            &at,
+            format!(
+                "{at} needs name (a string), offset and size (non-negative integers), as \
+                 hyper2kvm --ova writes them"
+            ),
+        );
+        return;
+    };
+    if let Err(why) = files::check_tar_member(archive, name, offset, size) {
+        problems.push(
+            &at,
+            format!(
+                "{at}: {} does not hold member {name} at byte {offset}: {why}; import the \
+                 archive again",
+                archive.display()
+            ),
+        );
     }
 }
 

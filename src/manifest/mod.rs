@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use boot_test::BootTestSettings;
-pub use disks::{Disk, DiskType, SourceFormat, is_id, is_sha256_checksum};
+pub use disks::{Disk, DiskType, SourceFormat, TarMember, is_id, is_sha256_checksum};
 pub use domain::DomainSection;
 pub use hooks::HookSet;
 pub use libvirt_integration::LibvirtIntegration;

@@ -70,7 +70,8 @@ pub(super) fn start(run: &mut Run<'_>) -> Result<Vec<VerifiedChecksum>, StageFai
                 id: d.id.clone(),
                 path: d.given_path.clone(),
                 expected: c.clone(),
-                limit: d.pinned.as_ref().map(|p| p.size),
+                offset: d.member.as_ref().map_or(0, |m| m.offset),
+                limit: d.source_bytes(),
             })
         })
         .collect();
@@ -100,6 +101,8 @@ struct ToVerify {
     id: String,
     path: PathBuf,
     expected: String,
+    /// Where the disk's bytes start in `path` (an archive member's offset; else 0).
+    offset: u64,
     limit: Option<u64>,
 }
 
@@ -119,11 +122,16 @@ fn hash_disks(
                  id,
                  path,
                  expected,
+                 offset,
                  limit,
              }| {
                 let total = limit.unwrap_or(0);
-                let actual =
-                    checksum::sha256_file(path, *limit, Some(cancel), background, |done| {
+                let range = checksum::Range {
+                    offset: *offset,
+                    limit: *limit,
+                    sha1: false,
+                };
+                let actual = checksum::digests(path, range, Some(cancel), background, |done| {
                         events.send(Event::Progress {
                             vm: vm.to_owned(),
                             disk: id.clone(),
@@ -131,7 +139,8 @@ fn hash_disks(
                             done,
                             total,
                         })
-                    });
+                    })
+                    .map(|d| d.sha256);
                 (id.clone(), expected.clone(), actual)
             },
         )

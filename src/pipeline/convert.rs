@@ -14,7 +14,7 @@ use crate::files;
 use crate::manifest::SourceFormat;
 use crate::outcome::stages::{ConvertResult, ConvertedDisk};
 use crate::outcome::{Artifact, ArtifactKind};
-use crate::tools::qemu_img;
+use crate::tools::qemu_img::{self, Image};
 use crate::units::human_bytes;
 
 pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
@@ -44,14 +44,17 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
             })?;
         }
         // With guest repairs, convert flattens the overlay (repairs plus the untouched source).
-        let (source, driver) = match &run.overlays[idx] {
-            Some(overlay) => (overlay.clone(), "qcow2".to_owned()),
-            None => (disk.source.clone(), facts.driver.clone()),
+        let (source, range, driver) = match &run.overlays[idx] {
+            Some(overlay) => (overlay.clone(), None, "qcow2".to_owned()),
+            None => (disk.source.clone(), disk.image().range, facts.driver.clone()),
         };
         let total = facts.info.virtual_size;
         let spec = plan
             .convert_spec(
-                &source,
+                Image {
+                    path: &source,
+                    range,
+                },
                 &driver,
                 run.aio(&source),
                 &part,
@@ -115,7 +118,8 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
         let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
         // qemu-img's actual size counts every extent of a multi-file VMDK, not just the
         // descriptor it was given.
-        let source_size = facts.info.actual_size.unwrap_or_else(|| {
+        let source_size = disk.member.as_ref().map(|m| m.size);
+        let source_size = source_size.or(facts.info.actual_size).unwrap_or_else(|| {
             std::fs::metadata(&disk.source)
                 .map(|m| m.len())
                 .unwrap_or(0)

@@ -46,7 +46,7 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
                 let out = run.exec(
                     &plan
                         .qemu_img
-                        .overlay_cmd(&overlay, &disk.source, &facts.driver),
+                        .overlay_cmd(&overlay, disk.image(), &facts.driver),
                     None,
                 )?;
                 if !out.record.success() {
@@ -80,6 +80,14 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<FixResult, StageFailure> {
                 });
             }
             FixMode::InPlace { backup_dir } => {
+                if disk.member.is_some() {
+                    return Err(StageFailure::new(format!(
+                        "disk {}: {} is inside an archive and cannot be repaired in place; \
+                         enable pipeline.convert (repairs then go into an overlay and the output)",
+                        disk.id,
+                        disk.shown()
+                    )));
+                }
                 if facts.info.vmdk_create_type() == Some("streamOptimized") {
                     return Err(StageFailure::new(format!(
                         "disk {}: a streamOptimized VMDK cannot be modified in place; enable \

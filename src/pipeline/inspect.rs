@@ -16,7 +16,11 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<InspectResult, StageFailure> {
     let mut disks = Vec::new();
     for idx in 0..run.plan.disks.len() {
         let disk = &run.plan.disks[idx];
-        let actual = crate::files::disk_size(&disk.given_path).map_err(|e| {
+        let actual = match &disk.member {
+            Some(m) => Ok(m.size),
+            None => crate::files::disk_size(&disk.given_path),
+        };
+        let actual = actual.map_err(|e| {
             StageFailure::new(format!(
                 "Disk artifact not found: {} ({e})",
                 disk.given_path.display()
@@ -117,11 +121,52 @@ fn inspect_guest(run: &mut Run<'_>) -> Result<GuestInfo, Failed> {
     let plan = run.plan;
     let env = guest::env(plan)?;
     let mut drives = Vec::new();
+    // libguestfs opens files only: an archive member is added as a qcow2 overlay whose backing
+    // is the member's bytes, read through qemu's raw driver and never written.
+    let mut scratch: Option<tempfile::TempDir> = None;
     for idx in 0..plan.disks.len() {
         let facts = run.source_facts(idx, false)?;
+        let disk = &plan.disks[idx];
+        if disk.member.is_none() {
+            drives.push(Drive {
+                path: disk.source.clone(),
+                format: facts.driver,
+                readonly: true,
+            });
+            continue;
+        }
+        let dir = match &scratch {
+            Some(d) => d.path().to_owned(),
+            None => {
+                let d = tempfile::Builder::new()
+                    .prefix("hyper2kvm-inspect-")
+                    .tempdir()
+                    .map_err(|e| {
+                        Failed::Stage(StageFailure::new(format!(
+                            "cannot create a scratch directory for the member overlays: {e}"
+                        )))
+                    })?;
+                let p = d.path().to_owned();
+                scratch = Some(d);
+                p
+            }
+        };
+        let overlay = dir.join(format!("{}.qcow2", disk.id));
+        let cmd = plan
+            .qemu_img
+            .overlay_cmd(&overlay, disk.image(), &facts.driver);
+        let out = run.exec(&cmd, None).map_err(Failed::Stage)?;
+        if !out.record.success() {
+            return Err(Failed::Stage(StageFailure::new(format!(
+                "disk {}: could not create an overlay of {} for guest inspection: {}",
+                disk.id,
+                disk.shown(),
+                out.record
+            ))));
+        }
         drives.push(Drive {
-            path: plan.disks[idx].source.clone(),
-            format: facts.driver,
+            path: overlay,
+            format: "qcow2".to_owned(),
             readonly: true,
         });
     }

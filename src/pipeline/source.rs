@@ -42,7 +42,7 @@ impl Run<'_> {
                     return Err(StageFailure::new(format!(
                         "disk {}: qemu-img cannot open {}: {}",
                         disk.id,
-                        disk.source.display(),
+                        disk.shown(),
                         out.record.stderr_tail.trim()
                     )));
                 }
@@ -64,7 +64,7 @@ impl Run<'_> {
                  not take secrets and cannot read it: decrypt it first (qemu-img convert with \
                  --object secret,...) and point the manifest at the decrypted copy",
                 disk.id,
-                disk.source.display(),
+                disk.shown(),
                 info.format
             )));
         }
@@ -72,14 +72,14 @@ impl Run<'_> {
             return Err(StageFailure::new(format!(
                 "disk {}: {} has a backing file ({backing}); {}",
                 disk.id,
-                disk.source.display(),
+                disk.shown(),
                 qemu_img::flatten_advice(&disk.source, &driver)
             )));
         }
         let mut checked = false;
         let format = SourceFormat::from_driver(&driver);
         if check && format.is_some_and(SourceFormat::checkable) {
-            let out = self.exec(&q.check_cmd(&disk.source, &driver), None)?;
+            let out = self.exec(&q.check_cmd(disk.image(), &driver), None)?;
             let summary: CheckSummary = serde_json::from_slice(&out.stdout).unwrap_or_default();
             match CheckVerdict::from_exit_code(out.record.exit_code()) {
                 CheckVerdict::Clean | CheckVerdict::Unsupported => {}
@@ -96,7 +96,7 @@ impl Run<'_> {
                         "disk {}: source {} is corrupt (qemu-img check: {} corruption(s)); \
                          refusing to convert it",
                         disk.id,
-                        disk.source.display(),
+                        disk.shown(),
                         summary.corruptions
                     )));
                 }
@@ -105,7 +105,7 @@ impl Run<'_> {
                         "disk {}: source {} failed qemu-img check (truncated or damaged image, \
                          which would convert with missing data read as zeros): {}",
                         disk.id,
-                        disk.source.display(),
+                        disk.shown(),
                         out.record.stderr_tail.trim()
                     )));
                 }
@@ -160,7 +160,7 @@ impl Run<'_> {
         let candidate =
             self.io_uring != Some(false) && Aio::for_file(true, &disk.source) == Aio::IoUring;
         if candidate {
-            let out = self.exec(&q.probe_cmd(&disk.source, Aio::IoUring), None)?;
+            let out = self.exec(&q.probe_cmd(disk.image(), Aio::IoUring), None)?;
             if out.record.success() {
                 self.io_uring = Some(true);
                 return Ok(out);
@@ -170,7 +170,7 @@ impl Run<'_> {
                 return Ok(out);
             }
         }
-        let out = self.exec(&q.probe_cmd(&disk.source, Aio::Threads), None)?;
+        let out = self.exec(&q.probe_cmd(disk.image(), Aio::Threads), None)?;
         if candidate && out.record.success() {
             self.io_uring = Some(false);
         }
@@ -185,12 +185,12 @@ impl Run<'_> {
 
     /// `qemu-img info -f <driver>`.
     fn info_as(&mut self, disk: &DiskPlan, driver: &str) -> Result<ImageInfo, StageFailure> {
-        let out = self.exec(&self.plan.qemu_img.info_cmd(&disk.source, driver), None)?;
+        let out = self.exec(&self.plan.qemu_img.info_cmd(disk.image(), driver), None)?;
         if !out.record.success() {
             return Err(StageFailure::new(format!(
                 "disk {}: qemu-img cannot read {} as {}: {}",
                 disk.id,
-                disk.source.display(),
+                disk.shown(),
                 driver,
                 out.record.stderr_tail.trim()
             )));
@@ -207,6 +207,7 @@ impl Run<'_> {
         }
         if probed == "raw"
             && disk.declared == SourceFormat::Vhd
+            && disk.member.is_none()
             && qemu_img::has_vhd_footer(&disk.source)
         {
             // A fixed VHD: raw data plus a 512-byte footer that qemu-img probes as raw.
@@ -222,7 +223,7 @@ impl Run<'_> {
                     "disk {}: {} is a flat VMDK extent without its descriptor; converting it as \
                      raw data",
                     disk.id,
-                    disk.source.display()
+                    disk.shown()
                 ),
             );
             return Ok("raw".to_owned());
@@ -236,7 +237,7 @@ impl Run<'_> {
             disk.id,
             disk.declared,
             detected,
-            disk.source.display()
+            disk.shown()
         )))
     }
 }

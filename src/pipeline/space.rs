@@ -93,7 +93,7 @@ pub(super) fn check(run: &mut Run<'_>) -> Result<Vec<OutputSpace>, StageFailure>
         let facts = run.source_facts(idx, false)?;
         let disk = &plan.disks[idx];
         let cmd = plan.qemu_img.measure_cmd(
-            &disk.source,
+            disk.image(),
             &facts.driver,
             target.format,
             target.options.as_deref(),
@@ -103,7 +103,7 @@ pub(super) fn check(run: &mut Run<'_>) -> Result<Vec<OutputSpace>, StageFailure>
             return Err(StageFailure::new(format!(
                 "disk {}: qemu-img cannot measure the output {} would take: {}",
                 disk.id,
-                disk.source.display(),
+                disk.shown(),
                 out.record
             )));
         }

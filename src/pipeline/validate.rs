@@ -2,7 +2,6 @@
 //! converted (`qemu-img compare`, split in ranges across the cores for large images), and,
 //! when asked, booted once (the boot test).
 
-use std::path::Path;
 
 use super::{Run, StageFailure};
 use crate::boot_test::{BootResult, BootTestPlan};
@@ -12,7 +11,7 @@ use crate::exec::{self, CommandRecord, Status};
 use crate::outcome::StageResult;
 use crate::outcome::stages::{Check, ContentCheck, ValidateResult, ValidatedDisk};
 use crate::stage::{Stage, Step};
-use crate::tools::qemu_img::{self, Aio, CheckVerdict};
+use crate::tools::qemu_img::{self, Aio, CheckVerdict, Image};
 
 pub(super) fn run(run: &mut Run<'_>) -> Result<ValidateResult, StageFailure> {
     let plan = run.plan;
@@ -80,14 +79,15 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ValidateResult, StageFailure> {
         let mut content = ContentCheck::Skipped;
         if validate.compare {
             // The output must equal what was converted: the repaired overlay when fix ran.
-            let (source, driver) = match run.overlays[idx].clone() {
-                Some(overlay) => (overlay, "qcow2".to_owned()),
+            let (source, range, driver) = match run.overlays[idx].clone() {
+                Some(overlay) => (overlay, None, "qcow2".to_owned()),
                 None => {
                     let driver = match &run.facts[idx] {
                         Some(f) => f.driver.clone(),
                         None => run.source_facts(idx, false)?.driver,
                     };
-                    (plan.disks[idx].source.clone(), driver)
+                    let disk = &plan.disks[idx];
+                    (disk.source.clone(), disk.image().range, driver)
                 }
             };
             let virtual_size = match &run.facts[idx] {
@@ -99,8 +99,15 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ValidateResult, StageFailure> {
             let splittable = run.overlays[idx].is_none();
             let (verdict, detail) = compare_content(
                 run,
-                (&source, &driver, run.aio(&source)),
-                (&output, format, run.aio(&output)),
+                (
+                    Image {
+                        path: &source,
+                        range,
+                    },
+                    &driver,
+                    run.aio(&source),
+                ),
+                ((&output).into(), format, run.aio(&output)),
                 virtual_size,
                 splittable,
             )?;
@@ -206,8 +213,8 @@ const COMPARE_ALIGN: u64 = 2 << 20;
 /// a fraction of the time. A mismatch names its offset in the whole image.
 fn compare_content(
     run: &mut Run<'_>,
-    source: (&Path, &str, Aio),
-    output: (&Path, &str, Aio),
+    source: (Image<'_>, &str, Aio),
+    output: (Image<'_>, &str, Aio),
     virtual_size: u64,
     splittable: bool,
 ) -> Result<(ContentCheck, Option<String>), StageFailure> {

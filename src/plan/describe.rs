@@ -100,26 +100,26 @@ impl VmPlan {
                 probed("source_format"),
                 d.expected_bytes,
                 probed("bytes"),
-                d.source.display()
+                d.image()
             );
             if let Some(sum) = &d.checksum {
                 let _ = writeln!(s, "    verify {sum}");
             }
-            let _ = writeln!(s, "    $ {}", q.probe_cmd(&d.source, aio(&d.source)));
+            let _ = writeln!(s, "    $ {}", q.probe_cmd(d.image(), aio(&d.source)));
             if let (Some(_), Some(c)) = (&d.output, &self.convert) {
                 let target = c.measure_target();
                 let measure =
-                    q.measure_cmd(&d.source, driver, target.format, target.options.as_deref());
+                    q.measure_cmd(d.image(), driver, target.format, target.options.as_deref());
                 let _ = writeln!(s, "    $ {measure}");
             }
             let check =
                 self.inspect.is_some() || self.convert.as_ref().is_some_and(|c| c.check_source);
             if check && d.declared.checkable() {
-                let _ = writeln!(s, "    $ {}", q.check_cmd(&d.source, driver));
+                let _ = writeln!(s, "    $ {}", q.check_cmd(d.image(), driver));
             }
             if let (Some(out), Some(part)) = (&d.output, d.part_path())
                 && let Some(spec) =
-                    self.convert_spec(&d.source, driver, aio(&d.source), &part, true, None)
+                    self.convert_spec(d.image(), driver, aio(&d.source), &part, true, None)
             {
                 if let Some(create) = q.create_target_cmd(&spec) {
                     let _ = writeln!(s, "    $ {create}");
@@ -135,8 +135,8 @@ impl VmPlan {
                         // The output does not exist yet: shown as read without io_uring,
                         // which the run uses when the finished file's size allows it.
                         let cmd = q.compare_cmd(
-                            (&d.source, driver, aio(&d.source)),
-                            (out, fmt, Aio::Threads),
+                            (d.image(), driver, aio(&d.source)),
+                            (out.into(), fmt, Aio::Threads),
                         );
                         let _ = writeln!(s, "    $ {cmd}");
                     }

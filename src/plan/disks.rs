@@ -13,7 +13,7 @@ use crate::diag::Problems;
 use crate::exec::{self, Watch};
 use crate::files::{self, Identity};
 use crate::manifest::{DiskType, Loaded, OutputFormat, SourceFormat};
-use crate::tools::qemu_img::{self, Aio, ImageInfo, QemuImg};
+use crate::tools::qemu_img::{self, Aio, Image, ImageInfo, QemuImg};
 
 #[derive(Clone, Debug)]
 pub struct DiskPlan {
@@ -38,9 +38,36 @@ pub struct DiskPlan {
     /// The source's identity when the run was planned (`None` only when it could not be read,
     /// which is a planning problem). Convert and validate check that it still holds.
     pub pinned: Option<Identity>,
+    /// The disk is this member of the archive `source` (an OVA), read in place.
+    pub member: Option<crate::manifest::TarMember>,
 }
 
 impl DiskPlan {
+    /// What qemu-img opens: `source`, or the member's bytes in it.
+    pub fn image(&self) -> Image<'_> {
+        Image {
+            path: &self.source,
+            range: self.member.as_ref().map(|m| (m.offset, m.size)),
+        }
+    }
+
+    /// The source as messages name it: its path, or `member in archive`.
+    pub fn shown(&self) -> String {
+        match &self.member {
+            Some(m) => format!("{} in {}", m.name, self.source.display()),
+            None => self.source.display().to_string(),
+        }
+    }
+
+    /// The source's size in bytes: the member's for an archive member, else the file's as
+    /// pinned (`None` when it could not be read).
+    pub fn source_bytes(&self) -> Option<u64> {
+        match &self.member {
+            Some(m) => Some(m.size),
+            None => self.pinned.as_ref().map(|p| p.size),
+        }
+    }
+
     /// The temporary name the output has while it is being written.
     pub fn part_path(&self) -> Option<PathBuf> {
         self.output.as_ref().map(|o| crate::atomic::part_path(o))
@@ -108,7 +135,11 @@ pub(super) fn plan(
                 (Some(f), _, _) => f,
                 (None, Some(_), Some(q)) => {
                     probed.push("source_format");
-                    match probe_format(q, i, &given) {
+                    let image = Image {
+                        path: &given,
+                        range: d.tar_member.as_ref().map(|m| (m.offset, m.size)),
+                    };
+                    match probe_format(q, i, image) {
                         Ok(f) => {
                             notes.push(format!(
                                 "disk {}: source_format is not in the manifest; qemu-img probed \
@@ -128,17 +159,23 @@ pub(super) fn plan(
                 // The source could not be opened (already a problem): nothing to probe.
                 (None, _, _) => SourceFormat::Raw,
             };
-            let expected_bytes = match (d.bytes, &pinned) {
-                (Some(b), _) => b,
-                (None, Some(p)) => {
+            let expected_bytes = match (d.bytes, &d.tar_member, &pinned) {
+                (Some(b), _, _) => b,
+                (None, Some(m), _) => {
+                    probed.push("bytes");
+                    m.size
+                }
+                (None, None, Some(p)) => {
                     probed.push("bytes");
                     p.size
                 }
-                (None, None) => 0,
+                (None, None, None) => 0,
             };
-            let source = match declared {
-                SourceFormat::Vmdk => crate::tools::qemu_img::flat_vmdk_descriptor(&given)
-                    .unwrap_or_else(|| given.clone()),
+            let source = match (declared, &d.tar_member) {
+                (SourceFormat::Vmdk, None) => {
+                    crate::tools::qemu_img::flat_vmdk_descriptor(&given)
+                        .unwrap_or_else(|| given.clone())
+                }
                 _ => given.clone(),
             };
             let output = format.map(|format| {
@@ -162,6 +199,7 @@ pub(super) fn plan(
                 output,
                 allow_block_device: d.allow_block_device,
                 pinned,
+                member: d.tar_member.clone(),
             }
         })
         .collect();
@@ -204,10 +242,11 @@ pub(super) fn plan(
 /// Probes the format of a disk whose manifest entry has no `source_format`: `qemu-img info`
 /// without `-f`, read-only. A probed `raw` is refused where it is ambiguous (a VHD footer, a
 /// flat VMDK extent), so the admin says what the file is; every later command passes `-f`.
-fn probe_format(q: &QemuImg, i: usize, path: &Path) -> Result<SourceFormat, String> {
-    let shown = path.display();
+fn probe_format(q: &QemuImg, i: usize, image: Image<'_>) -> Result<SourceFormat, String> {
+    let path = image.path;
+    let shown = image;
     let lead = format!("disks[{i}].source_format is not given, and");
-    let out = exec::run(&q.probe_cmd(path, Aio::Threads), Watch::default())
+    let out = exec::run(&q.probe_cmd(image, Aio::Threads), Watch::default())
         .map_err(|e| format!("{lead} qemu-img could not probe {shown}: {e}"))?;
     if !out.record.success() {
         return Err(format!(
@@ -220,7 +259,7 @@ fn probe_format(q: &QemuImg, i: usize, path: &Path) -> Result<SourceFormat, Stri
     let info = ImageInfo::parse(&out.stdout).map_err(|e| format!("{lead} {e}"))?;
     let hint = "write source_format in the manifest";
     match SourceFormat::from_driver(&info.format) {
-        Some(SourceFormat::Raw) if qemu_img::has_vhd_footer(path) => Err(format!(
+        Some(SourceFormat::Raw) if image.range.is_none() && qemu_img::has_vhd_footer(path) => Err(format!(
             "{lead} qemu-img probes {shown} as raw, but it ends with a VHD footer: it is a fixed \
              VHD or a raw disk whose last sector looks like one, and the content must not decide \
              which; {hint} (vhd or raw)"

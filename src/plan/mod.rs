@@ -30,7 +30,7 @@ use crate::libvirt::domain::DomainPlan;
 use crate::manifest::{Firmware, Loaded, MacAddr, Preallocation};
 use crate::tools::Tool;
 use crate::tools::guestfish::GuestEnv;
-use crate::tools::qemu_img::{Aio, ConvertSpec, QemuImg};
+use crate::tools::qemu_img::{Aio, ConvertSpec, Image, QemuImg};
 
 pub use convert::{ConvertPlan, MeasureTarget};
 pub use disks::{DiskPlan, same_file_key};
@@ -409,7 +409,7 @@ impl VmPlan {
     /// [`Aio::for_target`] allow it.
     pub fn convert_spec<'a>(
         &'a self,
-        source: &'a Path,
+        source: Image<'a>,
         source_driver: &'a str,
         source_aio: Aio,
         dest: &'a Path,

@@ -7,7 +7,7 @@
 //! purpose, by [`QemuImg::probe_cmd`], because a fixed VHD is probed as `raw` and would otherwise
 //! be copied with its 512-byte footer.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -100,7 +100,7 @@ pub enum Compression {
 /// Everything that decides one `qemu-img convert` run.
 #[derive(Clone, Debug)]
 pub struct ConvertSpec<'a> {
-    pub source: &'a Path,
+    pub source: Image<'a>,
     pub source_driver: &'a str,
     pub dest: &'a Path,
     pub output_format: &'a str,
@@ -215,25 +215,25 @@ impl QemuImg {
 
     /// `qemu-img info` without `-f`: the one place the format is probed. With
     /// [`Aio::IoUring`] it also tells whether io_uring can be used at all, at no extra cost.
-    pub fn probe_cmd(&self, image: &Path, aio: Aio) -> Command {
+    pub fn probe_cmd<'i>(&self, image: impl Into<Image<'i>>, aio: Aio) -> Command {
         self.short()
             .args(["info", "--output=json"])
-            .arg(image_spec(image, aio))
+            .arg(image_spec(image.into(), aio))
     }
 
     /// `qemu-img info -f <driver>`: size and backing file of an image whose format is known.
-    pub fn info_cmd(&self, image: &Path, driver: &str) -> Command {
+    pub fn info_cmd<'i>(&self, image: impl Into<Image<'i>>, driver: &str) -> Command {
         self.short()
             .args(["info", "--output=json", "-f", driver])
-            .arg(image_arg(image))
+            .arg(image_arg(image.into()))
     }
 
     /// `qemu-img measure -f <driver> -O <target> [-o <options>]`: how many bytes writing the
     /// image as `target` takes (see [`Measure`]). Read-only, and quick: it reads allocation
     /// metadata, not data.
-    pub fn measure_cmd(
+    pub fn measure_cmd<'i>(
         &self,
-        image: &Path,
+        image: impl Into<Image<'i>>,
         driver: &str,
         target: &str,
         options: Option<&str>,
@@ -244,15 +244,15 @@ impl QemuImg {
         if let Some(o) = options {
             cmd = cmd.args(["-o", o]);
         }
-        cmd.arg(image_arg(image))
+        cmd.arg(image_arg(image.into()))
     }
 
     /// `qemu-img check -f <driver>`: structural consistency (formats that support it).
-    pub fn check_cmd(&self, image: &Path, driver: &str) -> Command {
+    pub fn check_cmd<'i>(&self, image: impl Into<Image<'i>>, driver: &str) -> Command {
         self.cmd()
             .timeout(self.limits.check_timeout)
             .args(["check", "--output=json", "-f", driver])
-            .arg(image_arg(image))
+            .arg(image_arg(image.into()))
     }
 
     pub fn convert_cmd(&self, spec: &ConvertSpec<'_>) -> Command {
@@ -275,7 +275,7 @@ impl QemuImg {
             cmd = cmd.args(["-o", &options.join(",")]);
         }
         cmd.arg(image_spec(spec.source, spec.source_aio))
-            .arg(image_spec(spec.dest, spec.target_aio))
+            .arg(image_spec(spec.dest.into(), spec.target_aio))
     }
 
     /// `qemu-img create` of the target, for a conversion that writes it through io_uring;
@@ -294,14 +294,14 @@ impl QemuImg {
         let size = spec
             .virtual_size
             .map_or_else(|| "<virtual-size>".to_owned(), |size| size.to_string());
-        Some(cmd.arg(image_arg(spec.dest)).arg(size))
+        Some(cmd.arg(image_arg(spec.dest.into())).arg(size))
     }
 
     /// `qemu-img compare`: exit 0 when the guest-visible content is identical, 1 when it differs.
     pub fn compare_cmd(
         &self,
-        (a, a_driver, a_aio): (&Path, &str, Aio),
-        (b, b_driver, b_aio): (&Path, &str, Aio),
+        (a, a_driver, a_aio): (Image<'_>, &str, Aio),
+        (b, b_driver, b_aio): (Image<'_>, &str, Aio),
     ) -> Command {
         self.cmd()
             .args(["compare", "-p", "-f", a_driver, "-F", b_driver])
@@ -316,8 +316,8 @@ impl QemuImg {
     /// are relative to `offset`. `None` when a path is not UTF-8 (it cannot go into JSON).
     pub fn compare_range_cmd(
         &self,
-        (a, a_driver, a_aio): (&Path, &str, Aio),
-        (b, b_driver, b_aio): (&Path, &str, Aio),
+        (a, a_driver, a_aio): (Image<'_>, &str, Aio),
+        (b, b_driver, b_aio): (Image<'_>, &str, Aio),
         offset: u64,
         size: Option<u64>,
     ) -> Option<Command> {
@@ -330,18 +330,23 @@ impl QemuImg {
     }
 
     /// A qcow2 overlay whose reads fall through to `backing` (opened read-only, never written).
-    pub fn overlay_cmd(&self, overlay: &Path, backing: &Path, backing_driver: &str) -> Command {
+    pub fn overlay_cmd<'i>(
+        &self,
+        overlay: &Path,
+        backing: impl Into<Image<'i>>,
+        backing_driver: &str,
+    ) -> Command {
         self.short()
             .args(["create", "-q", "-f", "qcow2", "-F", backing_driver, "-b"])
-            .arg(image_arg(backing))
-            .arg(image_arg(overlay))
+            .arg(image_arg(backing.into()))
+            .arg(overlay.as_os_str())
     }
 
     /// Creates a throw-away zstd qcow2 to learn whether this qemu-img build has zstd.
     pub fn zstd_probe_cmd(&self, scratch: &Path) -> Command {
         self.short()
             .args(["create", "-q", "-f", "qcow2", "-o", "compression_type=zstd"])
-            .arg(image_arg(scratch))
+            .arg(scratch.as_os_str())
             .arg("1M")
     }
 }
@@ -360,38 +365,89 @@ fn create_options(spec: &ConvertSpec<'_>) -> Vec<String> {
     options
 }
 
-fn image_arg(path: &Path) -> &OsStr {
-    path.as_os_str()
+/// An image qemu-img opens: a file, or a byte range of one (a member of an OVA's tar archive,
+/// read in place through the raw driver's `offset` and `size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Image<'a> {
+    pub path: &'a Path,
+    /// `(offset, size)` of the image's bytes in `path`.
+    pub range: Option<(u64, u64)>,
+}
+
+impl<'a> From<&'a Path> for Image<'a> {
+    fn from(path: &'a Path) -> Self {
+        Image { path, range: None }
+    }
+}
+
+impl<'a> From<&'a PathBuf> for Image<'a> {
+    fn from(path: &'a PathBuf) -> Self {
+        Image {
+            path: path.as_path(),
+            range: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Image<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.range {
+            None => write!(f, "{}", self.path.display()),
+            Some((offset, size)) => write!(
+                f,
+                "{} (bytes {offset}..{})",
+                self.path.display(),
+                offset + size
+            ),
+        }
+    }
+}
+
+/// The protocol node of an image, as qemu's JSON options: the file (with io_uring when asked),
+/// wrapped in a `raw` node with `offset` and `size` for a range.
+fn protocol_node(image: Image<'_>, aio: Aio) -> Value {
+    let mut file = serde_json::json!({
+        "driver": "file",
+        "filename": image.path.to_string_lossy(),
+    });
+    if aio == Aio::IoUring {
+        file["aio"] = Value::from("io_uring");
+    }
+    match image.range {
+        None => file,
+        Some((offset, size)) => serde_json::json!({
+            "driver": "raw", "offset": offset, "size": size, "file": file,
+        }),
+    }
+}
+
+/// An image argument read with qemu's default I/O: the plain name for a whole file.
+fn image_arg(image: Image<'_>) -> OsString {
+    image_spec(image, Aio::Threads)
 }
 
 /// An image argument read with the given [`Aio`]. The `json:` form only sets the protocol
 /// node's options; the format still comes from `-f`, so nothing is probed.
-fn image_spec(path: &Path, aio: Aio) -> OsString {
-    match (aio, path.to_str()) {
-        (Aio::IoUring, Some(name)) => {
-            let spec = serde_json::json!({
-                "file": {"driver": "file", "filename": name, "aio": "io_uring"}
-            });
-            OsString::from(format!("json:{spec}"))
-        }
-        _ => image_arg(path).to_owned(),
+fn image_spec(image: Image<'_>, aio: Aio) -> OsString {
+    let plain = image.range.is_none() && (aio == Aio::Threads || image.path.to_str().is_none());
+    if plain {
+        return image.path.as_os_str().to_owned();
     }
+    let spec = serde_json::json!({ "file": protocol_node(image, aio) });
+    OsString::from(format!("json:{spec}"))
 }
 
 /// `json:{"driver":"raw","offset":..,"size":..,"file":{"driver":<format>,"file":{...}}}`: the
 /// guest-visible bytes `offset..offset+size` of an image.
 fn range_spec(
-    path: &Path,
+    image: Image<'_>,
     driver: &str,
     aio: Aio,
     offset: u64,
     size: Option<u64>,
 ) -> Option<OsString> {
-    let name = path.to_str()?;
-    let mut file = serde_json::json!({"driver": "file", "filename": name});
-    if aio == Aio::IoUring {
-        file["aio"] = Value::from("io_uring");
-    }
+    image.path.to_str()?;
+    let file = protocol_node(image, aio);
     let mut spec = serde_json::json!({
         "driver": "raw",
         "offset": offset,

@@ -98,6 +98,10 @@ mod trust_hooks;
 /// `--libvirt-xml` import of the fixture corpus, round trips to a defined domain, bad domain XML.
 mod libvirt;
 
+/// `--ova` and `--ovf`: VMware exports built per test, imported, converted in place; bad
+/// exports refused.
+mod exports;
+
 /// libvirt_integration on a real libvirtd the tests start: define, pools, re-runs, conflicts,
 /// rollback.
 mod libvirt_host;
