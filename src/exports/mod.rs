@@ -8,6 +8,9 @@
 //! their offset and size (see [`crate::manifest::TarMember`]); a VMX's descriptor VMDKs are read
 //! as qemu-img reads them, with their extents checked to be files inside the VM's folder.
 
+pub mod vmdk;
+pub mod vmx;
+
 use std::fmt;
 use std::path::PathBuf;
 

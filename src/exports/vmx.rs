@@ -1,0 +1,788 @@
+//! A VMware `.vmx` file as a source (`--vmx FILE`): the VM's configuration, read into
+//! [`ExportFacts`], with its disks followed through their VMDK descriptors
+//! ([`super::vmdk::resolve_chain`]) inside the VM's folder.
+//!
+//! A VMX is one `key = "value"` a line (`#` starts a comment). Keys are case-insensitive; a
+//! value is always quoted, with `|XX` escaping a byte in hex (`|22` is `"`, `|7C` is `|`); when
+//! a key is written twice the last one counts, as in VMware. Every problem is reported at once,
+//! each at `web01.vmx: line N` (or at the key, when the key is missing).
+//!
+//! Disks are numbered `disk0`, `disk1`... in this order: first the devices `bios.hddOrder`
+//! (then `bios.bootOrder`) names, in their order; then every other disk by controller family
+//! (SCSI, SATA, NVMe, IDE), each by controller number, then unit.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use super::vmdk;
+use super::{
+    Collected, Controller, ExportDisk, ExportError, ExportFacts, ExportKind, ExportNic,
+    os_hint_of_vmware,
+};
+use crate::diag::excerpt;
+use crate::manifest::{Firmware, MacAddr, SourceFormat};
+
+/// The largest VMX file read. Real ones are a few KiB.
+pub const VMX_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// What an encrypted VM is refused with.
+const ENCRYPTED: &str =
+    "the VM is encrypted; decrypt it in vSphere or Workstation first (hyper2kvm takes no keys)";
+
+/// The keys an encrypted VM's VMX has.
+const ENCRYPTION_KEYS: &[&str] = &["encryption.keysafe", "encryption.data", "datafilekey"];
+
+/// One `key = "value"` line.
+#[derive(Clone, Debug)]
+struct Entry {
+    /// As written, for messages.
+    key: String,
+    /// Decoded.
+    value: String,
+    line: usize,
+}
+
+/// The parsed file: entries by lower-cased key.
+struct Vmx {
+    file: String,
+    entries: HashMap<String, Entry>,
+}
+
+impl Vmx {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(|e| e.value.as_str())
+    }
+
+    /// A boolean key as VMware reads it: `TRUE` (or `yes`, `1`), any case.
+    fn is_true(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("yes") || v == "1"
+        })
+    }
+
+    /// Where a key is, for a problem: its line, or the key when it is not there.
+    fn place(&self, key: &str) -> String {
+        match self.entries.get(key) {
+            Some(e) => format!("{}: line {}", self.file, e.line),
+            None => format!("{}: {key}", self.file),
+        }
+    }
+
+    /// The key as written in the file, or as given.
+    fn written<'a>(&'a self, key: &'a str) -> &'a str {
+        self.entries.get(key).map_or(key, |e| e.key.as_str())
+    }
+}
+
+/// Decodes a quoted value's `|XX` escapes; a `|` not followed by two hex digits stays.
+fn decode_value(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'|'
+            && let Some(hex) = raw.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+            && hex.bytes().all(|c| c.is_ascii_hexdigit())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a declared `.encoding` is one whose bytes map one to one to code points.
+fn is_latin1(encoding: &str) -> bool {
+    matches!(
+        encoding.to_ascii_lowercase().as_str(),
+        "windows-1252" | "iso-8859-1" | "iso-8859-15" | "latin1" | "us-ascii"
+    )
+}
+
+/// Parses the lines of a VMX, reporting each line that is not `key = "value"`.
+fn parse(file: &str, bytes: &[u8], problems: &mut Collected) -> Vmx {
+    let mut entries: HashMap<String, Entry> = HashMap::new();
+    let mut encoding: Option<String> = None;
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line_no = i + 1;
+        let place = format!("{file}: line {line_no}");
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t.to_owned(),
+            Err(_) => match &encoding {
+                Some(e) if is_latin1(e) => raw.iter().map(|&b| char::from(b)).collect(),
+                other => {
+                    problems.push(
+                        place,
+                        format!(
+                            "is not valid UTF-8 (the file declares .encoding = {}); save the \
+                             VMX as UTF-8",
+                            other.as_deref().unwrap_or("nothing")
+                        ),
+                    );
+                    continue;
+                }
+            },
+        };
+        let line = text.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line.split_once('=').and_then(|(key, rest)| {
+            let key = key.trim();
+            let rest = rest.trim().strip_prefix('"')?;
+            let (value, after) = rest.split_once('"')?;
+            let after = after.trim();
+            let valid_key = !key.is_empty() && !key.contains(char::is_whitespace);
+            (valid_key && (after.is_empty() || after.starts_with('#'))).then_some((key, value))
+        });
+        let Some((key, value)) = parsed else {
+            problems.push(
+                place,
+                format!("expected key = \"value\", found '{}'", excerpt(line)),
+            );
+            continue;
+        };
+        let value = decode_value(value);
+        let lower = key.to_ascii_lowercase();
+        if lower == ".encoding" {
+            encoding = Some(value.clone());
+        }
+        entries.insert(
+            lower,
+            Entry {
+                key: key.to_owned(),
+                value,
+                line: line_no,
+            },
+        );
+    }
+    Vmx {
+        file: file.to_owned(),
+        entries,
+    }
+}
+
+/// Reads at most [`VMX_LIMIT`] bytes, refusing a larger file.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ExportError> {
+    let file = File::open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ExportError::NotFound {
+                kind: ExportKind::Vmx,
+                path: path.to_owned(),
+            }
+        } else {
+            ExportError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })?;
+    let read = |source| ExportError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = file.metadata().map_err(read)?;
+    if meta.is_dir() {
+        return Err(read(std::io::Error::other(
+            "is a directory; --vmx takes the .vmx file in the VM's folder",
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(VMX_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    if bytes.len() as u64 > VMX_LIMIT {
+        return Err(ExportError::TooLarge {
+            path: path.to_owned(),
+            what: "a VMX file",
+            size: meta.len().max(bytes.len() as u64),
+            limit: VMX_LIMIT,
+        });
+    }
+    Ok(bytes)
+}
+
+/// A VMware UUID (`56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc`) in libvirt's form
+/// (`564d1234-5678-9abc-def0-123456789abc`), when it is 16 bytes of hex.
+fn libvirt_uuid(value: &str) -> Option<String> {
+    let hex: String = value
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 32 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
+/// Reads a VMX file into the facts of its VM: identity, CPUs, memory, firmware, guest OS, its
+/// disks (each followed through its VMDK descriptor chain, inside the VMX's folder), its NICs,
+/// and notes for what is not carried. Every problem is reported at once as
+/// [`ExportError::Invalid`]; an encrypted VM is [`ExportError::Refused`].
+pub fn read_vmx(path: &Path) -> Result<ExportFacts, ExportError> {
+    let abs = std::path::absolute(path).map_err(|source| ExportError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bytes = read_bounded(&abs)?;
+    let file = abs.file_name().map_or_else(
+        || abs.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut problems = Collected::default();
+    let vmx = parse(&file, &bytes, &mut problems);
+    if ENCRYPTION_KEYS.iter().any(|k| vmx.get(k).is_some()) {
+        return Err(ExportError::Refused {
+            path: abs,
+            why: ENCRYPTED.to_owned(),
+        });
+    }
+    let stem = abs
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.clone());
+    let name = vmx
+        .get("displayname")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map_or_else(|| stem.clone(), str::to_owned);
+    let mut facts = ExportFacts::new(ExportKind::Vmx, abs.clone(), name);
+    read_machine(&vmx, &mut facts, &mut problems);
+    let folder = abs.parent().unwrap_or(Path::new("/")).to_owned();
+    read_disks(&vmx, &folder, &mut facts, &mut problems);
+    read_nics(&vmx, &mut facts, &mut problems);
+    read_notes(&vmx, &folder, &stem, &mut facts);
+    problems.into_result(ExportKind::Vmx, &abs, facts)
+}
+
+/// A number key, `None` when absent; a value that is not a positive number is a problem.
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    vmx: &Vmx,
+    key: &str,
+    what: &str,
+    problems: &mut Collected,
+) -> Option<T> {
+    let value = vmx.get(key)?;
+    match value.trim().parse::<T>() {
+        Ok(n) if n > T::default() => Some(n),
+        _ => {
+            problems.push(
+                vmx.place(key),
+                format!(
+                    "{} \"{}\": expected {what}",
+                    vmx.written(key),
+                    excerpt(value)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Identity, CPUs, memory, firmware, guest OS, hardware version.
+fn read_machine(vmx: &Vmx, facts: &mut ExportFacts, problems: &mut Collected) {
+    if let Some(raw) = vmx.get("uuid.bios") {
+        match libvirt_uuid(raw) {
+            Some(u) => facts.uuid = Some(u),
+            None => problems.push(
+                vmx.place("uuid.bios"),
+                format!(
+                    "{} \"{}\": expected 16 bytes in hex (56 4d 12 34 56 78 9a bc-de f0 12 34 \
+                     56 78 9a bc)",
+                    vmx.written("uuid.bios"),
+                    excerpt(raw)
+                ),
+            ),
+        }
+    }
+    facts.vm_id = vmx
+        .get("vc.uuid")
+        .map(|v| libvirt_uuid(v).unwrap_or_else(|| v.trim().to_owned()))
+        .or_else(|| facts.uuid.clone());
+    facts.vcpus = Some(
+        positive::<u32>(
+            vmx,
+            "numvcpus",
+            "a number of virtual CPUs (1 or more)",
+            problems,
+        )
+        .unwrap_or(1),
+    );
+    facts.cores_per_socket = positive::<u32>(
+        vmx,
+        "cpuid.corespersocket",
+        "a number of cores per socket (1 or more)",
+        problems,
+    );
+    facts.memory_mib = positive::<u64>(vmx, "memsize", "a memory size in MiB", problems);
+    match vmx.get("firmware").map(|f| f.trim().to_ascii_lowercase()) {
+        None => {}
+        Some(f) if f == "bios" => {}
+        Some(f) if f == "efi" => facts.firmware = Firmware::Uefi,
+        Some(f) => problems.push(
+            vmx.place("firmware"),
+            format!(
+                "{} \"{}\": expected \"bios\" or \"efi\"",
+                vmx.written("firmware"),
+                excerpt(&f)
+            ),
+        ),
+    }
+    if vmx.is_true("uefi.secureboot.enabled") {
+        if facts.firmware == Firmware::Uefi {
+            facts.secureboot = true;
+        } else {
+            facts.notes.push(format!(
+                "{} says uefi.secureBoot.enabled but the firmware is BIOS; secure boot is off",
+                vmx.file
+            ));
+        }
+    }
+    if let Some(os) = vmx.get("guestos").map(str::trim).filter(|o| !o.is_empty()) {
+        facts.guest_os = Some(os.to_owned());
+        facts.os_hint = os_hint_of_vmware(os);
+    }
+    if let Some(v) = vmx.get("virtualhw.version") {
+        match v.trim().parse::<u32>() {
+            Ok(n) => facts.hardware_version = Some(format!("vmx-{n:02}")),
+            Err(_) => facts.notes.push(format!(
+                "{}: virtualHW.version \"{}\" is not a number; the hardware version is not \
+                 recorded",
+                vmx.place("virtualhw.version"),
+                excerpt(v)
+            )),
+        }
+    }
+}
+
+/// The controller families, in the order disks are numbered after `bios.hddOrder`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Family {
+    Scsi,
+    Sata,
+    Nvme,
+    Ide,
+}
+
+impl Family {
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Scsi => "scsi",
+            Family::Sata => "sata",
+            Family::Nvme => "nvme",
+            Family::Ide => "ide",
+        }
+    }
+
+    /// The most controllers of the family a VM has (`scsi0`..`scsi3`, `ide0`..`ide1`).
+    fn controllers(self) -> u32 {
+        match self {
+            Family::Ide => 2,
+            _ => 4,
+        }
+    }
+}
+
+/// A device slot (`scsi0:1`) named by a key (`scsi0:1.fileName`).
+fn slot_of(key: &str) -> Option<(Family, u32, u32)> {
+    let (device, _) = key.split_once('.')?;
+    let (family, rest) = [Family::Scsi, Family::Sata, Family::Nvme, Family::Ide]
+        .into_iter()
+        .find_map(|f| device.strip_prefix(f.prefix()).map(|r| (f, r)))?;
+    let (n, m) = rest.split_once(':')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(n) || !digits(m) {
+        return None;
+    }
+    Some((family, n.parse().ok()?, m.parse().ok()?))
+}
+
+/// What a device slot holds, from its `deviceType`.
+enum Holds {
+    Disk,
+    Cdrom,
+    Passthrough,
+    HostDisk,
+    Unknown,
+}
+
+fn holds(device_type: Option<&str>) -> Holds {
+    match device_type
+        .map(|t| t.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "scsi-harddisk" | "disk" | "ata-harddisk" | "plaindisk") => Holds::Disk,
+        Some("cdrom-image" | "cdrom-raw" | "atapi-cdrom") => Holds::Cdrom,
+        Some("scsi-passthru") => Holds::Passthrough,
+        Some("rawdisk") => Holds::HostDisk,
+        Some(_) => Holds::Unknown,
+    }
+}
+
+/// A disk found in the VMX, before its id is given.
+struct Found {
+    slot: (Family, u32, u32),
+    device: String,
+}
+
+/// Every present hard disk, followed through its descriptor chain; CD-ROMs and other devices
+/// on the disk controllers become notes.
+fn read_disks(vmx: &Vmx, folder: &Path, facts: &mut ExportFacts, problems: &mut Collected) {
+    let slots: BTreeSet<(Family, u32, u32)> =
+        vmx.entries.keys().filter_map(|k| slot_of(k)).collect();
+    let mut found = Vec::new();
+    for slot in slots {
+        let (family, n, m) = slot;
+        let device = format!("{}{n}:{m}", family.prefix());
+        if !vmx.is_true(&format!("{device}.present")) {
+            continue;
+        }
+        let controller = format!("{}{n}", family.prefix());
+        if n >= family.controllers() {
+            facts.notes.push(format!(
+                "{device} is on {controller}, which VMware does not have; it is ignored"
+            ));
+            continue;
+        }
+        if family != Family::Ide && !vmx.is_true(&format!("{controller}.present")) {
+            facts.notes.push(format!(
+                "{device} is on {controller}, which is not present; VMware ignores it, and so \
+                 does the import"
+            ));
+            continue;
+        }
+        let type_key = format!("{device}.devicetype");
+        let file = vmx
+            .get(&format!("{device}.filename"))
+            .map(str::trim)
+            .filter(|f| !f.is_empty());
+        let with_file = file
+            .map(|f| format!(" ({})", excerpt(f)))
+            .unwrap_or_default();
+        match holds(vmx.get(&type_key)) {
+            Holds::Disk => found.push(Found { slot, device }),
+            Holds::Cdrom => facts
+                .notes
+                .push(format!("{device} is a CD-ROM{with_file}; not carried")),
+            Holds::Passthrough => facts.notes.push(format!(
+                "{device} is a passthrough SCSI device of the host{with_file}; not carried"
+            )),
+            Holds::HostDisk => problems.push(
+                vmx.place(&type_key),
+                format!(
+                    "{device} is a physical disk of the host (deviceType rawDisk); copy it to a \
+                     file first"
+                ),
+            ),
+            Holds::Unknown => problems.push(
+                vmx.place(&type_key),
+                format!(
+                    "{} \"{}\": expected a disk (scsi-hardDisk, ata-hardDisk, disk) or a CD-ROM \
+                     (cdrom-image, cdrom-raw, atapi-cdrom)",
+                    vmx.written(&type_key),
+                    excerpt(vmx.get(&type_key).unwrap_or(""))
+                ),
+            ),
+        }
+    }
+    if vmx.is_true("floppy0.present") {
+        let file = vmx
+            .get("floppy0.filename")
+            .map(|f| format!(" ({})", excerpt(f)))
+            .unwrap_or_default();
+        facts
+            .notes
+            .push(format!("floppy0 is a floppy drive{file}; not carried"));
+    }
+    if found.is_empty() {
+        problems.push(vmx.file.clone(), "no hard disk is present");
+        return;
+    }
+    order_for_boot(vmx, &mut found);
+    let folder_canon = match folder.canonicalize() {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(
+                vmx.file.clone(),
+                format!("cannot resolve the VM's folder {}: {e}", folder.display()),
+            );
+            return;
+        }
+    };
+    for (i, disk) in found.iter().enumerate() {
+        let id = format!("disk{i}");
+        if let Some(d) = read_disk(vmx, folder, &folder_canon, &id, disk, facts, problems) {
+            facts.disks.push(d);
+        }
+    }
+}
+
+/// Puts the disks `bios.hddOrder` and `bios.bootOrder` name first, in their order; the rest
+/// stay in slot order.
+fn order_for_boot(vmx: &Vmx, found: &mut Vec<Found>) {
+    let named: Vec<String> = ["bios.hddorder", "bios.bootorder"]
+        .iter()
+        .filter_map(|k| vmx.get(k))
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect();
+    let mut ordered = Vec::with_capacity(found.len());
+    for name in &named {
+        if let Some(at) = found.iter().position(|f| &f.device == name) {
+            ordered.push(found.remove(at));
+        }
+    }
+    ordered.append(found);
+    *found = ordered;
+}
+
+/// One hard disk: its file checked to be in the VM's folder and followed through its chain.
+fn read_disk(
+    vmx: &Vmx,
+    folder: &Path,
+    folder_canon: &Path,
+    id: &str,
+    disk: &Found,
+    facts: &mut ExportFacts,
+    problems: &mut Collected,
+) -> Option<ExportDisk> {
+    let (family, n, m) = disk.slot;
+    let device = &disk.device;
+    let file_key = format!("{device}.filename");
+    let Some(file) = vmx.get(&file_key).map(str::trim).filter(|f| !f.is_empty()) else {
+        problems.push(
+            vmx.place(&file_key),
+            format!("{device} is a hard disk without a fileName"),
+        );
+        return None;
+    };
+    let key = vmx.written(&file_key).to_owned();
+    let path = match vmdk::inside_folder(folder, file, folder_canon) {
+        Ok(p) => p,
+        Err(why) => {
+            problems.push(vmx.place(&file_key), format!("{key}: {why}"));
+            return None;
+        }
+    };
+    let is_vmdk = Path::new(file)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("vmdk"));
+    if !is_vmdk {
+        problems.push(
+            vmx.place(&file_key),
+            format!(
+                "{key}: {} is not a .vmdk; a VMware hard disk is a VMDK descriptor or sparse \
+                 image",
+                excerpt(file)
+            ),
+        );
+        return None;
+    }
+    let (location, descriptor) = vmdk::resolve(&path, folder_canon, problems)?;
+    if let super::DiskLocation::File { parents, .. } = &location
+        && !parents.is_empty()
+    {
+        facts.notes.push(format!(
+            "{id} is the current state of a snapshot chain of {} files; the conversion reads \
+             through it",
+            parents.len() + 1
+        ));
+    }
+    let mode_key = format!("{device}.mode");
+    if vmx
+        .get(&mode_key)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("independent-nonpersistent"))
+    {
+        facts.notes.push(format!(
+            "{id} ({device}) is independent-nonpersistent: VMware discards its changes at power \
+             off, and the conversion reads the disk as it is in the folder"
+        ));
+    }
+    let controller = match family {
+        Family::Scsi => Controller::Scsi(
+            vmx.get(&format!("scsi{n}.virtualdev"))
+                .map(|v| v.trim().to_ascii_lowercase())
+                .filter(|v| !v.is_empty()),
+        ),
+        Family::Sata => Controller::Sata,
+        Family::Nvme => Controller::Nvme,
+        Family::Ide => Controller::Ide,
+    };
+    Some(ExportDisk {
+        id: id.to_owned(),
+        described_at: format!("{device} in {}", vmx.file),
+        controller: Some(controller),
+        unit: Some(m),
+        location,
+        format: SourceFormat::Vmdk,
+        capacity: descriptor.as_ref().and_then(vmdk::Descriptor::capacity),
+        digest_name: None,
+    })
+}
+
+/// The `ethernetN` adapters that are present, by N.
+fn read_nics(vmx: &Vmx, facts: &mut ExportFacts, problems: &mut Collected) {
+    let numbers: BTreeSet<u32> = vmx
+        .entries
+        .keys()
+        .filter_map(|k| {
+            let (device, _) = k.split_once('.')?;
+            let n = device.strip_prefix("ethernet")?;
+            n.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| n.parse().ok())?
+        })
+        .collect();
+    for n in numbers {
+        let dev = format!("ethernet{n}");
+        if !vmx.is_true(&format!("{dev}.present")) {
+            continue;
+        }
+        let id = format!("nic{}", facts.nics.len());
+        let address_type = vmx
+            .get(&format!("{dev}.addresstype"))
+            .map(|t| t.trim().to_ascii_lowercase());
+        let mac_key = if address_type.as_deref() == Some("static") {
+            format!("{dev}.address")
+        } else {
+            format!("{dev}.generatedaddress")
+        };
+        let mac = match vmx.get(&mac_key).map(str::trim) {
+            Some(raw) => match MacAddr::parse(raw) {
+                Some(m) => Some(m),
+                None => {
+                    problems.push(
+                        vmx.place(&mac_key),
+                        format!(
+                            "{} \"{}\": expected a MAC address (00:50:56:ab:cd:ef)",
+                            vmx.written(&mac_key),
+                            excerpt(raw)
+                        ),
+                    );
+                    None
+                }
+            },
+            None if address_type.as_deref() == Some("static") => {
+                problems.push(
+                    vmx.place(&mac_key),
+                    format!("{dev}.addressType is static but {dev}.address is missing"),
+                );
+                None
+            }
+            None => {
+                facts.notes.push(format!(
+                    "{id} ({dev}) has no generatedAddress (VMware assigns one at the first power \
+                     on); the migrated NIC gets a new MAC"
+                ));
+                None
+            }
+        };
+        let network = ["networkname", "vnet", "connectiontype"]
+            .iter()
+            .find_map(|k| vmx.get(&format!("{dev}.{k}")))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        let adapter = match vmx
+            .get(&format!("{dev}.virtualdev"))
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())
+        {
+            Some(a) => a,
+            None => {
+                facts.notes.push(format!(
+                    "{id} ({dev}) has no virtualDev; VMware's default, e1000, is assumed"
+                ));
+                "e1000".to_owned()
+            }
+        };
+        facts.nics.push(ExportNic {
+            id,
+            mac,
+            network,
+            adapter: Some(adapter),
+        });
+    }
+}
+
+/// Notes for what the VM has that the manifest does not carry.
+fn read_notes(vmx: &Vmx, folder: &Path, stem: &str, facts: &mut ExportFacts) {
+    let vmsd = folder.join(format!("{stem}.vmsd"));
+    let snapshot_keys = vmx.entries.keys().any(|k| k.starts_with("snapshot."));
+    if std::fs::metadata(&vmsd).is_ok_and(|m| m.len() > 0) || snapshot_keys {
+        facts.notes.push(format!(
+            "{} has snapshots ({stem}.vmsd); only the current state is carried",
+            vmx.file
+        ));
+    }
+    let mut devices = |present: bool, what: &str| {
+        if present {
+            facts.notes.push(format!("{what}; not carried"));
+        }
+    };
+    devices(vmx.is_true("sound.present"), "the VM has a sound card");
+    devices(
+        vmx.is_true("usb.present")
+            || vmx.is_true("usb_xhci.present")
+            || vmx.is_true("ehci.present"),
+        "the VM has a USB controller",
+    );
+    let numbered = |prefix: &str| -> Vec<String> {
+        let mut names: Vec<String> = vmx
+            .entries
+            .iter()
+            .filter_map(|(k, _)| {
+                let device = k.strip_suffix(".present")?;
+                let n = device.strip_prefix(prefix)?;
+                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && vmx.is_true(k))
+                    .then(|| device.to_owned())
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    for (prefix, what) in [
+        ("serial", "a serial port"),
+        ("parallel", "a parallel port"),
+        ("sharedfolder", "a shared folder"),
+    ] {
+        for device in numbered(prefix) {
+            facts.notes.push(format!("{device} is {what}; not carried"));
+        }
+    }
+    let mut sched: Vec<String> = vmx
+        .entries
+        .iter()
+        .filter(|(k, e)| {
+            let v = e.value.trim();
+            (k.starts_with("sched.") && k.ends_with(".min") && v != "0")
+                || (k.starts_with("sched.")
+                    && k.ends_with(".shares")
+                    && !v.eq_ignore_ascii_case("normal"))
+        })
+        .map(|(_, e)| format!("{} = \"{}\"", e.key, excerpt(&e.value)))
+        .collect();
+    if !sched.is_empty() {
+        sched.sort();
+        facts.notes.push(format!(
+            "resource reservations and shares ({}) are not carried",
+            sched.join(", ")
+        ));
+    }
+}
