@@ -624,3 +624,504 @@ pub(crate) fn resolve(
         top_descriptor,
     ))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Writes `text` to `dir/name`.
+    pub(crate) fn write(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write fixture");
+        path
+    }
+
+    /// A text descriptor as VMware writes it.
+    pub(crate) fn descriptor(
+        create_type: &str,
+        cid: &str,
+        parent: Option<(&str, &str)>,
+        extents: &[&str],
+    ) -> String {
+        let (parent_cid, hint) = match parent {
+            Some((cid, hint)) => (cid, format!("parentFileNameHint=\"{hint}\"\n")),
+            None => ("ffffffff", String::new()),
+        };
+        format!(
+            "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID={cid}\n\
+             parentCID={parent_cid}\ncreateType=\"{create_type}\"\n{hint}\n\
+             # Extent description\n{}\n\n# The Disk Data Base\n#DDB\n\n\
+             ddb.adapterType = \"lsilogic\"\nddb.virtualHWVersion = \"19\"\n",
+            extents.join("\n")
+        )
+    }
+
+    /// A `KDMV` sparse header, with a descriptor embedded at sector 1 when one is given.
+    pub(crate) fn sparse(embedded: Option<&str>) -> Vec<u8> {
+        let mut image = vec![0u8; 512];
+        image[..4].copy_from_slice(b"KDMV");
+        image[4..8].copy_from_slice(&1u32.to_le_bytes());
+        image[12..20].copy_from_slice(&2048u64.to_le_bytes());
+        image[20..28].copy_from_slice(&128u64.to_le_bytes());
+        if let Some(text) = embedded {
+            image[28..36].copy_from_slice(&1u64.to_le_bytes());
+            image[36..44].copy_from_slice(&20u64.to_le_bytes());
+            image.extend_from_slice(text.as_bytes());
+            image.resize(512 * 21, 0);
+        }
+        image
+    }
+
+    fn problems(c: &Collected) -> Vec<String> {
+        c.0.iter().map(ToString::to_string).collect()
+    }
+
+    fn chain(top: &Path, folder: &Path) -> (Option<DiskLocation>, Vec<String>) {
+        let mut c = Collected::default();
+        let location = resolve_chain(top, folder, &mut c);
+        (location, problems(&c))
+    }
+
+    fn invalid_problems(r: Result<Option<Descriptor>, ExportError>) -> Vec<String> {
+        match r {
+            Err(ExportError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_monolithic_flat_descriptor_names_its_flat_extent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = write(
+            dir.path(),
+            "x.vmdk",
+            descriptor(
+                "monolithicFlat",
+                "fffffffe",
+                None,
+                &[r#"RW 2048 FLAT "x-flat.vmdk" 0"#],
+            )
+            .as_bytes(),
+        );
+        write(dir.path(), "x-flat.vmdk", b"data");
+        let d = read_descriptor(&top)
+            .expect("read")
+            .expect("a text descriptor");
+        assert_eq!(d.create_type, "monolithicFlat");
+        assert_eq!(d.cid.as_deref(), Some("fffffffe"));
+        assert_eq!(d.parent_cid, None);
+        assert_eq!(d.adapter_type.as_deref(), Some("lsilogic"));
+        assert_eq!(d.encoding.as_deref(), Some("UTF-8"));
+        assert!(!d.encrypted && !d.embedded);
+        assert_eq!(
+            d.extents,
+            [Extent {
+                access: "RW".into(),
+                sectors: 2048,
+                kind: "FLAT".into(),
+                file: Some("x-flat.vmdk".into()),
+                offset: Some(0),
+            }]
+        );
+        assert_eq!(d.capacity(), Some(2048 * 512));
+        let (location, problems) = chain(&top, dir.path());
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(
+            location,
+            Some(DiskLocation::File {
+                path: top.clone(),
+                extents: vec![dir.path().join("x-flat.vmdk")],
+                parents: vec![],
+            })
+        );
+    }
+
+    #[test]
+    fn split_sparse_extents_are_all_listed_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = descriptor(
+            "twoGbMaxExtentSparse",
+            "1a2b3c4d",
+            None,
+            &[
+                r#"RW 4192256 SPARSE "web01-s001.vmdk""#,
+                r#"RW 4192256 SPARSE "web01-s002.vmdk""#,
+                "RW 4096 ZERO",
+            ],
+        );
+        let top = write(dir.path(), "web01.vmdk", text.as_bytes());
+        write(dir.path(), "web01-s001.vmdk", b"KDMV");
+        write(dir.path(), "web01-s002.vmdk", b"KDMV");
+        let d = read_descriptor(&top).expect("read").expect("descriptor");
+        assert_eq!(d.extents[2].kind, "ZERO");
+        assert_eq!(d.extents[2].file, None);
+        assert_eq!(d.capacity(), Some((4192256 * 2 + 4096) * 512));
+        let (location, problems) = chain(&top, dir.path());
+        assert_eq!(problems, Vec::<String>::new());
+        let Some(DiskLocation::File { extents, .. }) = location else {
+            panic!("no location");
+        };
+        assert_eq!(
+            extents,
+            [
+                dir.path().join("web01-s001.vmdk"),
+                dir.path().join("web01-s002.vmdk")
+            ]
+        );
+
+        std::fs::remove_file(dir.path().join("web01-s002.vmdk")).expect("remove");
+        let (location, problems) = chain(&top, dir.path());
+        assert_eq!(location, None);
+        assert_eq!(
+            problems,
+            ["web01.vmdk: extent 2: web01-s002.vmdk does not exist"]
+        );
+    }
+
+    #[test]
+    fn an_esx_vmfs_descriptor_is_read_and_a_raw_device_mapping_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = write(
+            dir.path(),
+            "web01.vmdk",
+            descriptor(
+                "vmfs",
+                "aaaa0001",
+                None,
+                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        write(dir.path(), "web01-flat.vmdk", b"");
+        let (location, problems) = chain(&top, dir.path());
+        assert_eq!(problems, Vec::<String>::new());
+        assert!(location.is_some());
+
+        let rdm = write(
+            dir.path(),
+            "lun.vmdk",
+            descriptor(
+                "vmfsRawDeviceMap",
+                "aaaa0002",
+                None,
+                &[r#"RW 8388608 VMFSRDM "lun-rdm.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        write(dir.path(), "lun-rdm.vmdk", b"");
+        let (location, problems) = chain(&rdm, dir.path());
+        assert_eq!(location, None);
+        assert_eq!(
+            problems,
+            [
+                "lun.vmdk: createType vmfsRawDeviceMap is a raw device mapping; copy the LUN to \
+                 a file first",
+                "lun.vmdk: extent 1: VMFSRDM is a raw device mapping; copy the LUN to a file \
+                 first"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_snapshot_chain_is_followed_to_its_base_nearest_parent_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        write(
+            d,
+            "web01.vmdk",
+            descriptor(
+                "vmfs",
+                "abcd1234",
+                None,
+                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        write(d, "web01-flat.vmdk", b"");
+        write(
+            d,
+            "web01-000001.vmdk",
+            descriptor(
+                "vmfsSparse",
+                "0000beef",
+                Some(("ABCD1234", "web01.vmdk")),
+                &[r#"RW 8388608 VMFSSPARSE "web01-000001-delta.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        write(d, "web01-000001-delta.vmdk", b"COWD");
+        let top = write(
+            d,
+            "web01-000002.vmdk",
+            descriptor(
+                "vmfsSparse",
+                "0000cafe",
+                Some(("0000beef", "web01-000001.vmdk")),
+                &[r#"RW 8388608 VMFSSPARSE "web01-000002-delta.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        write(d, "web01-000002-delta.vmdk", b"COWD");
+        let (location, problems) = chain(&top, d);
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(
+            location,
+            Some(DiskLocation::File {
+                path: top.clone(),
+                extents: vec![
+                    d.join("web01-000002-delta.vmdk"),
+                    d.join("web01-000001-delta.vmdk"),
+                    d.join("web01-flat.vmdk"),
+                ],
+                parents: vec![d.join("web01-000001.vmdk"), d.join("web01.vmdk")],
+            })
+        );
+
+        // The base rewritten (a new CID): the delta no longer rests on it.
+        write(
+            d,
+            "web01.vmdk",
+            descriptor(
+                "vmfs",
+                "12345678",
+                None,
+                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        let (location, problems) = chain(&top, d);
+        assert_eq!(location, None);
+        assert_eq!(
+            problems,
+            [
+                "web01-000001.vmdk: parentCID: the chain is broken: parentCID abcd1234 but \
+                 web01.vmdk has CID 12345678"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chain_that_loops_or_whose_parent_is_missing_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let top = write(
+            d,
+            "a.vmdk",
+            descriptor(
+                "monolithicFlat",
+                "00000001",
+                Some(("00000001", "a.vmdk")),
+                &[r#"RW 16 FLAT "a-flat.vmdk" 0"#],
+            )
+            .as_bytes(),
+        );
+        write(d, "a-flat.vmdk", b"");
+        let (_, problems) = chain(&top, d);
+        assert_eq!(
+            problems,
+            ["a.vmdk: the snapshot chain loops back to this file"]
+        );
+
+        let top = write(
+            d,
+            "b.vmdk",
+            descriptor(
+                "monolithicFlat",
+                "00000002",
+                Some(("00000003", "gone.vmdk")),
+                &[r#"RW 16 FLAT "a-flat.vmdk" 0"#],
+            )
+            .as_bytes(),
+        );
+        let (_, problems) = chain(&top, d);
+        assert_eq!(
+            problems,
+            ["b.vmdk: parentFileNameHint: gone.vmdk does not exist"]
+        );
+    }
+
+    #[test]
+    fn extents_leading_out_of_the_folder_are_refused() {
+        let outer = tempfile::tempdir().expect("tempdir");
+        let vm = outer.path().join("vm");
+        std::fs::create_dir(&vm).expect("mkdir");
+        write(outer.path(), "x-flat.vmdk", b"");
+        std::os::unix::fs::symlink(outer.path().join("x-flat.vmdk"), vm.join("link-flat.vmdk"))
+            .expect("symlink");
+        let top = write(
+            &vm,
+            "x.vmdk",
+            descriptor(
+                "twoGbMaxExtentFlat",
+                "00000001",
+                None,
+                &[
+                    r#"RW 16 FLAT "../x-flat.vmdk" 0"#,
+                    r#"RW 16 FLAT "/srv/x-flat.vmdk" 0"#,
+                    r#"RW 16 FLAT "/vmfs/volumes/ds1/web01/x-flat.vmdk" 0"#,
+                    r#"RW 16 FLAT "link-flat.vmdk" 0"#,
+                ],
+            )
+            .as_bytes(),
+        );
+        let (location, problems) = chain(&top, &vm);
+        assert_eq!(location, None);
+        let canon = vm.canonicalize().expect("canonical");
+        let target = outer
+            .path()
+            .join("x-flat.vmdk")
+            .canonicalize()
+            .expect("canonical");
+        assert_eq!(
+            problems,
+            [
+                format!(
+                    "x.vmdk: extent 1: ../x-flat.vmdk leads out of the VM's folder ({}); copy \
+                     the disk into it",
+                    canon.display()
+                ),
+                "x.vmdk: extent 2: /srv/x-flat.vmdk is an absolute path; the disk must be in \
+                 the VM's folder, named relative to it (copy the disk into the VM's folder)"
+                    .to_owned(),
+                "x.vmdk: extent 3: /vmfs/volumes/ds1/web01/x-flat.vmdk is an ESX datastore \
+                 path; copy the disk into the VM's folder and name it relative to it"
+                    .to_owned(),
+                format!(
+                    "x.vmdk: extent 4: link-flat.vmdk is a link to {}, outside the VM's folder \
+                     ({}); copy the file into it",
+                    target.display(),
+                    canon.display()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_encrypted_descriptor_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\n\
+                    createType=\"monolithicSparse\"\nencryption.keySafe = \"vmware:key/list/x\"\n\
+                    encryption.data = \"AAAA\"\n";
+        let top = write(dir.path(), "e.vmdk", text.as_bytes());
+        assert!(
+            read_descriptor(&top)
+                .expect("read")
+                .expect("text")
+                .encrypted
+        );
+        let (location, problems) = chain(&top, dir.path());
+        assert_eq!(location, None);
+        assert_eq!(
+            problems,
+            ["e.vmdk: encrypted VMDK; decrypt the VM in vSphere/Workstation first"]
+        );
+    }
+
+    #[test]
+    fn a_sparse_image_is_a_leaf_unless_its_embedded_descriptor_has_a_parent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let base = write(d, "base.vmdk", &sparse(None));
+        assert_eq!(read_descriptor(&base).expect("read"), None);
+        let (location, problems) = chain(&base, d);
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(
+            location,
+            Some(DiskLocation::File {
+                path: base.clone(),
+                extents: vec![],
+                parents: vec![],
+            })
+        );
+        assert_eq!(
+            read_descriptor(&write(d, "old.vmdk", b"COWD\x01\0\0\0")).expect("read"),
+            None
+        );
+
+        // A Workstation snapshot delta: monolithicSparse, its descriptor inside the image.
+        write(
+            d,
+            "web01.vmdk",
+            &sparse(Some(&descriptor(
+                "monolithicSparse",
+                "11112222",
+                None,
+                &[r#"RW 2048 SPARSE "web01.vmdk""#],
+            ))),
+        );
+        let top = write(
+            d,
+            "web01-000001.vmdk",
+            &sparse(Some(&descriptor(
+                "monolithicSparse",
+                "33334444",
+                Some(("11112222", "web01.vmdk")),
+                &[r#"RW 2048 SPARSE "web01-000001.vmdk""#],
+            ))),
+        );
+        let desc = read_descriptor(&top).expect("read").expect("embedded");
+        assert!(desc.embedded);
+        assert_eq!(desc.parent_cid.as_deref(), Some("11112222"));
+        assert_eq!(desc.parent_hint.as_deref(), Some("web01.vmdk"));
+        let (location, problems) = chain(&top, d);
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(
+            location,
+            Some(DiskLocation::File {
+                path: top.clone(),
+                extents: vec![],
+                parents: vec![d.join("web01.vmdk")],
+            })
+        );
+
+        // A parent with no descriptor has no CID to check.
+        write(d, "web01.vmdk", &sparse(None));
+        let (_, problems) = chain(&top, d);
+        assert_eq!(
+            problems,
+            [
+                "web01-000001.vmdk: parentCID: the chain cannot be checked: parentCID 11112222 \
+                 but web01.vmdk is a sparse image with no descriptor (no CID)"
+            ]
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_descriptor_is_said_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = write(dir.path(), "notes.vmdk", b"hello\nworld = 1\n");
+        let shown = invalid_problems(read_descriptor(&text));
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert!(
+            shown[0].starts_with("notes.vmdk: not a VMDK descriptor"),
+            "{shown:?}"
+        );
+
+        let flat = write(dir.path(), "x-flat.vmdk", &vec![0u8; 70 * 1024]);
+        let shown = invalid_problems(read_descriptor(&flat));
+        assert!(
+            shown[0].contains("71680 bytes and has no sparse header"),
+            "{shown:?}"
+        );
+
+        // Headed as a descriptor, with a malformed extent line.
+        let bad = write(
+            dir.path(),
+            "bad.vmdk",
+            b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW lots FLAT \"x\"\n",
+        );
+        let shown = invalid_problems(read_descriptor(&bad));
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert!(
+            shown[0].starts_with("bad.vmdk: line 4: expected an extent line"),
+            "{shown:?}"
+        );
+
+        assert!(matches!(
+            read_descriptor(&dir.path().join("gone.vmdk")),
+            Err(ExportError::NotFound { .. })
+        ));
+    }
+}
