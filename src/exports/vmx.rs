@@ -15,6 +15,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 
 use super::vmdk;
 use super::{
@@ -784,5 +786,423 @@ fn read_notes(vmx: &Vmx, folder: &Path, stem: &str, facts: &mut ExportFacts) {
             "resource reservations and shares ({}) are not carried",
             sched.join(", ")
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exports::DiskLocation;
+    use crate::exports::vmdk::tests::{descriptor, sparse, write};
+
+    /// A VM folder with `web01.vmx` (the given lines after a common head) and a flat disk
+    /// `web01.vmdk`.
+    fn vm(lines: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "web01.vmdk",
+            descriptor(
+                "vmfs",
+                "abcd1234",
+                None,
+                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        write(dir.path(), "web01-flat.vmdk", b"");
+        let text = format!(
+            ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nvirtualHW.version = \"19\"\n{lines}"
+        );
+        let vmx = write(dir.path(), "web01.vmx", text.as_bytes());
+        (dir, vmx)
+    }
+
+    const DISK: &str = "scsi0.present = \"TRUE\"\nscsi0.virtualDev = \"pvscsi\"\n\
+                        scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"web01.vmdk\"\n";
+
+    fn invalid(r: Result<ExportFacts, ExportError>) -> Vec<String> {
+        match r {
+            Err(ExportError::Invalid { kind, problems, .. }) => {
+                assert_eq!(kind, ExportKind::Vmx);
+                problems.iter().map(ToString::to_string).collect()
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_workstation_vm_gives_its_facts() {
+        let (dir, path) = vm(&format!(
+            "displayName = \"web |22prod|22 |7C 01\"\nguestOS = \"rhel9-64\"\n\
+             numvcpus = \"4\"\ncpuid.coresPerSocket = \"2\"\nmemsize = \"4096\"\n\
+             firmware = \"efi\"\nuefi.secureBoot.enabled = \"TRUE\"\n\
+             uuid.bios = \"56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc\"\n\
+             vc.uuid = \"52 11 22 33 44 55 66 77-88 99 aa bb cc dd ee ff\"\n\
+             # a comment\n\n{DISK}\
+             ide1:0.present = \"TRUE\"\nide1:0.deviceType = \"cdrom-image\"\n\
+             ide1:0.fileName = \"rhel9.iso\"\n\
+             ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\n\
+             ethernet0.networkName = \"VM Network\"\nethernet0.addressType = \"generated\"\n\
+             ethernet0.generatedAddress = \"00:0c:29:ab:cd:ef\"\n\
+             memsize = \"8192\"\n"
+        ));
+        let facts = read_vmx(&path).expect("valid");
+        assert_eq!(facts.kind, ExportKind::Vmx);
+        assert_eq!(facts.name, "web \"prod\" | 01");
+        assert_eq!(facts.guest_os.as_deref(), Some("rhel9-64"));
+        assert_eq!(facts.os_hint.as_deref(), Some("rhel9"));
+        assert_eq!(facts.vcpus, Some(4));
+        assert_eq!(facts.cores_per_socket, Some(2));
+        // Written twice: the last one counts.
+        assert_eq!(facts.memory_mib, Some(8192));
+        assert_eq!(facts.firmware, Firmware::Uefi);
+        assert!(facts.secureboot);
+        assert_eq!(
+            facts.uuid.as_deref(),
+            Some("564d1234-5678-9abc-def0-123456789abc")
+        );
+        assert_eq!(
+            facts.vm_id.as_deref(),
+            Some("52112233-4455-6677-8899-aabbccddeeff")
+        );
+        assert_eq!(facts.hardware_version.as_deref(), Some("vmx-19"));
+        assert_eq!(
+            facts.disks,
+            [ExportDisk {
+                id: "disk0".into(),
+                described_at: "scsi0:0 in web01.vmx".into(),
+                controller: Some(Controller::Scsi(Some("pvscsi".into()))),
+                unit: Some(0),
+                location: DiskLocation::File {
+                    path: dir.path().join("web01.vmdk"),
+                    extents: vec![dir.path().join("web01-flat.vmdk")],
+                    parents: vec![],
+                },
+                format: SourceFormat::Vmdk,
+                capacity: Some(8388608 * 512),
+                digest_name: None,
+            }]
+        );
+        assert_eq!(
+            facts.nics,
+            [ExportNic {
+                id: "nic0".into(),
+                mac: MacAddr::parse("00:0c:29:ab:cd:ef"),
+                network: Some("VM Network".into()),
+                adapter: Some("vmxnet3".into()),
+            }]
+        );
+        assert_eq!(facts.notes, ["ide1:0 is a CD-ROM (rhel9.iso); not carried"]);
+    }
+
+    #[test]
+    fn defaults_when_the_vmx_says_little() {
+        let (_dir, path) = vm(DISK);
+        let facts = read_vmx(&path).expect("valid");
+        assert_eq!(facts.name, "web01");
+        assert_eq!(facts.vcpus, Some(1));
+        assert_eq!(facts.firmware, Firmware::Bios);
+        assert!(!facts.secureboot);
+        assert_eq!(facts.uuid, None);
+        assert_eq!(facts.vm_id, None);
+        assert!(facts.path.is_absolute());
+    }
+
+    #[test]
+    fn an_encrypted_vm_is_refused_as_a_whole() {
+        for key in ["encryption.keySafe", "encryption.data", "dataFileKey"] {
+            let (_dir, path) = vm(&format!(
+                "{DISK}{key} = \"vmware:key/list/x\"\nbroken line\n"
+            ));
+            match read_vmx(&path) {
+                Err(ExportError::Refused { why, .. }) => assert_eq!(why, ENCRYPTED, "{key}"),
+                other => panic!("{key}: expected Refused, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_bad_line_is_a_problem_with_its_number() {
+        let (_dir, path) = vm(&format!(
+            "{DISK}memsize 4096\nnumvcpus = 2\nguestOS = \"rhel9\" trailing\n\
+             numvcpus = \"many\"\nfirmware = \"coreboot\"\n"
+        ));
+        assert_eq!(
+            invalid(read_vmx(&path)),
+            [
+                "web01.vmx: line 8: expected key = \"value\", found 'memsize 4096'",
+                "web01.vmx: line 9: expected key = \"value\", found 'numvcpus = 2'",
+                "web01.vmx: line 10: expected key = \"value\", found 'guestOS = \"rhel9\" \
+                 trailing'",
+                "web01.vmx: line 11: numvcpus \"many\": expected a number of virtual CPUs (1 or \
+                 more)",
+                "web01.vmx: line 12: firmware \"coreboot\": expected \"bios\" or \"efi\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_read_through_its_chain_and_noted() {
+        let (dir, path) = vm("scsi0.present = \"TRUE\"\nscsi0:0.present = \"TRUE\"\n\
+             scsi0:0.fileName = \"web01-000001.vmdk\"\nscsi0:0.mode = \"independent-nonpersistent\"\n");
+        let d = dir.path();
+        write(
+            d,
+            "web01-000001.vmdk",
+            descriptor(
+                "vmfsSparse",
+                "0000beef",
+                Some(("abcd1234", "web01.vmdk")),
+                &[r#"RW 8388608 VMFSSPARSE "web01-000001-delta.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        write(d, "web01-000001-delta.vmdk", b"COWD");
+        write(
+            d,
+            "web01.vmsd",
+            b".encoding = \"UTF-8\"\nsnapshot.numSnapshots = \"1\"\n",
+        );
+        let facts = read_vmx(&path).expect("valid");
+        assert_eq!(
+            facts.disks[0].location,
+            DiskLocation::File {
+                path: d.join("web01-000001.vmdk"),
+                extents: vec![d.join("web01-000001-delta.vmdk"), d.join("web01-flat.vmdk")],
+                parents: vec![d.join("web01.vmdk")],
+            }
+        );
+        assert_eq!(facts.disks[0].controller, Some(Controller::Scsi(None)));
+        assert_eq!(
+            facts.notes,
+            [
+                "disk0 is the current state of a snapshot chain of 2 files; the conversion \
+                 reads through it",
+                "disk0 (scsi0:0) is independent-nonpersistent: VMware discards its changes at \
+                 power off, and the conversion reads the disk as it is in the folder",
+                "web01.vmx has snapshots (web01.vmsd); only the current state is carried",
+            ]
+        );
+
+        // The base replaced since the snapshot was taken.
+        write(
+            d,
+            "web01.vmdk",
+            descriptor(
+                "vmfs",
+                "99999999",
+                None,
+                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
+            )
+            .as_bytes(),
+        );
+        assert_eq!(
+            invalid(read_vmx(&path)),
+            [
+                "web01-000001.vmdk: parentCID: the chain is broken: parentCID abcd1234 but \
+                 web01.vmdk has CID 99999999"
+            ]
+        );
+    }
+
+    #[test]
+    fn disk_files_outside_the_folder_or_not_vmdk_are_problems() {
+        let (dir, path) = vm("scsi0.present = \"TRUE\"\n\
+             scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"/vmfs/volumes/ds1/web01/web01.vmdk\"\n\
+             scsi0:1.present = \"TRUE\"\nscsi0:1.fileName = \"../other/web01.vmdk\"\n\
+             sata0.present = \"TRUE\"\nsata0:0.present = \"TRUE\"\nsata0:0.fileName = \"d.vhd\"\n\
+             nvme0.present = \"TRUE\"\nnvme0:0.present = \"TRUE\"\n\
+             nvme0:0.fileName = \"gone.vmdk\"\n");
+        write(dir.path(), "d.vhd", b"conectix");
+        assert_eq!(
+            invalid(read_vmx(&path)),
+            [
+                "web01.vmx: line 6: scsi0:0.fileName: /vmfs/volumes/ds1/web01/web01.vmdk is an \
+                 ESX datastore path; copy the disk into the VM's folder and name it relative to \
+                 it",
+                format!(
+                    "web01.vmx: line 8: scsi0:1.fileName: ../other/web01.vmdk leads out of the \
+                     VM's folder ({}); copy the disk into it",
+                    dir.path().canonicalize().expect("canonical").display()
+                )
+                .as_str(),
+                "web01.vmx: line 11: sata0:0.fileName: d.vhd is not a .vmdk; a VMware hard disk \
+                 is a VMDK descriptor or sparse image",
+                "web01.vmx: line 14: nvme0:0.fileName: gone.vmdk does not exist",
+            ]
+        );
+    }
+
+    #[test]
+    fn disks_are_numbered_hdd_order_first_then_by_controller_family() {
+        let (dir, path) = vm("bios.hddOrder = \"sata0:1\"\n\
+             ide0:0.present = \"TRUE\"\nide0:0.fileName = \"ide.vmdk\"\n\
+             sata0.present = \"TRUE\"\nsata0:1.present = \"TRUE\"\nsata0:1.fileName = \"boot.vmdk\"\n\
+             nvme0.present = \"TRUE\"\nnvme0:0.present = \"TRUE\"\nnvme0:0.fileName = \"nvme.vmdk\"\n\
+             scsi1.present = \"TRUE\"\nscsi1:0.present = \"TRUE\"\nscsi1:0.fileName = \"s10.vmdk\"\n\
+             scsi0.present = \"TRUE\"\nscsi0:2.present = \"TRUE\"\nscsi0:2.fileName = \"s02.vmdk\"\n\
+             scsi0:2.deviceType = \"scsi-hardDisk\"\n\
+             scsi2:0.present = \"TRUE\"\nscsi2:0.fileName = \"nocontroller.vmdk\"\n\
+             sata0:2.present = \"FALSE\"\nsata0:2.fileName = \"absent.vmdk\"\n");
+        for name in ["ide.vmdk", "boot.vmdk", "nvme.vmdk", "s10.vmdk", "s02.vmdk"] {
+            write(dir.path(), name, &sparse(None));
+        }
+        let facts = read_vmx(&path).expect("valid");
+        let order: Vec<(&str, &str)> = facts
+            .disks
+            .iter()
+            .map(|d| (d.id.as_str(), d.described_at.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("disk0", "sata0:1 in web01.vmx"),
+                ("disk1", "scsi0:2 in web01.vmx"),
+                ("disk2", "scsi1:0 in web01.vmx"),
+                ("disk3", "nvme0:0 in web01.vmx"),
+                ("disk4", "ide0:0 in web01.vmx"),
+            ]
+        );
+        assert_eq!(facts.disks[0].controller, Some(Controller::Sata));
+        assert_eq!(facts.disks[0].unit, Some(1));
+        // A sparse image without a descriptor declares no capacity.
+        assert_eq!(facts.disks[0].capacity, None);
+        assert_eq!(facts.disks[4].controller, Some(Controller::Ide));
+        assert_eq!(
+            facts.notes,
+            [
+                "scsi2:0 is on scsi2, which is not present; VMware ignores it, and so does the \
+                 import"
+            ]
+        );
+    }
+
+    #[test]
+    fn nic_addresses_static_generated_or_missing() {
+        let (_dir, path) = vm(&format!(
+            "{DISK}\
+             ethernet0.present = \"TRUE\"\nethernet0.addressType = \"static\"\n\
+             ethernet0.address = \"00:50:56:3F:00:01\"\n\
+             ethernet0.generatedAddress = \"00:0c:29:00:00:99\"\nethernet0.virtualDev = \"e1000e\"\n\
+             ethernet0.vnet = \"vmnet8\"\n\
+             ethernet2.present = \"TRUE\"\nethernet2.addressType = \"vpx\"\n\
+             ethernet2.generatedAddress = \"00:50:56:aa:bb:cc\"\nethernet2.connectionType = \"nat\"\n\
+             ethernet1.present = \"TRUE\"\n\
+             ethernet3.present = \"FALSE\"\nethernet3.generatedAddress = \"zz\"\n"
+        ));
+        let facts = read_vmx(&path).expect("valid");
+        let nics: Vec<(String, Option<String>, Option<String>, Option<String>)> = facts
+            .nics
+            .iter()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    n.mac.map(|m| m.to_string()),
+                    n.network.clone(),
+                    n.adapter.clone(),
+                )
+            })
+            .collect();
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            nics,
+            [
+                (
+                    "nic0".into(),
+                    s("00:50:56:3f:00:01"),
+                    s("vmnet8"),
+                    s("e1000e")
+                ),
+                ("nic1".into(), None, None, s("e1000")),
+                ("nic2".into(), s("00:50:56:aa:bb:cc"), s("nat"), s("e1000")),
+            ]
+        );
+        assert_eq!(
+            facts.notes,
+            [
+                "nic1 (ethernet1) has no generatedAddress (VMware assigns one at the first power \
+                 on); the migrated NIC gets a new MAC",
+                "nic1 (ethernet1) has no virtualDev; VMware's default, e1000, is assumed",
+                "nic2 (ethernet2) has no virtualDev; VMware's default, e1000, is assumed",
+            ]
+        );
+
+        let (_dir, path) = vm(&format!(
+            "{DISK}ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\n\
+             ethernet0.generatedAddress = \"00:50:56\"\n\
+             ethernet1.present = \"TRUE\"\nethernet1.virtualDev = \"vmxnet3\"\n\
+             ethernet1.addressType = \"static\"\n"
+        ));
+        assert_eq!(
+            invalid(read_vmx(&path)),
+            [
+                "web01.vmx: line 10: ethernet0.generatedAddress \"00:50:56\": expected a MAC \
+                 address (00:50:56:ab:cd:ef)",
+                "web01.vmx: ethernet1.address: ethernet1.addressType is static but \
+                 ethernet1.address is missing",
+            ]
+        );
+    }
+
+    #[test]
+    fn devices_not_carried_are_noted() {
+        let (_dir, path) = vm(&format!(
+            "{DISK}sound.present = \"TRUE\"\nusb.present = \"TRUE\"\nserial0.present = \"TRUE\"\n\
+             serial1.present = \"FALSE\"\nfloppy0.present = \"TRUE\"\n\
+             floppy0.fileName = \"boot.flp\"\nsharedFolder0.present = \"TRUE\"\n\
+             sched.mem.min = \"2048\"\nsched.cpu.min = \"0\"\nsched.cpu.shares = \"normal\"\n\
+             scsi0:1.present = \"TRUE\"\nscsi0:1.deviceType = \"cdrom-raw\"\n"
+        ));
+        let facts = read_vmx(&path).expect("valid");
+        assert_eq!(
+            facts.notes,
+            [
+                "scsi0:1 is a CD-ROM; not carried",
+                "floppy0 is a floppy drive (boot.flp); not carried",
+                "the VM has a sound card; not carried",
+                "the VM has a USB controller; not carried",
+                "serial0 is a serial port; not carried",
+                "sharedfolder0 is a shared folder; not carried",
+                "resource reservations and shares (sched.mem.min = \"2048\") are not carried",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_disk_too_large_and_missing() {
+        let (_dir, path) = vm("displayName = \"empty\"\n");
+        assert_eq!(
+            invalid(read_vmx(&path)),
+            ["web01.vmx: no hard disk is present"]
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("big.vmx");
+        let file = File::create(&big).expect("create");
+        file.set_len(VMX_LIMIT + 1).expect("set_len");
+        assert!(matches!(
+            read_vmx(&big),
+            Err(ExportError::TooLarge { size, limit: VMX_LIMIT, .. }) if size == VMX_LIMIT + 1
+        ));
+        assert!(matches!(
+            read_vmx(&dir.path().join("gone.vmx")),
+            Err(ExportError::NotFound {
+                kind: ExportKind::Vmx,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn values_decode_their_escapes() {
+        assert_eq!(decode_value("a |22b|22 |7c c |7C"), "a \"b\" | c |");
+        assert_eq!(decode_value("50|25 |zz |2"), "50% |zz |2");
+        assert_eq!(decode_value("caf|C3|A9"), "café");
+        assert_eq!(
+            libvirt_uuid("56 4D 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc").as_deref(),
+            Some("564d1234-5678-9abc-def0-123456789abc")
+        );
+        assert_eq!(libvirt_uuid("56 4d 12"), None);
     }
 }
