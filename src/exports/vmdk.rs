@@ -281,7 +281,8 @@ fn parse_descriptor(name: &str, bytes: &[u8]) -> Result<Descriptor, Vec<Problem>
             d.encrypted = true;
         }
     }
-    if !headed && !(version && create_type.is_some()) {
+    let looks_like = headed || (version && create_type.is_some());
+    if !looks_like {
         return Err(vec![problem(
             name,
             "not a VMDK descriptor: it neither starts with '# Disk DescriptorFile' nor has \

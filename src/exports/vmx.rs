@@ -748,8 +748,8 @@ fn read_notes(vmx: &Vmx, folder: &Path, stem: &str, facts: &mut ExportFacts) {
     let numbered = |prefix: &str| -> Vec<String> {
         let mut names: Vec<String> = vmx
             .entries
-            .iter()
-            .filter_map(|(k, _)| {
+            .keys()
+            .filter_map(|k| {
                 let device = k.strip_suffix(".present")?;
                 let n = device.strip_prefix(prefix)?;
                 (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && vmx.is_true(k))
@@ -1092,30 +1092,18 @@ mod tests {
              ethernet3.present = \"FALSE\"\nethernet3.generatedAddress = \"zz\"\n"
         ));
         let facts = read_vmx(&path).expect("valid");
-        let nics: Vec<(String, Option<String>, Option<String>, Option<String>)> = facts
-            .nics
-            .iter()
-            .map(|n| {
-                (
-                    n.id.clone(),
-                    n.mac.map(|m| m.to_string()),
-                    n.network.clone(),
-                    n.adapter.clone(),
-                )
-            })
-            .collect();
-        let s = |v: &str| Some(v.to_owned());
+        let nic = |id: &str, mac: Option<&str>, network: Option<&str>, adapter: &str| ExportNic {
+            id: id.to_owned(),
+            mac: mac.and_then(MacAddr::parse),
+            network: network.map(str::to_owned),
+            adapter: Some(adapter.to_owned()),
+        };
         assert_eq!(
-            nics,
+            facts.nics,
             [
-                (
-                    "nic0".into(),
-                    s("00:50:56:3f:00:01"),
-                    s("vmnet8"),
-                    s("e1000e")
-                ),
-                ("nic1".into(), None, None, s("e1000")),
-                ("nic2".into(), s("00:50:56:aa:bb:cc"), s("nat"), s("e1000")),
+                nic("nic0", Some("00:50:56:3f:00:01"), Some("vmnet8"), "e1000e"),
+                nic("nic1", None, None, "e1000"),
+                nic("nic2", Some("00:50:56:aa:bb:cc"), Some("nat"), "e1000"),
             ]
         );
         assert_eq!(
