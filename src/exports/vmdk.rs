@@ -94,7 +94,8 @@ fn shown(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-fn read_error(path: &Path, source: std::io::Error) -> ExportError {
+/// An I/O error on a file of the VM: [`ExportError::NotFound`] when it is missing.
+pub(crate) fn read_error(path: &Path, source: std::io::Error) -> ExportError {
     if source.kind() == std::io::ErrorKind::NotFound {
         ExportError::NotFound {
             kind: ExportKind::Vmx,
@@ -657,6 +658,22 @@ pub(crate) mod tests {
         )
     }
 
+    /// Writes a text descriptor (see [`descriptor`]) to `dir/name`.
+    pub(crate) fn write_descriptor(
+        dir: &Path,
+        name: &str,
+        create_type: &str,
+        cid: &str,
+        parent: Option<(&str, &str)>,
+        extents: &[&str],
+    ) -> PathBuf {
+        write(
+            dir,
+            name,
+            descriptor(create_type, cid, parent, extents).as_bytes(),
+        )
+    }
+
     /// A `KDMV` sparse header, with a descriptor embedded at sector 1 when one is given.
     pub(crate) fn sparse(embedded: Option<&str>) -> Vec<u8> {
         let mut image = vec![0u8; 512];
@@ -695,16 +712,13 @@ pub(crate) mod tests {
     #[test]
     fn a_monolithic_flat_descriptor_names_its_flat_extent() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let top = write(
+        let top = write_descriptor(
             dir.path(),
             "x.vmdk",
-            descriptor(
-                "monolithicFlat",
-                "fffffffe",
-                None,
-                &[r#"RW 2048 FLAT "x-flat.vmdk" 0"#],
-            )
-            .as_bytes(),
+            "monolithicFlat",
+            "fffffffe",
+            None,
+            &[r#"RW 2048 FLAT "x-flat.vmdk" 0"#],
         );
         write(dir.path(), "x-flat.vmdk", b"data");
         let d = read_descriptor(&top)
@@ -784,32 +798,26 @@ pub(crate) mod tests {
     #[test]
     fn an_esx_vmfs_descriptor_is_read_and_a_raw_device_mapping_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let top = write(
+        let top = write_descriptor(
             dir.path(),
             "web01.vmdk",
-            descriptor(
-                "vmfs",
-                "aaaa0001",
-                None,
-                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfs",
+            "aaaa0001",
+            None,
+            &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
         );
         write(dir.path(), "web01-flat.vmdk", b"");
         let (location, problems) = chain(&top, dir.path());
         assert_eq!(problems, Vec::<String>::new());
         assert!(location.is_some());
 
-        let rdm = write(
+        let rdm = write_descriptor(
             dir.path(),
             "lun.vmdk",
-            descriptor(
-                "vmfsRawDeviceMap",
-                "aaaa0002",
-                None,
-                &[r#"RW 8388608 VMFSRDM "lun-rdm.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfsRawDeviceMap",
+            "aaaa0002",
+            None,
+            &[r#"RW 8388608 VMFSRDM "lun-rdm.vmdk""#],
         );
         write(dir.path(), "lun-rdm.vmdk", b"");
         let (location, problems) = chain(&rdm, dir.path());
@@ -829,40 +837,31 @@ pub(crate) mod tests {
     fn a_snapshot_chain_is_followed_to_its_base_nearest_parent_first() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        write(
+        write_descriptor(
             d,
             "web01.vmdk",
-            descriptor(
-                "vmfs",
-                "abcd1234",
-                None,
-                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfs",
+            "abcd1234",
+            None,
+            &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
         );
         write(d, "web01-flat.vmdk", b"");
-        write(
+        write_descriptor(
             d,
             "web01-000001.vmdk",
-            descriptor(
-                "vmfsSparse",
-                "0000beef",
-                Some(("ABCD1234", "web01.vmdk")),
-                &[r#"RW 8388608 VMFSSPARSE "web01-000001-delta.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfsSparse",
+            "0000beef",
+            Some(("ABCD1234", "web01.vmdk")),
+            &[r#"RW 8388608 VMFSSPARSE "web01-000001-delta.vmdk""#],
         );
         write(d, "web01-000001-delta.vmdk", b"COWD");
-        let top = write(
+        let top = write_descriptor(
             d,
             "web01-000002.vmdk",
-            descriptor(
-                "vmfsSparse",
-                "0000cafe",
-                Some(("0000beef", "web01-000001.vmdk")),
-                &[r#"RW 8388608 VMFSSPARSE "web01-000002-delta.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfsSparse",
+            "0000cafe",
+            Some(("0000beef", "web01-000001.vmdk")),
+            &[r#"RW 8388608 VMFSSPARSE "web01-000002-delta.vmdk""#],
         );
         write(d, "web01-000002-delta.vmdk", b"COWD");
         let (location, problems) = chain(&top, d);
@@ -881,16 +880,13 @@ pub(crate) mod tests {
         );
 
         // The base rewritten (a new CID): the delta no longer rests on it.
-        write(
+        write_descriptor(
             d,
             "web01.vmdk",
-            descriptor(
-                "vmfs",
-                "12345678",
-                None,
-                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfs",
+            "12345678",
+            None,
+            &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
         );
         let (location, problems) = chain(&top, d);
         assert_eq!(location, None);
@@ -907,16 +903,13 @@ pub(crate) mod tests {
     fn a_chain_that_loops_or_whose_parent_is_missing_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let top = write(
+        let top = write_descriptor(
             d,
             "a.vmdk",
-            descriptor(
-                "monolithicFlat",
-                "00000001",
-                Some(("00000001", "a.vmdk")),
-                &[r#"RW 16 FLAT "a-flat.vmdk" 0"#],
-            )
-            .as_bytes(),
+            "monolithicFlat",
+            "00000001",
+            Some(("00000001", "a.vmdk")),
+            &[r#"RW 16 FLAT "a-flat.vmdk" 0"#],
         );
         write(d, "a-flat.vmdk", b"");
         let (_, problems) = chain(&top, d);
@@ -925,16 +918,13 @@ pub(crate) mod tests {
             ["a.vmdk: the snapshot chain loops back to this file"]
         );
 
-        let top = write(
+        let top = write_descriptor(
             d,
             "b.vmdk",
-            descriptor(
-                "monolithicFlat",
-                "00000002",
-                Some(("00000003", "gone.vmdk")),
-                &[r#"RW 16 FLAT "a-flat.vmdk" 0"#],
-            )
-            .as_bytes(),
+            "monolithicFlat",
+            "00000002",
+            Some(("00000003", "gone.vmdk")),
+            &[r#"RW 16 FLAT "a-flat.vmdk" 0"#],
         );
         let (_, problems) = chain(&top, d);
         assert_eq!(
@@ -951,21 +941,18 @@ pub(crate) mod tests {
         write(outer.path(), "x-flat.vmdk", b"");
         std::os::unix::fs::symlink(outer.path().join("x-flat.vmdk"), vm.join("link-flat.vmdk"))
             .expect("symlink");
-        let top = write(
+        let top = write_descriptor(
             &vm,
             "x.vmdk",
-            descriptor(
-                "twoGbMaxExtentFlat",
-                "00000001",
-                None,
-                &[
-                    r#"RW 16 FLAT "../x-flat.vmdk" 0"#,
-                    r#"RW 16 FLAT "/srv/x-flat.vmdk" 0"#,
-                    r#"RW 16 FLAT "/vmfs/volumes/ds1/web01/x-flat.vmdk" 0"#,
-                    r#"RW 16 FLAT "link-flat.vmdk" 0"#,
-                ],
-            )
-            .as_bytes(),
+            "twoGbMaxExtentFlat",
+            "00000001",
+            None,
+            &[
+                r#"RW 16 FLAT "../x-flat.vmdk" 0"#,
+                r#"RW 16 FLAT "/srv/x-flat.vmdk" 0"#,
+                r#"RW 16 FLAT "/vmfs/volumes/ds1/web01/x-flat.vmdk" 0"#,
+                r#"RW 16 FLAT "link-flat.vmdk" 0"#,
+            ],
         );
         let (location, problems) = chain(&top, &vm);
         assert_eq!(location, None);

@@ -174,19 +174,7 @@ fn parse(file: &str, bytes: &[u8], problems: &mut Collected) -> Vmx {
 
 /// Reads at most [`VMX_LIMIT`] bytes, refusing a larger file.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ExportError> {
-    let file = File::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ExportError::NotFound {
-                kind: ExportKind::Vmx,
-                path: path.to_owned(),
-            }
-        } else {
-            ExportError::Read {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })?;
+    let file = File::open(path).map_err(|e| vmdk::read_error(path, e))?;
     let read = |source| ExportError::Read {
         path: path.to_owned(),
         source,
@@ -215,22 +203,8 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, ExportError> {
 /// A VMware UUID (`56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc`) in libvirt's form
 /// (`564d1234-5678-9abc-def0-123456789abc`), when it is 16 bytes of hex.
 fn libvirt_uuid(value: &str) -> Option<String> {
-    let hex: String = value
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if hex.len() != 32 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
+    let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+    crate::manifest::domain::parse_uuid(&compact)
 }
 
 /// Reads a VMX file into the facts of its VM: identity, CPUs, memory, firmware, guest OS, its
@@ -793,22 +767,19 @@ fn read_notes(vmx: &Vmx, folder: &Path, stem: &str, facts: &mut ExportFacts) {
 mod tests {
     use super::*;
     use crate::exports::DiskLocation;
-    use crate::exports::vmdk::tests::{descriptor, sparse, write};
+    use crate::exports::vmdk::tests::{sparse, write, write_descriptor};
 
     /// A VM folder with `web01.vmx` (the given lines after a common head) and a flat disk
     /// `web01.vmdk`.
     fn vm(lines: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
-        write(
+        write_descriptor(
             dir.path(),
             "web01.vmdk",
-            descriptor(
-                "vmfs",
-                "abcd1234",
-                None,
-                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfs",
+            "abcd1234",
+            None,
+            &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
         );
         write(dir.path(), "web01-flat.vmdk", b"");
         let text = format!(
@@ -947,16 +918,13 @@ mod tests {
         let (dir, path) = vm("scsi0.present = \"TRUE\"\nscsi0:0.present = \"TRUE\"\n\
              scsi0:0.fileName = \"web01-000001.vmdk\"\nscsi0:0.mode = \"independent-nonpersistent\"\n");
         let d = dir.path();
-        write(
+        write_descriptor(
             d,
             "web01-000001.vmdk",
-            descriptor(
-                "vmfsSparse",
-                "0000beef",
-                Some(("abcd1234", "web01.vmdk")),
-                &[r#"RW 8388608 VMFSSPARSE "web01-000001-delta.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfsSparse",
+            "0000beef",
+            Some(("abcd1234", "web01.vmdk")),
+            &[r#"RW 8388608 VMFSSPARSE "web01-000001-delta.vmdk""#],
         );
         write(d, "web01-000001-delta.vmdk", b"COWD");
         write(
@@ -986,16 +954,13 @@ mod tests {
         );
 
         // The base replaced since the snapshot was taken.
-        write(
+        write_descriptor(
             d,
             "web01.vmdk",
-            descriptor(
-                "vmfs",
-                "99999999",
-                None,
-                &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
-            )
-            .as_bytes(),
+            "vmfs",
+            "99999999",
+            None,
+            &[r#"RW 8388608 VMFS "web01-flat.vmdk""#],
         );
         assert_eq!(
             invalid(read_vmx(&path)),
