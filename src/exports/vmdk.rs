@@ -120,7 +120,7 @@ fn invalid(path: &Path, problems: Vec<Problem>) -> ExportError {
 /// Reads the descriptor of a VMDK: a text descriptor file, or the descriptor a sparse image
 /// embeds (at sector `descriptorOffset` of its `KDMV` header). `Ok(None)` for a sparse image
 /// that embeds none and for an ESX 2 `COWD` sparse file. At most [`DESCRIPTOR_LIMIT`] bytes of
-/// the file are read.
+/// the file's head are read, and as much again of an embedded descriptor.
 ///
 /// A file that is neither (a raw `-flat.vmdk` named in place of its descriptor, a VHD...) is
 /// [`ExportError::Invalid`] "not a VMDK descriptor", as is a descriptor with a malformed line,

@@ -1148,6 +1148,29 @@ mod tests {
     }
 
     #[test]
+    fn a_latin1_vmx_is_decoded_and_stray_bytes_elsewhere_are_a_problem() {
+        let (dir, _) = vm(DISK);
+        let latin = |encoding: &str| {
+            let mut text = format!(".encoding = \"{encoding}\"\ndisplayName = \"M").into_bytes();
+            text.push(0xfc);
+            text.extend_from_slice(b"ller\"\n");
+            text.extend_from_slice(DISK.as_bytes());
+            write(dir.path(), "latin.vmx", &text)
+        };
+        let path = latin("windows-1252");
+        assert_eq!(read_vmx(&path).expect("valid").name, "M\u{fc}ller");
+
+        let path = latin("UTF-8");
+        assert_eq!(
+            invalid(read_vmx(&path)),
+            [
+                "latin.vmx: line 2: is not valid UTF-8 (the file declares .encoding = UTF-8); \
+                 save the VMX as UTF-8"
+            ]
+        );
+    }
+
+    #[test]
     fn values_decode_their_escapes() {
         assert_eq!(decode_value("a |22b|22 |7c c |7C"), "a \"b\" | c |");
         assert_eq!(decode_value("50|25 |zz |2"), "50% |zz |2");
