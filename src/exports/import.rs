@@ -251,7 +251,12 @@ fn read(kind: ExportKind, path: &Path) -> Result<Read, ExportError> {
     match kind {
         ExportKind::Ova => read_ova(path),
         ExportKind::Ovf => read_ovf(path),
-        ExportKind::Vmx | ExportKind::HyperV => Err(ExportError::Refused {
+        ExportKind::Vmx => Ok(Read {
+            facts: super::vmx::read_vmx(path)?,
+            digests: None,
+            descriptor: None,
+        }),
+        ExportKind::HyperV => Err(ExportError::Refused {
             path: path.to_owned(),
             why: format!("{kind} exports are not read by this build"),
         }),

@@ -12,6 +12,8 @@ pub mod import;
 pub mod mf;
 pub mod ova;
 pub mod ovf;
+pub mod vmdk;
+pub mod vmx;
 
 use std::fmt;
 use std::path::PathBuf;
