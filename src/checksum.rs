@@ -208,7 +208,7 @@ pub fn digests(
             .send(vec![0u8; BUF_SIZE])
             .expect("the channel holds BUFFERS buffers and its receiver is alive");
     }
-    let (hasher, done) = std::thread::scope(|s| {
+    let (hasher, sha1, done) = std::thread::scope(move |s| {
         s.spawn(move || {
             let mut lowered = Lowered::enter(background);
             read_ahead(file, &empty_rx, &full_tx, || {
@@ -241,7 +241,7 @@ pub fn digests(
             // The reader is gone only after the end of the file or an error it has sent.
             let _ = empty_tx.send(buf);
         }
-        Ok((hasher, done))
+        Ok((hasher, sha1, done))
     })?;
     Ok(finish(hasher, sha1, done))
 }

@@ -9,8 +9,8 @@ use super::options::Options;
 use super::{AppError, print_json, print_text, render, setup};
 use crate::cli::Cli;
 use crate::exec::CancelToken;
-use crate::exports::{self, ExportKind};
 use crate::exit_code;
+use crate::exports::{self, ExportKind};
 use crate::libvirt::import::{self as libvirt_import, ImportOptions};
 use crate::ui::Display;
 

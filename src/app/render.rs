@@ -298,12 +298,7 @@ fn next_steps(manifest_path: &std::path::Path, written: bool) -> String {
 /// what was not carried, and the next step.
 pub fn export_summary(o: &crate::exports::import::ImportOutcome) -> String {
     let f = &o.facts;
-    let mut s = format!(
-        "Imported {} {} from {}\n",
-        f.kind,
-        f.name,
-        f.path.display()
-    );
+    let mut s = format!("Imported {} {} from {}\n", f.kind, f.name, f.path.display());
     s.push_str(&vm_line(&o.manifest, f.secureboot));
     for (i, d) in o.disks.iter().enumerate() {
         let place = match &d.disk.location {

@@ -170,12 +170,27 @@ pub fn run(
     }
 
     // Phase 3: one read per disk for every digest it needs.
-    let sha256 = opts.compute_checksums && !opts.dry_run;
+    // A descriptor VMDK's checksum would cover the descriptor, not the extents that hold the
+    // data: such a disk gets none rather than one that protects nothing.
+    let sha256: Vec<bool> = found
+        .iter()
+        .map(|f| {
+            let extents = matches!(&f.disk.location, DiskLocation::File { extents, .. } if !extents.is_empty());
+            if extents && opts.compute_checksums {
+                notes.push(format!(
+                    "disk {}: no checksum (its data is in extent files beside the descriptor, \
+                     which a checksum of the descriptor would not cover)",
+                    f.disk.id
+                ));
+            }
+            opts.compute_checksums && !opts.dry_run && !extents
+        })
+        .collect();
     let need_read = found
         .iter()
         .zip(&wanted)
         .any(|(_, w)| w.is_some() && !opts.dry_run)
-        || sha256;
+        || sha256.contains(&true);
     if opts.dry_run && wanted.iter().any(Option::is_some) {
         notes.push(
             "dry run: the disks' digests in the .mf are not verified (that reads every disk)"
@@ -183,10 +198,10 @@ pub fn run(
         );
     }
     if need_read {
-        let results = hash_all(&facts.name, &found, &wanted, sha256, cancel, events)?;
+        let results = hash_all(&facts.name, &found, &wanted, &sha256, cancel, events)?;
         let mut problems = Collected::default();
         let list_name = digests.as_ref().map_or("", |l| l.name.as_str());
-        for ((f, w), d) in found.iter_mut().zip(&wanted).zip(results) {
+        for (((f, w), d), sha256) in found.iter_mut().zip(&wanted).zip(results).zip(&sha256) {
             if let Some(e) = w {
                 let got = match e.algorithm {
                     Algorithm::Sha1 => d.sha1.clone().unwrap_or_default(),
@@ -198,7 +213,7 @@ pub fn run(
                     problems.push(format!("{list_name}: line {}", e.line), mismatch(e, &got));
                 }
             }
-            if sha256 {
+            if *sha256 {
                 f.checksum = Some(d.sha256);
             }
         }
@@ -266,7 +281,10 @@ fn read(kind: ExportKind, path: &Path) -> Result<Read, ExportError> {
 fn utf8(path: &Path, name: &str, bytes: Vec<u8>) -> Result<String, ExportError> {
     String::from_utf8(bytes).map_err(|_| {
         let mut c = Collected::default();
-        c.push(name, "is not UTF-8 text (an OVF descriptor and its .mf are)");
+        c.push(
+            name,
+            "is not UTF-8 text (an OVF descriptor and its .mf are)",
+        );
         ExportError::Invalid {
             kind: ExportKind::Ova,
             path: path.to_owned(),
@@ -446,13 +464,7 @@ fn read_ovf(path: &Path) -> Result<Read, ExportError> {
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let text = utf8(path, &name, bytes.clone())?;
     let dir = config::dir_of(path);
-    let facts = ovf::read(
-        &text,
-        &name,
-        ExportKind::Ovf,
-        path,
-        Container::Dir(&dir),
-    )?;
+    let facts = ovf::read(&text, &name, ExportKind::Ovf, path, Container::Dir(&dir))?;
     let mf_path = path.with_extension("mf");
     let digests = if mf_path.is_file() {
         let mf_name = mf_path
@@ -461,7 +473,12 @@ fn read_ovf(path: &Path) -> Result<Read, ExportError> {
         let text = utf8(
             path,
             &mf_name,
-            read_small(ExportKind::Ovf, &mf_path, "an OVF digest list", MAX_MF_BYTES)?,
+            read_small(
+                ExportKind::Ovf,
+                &mf_path,
+                "an OVF digest list",
+                MAX_MF_BYTES,
+            )?,
         )?;
         Some(digest_list(path, ExportKind::Ovf, &mf_name, &text)?)
     } else {
@@ -603,7 +620,7 @@ fn hash_all(
     vm: &str,
     disks: &[FoundDisk],
     wanted: &[Option<&mf::Entry>],
-    sha256: bool,
+    sha256: &[bool],
     cancel: &CancelToken,
     events: &EventSink,
 ) -> Result<Vec<Digests>, ExportError> {
@@ -618,7 +635,8 @@ fn hash_all(
     let results: Vec<Result<Digests, checksum::ChecksumError>> = disks
         .par_iter()
         .zip(wanted)
-        .map(|(d, w)| {
+        .zip(sha256)
+        .map(|((d, w), sha256)| {
             if !sha256 && w.is_none() {
                 return Ok(Digests {
                     sha256: String::new(),

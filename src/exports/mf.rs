@@ -52,7 +52,10 @@ pub fn parse(text: &str, mf_name: &str, problems: &mut Collected) -> Vec<Entry> 
             Some((alg.trim(), file, digest.trim()))
         });
         let Some((alg, file, digest)) = parsed else {
-            problems.push(place, "expected ALGORITHM(file)= digest, as in SHA256(disk1.vmdk)= 3f1a…");
+            problems.push(
+                place,
+                "expected ALGORITHM(file)= digest, as in SHA256(disk1.vmdk)= 3f1a…",
+            );
             continue;
         };
         let algorithm = match alg.to_ascii_uppercase().as_str() {
@@ -61,7 +64,9 @@ pub fn parse(text: &str, mf_name: &str, problems: &mut Collected) -> Vec<Entry> 
             other => {
                 problems.push(
                     place,
-                    format!("digest algorithm {other} is not one hyper2kvm verifies (SHA1, SHA256)"),
+                    format!(
+                        "digest algorithm {other} is not one hyper2kvm verifies (SHA1, SHA256)"
+                    ),
                 );
                 continue;
             }
@@ -110,9 +115,19 @@ mod tests {
         assert_eq!(entries[0].algorithm, Algorithm::Sha1);
         assert_eq!(entries[1].file, "web01 (1)-disk1.vmdk");
         assert_eq!(entries[1].digest, sha256);
-        let shown: Vec<String> = problems.0.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+        let shown: Vec<String> = problems
+            .0
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
         assert_eq!(shown.len(), 2, "{shown:?}");
-        assert!(shown[0].starts_with("web01.mf: line 4: digest algorithm MD5"), "{shown:?}");
-        assert!(shown[1].contains("line 5") && shown[1].contains("64 hex digits"), "{shown:?}");
+        assert!(
+            shown[0].starts_with("web01.mf: line 4: digest algorithm MD5"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].contains("line 5") && shown[1].contains("64 hex digits"),
+            "{shown:?}"
+        );
     }
 }

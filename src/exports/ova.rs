@@ -166,7 +166,10 @@ pub fn list(path: &Path) -> Result<Vec<Member>, ExportError> {
         }
     }
     if members.is_empty() && problems.is_empty() {
-        problems.push(name, "holds no files; an OVA is a tar archive of an OVF descriptor and its disks");
+        problems.push(
+            name,
+            "holds no files; an OVA is a tar archive of an OVF descriptor and its disks",
+        );
     }
     problems.into_result(ExportKind::Ova, path, members)
 }
@@ -220,8 +223,10 @@ fn not_tar(path: &Path, name: &str, e: &std::io::Error) -> ExportError {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -280,7 +285,10 @@ mod tests {
     #[test]
     fn members_are_listed_with_their_data_offsets() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = tar_of(dir.path(), &[("a.ovf", b"<x/>"), ("a-disk1.vmdk", &[7u8; 1000])]);
+        let path = tar_of(
+            dir.path(),
+            &[("a.ovf", b"<x/>"), ("a-disk1.vmdk", &[7u8; 1000])],
+        );
         let members = list(&path).expect("list");
         assert_eq!(members.len(), 2);
         assert_eq!(members[0].name, "a.ovf");
@@ -311,7 +319,10 @@ mod tests {
         let gz = dir.path().join("x.ova");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).expect("write");
         let e = list(&gz).unwrap_err().to_string();
-        assert!(e.contains("gzip-compressed") && e.contains("gzip -dc"), "{e}");
+        assert!(
+            e.contains("gzip-compressed") && e.contains("gzip -dc"),
+            "{e}"
+        );
         let junk = dir.path().join("junk.ova");
         std::fs::write(&junk, vec![b'j'; 2048]).expect("write");
         let e = list(&junk).unwrap_err().to_string();

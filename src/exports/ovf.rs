@@ -137,7 +137,8 @@ pub fn read(
         let mut c = Collected::default();
         c.push(
             format!("{descriptor}: line {}, column {}", e.line, e.column),
-            e.message.replace("a domain definition", "an OVF descriptor"),
+            e.message
+                .replace("a domain definition", "an OVF descriptor"),
         );
         ExportError::Invalid {
             kind,
@@ -150,9 +151,16 @@ pub fn read(
     if root.name != "Envelope" {
         p.push(
             at(&root),
-            format!("the root element is <{}>; an OVF descriptor's is <Envelope>", root.name),
+            format!(
+                "the root element is <{}>; an OVF descriptor's is <Envelope>",
+                root.name
+            ),
         );
-        return p.into_result(kind, path, ExportFacts::new(kind, path.to_owned(), String::new()));
+        return p.into_result(
+            kind,
+            path,
+            ExportFacts::new(kind, path.to_owned(), String::new()),
+        );
     }
 
     // References: file id → (href, declared size).
@@ -194,13 +202,23 @@ pub fn read(
         });
     }
     let Some(system) = systems.first().copied() else {
-        p.push(at(&root), "no <VirtualSystem>: the descriptor describes no VM");
-        return p.into_result(kind, path, ExportFacts::new(kind, path.to_owned(), String::new()));
+        p.push(
+            at(&root),
+            "no <VirtualSystem>: the descriptor describes no VM",
+        );
+        return p.into_result(
+            kind,
+            path,
+            ExportFacts::new(kind, path.to_owned(), String::new()),
+        );
     };
     if systems.len() > 1 {
         p.push(
             at(systems[1]),
-            format!("{} <VirtualSystem> elements; an import reads one VM", systems.len()),
+            format!(
+                "{} <VirtualSystem> elements; an import reads one VM",
+                systems.len()
+            ),
         );
     }
     let name = child_text(system, "Name")
@@ -233,7 +251,10 @@ pub fn read(
     }
 
     let Some(hw) = system.child("VirtualHardwareSection") else {
-        p.push(at(system), "no <VirtualHardwareSection>: the VM has no hardware");
+        p.push(
+            at(system),
+            "no <VirtualHardwareSection>: the VM has no hardware",
+        );
         return p.into_result(kind, path, facts);
     };
     if let Some(sys) = hw.child("System") {
@@ -270,7 +291,9 @@ pub fn read(
     };
     let mut buses: HashMap<&'static str, u32> = HashMap::new();
     for (rank, it) in items.iter().enumerate() {
-        let sub = child_text(it, "ResourceSubType").unwrap_or("").to_ascii_lowercase();
+        let sub = child_text(it, "ResourceSubType")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let controller = match rtype(it) {
             Some(5) => Some(Controller::Ide),
             Some(6) => Some(Controller::Scsi(Some(match sub.as_str() {
@@ -284,7 +307,9 @@ pub fn read(
         };
         if let (Some(c), Some(id)) = (controller, child_text(it, "InstanceID")) {
             let n = buses.entry(c.bus()).or_insert(0);
-            let bus = child_text(it, "Address").and_then(|a| a.parse().ok()).unwrap_or(*n);
+            let bus = child_text(it, "Address")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(*n);
             *n += 1;
             controllers.by_id.insert(id.to_owned(), (c, bus, rank));
         }
@@ -309,7 +334,9 @@ pub fn read(
     if disk_items > MAX_DISKS {
         p.push(
             at(hw),
-            format!("the VM has {disk_items} disks; more than {MAX_DISKS} is not a VM hyper2kvm imports"),
+            format!(
+                "the VM has {disk_items} disks; more than {MAX_DISKS} is not a VM hyper2kvm imports"
+            ),
         );
         return p.into_result(kind, path, facts);
     }
@@ -343,7 +370,10 @@ pub fn read(
             }
             Some(17) => {
                 let Some(host) = child_text(it, "HostResource") else {
-                    facts.notes.push(format!("disk item \"{label}\" ({}) names no HostResource; not carried", at(it)));
+                    facts.notes.push(format!(
+                        "disk item \"{label}\" ({}) names no HostResource; not carried",
+                        at(it)
+                    ));
                     continue;
                 };
                 let disk_id = host
@@ -398,7 +428,13 @@ pub fn read(
                 let parent = child_text(it, "Parent");
                 let ctl = parent.and_then(|id| controllers.by_id.get(id));
                 if parent.is_some() && ctl.is_none() {
-                    p.push(at(it), format!("disk {disk_id}: Parent {} is not a disk controller item", parent.unwrap_or_default()));
+                    p.push(
+                        at(it),
+                        format!(
+                            "disk {disk_id}: Parent {} is not a disk controller item",
+                            parent.unwrap_or_default()
+                        ),
+                    );
                     continue;
                 }
                 let unit = child_text(it, "AddressOnParent").and_then(|a| a.parse::<u32>().ok());
@@ -432,13 +468,15 @@ pub fn read(
                     break;
                 }
                 let mac = match child_text(it, "Address") {
-                    Some(a) => match MacAddr::parse(a) {
-                        Some(m) => Some(m),
-                        None => {
-                            p.push(at(it), format!("network adapter \"{label}\": Address {a} is not a MAC address"));
-                            None
+                    Some(a) => {
+                        match MacAddr::parse(a) {
+                            Some(m) => Some(m),
+                            None => {
+                                p.push(at(it), format!("network adapter \"{label}\": Address {a} is not a MAC address"));
+                                None
+                            }
                         }
-                    },
+                    }
                     None => None,
                 };
                 nics.push(ExportNic {
@@ -479,12 +517,22 @@ pub fn read(
 }
 
 /// The location of an `href`, or why it is refused.
-fn locate(href: &str, declared: Option<u64>, container: Container<'_>) -> Result<DiskLocation, String> {
+fn locate(
+    href: &str,
+    declared: Option<u64>,
+    container: Container<'_>,
+) -> Result<DiskLocation, String> {
     if href.contains("://") {
-        return Err("is a URL; hyper2kvm reads only files of the export (download it first)".to_owned());
+        return Err(
+            "is a URL; hyper2kvm reads only files of the export (download it first)".to_owned(),
+        );
     }
     let rel = Path::new(href);
-    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
         return Err("must be a plain name inside the export (no absolute path, no ..)".to_owned());
     }
     match container {
@@ -513,8 +561,10 @@ fn locate(href: &str, declared: Option<u64>, container: Container<'_>) -> Result
             let meta = std::fs::symlink_metadata(&path)
                 .map_err(|_| format!("{} does not exist", path.display()))?;
             // A link may point anywhere: the file itself must be inside the folder.
-            let real = std::fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let real_dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let real =
+                std::fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let real_dir =
+                std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             if !real.starts_with(&real_dir) {
                 return Err(format!(
                     "{} leads outside the export's folder ({})",

@@ -223,7 +223,8 @@ fn parse_descriptor(name: &str, bytes: &[u8]) -> Result<Descriptor, Vec<Problem>
     let mut version = false;
     let mut create_type = None;
     for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
+        // Descriptors are padded to whole sectors with NULs (qemu-img, VMware's own tools).
+        let line = raw.trim_matches(|c: char| c.is_whitespace() || c == '\0');
         let place = format!("{name}: line {}", i + 1);
         if line.is_empty() {
             continue;

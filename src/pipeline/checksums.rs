@@ -132,15 +132,15 @@ fn hash_disks(
                     sha1: false,
                 };
                 let actual = checksum::digests(path, range, Some(cancel), background, |done| {
-                        events.send(Event::Progress {
-                            vm: vm.to_owned(),
-                            disk: id.clone(),
-                            activity: Activity::Checksum,
-                            done,
-                            total,
-                        })
+                    events.send(Event::Progress {
+                        vm: vm.to_owned(),
+                        disk: id.clone(),
+                        activity: Activity::Checksum,
+                        done,
+                        total,
                     })
-                    .map(|d| d.sha256);
+                })
+                .map(|d| d.sha256);
                 (id.clone(), expected.clone(), actual)
             },
         )

@@ -46,7 +46,11 @@ pub(super) fn run(run: &mut Run<'_>) -> Result<ConvertResult, StageFailure> {
         // With guest repairs, convert flattens the overlay (repairs plus the untouched source).
         let (source, range, driver) = match &run.overlays[idx] {
             Some(overlay) => (overlay.clone(), None, "qcow2".to_owned()),
-            None => (disk.source.clone(), disk.image().range, facts.driver.clone()),
+            None => (
+                disk.source.clone(),
+                disk.image().range,
+                facts.driver.clone(),
+            ),
         };
         let total = facts.info.virtual_size;
         let spec = plan

@@ -2,7 +2,6 @@
 //! converted (`qemu-img compare`, split in ranges across the cores for large images), and,
 //! when asked, booted once (the boot test).
 
-
 use super::{Run, StageFailure};
 use crate::boot_test::{BootResult, BootTestPlan};
 use crate::diag::error_chain;

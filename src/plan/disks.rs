@@ -172,10 +172,8 @@ pub(super) fn plan(
                 (None, None, None) => 0,
             };
             let source = match (declared, &d.tar_member) {
-                (SourceFormat::Vmdk, None) => {
-                    crate::tools::qemu_img::flat_vmdk_descriptor(&given)
-                        .unwrap_or_else(|| given.clone())
-                }
+                (SourceFormat::Vmdk, None) => crate::tools::qemu_img::flat_vmdk_descriptor(&given)
+                    .unwrap_or_else(|| given.clone()),
                 _ => given.clone(),
             };
             let output = format.map(|format| {
@@ -259,11 +257,13 @@ fn probe_format(q: &QemuImg, i: usize, image: Image<'_>) -> Result<SourceFormat,
     let info = ImageInfo::parse(&out.stdout).map_err(|e| format!("{lead} {e}"))?;
     let hint = "write source_format in the manifest";
     match SourceFormat::from_driver(&info.format) {
-        Some(SourceFormat::Raw) if image.range.is_none() && qemu_img::has_vhd_footer(path) => Err(format!(
-            "{lead} qemu-img probes {shown} as raw, but it ends with a VHD footer: it is a fixed \
+        Some(SourceFormat::Raw) if image.range.is_none() && qemu_img::has_vhd_footer(path) => {
+            Err(format!(
+                "{lead} qemu-img probes {shown} as raw, but it ends with a VHD footer: it is a fixed \
              VHD or a raw disk whose last sector looks like one, and the content must not decide \
              which; {hint} (vhd or raw)"
-        )),
+            ))
+        }
         Some(SourceFormat::Raw) if shown.to_string().ends_with("-flat.vmdk") => Err(format!(
             "{lead} qemu-img probes {shown} as raw, but its name is a flat VMDK extent's; {hint} \
              (vmdk, to convert it through its descriptor, or raw)"

@@ -643,7 +643,7 @@ mod tests {
             limits: Limits::default(),
         };
         let cmd = q.convert_cmd(&ConvertSpec {
-            source: Path::new("/src/a b.vmdk"),
+            source: Path::new("/src/a b.vmdk").into(),
             source_driver: "vmdk",
             dest: Path::new("/out/d0.qcow2.part"),
             output_format: "qcow2",
@@ -660,7 +660,7 @@ mod tests {
              '/src/a b.vmdk' /out/d0.qcow2.part"
         );
         let cmd = q.convert_cmd(&ConvertSpec {
-            source: Path::new("/src/a.raw"),
+            source: Path::new("/src/a.raw").into(),
             source_driver: "raw",
             dest: Path::new("/out/d0.raw.part"),
             output_format: "raw",
@@ -684,7 +684,7 @@ mod tests {
             limits: Limits::default(),
         };
         let spec = ConvertSpec {
-            source: Path::new("/src/a.vmdk"),
+            source: Path::new("/src/a.vmdk").into(),
             source_driver: "vmdk",
             dest: Path::new("/out/d 0.qcow2.part"),
             output_format: "qcow2",
@@ -737,7 +737,7 @@ mod tests {
             limits: Limits::default(),
         };
         let cmd = q.convert_cmd(&ConvertSpec {
-            source: Path::new("/src/a \"b\".vhdx"),
+            source: Path::new("/src/a \"b\".vhdx").into(),
             source_driver: "vhdx",
             dest: Path::new("/out/d0.qcow2.part"),
             output_format: "qcow2",
@@ -762,6 +762,49 @@ mod tests {
     }
 
     #[test]
+    fn an_archive_member_is_read_through_a_raw_window_of_the_archive() {
+        let q = QemuImg {
+            path: PathBuf::from("qemu-img"),
+            limits: Limits::default(),
+        };
+        let member = Image {
+            path: Path::new("/exports/web01.ova"),
+            range: Some((1536, 4096)),
+        };
+        let window = serde_json::json!({"driver": "raw", "offset": 1536, "size": 4096,
+            "file": {"driver": "file", "filename": "/exports/web01.ova"}});
+        let spec = |arg: &str| -> Value {
+            serde_json::from_str(arg.strip_prefix("json:").expect("json:")).expect("JSON")
+        };
+        let info = q.info_cmd(member, "vmdk").argv();
+        assert_eq!(info[1..5], ["info", "--output=json", "-f", "vmdk"]);
+        assert_eq!(spec(&info[5]), serde_json::json!({ "file": window.clone() }));
+        // The probe (no -f) reads the window's content, not the archive's.
+        let probe = q.probe_cmd(member, Aio::Threads).argv();
+        assert_eq!(spec(&probe[3]), serde_json::json!({ "file": window.clone() }));
+        let overlay = q
+            .overlay_cmd(Path::new("/w/d.qcow2"), member, "vmdk")
+            .argv();
+        assert_eq!(spec(&overlay[8]), serde_json::json!({ "file": window.clone() }));
+        assert_eq!(overlay[9], "/w/d.qcow2");
+        let ranged = q
+            .compare_range_cmd(
+                (member, "vmdk", Aio::Threads),
+                (Path::new("/out/d.qcow2").into(), "qcow2", Aio::Threads),
+                0,
+                Some(512),
+            )
+            .expect("UTF-8 paths")
+            .argv();
+        assert_eq!(
+            spec(&ranged[7]),
+            serde_json::json!({"driver": "raw", "offset": 0, "size": 512,
+                "file": {"driver": "vmdk", "file": window}})
+        );
+        assert_eq!(member.to_string(), "/exports/web01.ova (bytes 1536..5632)");
+    }
+
+    #[test]
     fn compare_ranges_wrap_each_image_in_a_raw_window() {
         let q = QemuImg {
             path: PathBuf::from("qemu-img"),
@@ -769,8 +812,8 @@ mod tests {
         };
         let cmd = q
             .compare_range_cmd(
-                (Path::new("/src/a.vmdk"), "vmdk", Aio::IoUring),
-                (Path::new("/out/a.qcow2"), "qcow2", Aio::Threads),
+                (Path::new("/src/a.vmdk").into(), "vmdk", Aio::IoUring),
+                (Path::new("/out/a.qcow2").into(), "qcow2", Aio::Threads),
                 1 << 30,
                 Some(1 << 29),
             )
@@ -791,8 +834,8 @@ mod tests {
         assert!(b["file"]["file"].get("aio").is_none());
         let last = q
             .compare_range_cmd(
-                (Path::new("/a"), "raw", Aio::Threads),
-                (Path::new("/b"), "raw", Aio::Threads),
+                (Path::new("/a").into(), "raw", Aio::Threads),
+                (Path::new("/b").into(), "raw", Aio::Threads),
                 7,
                 None,
             )

@@ -170,7 +170,13 @@ fn convert_and_compare(e: &Export) {
         .arg("--manifest")
         .arg(e.dir.join("out/manifest.json"))
         .args(["--progress", "none"]));
-    assert_eq!(r.code, Some(0), "conversion failed:\n{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "conversion failed:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
     for n in 0..2 {
         let out = e.dir.join(&format!("out/disk{n}.qcow2"));
         assert!(
@@ -196,7 +202,10 @@ fn an_ova_is_imported_in_place_and_converts_to_the_same_disks() {
     let manifest = read_json(&e.dir.join("out/manifest.json"));
     for d in manifest["disks"].as_array().expect("disks") {
         let m = &d["tar_member"];
-        let (offset, size) = (m["offset"].as_u64().expect("offset"), m["size"].as_u64().expect("size"));
+        let (offset, size) = (
+            m["offset"].as_u64().expect("offset"),
+            m["size"].as_u64().expect("size"),
+        );
         assert_eq!(offset % 512, 0, "{d}");
         assert_eq!(d["bytes"].as_u64(), Some(size));
         // The member's bytes are the VMDK that was tarred.
@@ -227,9 +236,16 @@ fn an_unpacked_ovf_imports_the_same_vm_from_its_files() {
     let disks = manifest["disks"].as_array().expect("disks");
     assert_eq!(
         disks[0]["local_path"].as_str(),
-        Some(e.src(&format!("{NAME}-disk1.vmdk")).to_str().expect("utf-8"))
+        Some(
+            e.src(&format!("{NAME}-disk1.vmdk"))
+                .to_str()
+                .expect("utf-8")
+        )
     );
-    assert!(disks.iter().all(|d| d.get("tar_member").is_none()), "{manifest:#}");
+    assert!(
+        disks.iter().all(|d| d.get("tar_member").is_none()),
+        "{manifest:#}"
+    );
     assert_eq!(manifest["source"]["export_method"], "ovf");
     convert_and_compare(&e);
 }
@@ -257,7 +273,8 @@ fn a_manifest_whose_archive_was_rebuilt_is_refused_before_reading_it() {
     assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains("disks[0].tar_member")
-            && r.stderr.contains(&format!("does not hold member {NAME}-disk1.vmdk at byte"))
+            && r.stderr
+                .contains(&format!("does not hold member {NAME}-disk1.vmdk at byte"))
             && r.stderr.contains("import the archive again"),
         "{}",
         r.stderr
@@ -367,7 +384,13 @@ const CASES: &[Case] = &[
                 let item = "<Item><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>\
                             <rasd:InstanceID>99</rasd:InstanceID>\
                             <rasd:ResourceType>17</rasd:ResourceType></Item>\n";
-                t.replace("      <vmw:Config ovf:required=\"false\" vmw:key=\"firmware\"", &format!("{}      <vmw:Config ovf:required=\"false\" vmw:key=\"firmware\"", item.repeat(9_998)))
+                t.replace(
+                    "      <vmw:Config ovf:required=\"false\" vmw:key=\"firmware\"",
+                    &format!(
+                        "{}      <vmw:Config ovf:required=\"false\" vmw:key=\"firmware\"",
+                        item.repeat(9_998)
+                    ),
+                )
             });
             e.ovf()
         },
@@ -388,7 +411,12 @@ const CASES: &[Case] = &[
         name: "an href leading out of the folder",
         option: "--ovf",
         spoil: |e| {
-            e.edit_descriptor(|t| t.replace("ovf:href=\"app01-disk2.vmdk\"", "ovf:href=\"../raw/disk1.raw\""));
+            e.edit_descriptor(|t| {
+                t.replace(
+                    "ovf:href=\"app01-disk2.vmdk\"",
+                    "ovf:href=\"../raw/disk1.raw\"",
+                )
+            });
             e.ovf()
         },
         expect: &["file ../raw/disk1.raw: must be a plain name inside the export"],
@@ -403,7 +431,10 @@ const CASES: &[Case] = &[
             std::os::unix::fs::symlink(&outside, &disk2).expect("symlink");
             e.ovf()
         },
-        expect: &["file app01-disk2.vmdk:", "leads outside the export's folder"],
+        expect: &[
+            "file app01-disk2.vmdk:",
+            "leads outside the export's folder",
+        ],
     },
     Case {
         name: "a declared capacity the image does not have",
@@ -446,4 +477,153 @@ fn bad_exports_are_refused_with_the_file_and_place_named_and_nothing_written() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// A VMware VM folder: four disks in the VMDK kinds VMware writes, each with its own bytes.
+fn build_vmx_folder(dir: &TestDir) -> PathBuf {
+    let vm = dir.join("vm");
+    std::fs::create_dir_all(&vm).expect("mkdir");
+    for (n, (name, subformat)) in [
+        ("web01.vmdk", "monolithicFlat"),
+        ("web01_1.vmdk", "twoGbMaxExtentSparse"),
+        ("web01_2.vmdk", "twoGbMaxExtentFlat"),
+        ("web01_3.vmdk", "monolithicSparse"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = vm.join(name);
+        run_ok(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "vmdk", "-o"])
+                .arg(format!("subformat={subformat}"))
+                .arg(&path)
+                .arg("32M"),
+        );
+        run_ok(
+            Command::new("qemu-io")
+                .args(["-f", "vmdk", "-c"])
+                .arg(format!("write -P {:#x} {}M 1M", 0x41 + n, 3 * n + 1))
+                .arg(&path),
+        );
+    }
+    let vmx = vm.join("web01.vmx");
+    std::fs::write(&vmx, fixture("exports/web01.vmx")).expect("write vmx");
+    vmx
+}
+
+#[test]
+fn a_vmx_folder_imports_every_vmdk_kind_and_converts_each_disk() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let vmx = build_vmx_folder(&dir);
+    let r = import(&dir, "--vmx", &vmx);
+    assert_eq!(r.code, Some(0), "import failed:\n{}{}", r.stdout, r.stderr);
+    insta::assert_snapshot!("vmx_import_summary", redact(&r.stdout, &dir));
+    let manifest = read_json(&dir.join("out/manifest.json"));
+    assert_eq!(
+        manifest["source"]["vm_id"],
+        "52112233-4455-6677-8899-aabbccddeeff"
+    );
+    assert_eq!(
+        manifest["source"]["uuid"],
+        "564d1234-5678-9abc-def0-123456789abc"
+    );
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(dir.join("out/manifest.json"))
+        .args(["--progress", "none"]));
+    assert_eq!(
+        r.code,
+        Some(0),
+        "conversion failed:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
+    // Boot order: scsi0:0, sata0:1, then nvme0:0, then ide0:0 (the VMX's families in order).
+    for (n, name) in ["web01.vmdk", "web01_1.vmdk", "web01_3.vmdk", "web01_2.vmdk"]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(
+            identical(
+                &dir.join(&format!("vm/{name}")),
+                "vmdk",
+                &dir.join(&format!("out/disk{n}.qcow2")),
+                "qcow2"
+            ),
+            "disk{n} is not {name}"
+        );
+    }
+}
+
+#[test]
+fn a_vmx_snapshot_is_refused_with_the_way_to_keep_its_writes() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let vmx = build_vmx_folder(&dir);
+    // scsi0:0 now names a delta on top of web01.vmdk, as a VMware snapshot leaves it.
+    run_ok(
+        Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "vmdk",
+                "-F",
+                "vmdk",
+                "-b",
+                "web01.vmdk",
+            ])
+            .arg(dir.join("vm/web01-000001.vmdk")),
+    );
+    let text = std::fs::read_to_string(&vmx)
+        .expect("vmx")
+        .replace("\"web01.vmdk\"", "\"web01-000001.vmdk\"");
+    std::fs::write(&vmx, text).expect("write vmx");
+    let r = import(&dir, "--vmx", &vmx);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("scsi0:0 in web01.vmx: disk0:")
+            && r.stderr.contains("has a backing file")
+            && r.stderr.contains("qemu-img convert -f vmdk -O qcow2")
+            && r.stderr.contains("web01-000001.vmdk flat.qcow2")
+            && r.stderr.contains("Do not use the chain's base"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.join("out").exists());
+}
+
+#[test]
+fn a_vmx_with_a_missing_extent_or_encryption_is_refused() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let vmx = build_vmx_folder(&dir);
+    std::fs::remove_file(dir.join("vm/web01_1-s002.vmdk")).ok();
+    std::fs::remove_file(dir.join("vm/web01_1-s001.vmdk")).expect("rm extent");
+    let r = import(&dir, "--vmx", &vmx);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("web01_1.vmdk: extent 1: web01_1-s001.vmdk does not exist"),
+        "{}",
+        r.stderr
+    );
+    let text = std::fs::read_to_string(&vmx).expect("vmx");
+    std::fs::write(
+        &vmx,
+        format!("{text}encryption.keySafe = \"vmware:key/list/...\"\n"),
+    )
+    .expect("write vmx");
+    let r = import(&dir, "--vmx", &vmx);
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("the VM is encrypted"), "{}", r.stderr);
+    assert!(!dir.join("out").exists());
 }
