@@ -778,14 +778,23 @@ mod tests {
         };
         let info = q.info_cmd(member, "vmdk").argv();
         assert_eq!(info[1..5], ["info", "--output=json", "-f", "vmdk"]);
-        assert_eq!(spec(&info[5]), serde_json::json!({ "file": window.clone() }));
+        assert_eq!(
+            spec(&info[5]),
+            serde_json::json!({ "file": window.clone() })
+        );
         // The probe (no -f) reads the window's content, not the archive's.
         let probe = q.probe_cmd(member, Aio::Threads).argv();
-        assert_eq!(spec(&probe[3]), serde_json::json!({ "file": window.clone() }));
+        assert_eq!(
+            spec(&probe[3]),
+            serde_json::json!({ "file": window.clone() })
+        );
         let overlay = q
             .overlay_cmd(Path::new("/w/d.qcow2"), member, "vmdk")
             .argv();
-        assert_eq!(spec(&overlay[8]), serde_json::json!({ "file": window.clone() }));
+        assert_eq!(
+            spec(&overlay[8]),
+            serde_json::json!({ "file": window.clone() })
+        );
         assert_eq!(overlay[9], "/w/d.qcow2");
         let ranged = q
             .compare_range_cmd(

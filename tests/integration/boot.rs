@@ -185,6 +185,134 @@ fn e2e_production_profile_boots_to_the_login_prompt() {
     );
 }
 
+/// The real guest exported as vSphere would (an OVA: the OVF descriptor first, its `.mf`, the
+/// streamOptimized VMDK), imported with `--ova`, repaired and converted by the production
+/// profile straight from the archive (never extracted), and booted to the login prompt. The
+/// OVA is left as it was.
+#[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        not_root,
+        missing_tool = "debootstrap",
+        missing_tool = "qemu-img",
+        missing_tool = "sfdisk",
+        missing_tool = "mkfs.ext4",
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs root and what scripts/build-test-guest.sh runs (install: scripts/install-deps.sh full)"
+)]
+fn e2e_the_guest_exported_as_an_ova_converts_in_place_and_boots() {
+    use sha2::Digest;
+    if skip_slow() {
+        return;
+    }
+    let Some(guest) = debian_guest() else { return };
+    let dir = TestDir::new();
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(&pkg).expect("mkdir");
+    let vmdk = pkg.join("debian12-disk1.vmdk");
+    std::os::unix::fs::symlink(&guest, &vmdk).expect("link the cached guest");
+    let info = run_ok(
+        Command::new("qemu-img")
+            .args(["info", "--output=json", "-f", "vmdk"])
+            .arg(&guest),
+    );
+    let info: Value = serde_json::from_slice(&info.stdout).expect("qemu-img info");
+    let ovf = fixture("exports/debian12.ovf")
+        .replace("@SIZE@", &file_size(&guest).to_string())
+        .replace(
+            "@CAPACITY@",
+            &info["virtual-size"]
+                .as_u64()
+                .expect("virtual size")
+                .to_string(),
+        );
+    std::fs::write(pkg.join("debian12.ovf"), &ovf).expect("write ovf");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let disk_digest = sha256(&guest);
+    std::fs::write(
+        pkg.join("debian12.mf"),
+        format!(
+            "SHA256(debian12.ovf)= {}\nSHA256(debian12-disk1.vmdk)= {}\n",
+            hex(&sha2::Sha256::digest(ovf.as_bytes())),
+            disk_digest.trim_start_matches("sha256:")
+        ),
+    )
+    .expect("write mf");
+    let ova = dir.join("debian12.ova");
+    // -h: the VMDK goes in as data, not as the link to the cache.
+    run_ok(
+        Command::new("tar")
+            .args(["--format=ustar", "-h", "-cf"])
+            .arg(&ova)
+            .arg("-C")
+            .arg(&pkg)
+            .args(["debian12.ovf", "debian12.mf", "debian12-disk1.vmdk"]),
+    );
+    let ova_before = sha256(&ova);
+
+    let out = dir.join("out");
+    let r = run(hyper2kvm()
+        .arg("--ova")
+        .arg(&ova)
+        .arg("--output-dir")
+        .arg(&out)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("verified: SHA256 debian12.ovf, SHA256 debian12-disk1.vmdk"),
+        "{}",
+        r.stdout
+    );
+    // The admin's choice on top of the import: the production profile and the boot test.
+    let manifest_path = out.join("manifest.json");
+    let mut manifest = read_json(&manifest_path);
+    assert_eq!(manifest["disks"][0]["checksum"], disk_digest.as_str());
+    let doc = manifest.as_object_mut().expect("object");
+    doc.remove("pipeline");
+    doc.insert("profile".into(), Value::from("production"));
+    doc.insert(
+        "pipeline".into(),
+        serde_json::json!({"validate": {"boot_test": {
+            "enabled": true, "timeout": BOOT_TIMEOUT, "success_pattern": "login: *$"}}}),
+    );
+    write_json(&manifest_path, &manifest);
+    let r = run(hyper2kvm()
+        .arg("--manifest")
+        .arg(&manifest_path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["status"], "succeeded");
+    for stage in ["inspect", "fix", "convert", "validate"] {
+        assert_eq!(
+            report["pipeline"]["stages"][stage]["success"], true,
+            "{stage}"
+        );
+    }
+    let bt = boot_test_of(&report);
+    assert_eq!(bt["result"], "passed", "{bt:#}");
+    assert!(
+        bt["matched_line"]
+            .as_str()
+            .is_some_and(|l| l.ends_with("login:")),
+        "{bt:#}"
+    );
+    let files = read_back(&out.join("disk0.qcow2"), "qcow2", &["/etc/fstab"]);
+    assert!(
+        !files["/etc/fstab"].contains("/dev/sda1"),
+        "{}",
+        files["/etc/fstab"]
+    );
+    assert_eq!(sha256(&ova), ova_before, "the OVA was modified");
+    // Nothing was extracted: the outputs, the reports, the domain and the console log only.
+    let listed = tree(&out);
+    assert!(listed.iter().all(|f| !f.ends_with(".vmdk")), "{listed:?}");
+}
+
 /// The negative control: the same VMDK converted without the fix stage fails the boot test
 /// (root=/dev/sda1 does not exist on virtio-blk), which proves both that the test can fail and
 /// that the fix matters. The report keeps the reason and the console tail.
