@@ -16,7 +16,8 @@ JSON, YAML, NOEXT = b"0", b"1", b"2"
 
 
 def seeds():
-    s = {t: {} for t in ["manifest", "config", "batch", "profile", "template", "libvirt_xml"]}
+    s = {t: {} for t in ["manifest", "config", "batch", "profile", "template", "libvirt_xml",
+                         "vmware_export"]}
     ext = {".json": JSON, ".yaml": YAML, ".yml": YAML}
     for f in sorted((ROOT / "examples").glob("*")):
         if f.is_file():
@@ -26,6 +27,14 @@ def seeds():
         s["profile"][f"profile-{f.name}"] = YAML + f.read_bytes()
     for f in sorted((ROOT / "tests/fixtures/libvirt").glob("*.xml")):
         s["libvirt_xml"][f"fixture-{f.name}"] = f.read_bytes()
+    for f in sorted((ROOT / "tests/fixtures/exports").glob("*")):
+        s["vmware_export"][f"fixture-{f.name}"] = f.read_bytes()
+    s["vmware_export"]["digests.mf"] = (b"SHA256(app01.ovf)= " + b"ab" * 32 + b"\nSHA1(app01-disk1.vmdk)= "
+                                       + b"cd" * 20 + b"\n")
+    s["vmware_export"]["many-disks.ovf"] = (
+        b"<Envelope><VirtualSystem><VirtualHardwareSection>"
+        + b"<Item><ResourceType>17</ResourceType><HostResource>ovf:/disk/d</HostResource></Item>" * 3000
+        + b"</VirtualHardwareSection></VirtualSystem></Envelope>")
 
     disk = {"id": "d0", "source_format": "raw", "local_path": "disk0.raw"}
     vm = {"manifest_version": "1.0", "disks": [disk], "pipeline": {"convert": {"enabled": True}}}

@@ -46,7 +46,7 @@ DIR="${FUZZ_DIR:-$HOME/.cache/hyper2kvm-fuzz}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 PLAIN_DIR="$TARGET_DIR/fuzz-plain"
 TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
-ALL=(manifest config batch profile template libvirt_xml)
+ALL=(manifest config batch profile template libvirt_xml vmware_export)
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
 SANCOV="-Cllvm-args=-sanitizer-coverage"

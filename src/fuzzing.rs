@@ -241,6 +241,39 @@ pub fn libvirt_xml(data: &[u8]) -> Outcome {
     Outcome::of(run().map_err(AppError::from))
 }
 
+/// A VMware export's text files, by their first bytes: an OVF descriptor (`<`), an OVA's
+/// `.mf` digest list (a `NAME(file)= digest` first line), else a `.vmx` file; each read as
+/// `--ovf`, `--ova` and `--vmx` read them, up to where the disks are looked at on this machine.
+pub fn vmware_export(data: &[u8]) -> Outcome {
+    use crate::exports::{self, ExportError, ExportKind};
+    let dir = scratch();
+    let run = || -> Result<(), ExportError> {
+        let head = data.trim_ascii_start();
+        if head.starts_with(b"<") {
+            let path = put(&dir, "export", ".ovf", data);
+            let text = std::str::from_utf8(data).map_err(|_| ExportError::Refused {
+                path: path.clone(),
+                why: "not UTF-8".to_owned(),
+            })?;
+            let container = exports::ovf::Container::Dir(&dir);
+            exports::ovf::read(text, "export.ovf", ExportKind::Ovf, &path, container).map(drop)
+        } else if head
+            .split(|&b| b == b'\n')
+            .next()
+            .is_some_and(|l| l.contains(&b'(') && l.windows(2).any(|w| w == b")="))
+        {
+            let text = String::from_utf8_lossy(data);
+            let mut problems = exports::Collected::default();
+            exports::mf::parse(&text, "export.mf", &mut problems);
+            problems.into_result(ExportKind::Ova, &dir.join("export.mf"), ())
+        } else {
+            let path = put(&dir, "export", ".vmx", data);
+            exports::vmx::read_vmx(&path).map(drop)
+        }
+    };
+    Outcome::of(run().map_err(AppError::from))
+}
+
 /// What `--dump-config` does with a resolved manifest.
 fn dump(loaded: manifest::Loaded) {
     let _ = serde_json::to_value(&loaded.manifest);

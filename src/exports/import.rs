@@ -318,11 +318,13 @@ fn read_ova(path: &Path) -> Result<Read, ExportError> {
                 why: format!(
                     "it holds {} .ovf descriptors ({}); an OVA has one",
                     several.len(),
-                    several
-                        .iter()
-                        .map(|m| m.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    crate::diag::excerpt(
+                        &several
+                            .iter()
+                            .map(|m| m.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 ),
             });
         }

@@ -212,3 +212,8 @@ fn fuzz_template() {
 fn fuzz_libvirt_xml() {
     short_run("libvirt_xml", fuzzing::libvirt_xml);
 }
+
+#[test]
+fn fuzz_vmware_export() {
+    short_run("vmware_export", fuzzing::vmware_export);
+}
