@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 
 use super::mf::{self, Algorithm};
@@ -20,10 +19,10 @@ use super::ovf::{self, Container};
 use super::{Collected, DiskLocation, ExportDisk, ExportError, ExportFacts, ExportKind};
 use crate::checksum::{self, Digests, Range};
 use crate::config;
-use crate::events::{Activity, Event, EventSink, VmStatus};
+use crate::events::EventSink;
 use crate::exec::{self, CancelToken, Watch};
+use crate::libvirt::import::hash_with_events;
 use crate::manifest::{self, Firmware, Layers, SourceFormat};
-use crate::stage::Step;
 use crate::tools::qemu_img::{self, Aio, Image, ImageInfo, QemuImg};
 
 const MIB: u64 = 1024 * 1024;
@@ -626,71 +625,28 @@ fn hash_all(
     cancel: &CancelToken,
     events: &EventSink,
 ) -> Result<Vec<Digests>, ExportError> {
-    events.send(Event::VmStarted {
-        vm: vm.to_owned(),
-        disks: disks.iter().map(|d| (d.disk.id.clone(), d.bytes)).collect(),
-    });
-    events.send(Event::StepStarted {
-        vm: vm.to_owned(),
-        step: Step::Checksums,
-    });
-    let results: Vec<Result<Digests, checksum::ChecksumError>> = disks
-        .par_iter()
-        .zip(wanted)
-        .zip(sha256)
-        .map(|((d, w), sha256)| {
-            if !sha256 && w.is_none() {
-                return Ok(Digests {
-                    sha256: String::new(),
-                    sha1: None,
-                    bytes: 0,
-                });
-            }
-            let (path, offset) = match &d.disk.location {
-                DiskLocation::File { path, .. } => (path.as_path(), 0),
-                DiskLocation::Member {
-                    archive, offset, ..
-                } => (archive.as_path(), *offset),
-            };
-            let range = Range {
-                offset,
-                limit: Some(d.bytes),
-                sha1: w.is_some_and(|e| e.algorithm == Algorithm::Sha1),
-            };
-            checksum::digests(path, range, Some(cancel), None, |done| {
-                events.send(Event::Progress {
-                    vm: vm.to_owned(),
-                    disk: d.disk.id.clone(),
-                    activity: Activity::Checksum,
-                    done,
-                    total: d.bytes,
-                })
-            })
-        })
-        .collect();
-    let ok = results.iter().all(Result::is_ok);
-    events.send(Event::StepFinished {
-        vm: vm.to_owned(),
-        step: Step::Checksums,
-        success: ok,
-    });
-    events.send(Event::VmFinished {
-        vm: vm.to_owned(),
-        status: if ok {
-            VmStatus::Succeeded
-        } else if cancel.is_cancelled() {
-            VmStatus::Interrupted
-        } else {
-            VmStatus::Failed
-        },
-        failure: results
-            .iter()
-            .find_map(|r| r.as_ref().err())
-            .map(|e| crate::events::Failure {
-                stage: Step::Checksums.stage_name().to_owned(),
-                message: crate::diag::error_chain(e),
-            }),
-        report: None,
+    let sizes: Vec<(String, u64)> = disks.iter().map(|d| (d.disk.id.clone(), d.bytes)).collect();
+    let results = hash_with_events(vm, &sizes, cancel, events, |i, progress| {
+        let (d, w) = (&disks[i], wanted[i]);
+        if !sha256[i] && w.is_none() {
+            return Ok(Digests {
+                sha256: String::new(),
+                sha1: None,
+                bytes: 0,
+            });
+        }
+        let (path, offset) = match &d.disk.location {
+            DiskLocation::File { path, .. } => (path.as_path(), 0),
+            DiskLocation::Member {
+                archive, offset, ..
+            } => (archive.as_path(), *offset),
+        };
+        let range = Range {
+            offset,
+            limit: Some(d.bytes),
+            sha1: w.is_some_and(|e| e.algorithm == Algorithm::Sha1),
+        };
+        checksum::digests(path, range, Some(cancel), None, progress)
     });
     disks
         .iter()
@@ -848,28 +804,13 @@ pub fn build_manifest(
     }
     metadata.insert("disks".into(), Value::Object(disk_meta));
 
-    let mut doc = Map::new();
-    doc.insert("manifest_version".into(), json!("1.0"));
-    doc.insert("source".into(), Value::Object(source));
-    doc.insert("vm".into(), Value::Object(vm));
-    doc.insert("disks".into(), Value::Array(disk_entries));
-    doc.insert("nics".into(), Value::Array(nics));
-    doc.insert("notes".into(), json!(all_notes));
-    doc.insert("metadata".into(), Value::Object(metadata));
-    // As the libvirt importer: guest repair is the admin's choice (a profile, or
-    // pipeline.fix.enabled); the output is meant to run, so it is not compressed.
-    doc.insert(
-        "pipeline".into(),
-        json!({
-            "inspect": {"enabled": true},
-            "fix": {"enabled": false},
-            "convert": {"enabled": true, "compress": false},
-            "validate": {"enabled": true, "check_image_integrity": true}
-        }),
-    );
-    doc.insert(
-        "output".into(),
-        json!({"directory": output_dir, "format": "qcow2"}),
-    );
-    doc
+    crate::libvirt::import::assemble(crate::libvirt::import::Sections {
+        source,
+        vm,
+        disks: disk_entries,
+        nics,
+        notes: all_notes,
+        metadata,
+        output_dir,
+    })
 }

@@ -1640,27 +1640,57 @@ fn checksum_all(
     cancel: &CancelToken,
     events: &EventSink,
 ) -> Result<(), ImportError> {
+    let sizes: Vec<(String, u64)> = disks
+        .iter()
+        .map(|d| (d.facts.id.clone(), d.bytes))
+        .collect();
+    let results = hash_with_events(vm, &sizes, cancel, events, |i, progress| {
+        checksum::sha256_file(&disks[i].facts.path, None, Some(cancel), None, progress)
+    });
+    for (d, r) in disks.iter_mut().zip(results) {
+        match r {
+            Ok(sum) => d.checksum = Some(sum),
+            Err(checksum::ChecksumError::Cancelled { .. }) => return Err(ImportError::Interrupted),
+            Err(source) => {
+                return Err(ImportError::Checksum {
+                    disk: d.facts.id.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hashes an import's disks in parallel (`hash(i, progress)` for disk `i` of `disks`, given as
+/// id and size) and tells the display as a run of one VM would: started, the checksum step
+/// with each disk's progress, finished with the first failure. Shared by every import.
+pub fn hash_with_events<T: Send>(
+    vm: &str,
+    disks: &[(String, u64)],
+    cancel: &CancelToken,
+    events: &EventSink,
+    hash: impl Fn(usize, &mut dyn FnMut(u64)) -> Result<T, checksum::ChecksumError> + Sync,
+) -> Vec<Result<T, checksum::ChecksumError>> {
     events.send(Event::VmStarted {
         vm: vm.to_owned(),
-        disks: disks
-            .iter()
-            .map(|d| (d.facts.id.clone(), d.bytes))
-            .collect(),
+        disks: disks.to_vec(),
     });
     events.send(Event::StepStarted {
         vm: vm.to_owned(),
         step: Step::Checksums,
     });
-    let results: Vec<Result<String, checksum::ChecksumError>> = disks
-        .par_iter()
-        .map(|d| {
-            checksum::sha256_file(&d.facts.path, None, Some(cancel), None, |done| {
+    let results: Vec<Result<T, checksum::ChecksumError>> = (0..disks.len())
+        .into_par_iter()
+        .map(|i| {
+            let (id, total) = &disks[i];
+            hash(i, &mut |done| {
                 events.send(Event::Progress {
                     vm: vm.to_owned(),
-                    disk: d.facts.id.clone(),
+                    disk: id.clone(),
                     activity: Activity::Checksum,
                     done,
-                    total: d.bytes,
+                    total: *total,
                 })
             })
         })
@@ -1689,19 +1719,7 @@ fn checksum_all(
             }),
         report: None,
     });
-    for (d, r) in disks.iter_mut().zip(results) {
-        match r {
-            Ok(sum) => d.checksum = Some(sum),
-            Err(checksum::ChecksumError::Cancelled { .. }) => return Err(ImportError::Interrupted),
-            Err(source) => {
-                return Err(ImportError::Checksum {
-                    disk: d.facts.id.clone(),
-                    source,
-                });
-            }
-        }
-    }
-    Ok(())
+    results
 }
 
 /// The manifest, keys in the order an admin reads them.
@@ -1863,17 +1881,41 @@ pub fn build_manifest(
     }
     metadata.insert("disks".into(), Value::Object(disk_meta));
 
+    assemble(Sections {
+        source,
+        vm,
+        disks: disk_entries,
+        nics,
+        notes: all_notes,
+        metadata,
+        output_dir,
+    })
+}
+
+/// The sections an import has read, for [`assemble`].
+pub struct Sections<'a> {
+    pub source: Map<String, Value>,
+    pub vm: Map<String, Value>,
+    pub disks: Vec<Value>,
+    pub nics: Vec<Value>,
+    pub notes: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub output_dir: &'a Path,
+}
+
+/// An imported VM's manifest, keys in the order an admin reads them, with the pipeline every
+/// import writes. Guest repair writes into the guest, which the admin should ask for (a
+/// profile, or pipeline.fix.enabled), so the manifest leaves it off; compression is off
+/// because the output is meant to run, not to be archived.
+pub fn assemble(s: Sections<'_>) -> Map<String, Value> {
     let mut doc = Map::new();
     doc.insert("manifest_version".into(), json!("1.0"));
-    doc.insert("source".into(), Value::Object(source));
-    doc.insert("vm".into(), Value::Object(vm));
-    doc.insert("disks".into(), Value::Array(disk_entries));
-    doc.insert("nics".into(), Value::Array(nics));
-    doc.insert("notes".into(), json!(all_notes));
-    doc.insert("metadata".into(), Value::Object(metadata));
-    // Guest repair writes into the guest, which the admin should ask for (a profile, or
-    // pipeline.fix.enabled), so the manifest leaves it off; compression is off because the
-    // output is meant to run, not to be archived.
+    doc.insert("source".into(), Value::Object(s.source));
+    doc.insert("vm".into(), Value::Object(s.vm));
+    doc.insert("disks".into(), Value::Array(s.disks));
+    doc.insert("nics".into(), Value::Array(s.nics));
+    doc.insert("notes".into(), json!(s.notes));
+    doc.insert("metadata".into(), Value::Object(s.metadata));
     doc.insert(
         "pipeline".into(),
         json!({
@@ -1885,7 +1927,7 @@ pub fn build_manifest(
     );
     doc.insert(
         "output".into(),
-        json!({"directory": output_dir, "format": "qcow2"}),
+        json!({"directory": s.output_dir, "format": "qcow2"}),
     );
     doc
 }
