@@ -159,6 +159,14 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = IMPORT, conflicts_with = "libvirt_xml")]
     pub vmx: Option<PathBuf>,
 
+    /// With --ova, --ovf or --vmx: run the manifest right after writing it, in one step.
+    ///
+    /// The run is what `hyper2kvm --config FILE... --manifest DIR/manifest.json` would do: the
+    /// --config files are the layer below the manifest, so a profile they name decides the
+    /// pipeline (the import then writes none of its own), and --dry-run shows the plan.
+    #[arg(long, help_heading = IMPORT)]
+    pub run: bool,
+
     /// File name of the manifest an import (--libvirt-xml, --ova, --ovf, --vmx) writes
     /// [default: manifest.json].
     #[arg(long, value_name = "NAME", help_heading = IMPORT)]

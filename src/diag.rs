@@ -186,6 +186,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// An error's text followed by each of its causes, one `caused by:` line each. A transparent
+/// variant prints its inner error's text, and its `source()` is that inner error's source:
+/// walking from the top lists every cause once.
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str("\n  caused by: ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ struct Common {
 /// nothing else, and needs an output directory.
 fn common(
     mode: &str,
+    runs: bool,
     cli: &Cli,
     options: &Options,
     manifest_docs: &[(PathBuf, Map<String, Value>)],
@@ -51,11 +52,18 @@ fn common(
              without writing it)"
         )));
     }
-    if !config_layer.is_empty() {
+    if cli.run && !runs {
+        return Err(AppError::Usage(format!(
+            "--run applies to --ova, --ovf and --vmx; {mode} writes a manifest only (run it \
+             with hyper2kvm --manifest afterwards)"
+        )));
+    }
+    if !config_layer.is_empty() && !cli.run {
         let keys: Vec<&str> = config_layer.keys().map(String::as_str).collect();
         return Err(AppError::Usage(format!(
             "these config keys do not apply to {mode}: {} (it reads cmd, libvirt_xml, \
-             output_dir, manifest_filename, compute_checksums, overwrite, dry_run)",
+             output_dir, manifest_filename, compute_checksums, overwrite, dry_run; add --run to \
+             convert the VM with them as the layer below its manifest)",
             keys.join(", ")
         )));
     }
@@ -90,14 +98,14 @@ fn common(
     })
 }
 
-/// Runs an import with the progress display, then prints its summary (and, for a dry run,
-/// the manifest).
+/// Runs an import with the progress display, then prints its summary (and, for a dry run that
+/// runs nothing after it, the manifest).
 fn with_display<T>(
     cli: &Cli,
     options: &Options,
     import: impl FnOnce(&CancelToken, &crate::events::EventSink) -> Result<T, AppError>,
     summary: impl FnOnce(&T) -> (String, bool, &Value),
-) -> Result<u8, AppError> {
+) -> Result<T, AppError> {
     let cancel = CancelToken::new();
     setup::install_signal_handlers(&cancel)?;
     let display = Display::start(
@@ -115,10 +123,10 @@ fn with_display<T>(
     if !(options.quiet && written) {
         print_text(&text);
     }
-    if !written {
+    if !written && !cli.run {
         print_json(manifest);
     }
-    Ok(exit_code::SUCCESS)
+    Ok(outcome)
 }
 
 /// `--libvirt-xml`: writes a manifest for an existing domain; converts nothing.
@@ -129,7 +137,14 @@ pub(super) fn run(
     manifest_docs: &[(PathBuf, Map<String, Value>)],
     config_layer: &Map<String, Value>,
 ) -> Result<u8, AppError> {
-    let c = common("--libvirt-xml", cli, &options, manifest_docs, config_layer)?;
+    let c = common(
+        "--libvirt-xml",
+        false,
+        cli,
+        &options,
+        manifest_docs,
+        config_layer,
+    )?;
     let opts = ImportOptions {
         xml_path,
         output_dir: c.output_dir,
@@ -143,10 +158,12 @@ pub(super) fn run(
         &options,
         |cancel, sink| Ok(libvirt_import::run(&opts, cancel, sink)?),
         |o| (render::import_summary(o), o.written, &o.manifest),
-    )
+    )?;
+    Ok(exit_code::SUCCESS)
 }
 
-/// `--ova`, `--ovf`, `--vmx`: writes a manifest for a VMware export; converts nothing.
+/// `--ova`, `--ovf`, `--vmx`: writes a manifest for a VMware export; with `--run`, then runs it
+/// as `--config FILE… --manifest` would.
 pub(super) fn run_export(
     cli: &Cli,
     options: Options,
@@ -155,7 +172,14 @@ pub(super) fn run_export(
     manifest_docs: &[(PathBuf, Map<String, Value>)],
     config_layer: &Map<String, Value>,
 ) -> Result<u8, AppError> {
-    let c = common(kind.option(), cli, &options, manifest_docs, config_layer)?;
+    let c = common(
+        kind.option(),
+        true,
+        cli,
+        &options,
+        manifest_docs,
+        config_layer,
+    )?;
     let opts = exports::import::ImportOptions {
         kind,
         path,
@@ -164,11 +188,29 @@ pub(super) fn run_export(
         compute_checksums: c.compute_checksums,
         overwrite: options.overwrite,
         dry_run: options.dry_run,
+        purpose: if cli.run {
+            exports::import::Use::Run
+        } else {
+            exports::import::Use::Write
+        },
+        pipeline_defaults: !exports::import::names_pipeline(config_layer),
     };
-    with_display(
+    let outcome = with_display(
         cli,
         &options,
         |cancel, sink| Ok(exports::import::run(&opts, cancel, sink)?),
         |o| (render::export_summary(o), o.written, &o.manifest),
+    )?;
+    if !cli.run {
+        return Ok(exit_code::SUCCESS);
+    }
+    let Value::Object(doc) = outcome.manifest else {
+        unreachable!("an import's manifest is an object")
+    };
+    super::single::run(
+        cli,
+        &options,
+        vec![(outcome.manifest_path, doc)],
+        config_layer.clone(),
     )
 }

@@ -98,16 +98,7 @@ impl AppError {
 
 /// The error and its causes, each cause on its own line.
 pub fn render_error(err: &AppError) -> String {
-    let mut text = err.to_string();
-    // A transparent variant prints its inner error's text, and its `source()` is that inner
-    // error's source: walking from here lists every cause once.
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        text.push_str("\n  caused by: ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::diag::with_causes(err)
 }
 
 /// Runs the mode the command line asks for and returns the exit code.

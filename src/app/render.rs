@@ -342,7 +342,17 @@ pub fn export_summary(o: &crate::exports::import::ImportOutcome) -> String {
     for note in &o.notes {
         s.push_str(&format!("  note: {note}\n"));
     }
-    s.push_str(&next_steps(&o.manifest_path, o.written));
+    match o.purpose {
+        crate::exports::import::Use::Run => {
+            let path = crate::exec::quote_argv(&[o.manifest_path.display().to_string()]);
+            s.push_str(&if o.written {
+                format!("Manifest: {path}\nRunning it now (--run).\n")
+            } else {
+                format!("Dry run: {path} was not written; the plan of its run follows.\n")
+            });
+        }
+        _ => s.push_str(&next_steps(&o.manifest_path, o.written)),
+    }
     s
 }
 

@@ -245,6 +245,13 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
 }
 
 fn load_vm(batch: &BatchManifest, entry: &VmEntry) -> Result<Loaded, String> {
+    let layers = Layers {
+        shared_config: (!batch.shared_config.is_empty()).then(|| batch.shared_config.clone()),
+        overrides: (!entry.overrides.is_empty()).then(|| entry.overrides.clone()),
+    };
+    if let Some(kind) = entry.export {
+        return import_vm(kind, entry, &layers);
+    }
     if !entry.manifest.is_file() {
         return Err(format!(
             "VM manifest not found: {}",
@@ -254,11 +261,38 @@ fn load_vm(batch: &BatchManifest, entry: &VmEntry) -> Result<Loaded, String> {
     let doc =
         crate::config::load_document_as(&entry.manifest, crate::config::DocumentKind::Manifest)
             .map_err(|e| e.to_string())?;
-    let layers = Layers {
-        shared_config: (!batch.shared_config.is_empty()).then(|| batch.shared_config.clone()),
-        overrides: (!entry.overrides.is_empty()).then(|| entry.overrides.clone()),
-    };
     vm_manifest::resolve(&entry.manifest, doc, &layers).map_err(|e| e.to_string())
+}
+
+/// A VM entry that names an export: its manifest is generated in memory by the import that
+/// `--ova`/`--ovf`/`--vmx`/`--hyperv` run (the export read in place, its disks probed, its
+/// SHA1 digests verified; SHA256 digests become the disks' checksums, which the VM's own run
+/// verifies), then resolved with the batch's layers like any manifest. The import's pipeline
+/// is used only when no layer names a profile or a pipeline.
+fn import_vm(
+    kind: crate::exports::ExportKind,
+    entry: &VmEntry,
+    layers: &Layers,
+) -> Result<Loaded, String> {
+    let chooses = |m: &Option<serde_json::Map<String, serde_json::Value>>| {
+        m.as_ref()
+            .is_some_and(crate::exports::import::names_pipeline)
+    };
+    let opts = crate::exports::import::ImportOptions::for_batch(
+        kind,
+        entry.manifest.clone(),
+        !(chooses(&layers.shared_config) || chooses(&layers.overrides)),
+    );
+    let outcome = crate::exports::import::run(
+        &opts,
+        &crate::exec::CancelToken::new(),
+        &crate::events::EventSink::discard(),
+    )
+    .map_err(|e| crate::diag::with_causes(&e))?;
+    let serde_json::Value::Object(doc) = outcome.manifest else {
+        unreachable!("an import's manifest is an object")
+    };
+    vm_manifest::resolve(&entry.manifest, doc, layers).map_err(|e| e.to_string())
 }
 
 fn fingerprint(loaded: &Loaded) -> Option<String> {

@@ -31,7 +31,24 @@ const MAX_DESCRIPTOR_BYTES: u64 = crate::libvirt::import::MAX_XML_BYTES;
 /// A `.mf` lists a handful of files.
 const MAX_MF_BYTES: u64 = 1024 * 1024;
 
-/// What the command line asks for.
+/// What the manifest is for, which decides what the import reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Written for the admin to run later (`--ova FILE --output-dir DIR`): every digest of the
+    /// `.mf` is verified now, before the manifest is written.
+    Write,
+    /// Written, then run at once (`--ova FILE --run`). A disk's SHA256 digest from the `.mf`
+    /// becomes its manifest `checksum`, which the run verifies in its own read of the disk
+    /// before any output is kept, so the disk is read once less; SHA1 digests are verified now.
+    Run,
+    /// A batch entry that names the export: nothing is written, and the manifest has no
+    /// `output.directory` (the batch's decides). SHA256 digests become checksums as for `Run`,
+    /// so each VM verifies its own disks in its own worker; SHA1 digests are verified now. No
+    /// other checksum is computed.
+    Batch,
+}
+
+/// What the command line (or a batch entry) asks for.
 #[derive(Clone, Debug)]
 pub struct ImportOptions {
     pub kind: ExportKind,
@@ -41,6 +58,37 @@ pub struct ImportOptions {
     pub compute_checksums: bool,
     pub overwrite: bool,
     pub dry_run: bool,
+    pub purpose: Use,
+    /// Whether the manifest carries the import's own `pipeline` (inspect, convert and validate
+    /// on; fix off). Off when another layer names a profile or a pipeline: the manifest's
+    /// pipeline would otherwise win over theirs (it is the upper layer), so the import leaves the
+    /// choice to them.
+    pub pipeline_defaults: bool,
+}
+
+impl ImportOptions {
+    /// A batch entry's import: read in place, nothing written.
+    pub fn for_batch(kind: ExportKind, path: PathBuf, pipeline_defaults: bool) -> Self {
+        let dir = config::dir_of(&config::absolute(&path));
+        Self {
+            kind,
+            path,
+            output_dir: dir,
+            manifest_filename: String::new(),
+            compute_checksums: false,
+            overwrite: false,
+            dry_run: true,
+            purpose: Use::Batch,
+            pipeline_defaults,
+        }
+    }
+}
+
+/// Whether a layer under (or over) a generated manifest chooses the pipeline itself: a profile,
+/// or pipeline settings. The import then writes no pipeline of its own, which would win over a
+/// lower layer's.
+pub fn names_pipeline(layer: &Map<String, Value>) -> bool {
+    layer.contains_key("profile") || layer.contains_key("pipeline")
 }
 
 /// A disk as found on this machine.
@@ -64,8 +112,11 @@ pub struct ImportOutcome {
     pub disks: Vec<FoundDisk>,
     /// The `.mf` lines verified, as `SHA256 web01-disk1.vmdk`.
     pub verified: Vec<String>,
+    /// The `.mf` lines that became disk checksums, which the run verifies (`Use::Run`, `Batch`).
+    pub deferred: Vec<String>,
     pub notes: Vec<String>,
     pub written: bool,
+    pub purpose: Use,
 }
 
 /// The digest list of an export and where its files are.
@@ -97,8 +148,13 @@ pub fn run(
     let mut notes = facts.notes.clone();
 
     let output_dir = config::absolute(&opts.output_dir);
-    let manifest_path = output_dir.join(&opts.manifest_filename);
-    if !opts.dry_run && !opts.overwrite && manifest_path.exists() {
+    // A batch entry's manifest is the export itself: relative paths resolve beside it.
+    let manifest_path = match opts.purpose {
+        Use::Batch => path.clone(),
+        _ => output_dir.join(&opts.manifest_filename),
+    };
+    let writes = !opts.dry_run && opts.purpose != Use::Batch;
+    if writes && !opts.overwrite && manifest_path.exists() {
         return Err(ExportError::Exists {
             path: manifest_path,
         });
@@ -161,6 +217,19 @@ pub fn run(
         }
     }
     problems.into_result(opts.kind, &path, ())?;
+    // A SHA256 line the run will verify as the disk's checksum is not read now.
+    let mut deferred = Vec::new();
+    if opts.purpose != Use::Write {
+        for (f, w) in found.iter_mut().zip(wanted.iter_mut()) {
+            if let Some(e) = w
+                && e.algorithm == Algorithm::Sha256
+            {
+                f.checksum = Some(format!("sha256:{}", e.digest));
+                deferred.push(format!("{} {}", e.algorithm.name(), e.file));
+                *w = None;
+            }
+        }
+    }
     if found.is_empty() {
         return Err(ExportError::Refused {
             path,
@@ -182,15 +251,19 @@ pub fn run(
                     f.disk.id
                 ));
             }
-            opts.compute_checksums && !opts.dry_run && !extents
+            opts.compute_checksums
+                && !opts.dry_run
+                && !extents
+                && opts.purpose != Use::Batch
+                && f.checksum.is_none()
         })
         .collect();
     let need_read = found
         .iter()
         .zip(&wanted)
-        .any(|(_, w)| w.is_some() && !opts.dry_run)
+        .any(|(_, w)| w.is_some() && (!opts.dry_run || opts.purpose == Use::Batch))
         || sha256.contains(&true);
-    if opts.dry_run && wanted.iter().any(Option::is_some) {
+    if opts.dry_run && opts.purpose != Use::Batch && wanted.iter().any(Option::is_some) {
         notes.push(
             "dry run: the disks' digests in the .mf are not verified (that reads every disk)"
                 .to_owned(),
@@ -220,7 +293,22 @@ pub fn run(
     }
 
     // Phase 4: the manifest, checked by the loader that will read it.
-    let doc = build_manifest(&facts, &found, &notes, &output_dir);
+    if !deferred.is_empty() {
+        notes.push(format!(
+            "the .mf digests of {} became the disks' checksums: the run verifies them in its own \
+             read of each disk, before any output is kept",
+            deferred.join(", ")
+        ));
+    }
+    let mut doc = build_manifest(opts.purpose, &facts, &found, &notes, &output_dir);
+    if !opts.pipeline_defaults {
+        doc.remove("pipeline");
+    }
+    if opts.purpose == Use::Batch
+        && let Some(Value::Object(output)) = doc.get_mut("output")
+    {
+        output.remove("directory");
+    }
     manifest::resolve(&manifest_path, doc.clone(), &Layers::default()).map_err(|e| {
         ExportError::SelfCheck {
             path: path.clone(),
@@ -228,7 +316,7 @@ pub fn run(
         }
     })?;
     let manifest = Value::Object(doc);
-    if !opts.dry_run {
+    if writes {
         crate::atomic::write_json(&manifest_path, &manifest)?;
     }
     Ok(ImportOutcome {
@@ -237,8 +325,10 @@ pub fn run(
         facts,
         disks: found,
         verified,
+        deferred,
         notes,
-        written: !opts.dry_run,
+        written: writes,
+        purpose: opts.purpose,
     })
 }
 
@@ -664,6 +754,7 @@ fn hash_all(
 
 /// The manifest, keys in the order an admin reads them.
 pub fn build_manifest(
+    purpose: Use,
     facts: &ExportFacts,
     disks: &[FoundDisk],
     notes: &[String],
@@ -686,7 +777,11 @@ pub fn build_manifest(
         source.insert("uuid".into(), json!(u));
     }
     source.insert("export_method".into(), json!(facts.kind.name()));
-    source.insert("export_timestamp".into(), json!(crate::clock::now_utc()));
+    // A batch entry's manifest is generated at every run and fingerprinted for resume: it
+    // holds nothing that changes from one run to the next.
+    if purpose != Use::Batch {
+        source.insert("export_timestamp".into(), json!(crate::clock::now_utc()));
+    }
     source.insert("export_path".into(), json!(facts.path));
 
     let mut vm = Map::new();

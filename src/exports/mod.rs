@@ -15,60 +15,11 @@ pub mod ovf;
 pub mod vmdk;
 pub mod vmx;
 
-use std::fmt;
 use std::path::PathBuf;
 
 use crate::diag::Problem;
+pub use crate::manifest::source::ExportKind;
 use crate::manifest::{Firmware, MacAddr, SourceFormat};
-
-/// What kind of export a source is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExportKind {
-    Ova,
-    Ovf,
-    Vmx,
-    HyperV,
-}
-
-impl ExportKind {
-    /// The option that reads it, and the manifest's `source.export_method`.
-    pub fn option(self) -> &'static str {
-        match self {
-            ExportKind::Ova => "--ova",
-            ExportKind::Ovf => "--ovf",
-            ExportKind::Vmx => "--vmx",
-            ExportKind::HyperV => "--hyperv",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ExportKind::Ova => "ova",
-            ExportKind::Ovf => "ovf",
-            ExportKind::Vmx => "vmx",
-            ExportKind::HyperV => "hyperv",
-        }
-    }
-
-    /// What the manifest's `source.provider` says.
-    pub fn provider(self) -> &'static str {
-        match self {
-            ExportKind::HyperV => "hyperv",
-            _ => "vmware",
-        }
-    }
-}
-
-impl fmt::Display for ExportKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ExportKind::Ova => "OVA",
-            ExportKind::Ovf => "OVF",
-            ExportKind::Vmx => "VMX",
-            ExportKind::HyperV => "Hyper-V export",
-        })
-    }
-}
 
 /// The controller a disk hangs off in the source VM.
 #[derive(Clone, Debug, PartialEq, Eq)]

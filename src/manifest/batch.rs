@@ -10,13 +10,34 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::disks::is_id;
+use super::source::ExportKind;
 use crate::config::{self, ConfigError, kind_of};
 use crate::diag::{Problem, Problems, render_problems};
 
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0"];
 pub(super) const TOP_KEYS: &[&str] = &["batch_version", "batch_metadata", "vms", "shared_config"];
 pub(super) const METADATA_KEYS: &[&str] = &["batch_id", "parallel_limit", "continue_on_error"];
-pub(super) const VM_KEYS: &[&str] = &["manifest", "id", "priority", "enabled", "overrides"];
+pub(super) const VM_KEYS: &[&str] = &[
+    "manifest",
+    "ova",
+    "ovf",
+    "vmx",
+    "hyperv",
+    "id",
+    "priority",
+    "enabled",
+    "overrides",
+];
+
+/// The keys that name what a VM entry converts, each with the export kind it reads (`None`:
+/// a VM manifest).
+pub const SOURCE_KEYS: &[(&str, Option<ExportKind>)] = &[
+    ("manifest", None),
+    ("ova", Some(ExportKind::Ova)),
+    ("ovf", Some(ExportKind::Ovf)),
+    ("vmx", Some(ExportKind::Vmx)),
+    ("hyperv", Some(ExportKind::HyperV)),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchManifestError {
@@ -56,7 +77,11 @@ pub struct VmEntry {
     /// Position in the file (0-based).
     pub index: usize,
     pub id: String,
+    /// The VM's manifest, or the export it is imported from (see `export`), absolute.
     pub manifest: PathBuf,
+    /// Set when the entry names an export (`ova:`, `ovf:`, `vmx:`, `hyperv:`) instead of a
+    /// manifest: the VM's manifest is generated from it when the batch is planned.
+    pub export: Option<ExportKind>,
     pub priority: i64,
     pub enabled: bool,
     pub overrides: Map<String, Value>,
@@ -259,21 +284,45 @@ fn validate_vm(
         return None;
     };
     let before = problems.0.len();
-    let manifest = match vm.get("manifest") {
-        None => {
+    let named: Vec<(&str, Option<ExportKind>)> = SOURCE_KEYS
+        .iter()
+        .copied()
+        .filter(|(k, _)| vm.contains_key(*k))
+        .collect();
+    let (manifest, export) = match named.as_slice() {
+        [] => {
             problems.push(
                 &format!("vms[{i}].manifest"),
-                format!("vms[{i}].manifest is required (path to VM manifest file)"),
+                format!(
+                    "vms[{i}].manifest is required (path to VM manifest file), or one of ova, \
+                     ovf, vmx, hyperv (an export to import)"
+                ),
             );
-            None
+            (None, None)
         }
-        Some(Value::String(s)) => Some(config::resolve_relative(dir, s)),
-        Some(_) => {
+        [(key, export)] => match vm.get(*key) {
+            Some(Value::String(s)) if !s.is_empty() => {
+                (Some(config::resolve_relative(dir, s)), *export)
+            }
+            _ => {
+                problems.push(
+                    &format!("vms[{i}].{key}"),
+                    format!("vms[{i}].{key} must be a string path"),
+                );
+                (None, None)
+            }
+        },
+        several => {
+            let keys: Vec<&str> = several.iter().map(|(k, _)| *k).collect();
             problems.push(
-                &format!("vms[{i}].manifest"),
-                format!("vms[{i}].manifest must be a string path"),
+                &format!("vms[{i}]"),
+                format!(
+                    "vms[{i}] names {}: an entry converts one VM, from its manifest or from one \
+                     export",
+                    keys.join(" and ")
+                ),
             );
-            None
+            (None, None)
         }
     };
     let priority = match vm.get("priority") {
@@ -337,6 +386,7 @@ fn validate_vm(
         index: i,
         id,
         manifest: manifest?,
+        export,
         priority,
         enabled,
         overrides,
@@ -396,7 +446,8 @@ mod tests {
                 "batch_metadata.batchid: unknown key 'batchid' (did you mean 'batch_id'?)",
                 "vms[1].manifest must be a string path",
                 "vms[1].id: Duplicate VM ID: web",
-                "vms[2].manifest is required (path to VM manifest file)",
+                "vms[2].manifest is required (path to VM manifest file), or one of ova, ovf, vmx, \
+                 hyperv (an export to import)",
                 "vms[2].id must match pattern: ^[a-zA-Z0-9_-]+$ (got: 'bad id')",
                 "vms[3].priority must be an integer (got: \"high\")",
                 "vms[3].overrides must be an object",

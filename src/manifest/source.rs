@@ -4,6 +4,8 @@
 //! extras such as `uuid` in it, so only the keys upstream names are checked, and only that they
 //! are strings. The rest belongs to the user and is carried through as it is.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -50,6 +52,56 @@ pub fn check(source: Option<&Value>, problems: &mut Problems) {
         {
             schema::check_value(&format!("source.{key}"), v, &Kind::Str, problems);
         }
+    }
+}
+
+/// What kind of export a VM comes from (`source.export_method`), read by `crate::exports`
+/// and named by batch entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportKind {
+    Ova,
+    Ovf,
+    Vmx,
+    HyperV,
+}
+
+impl ExportKind {
+    /// The option that reads it, and the manifest's `source.export_method`.
+    pub fn option(self) -> &'static str {
+        match self {
+            ExportKind::Ova => "--ova",
+            ExportKind::Ovf => "--ovf",
+            ExportKind::Vmx => "--vmx",
+            ExportKind::HyperV => "--hyperv",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportKind::Ova => "ova",
+            ExportKind::Ovf => "ovf",
+            ExportKind::Vmx => "vmx",
+            ExportKind::HyperV => "hyperv",
+        }
+    }
+
+    /// What the manifest's `source.provider` says.
+    pub fn provider(self) -> &'static str {
+        match self {
+            ExportKind::HyperV => "hyperv",
+            _ => "vmware",
+        }
+    }
+}
+
+impl fmt::Display for ExportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExportKind::Ova => "OVA",
+            ExportKind::Ovf => "OVF",
+            ExportKind::Vmx => "VMX",
+            ExportKind::HyperV => "Hyper-V export",
+        })
     }
 }
 

@@ -11,22 +11,22 @@ use sha2::Digest;
 use crate::support::*;
 
 /// The VM the fixture describes.
-const NAME: &str = "app01";
+pub(crate) const NAME: &str = "app01";
 
 /// Second disk's pattern: different bytes, so a swapped disk order shows.
 const DATA_PATTERN: &[(u8, &str, &str)] = &[(0x5a, "0", "1M"), (0xc3, "17M", "3M")];
 
 /// A built export: its files in `src/` (raw copies of the disks in `raw/`).
-struct Export {
-    dir: TestDir,
+pub(crate) struct Export {
+    pub(crate) dir: TestDir,
 }
 
 impl Export {
-    fn src(&self, name: &str) -> PathBuf {
+    pub(crate) fn src(&self, name: &str) -> PathBuf {
         self.dir.join(&format!("src/{name}"))
     }
 
-    fn raw(&self, n: usize) -> PathBuf {
+    pub(crate) fn raw(&self, n: usize) -> PathBuf {
         self.dir.join(&format!("raw/disk{n}.raw"))
     }
 
@@ -34,7 +34,7 @@ impl Export {
         self.dir.join(&format!("{NAME}.ova"))
     }
 
-    fn ovf(&self) -> PathBuf {
+    pub(crate) fn ovf(&self) -> PathBuf {
         self.src(&format!("{NAME}.ovf"))
     }
 
@@ -85,7 +85,7 @@ impl Export {
         ]
     }
 
-    fn tar_default(&self) -> PathBuf {
+    pub(crate) fn tar_default(&self) -> PathBuf {
         let order = Self::default_order();
         let names: Vec<&str> = order.iter().map(String::as_str).collect();
         self.tar(&names)
@@ -93,7 +93,7 @@ impl Export {
 }
 
 /// Two streamOptimized disks (64 MiB boot, 32 MiB data), the fixture descriptor and its `.mf`.
-fn build_export() -> Export {
+pub(crate) fn build_export() -> Export {
     let dir = TestDir::new();
     for sub in ["src", "raw"] {
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
@@ -480,7 +480,7 @@ fn bad_exports_are_refused_with_the_file_and_place_named_and_nothing_written() {
 }
 
 /// A VMware VM folder: four disks in the VMDK kinds VMware writes, each with its own bytes.
-fn build_vmx_folder(dir: &TestDir) -> PathBuf {
+pub(crate) fn build_vmx_folder(dir: &TestDir) -> PathBuf {
     let vm = dir.join("vm");
     std::fs::create_dir_all(&vm).expect("mkdir");
     for (n, (name, subformat)) in [

@@ -102,6 +102,10 @@ mod libvirt;
 /// exports refused.
 mod exports;
 
+/// Exports converted without a manifest in between: `--ova … --run` with a profile from
+/// `--config`, and batch entries that name an OVA, OVF or VMX.
+mod exports_run;
+
 /// libvirt_integration on a real libvirtd the tests start: define, pools, re-runs, conflicts,
 /// rollback.
 mod libvirt_host;
