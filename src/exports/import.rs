@@ -4,7 +4,8 @@
 //! Phases, each finishing before the next starts, so a bad export writes nothing:
 //! 1. the reader's facts ([`ExportFacts`]): every problem of the descriptor at once;
 //! 2. each disk through qemu-img (`info` without `-f`, read-only): its real format and virtual
-//!    size, encryption and backing files refused, the declared capacity compared;
+//!    size, encryption refused, a backing file accepted only for a snapshot chain the reader
+//!    followed (written as `backing_chain`), the declared capacity compared;
 //! 3. one read of each disk for every digest wanted (the `.mf`'s SHA1 or SHA256, and the
 //!    manifest's SHA-256), in parallel;
 //! 4. the manifest, loaded by the same code that will run it, then written atomically.
@@ -244,7 +245,15 @@ pub fn run(
         .iter()
         .map(|f| {
             let extents = matches!(&f.disk.location, DiskLocation::File { extents, .. } if !extents.is_empty());
-            if extents && opts.compute_checksums {
+            // A snapshot's data is in its parents too; the manifest refuses a checksum there.
+            let chain = matches!(&f.disk.location, DiskLocation::File { parents, .. } if !parents.is_empty());
+            if chain && opts.compute_checksums {
+                notes.push(format!(
+                    "disk {}: no checksum (its data is also in the backing_chain files, which a \
+                     checksum of the newest delta would not cover)",
+                    f.disk.id
+                ));
+            } else if extents && opts.compute_checksums {
                 notes.push(format!(
                     "disk {}: no checksum (its data is in extent files beside the descriptor, \
                      which a checksum of the descriptor would not cover)",
@@ -254,6 +263,7 @@ pub fn run(
             opts.compute_checksums
                 && !opts.dry_run
                 && !extents
+                && !chain
                 && opts.purpose != Use::Batch
                 && f.checksum.is_none()
         })
@@ -673,16 +683,34 @@ fn look_at(
         );
         return Ok(None);
     }
-    if let Some(backing) = &info.backing_filename {
-        problems.push(
-            place,
-            format!(
-                "{}: {image} has a backing file ({backing}), a snapshot; {}",
-                d.id,
-                qemu_img::flatten_advice(image.path, format.driver())
-            ),
-        );
-        return Ok(None);
+    // A snapshot the reader followed (every parent in the folder, every parentCID its
+    // parent's CID) is converted from its current state, with the chain in the manifest; a
+    // backing file the reader did not find is refused.
+    let parents = match &d.location {
+        DiskLocation::File { parents, .. } => parents.as_slice(),
+        DiskLocation::Member { .. } => &[],
+    };
+    match &info.backing_filename {
+        Some(backing) if parents.is_empty() => {
+            problems.push(
+                place,
+                format!(
+                    "{}: {image} has a backing file ({backing}), a snapshot; {}",
+                    d.id,
+                    qemu_img::flatten_advice(image.path, format.driver())
+                ),
+            );
+            return Ok(None);
+        }
+        Some(_) => notes.push(format!(
+            "disk {}: converted from its current state through {} snapshot file{} \
+             (backing_chain, nearest first); a run checks qemu-img follows exactly these, never \
+             the base alone",
+            d.id,
+            parents.len() + 1,
+            if parents.is_empty() { "" } else { "s" }
+        )),
+        None => {}
     }
     if let Some(cap) = d.capacity
         && cap != info.virtual_size
@@ -827,8 +855,11 @@ pub fn build_manifest(
             e.insert("source_format".into(), json!(d.format.name()));
             e.insert("bytes".into(), json!(d.bytes));
             match &d.disk.location {
-                DiskLocation::File { path, .. } => {
+                DiskLocation::File { path, parents, .. } => {
                     e.insert("local_path".into(), json!(path));
+                    if !parents.is_empty() {
+                        e.insert("backing_chain".into(), json!(parents));
+                    }
                 }
                 DiskLocation::Member {
                     archive,

@@ -92,6 +92,11 @@ pub struct Disk {
     /// The disk is this member of the tar archive `local_path` (an OVA), read in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tar_member: Option<TarMember>,
+    /// The files `local_path` rests on (a snapshot's parents), nearest first, as `--vmx`
+    /// writes them: the run converts the current state through them and refuses a chain that
+    /// qemu-img resolves to other files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing_chain: Option<Vec<String>>,
 }
 
 /// `disks[].tar_member`: where a disk's bytes are inside an OVA, as `--ova` writes it. The
@@ -108,6 +113,10 @@ pub struct TarMember {
 
 /// The keys of `disks[].tar_member`.
 pub const TAR_MEMBER_KEYS: &[&str] = &["name", "offset", "size"];
+
+/// The most files `disks[].backing_chain` may list (VMware's own limit on a snapshot chain, and
+/// the VMX reader's).
+pub const MAX_BACKING_CHAIN: usize = 64;
 
 /// Upstream's default, so a disk without a hint sorts after those with the usual small hints.
 fn default_boot_order_hint() -> u32 {
@@ -131,6 +140,7 @@ pub(super) const KEYS: &[&str] = &[
     "disk_type",
     "allow_block_device",
     "tar_member",
+    "backing_chain",
 ];
 
 /// Checks the `disks` value (`None` when the key is missing); `dir` resolves relative paths.
@@ -295,7 +305,97 @@ fn check_each(disks: &[Value], dir: &Path, problems: &mut Problems) {
                 ),
             );
         }
+        if let Some(chain) = d.get("backing_chain") {
+            check_backing_chain(i, dir, chain, problems);
+            if d.contains_key("tar_member") {
+                problems.push(
+                    &p("backing_chain"),
+                    format!(
+                        "disks[{i}] has both tar_member and backing_chain; an archive member is \
+                         a standalone image, so leave backing_chain out"
+                    ),
+                );
+            }
+            if d.get("checksum").is_some_and(|c| !c.is_null()) {
+                problems.push(
+                    &p("checksum"),
+                    format!(
+                        "disks[{i}].checksum would cover local_path only, not the backing_chain \
+                         files that hold the rest of the disk's data; leave it out (or write \
+                         null) for a disk with a backing_chain"
+                    ),
+                );
+            }
+        }
         problems.unknown_keys(&format!("disks[{i}]"), d, KEYS);
+    }
+}
+
+/// `disks[i].backing_chain`: a list of at most [`MAX_BACKING_CHAIN`] paths, each an existing
+/// regular file. Whether they are the chain qemu-img follows is checked when the disk is read.
+fn check_backing_chain(i: usize, dir: &Path, chain: &Value, problems: &mut Problems) {
+    let at = format!("disks[{i}].backing_chain");
+    let Some(list) = chain.as_array() else {
+        problems.push(
+            &at,
+            format!(
+                "{at} must be a list of the files local_path rests on, nearest parent first \
+                 (got {})",
+                kind_of(chain)
+            ),
+        );
+        return;
+    };
+    if list.is_empty() {
+        problems.push(
+            &at,
+            format!(
+                "{at} is empty; leave it out for a standalone image, or list the files \
+                 local_path rests on, nearest parent first"
+            ),
+        );
+        return;
+    }
+    if list.len() > MAX_BACKING_CHAIN {
+        problems.push(
+            &at,
+            format!(
+                "{at} lists {} files; at most {MAX_BACKING_CHAIN} are read (flatten the chain \
+                 first: qemu-img convert from its top)",
+                list.len()
+            ),
+        );
+        return;
+    }
+    for (j, entry) in list.iter().enumerate() {
+        let here = format!("{at}[{j}]");
+        let Some(s) = entry.as_str().filter(|s| !s.is_empty()) else {
+            problems.push(
+                &here,
+                format!(
+                    "{here} must be a non-empty string path (got {})",
+                    crate::diag::excerpt_value(entry)
+                ),
+            );
+            continue;
+        };
+        let resolved = config::resolve_relative(dir, s);
+        let shown = resolved.display();
+        let why = match files::open_source(&resolved, false) {
+            Ok(_) => continue,
+            Err(files::SourceError::NotFound) => {
+                problems.push(&here, format!("{here} not found: {shown}"));
+                continue;
+            }
+            Err(files::SourceError::Io(e)) => format!("cannot be read ({e})"),
+            Err(files::SourceError::NotADisk(kind)) => format!("is {}", kind.described()),
+            Err(files::SourceError::BlockDeviceNotAllowed) => "is a block device".to_owned(),
+            Err(files::SourceError::Empty) => "is empty (0 bytes)".to_owned(),
+        };
+        problems.push(
+            &here,
+            format!("{here} {shown} {why}; a backing file is a regular, non-empty file"),
+        );
     }
 }
 
@@ -443,6 +543,48 @@ mod tests {
                 "disks[0].source_format unsupported: 3. Supported: ['vmdk', 'qcow2', 'raw', 'vhd', 'vhdx', 'vdi']",
                 "disks[0].label must be a string (got an integer: 7)",
                 "disks[0].disk_type must be one of: boot, data, unknown",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_backing_chain_is_files_and_takes_no_checksum_or_member() {
+        let ok = json!([{"id": "d0", "local_path": "a.raw", "backing_chain": ["a.raw"]}]);
+        assert!(problems_of(Some(ok)).is_empty());
+        let sum = format!("sha256:{}", "a".repeat(64));
+        let disks = json!([
+            {"id": "d0", "local_path": "a.raw", "backing_chain": ["a.raw", "", "gone.vmdk", "/"],
+             "checksum": sum},
+            {"id": "d1", "local_path": "a.raw", "backing_chain": "a.raw"},
+            {"id": "d2", "local_path": "a.raw", "backing_chain": []},
+            {"id": "d3", "local_path": "a.raw", "backing_chain": vec!["a.raw"; 65]},
+        ]);
+        let got = problems_of(Some(disks));
+        let got: Vec<String> = got
+            .iter()
+            .map(|p| {
+                regex_lite::Regex::new(r"/\S*/")
+                    .expect("regex")
+                    .replace_all(p, "<dir>/")
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "disks[0].backing_chain[1] must be a non-empty string path (got \"\")",
+                "disks[0].backing_chain[2] not found: <dir>/gone.vmdk",
+                "disks[0].backing_chain[3] / is a directory; a backing file is a regular, \
+                 non-empty file",
+                "disks[0].checksum would cover local_path only, not the backing_chain files that \
+                 hold the rest of the disk's data; leave it out (or write null) for a disk with \
+                 a backing_chain",
+                "disks[1].backing_chain must be a list of the files local_path rests on, nearest \
+                 parent first (got a string)",
+                "disks[2].backing_chain is empty; leave it out for a standalone image, or list \
+                 the files local_path rests on, nearest parent first",
+                "disks[3].backing_chain lists 65 files; at most 64 are read (flatten the chain \
+                 first: qemu-img convert from its top)",
             ]
         );
     }

@@ -161,6 +161,16 @@ impl Loaded {
     pub fn disk_path(&self, disk: &Disk) -> PathBuf {
         config::resolve_relative(&self.dir, &disk.local_path)
     }
+
+    /// The disk's `backing_chain`, resolved as `local_path` is (nearest parent first; empty
+    /// for a standalone image).
+    pub fn backing_chain(&self, disk: &Disk) -> Vec<PathBuf> {
+        disk.backing_chain
+            .iter()
+            .flatten()
+            .map(|p| config::resolve_relative(&self.dir, p))
+            .collect()
+    }
 }
 
 /// Reads a manifest file and resolves it with no batch layers.

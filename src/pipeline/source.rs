@@ -68,13 +68,32 @@ impl Run<'_> {
                 info.format
             )));
         }
-        if let Some(backing) = &info.backing_filename {
-            return Err(StageFailure::new(format!(
-                "disk {}: {} has a backing file ({backing}); {}",
-                disk.id,
-                disk.shown(),
-                qemu_img::flatten_advice(&disk.source, &driver)
-            )));
+        match (&info.backing_filename, disk.backing_chain.is_empty()) {
+            (None, true) => {}
+            (Some(backing), true) => {
+                return Err(StageFailure::new(format!(
+                    "disk {}: {} has a backing file ({backing}) and the manifest declares no \
+                     backing_chain; {}. A chain that is meant to be read as it is (a VMware \
+                     snapshot's delta on its parents) is declared in disks[].backing_chain, \
+                     nearest parent first, as hyper2kvm --vmx writes it: the current state is \
+                     then converted through those files",
+                    disk.id,
+                    disk.shown(),
+                    qemu_img::flatten_advice(&disk.source, &driver)
+                )));
+            }
+            (None, false) => {
+                return Err(StageFailure::new(format!(
+                    "disk {}: the manifest's backing_chain lists {}, but qemu-img reports no \
+                     backing file for {}: it is not the top of that chain (is local_path the \
+                     base or a copy?); point local_path at the chain's newest file, or leave \
+                     backing_chain out for a standalone image",
+                    disk.id,
+                    shown_paths(disk.backing_chain.iter().map(|(p, _)| p.as_path())),
+                    disk.shown()
+                )));
+            }
+            (Some(_), false) => self.check_chain(disk, &driver)?,
         }
         let mut checked = false;
         let format = SourceFormat::from_driver(&driver);
@@ -127,24 +146,79 @@ impl Run<'_> {
     /// or compared is then not what the manifest named.
     pub(super) fn check_pinned(&self, idx: usize, when: &str) -> Result<(), StageFailure> {
         let disk = &self.plan.disks[idx];
-        let Some(pinned) = &disk.pinned else {
-            return Ok(());
-        };
-        let path = &disk.given_path;
-        let changes = match crate::files::source_identity(path, disk.allow_block_device) {
-            Ok(now) => pinned.changes(&now),
-            Err(e) => vec![format!("it {e}")],
-        };
-        if changes.is_empty() {
-            return Ok(());
+        let files = std::iter::once((&disk.given_path, &disk.pinned, disk.allow_block_device))
+            .chain(disk.backing_chain.iter().map(|(p, pin)| (p, pin, false)));
+        for (n, (path, pinned, allow_block)) in files.enumerate() {
+            let Some(pinned) = pinned else {
+                continue;
+            };
+            let changes = match crate::files::source_identity(path, allow_block) {
+                Ok(now) => pinned.changes(&now),
+                Err(e) => vec![format!("it {e}")],
+            };
+            if changes.is_empty() {
+                continue;
+            }
+            let what = if n == 0 {
+                "source".to_owned()
+            } else {
+                format!("backing file {n} of the source (backing_chain[{}])", n - 1)
+            };
+            return Err(StageFailure::new(format!(
+                "disk {}: {what} {} changed {when}: {}; it was pinned when the run was \
+                 planned, and a changed source makes the result unreliable",
+                disk.id,
+                path.display(),
+                changes.join(", ")
+            )));
         }
-        Err(StageFailure::new(format!(
-            "disk {}: source {} changed {when}: {}; it was pinned when the run was planned, \
-             and a changed source makes the result unreliable",
-            disk.id,
-            path.display(),
-            changes.join(", ")
-        )))
+        Ok(())
+    }
+
+    /// A source with a backing file and a declared `backing_chain`: the chain qemu-img follows
+    /// (`info --backing-chain`) must be exactly the declared files, in order, and none of its
+    /// images may be encrypted. Convert, compare and the guest tools then read the current
+    /// state through the same files.
+    fn check_chain(&mut self, disk: &DiskPlan, driver: &str) -> Result<(), StageFailure> {
+        let out = self.exec(&self.plan.qemu_img.chain_cmd(disk.image(), driver), None)?;
+        if !out.record.success() {
+            return Err(StageFailure::new(format!(
+                "disk {}: qemu-img cannot follow the backing chain of {}: {}",
+                disk.id,
+                disk.shown(),
+                out.record.stderr_tail.trim()
+            )));
+        }
+        let chain = ImageInfo::parse_chain(&out.stdout)
+            .map_err(|e| StageFailure::new(format!("disk {}: {e}", disk.id)))?;
+        if let Some(enc) = chain.iter().find(|i| i.encrypted) {
+            return Err(StageFailure::new(format!(
+                "disk {}: {} in the backing chain of {} is an encrypted {} image; hyper2kvm \
+                 does not take secrets and cannot read it: flatten and decrypt the chain first \
+                 (qemu-img convert from its top, with --object secret,...)",
+                disk.id,
+                enc.filename.as_deref().unwrap_or("an image"),
+                disk.shown(),
+                enc.format
+            )));
+        }
+        let declared: Vec<&Path> = disk
+            .backing_chain
+            .iter()
+            .map(|(p, _)| p.as_path())
+            .collect();
+        chain_matches(&chain[1..], &declared).map_err(|reported| {
+            StageFailure::new(format!(
+                "disk {}: qemu-img reads {} through {}, but the manifest's backing_chain is {}; \
+                 the chain is not the one the manifest was written for, and converting it \
+                 would not give the state it describes: import the VM again, or correct \
+                 backing_chain (nearest parent first)",
+                disk.id,
+                disk.shown(),
+                reported,
+                shown_paths(declared.iter().copied())
+            ))
+        })
     }
 
     /// Checks every source with [`Run::check_pinned`].
@@ -239,5 +313,62 @@ impl Run<'_> {
             detected,
             disk.shown()
         )))
+    }
+}
+
+/// Paths as messages list them: `[a, b]`.
+fn shown_paths<'a>(paths: impl Iterator<Item = &'a Path>) -> String {
+    let shown: Vec<String> = paths.map(|p| p.display().to_string()).collect();
+    format!("[{}]", shown.join(", "))
+}
+
+/// Whether the backing files qemu-img reports (below the top, nearest first) are the declared
+/// ones, file by file (as canonical paths) and as many; `Err` holds the reported list for the
+/// message.
+fn chain_matches(reported: &[ImageInfo], declared: &[&Path]) -> Result<(), String> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    let same = reported.len() == declared.len()
+        && reported.iter().zip(declared).all(|(r, d)| {
+            let r = r.filename.as_deref().map(Path::new).and_then(canonical);
+            r.is_some() && r == canonical(d)
+        });
+    if same {
+        return Ok(());
+    }
+    let shown: Vec<&str> = reported
+        .iter()
+        .map(|r| r.filename.as_deref().unwrap_or("?"))
+        .collect();
+    Err(format!("[{}]", shown.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(filename: &Path) -> ImageInfo {
+        ImageInfo::parse(
+            serde_json::json!({"format": "vmdk", "virtual-size": 1, "filename": filename})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("info")
+    }
+
+    #[test]
+    fn a_chain_matches_only_the_same_files_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.vmdk"), dir.path().join("b.vmdk"));
+        std::fs::write(&a, b"a").expect("write");
+        std::fs::write(&b, b"b").expect("write");
+        let dotted = dir.path().join(".").join("a.vmdk");
+        let reported = [info(&dotted), info(&b)];
+        assert_eq!(chain_matches(&reported, &[&a, &b]), Ok(()));
+        let listed = format!("[{}, {}]", dotted.display(), b.display());
+        assert_eq!(chain_matches(&reported, &[&b, &a]), Err(listed.clone()));
+        assert_eq!(chain_matches(&reported, &[&a]), Err(listed.clone()));
+        assert_eq!(chain_matches(&reported, &[&a, &b, &a]), Err(listed));
+        let gone = dir.path().join("gone.vmdk");
+        assert!(chain_matches(&[info(&gone)], &[&gone]).is_err());
     }
 }

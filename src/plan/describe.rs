@@ -106,6 +106,12 @@ impl VmPlan {
                 let _ = writeln!(s, "    verify {sum}");
             }
             let _ = writeln!(s, "    $ {}", q.probe_cmd(d.image(), aio(&d.source)));
+            if !d.backing_chain.is_empty() {
+                for (p, _) in &d.backing_chain {
+                    let _ = writeln!(s, "    through {}", p.display());
+                }
+                let _ = writeln!(s, "    $ {}", q.chain_cmd(d.image(), driver));
+            }
             if let (Some(_), Some(c)) = (&d.output, &self.convert) {
                 let target = c.measure_target();
                 let measure =

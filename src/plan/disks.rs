@@ -40,6 +40,10 @@ pub struct DiskPlan {
     pub pinned: Option<Identity>,
     /// The disk is this member of the archive `source` (an OVA), read in place.
     pub member: Option<crate::manifest::TarMember>,
+    /// `backing_chain`: the files `source` rests on, nearest parent first, each pinned like
+    /// the source (`None` when it could not be read, a planning problem). qemu-img reads
+    /// through them; the run checks they are the chain it follows.
+    pub backing_chain: Vec<(PathBuf, Option<Identity>)>,
 }
 
 impl DiskPlan {
@@ -130,6 +134,28 @@ pub(super) fn plan(
                     None
                 }
             };
+            let backing_chain = loaded
+                .backing_chain(d)
+                .into_iter()
+                .enumerate()
+                .map(|(j, path)| {
+                    let pinned = match files::open_source(&path, false) {
+                        Ok((_, identity)) => Some(identity),
+                        Err(e) => {
+                            problems.push(
+                                &format!("disks[{i}].backing_chain[{j}]"),
+                                format!(
+                                    "disks[{i}].backing_chain[{j}] {} {e}; a backing file \
+                                     is a regular, non-empty file",
+                                    path.display()
+                                ),
+                            );
+                            None
+                        }
+                    };
+                    (path, pinned)
+                })
+                .collect();
             let mut probed = Vec::new();
             let declared = match (d.source_format, &pinned, qemu_img) {
                 (Some(f), _, _) => f,
@@ -198,6 +224,7 @@ pub(super) fn plan(
                 allow_block_device: d.allow_block_device,
                 pinned,
                 member: d.tar_member.clone(),
+                backing_chain,
             }
         })
         .collect();

@@ -90,6 +90,29 @@ pub(super) fn plan(
             },
         });
     }
+    // A chain's top is the VM's current delta: repairs written there would change the
+    // snapshot itself, which consent to repair "the source" does not cover.
+    let chains: Vec<&DiskPlan> = disks
+        .iter()
+        .filter(|d| !d.backing_chain.is_empty())
+        .collect();
+    if !chains.is_empty() {
+        for d in chains {
+            problems.push(
+                "pipeline.fix.allow_in_place",
+                format!(
+                    "disk {}: {} rests on a backing_chain of {} file(s), and repairing it in \
+                     place would write into that delta, the VM's current state; nothing has \
+                     been touched. Enable pipeline.convert: the repairs then go into an overlay \
+                     and the converted copy, and the chain is left as it is",
+                    d.id,
+                    d.source.display(),
+                    d.backing_chain.len()
+                ),
+            );
+        }
+        return None;
+    }
     let backup = settings.disk_backup && !consent.no_disk_backup;
     let dir = backup_dir(output_dir);
     if !(settings.allow_in_place || consent.allow_in_place) {

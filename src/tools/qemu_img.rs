@@ -228,6 +228,15 @@ impl QemuImg {
             .arg(image_arg(image.into()))
     }
 
+    /// `qemu-img info --backing-chain -f <driver>`: the image and every backing file qemu-img
+    /// opens under it, top first (see [`ImageInfo::parse_chain`]). The backing files' formats
+    /// are what the images record (a VMDK delta's parent is a VMDK).
+    pub fn chain_cmd<'i>(&self, image: impl Into<Image<'i>>, driver: &str) -> Command {
+        self.short()
+            .args(["info", "--backing-chain", "--output=json", "-f", driver])
+            .arg(image_arg(image.into()))
+    }
+
     /// `qemu-img measure -f <driver> -O <target> [-o <options>]`: how many bytes writing the
     /// image as `target` takes (see [`Measure`]). Read-only, and quick: it reads allocation
     /// metadata, not data.
@@ -474,6 +483,10 @@ pub struct ImageInfo {
     pub virtual_size: u64,
     #[serde(rename = "actual-size", default)]
     pub actual_size: Option<u64>,
+    /// The file qemu-img opened, as it names it (relative to qemu-img's working directory
+    /// when the image was named so; a backing file's is resolved against its child's).
+    #[serde(default)]
+    pub filename: Option<String>,
     #[serde(rename = "backing-filename", default)]
     pub backing_filename: Option<String>,
     #[serde(rename = "format-specific", default)]
@@ -514,6 +527,16 @@ pub fn flatten_advice(top: &Path, driver: &str) -> String {
 impl ImageInfo {
     pub fn parse(stdout: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(stdout).map_err(|e| format!("unreadable qemu-img info output: {e}"))
+    }
+
+    /// `qemu-img info --backing-chain --output=json`: one entry per image, top first.
+    pub fn parse_chain(stdout: &[u8]) -> Result<Vec<Self>, String> {
+        let chain: Vec<Self> = serde_json::from_slice(stdout)
+            .map_err(|e| format!("unreadable qemu-img info --backing-chain output: {e}"))?;
+        if chain.is_empty() {
+            return Err("qemu-img info --backing-chain listed no image".to_owned());
+        }
+        Ok(chain)
     }
 
     /// The VMDK create type (`streamOptimized`, `monolithicFlat`, ...), when this is a VMDK.

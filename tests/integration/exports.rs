@@ -559,14 +559,10 @@ fn a_vmx_folder_imports_every_vmdk_kind_and_converts_each_disk() {
     }
 }
 
-#[test]
-fn a_vmx_snapshot_is_refused_with_the_way_to_keep_its_writes() {
-    if !require_tool("qemu-img") || !require_tool("qemu-io") {
-        return;
-    }
-    let dir = TestDir::new();
-    let vmx = build_vmx_folder(&dir);
-    // scsi0:0 now names a delta on top of web01.vmdk, as a VMware snapshot leaves it.
+/// Gives `vmx`'s scsi0:0 a snapshot: a delta on top of web01.vmdk, as VMware leaves it, with
+/// writes of its own (so the base and the current state differ).
+fn take_snapshot(dir: &TestDir, vmx: &Path) {
+    let delta = dir.join("vm/web01-000001.vmdk");
     run_ok(
         Command::new("qemu-img")
             .args([
@@ -579,24 +575,205 @@ fn a_vmx_snapshot_is_refused_with_the_way_to_keep_its_writes() {
                 "-b",
                 "web01.vmdk",
             ])
-            .arg(dir.join("vm/web01-000001.vmdk")),
+            .arg(&delta),
     );
-    let text = std::fs::read_to_string(&vmx)
+    run_ok(
+        Command::new("qemu-io")
+            .args(["-f", "vmdk", "-c", "write -P 0xab 0 64k"])
+            .arg(&delta),
+    );
+    let text = std::fs::read_to_string(vmx)
         .expect("vmx")
         .replace("\"web01.vmdk\"", "\"web01-000001.vmdk\"");
-    std::fs::write(&vmx, text).expect("write vmx");
+    std::fs::write(vmx, text).expect("write vmx");
+}
+
+/// `hyper2kvm --manifest <manifest> --output-dir <dir>/<out>`
+fn run_manifest(dir: &TestDir, manifest: &Path, out: &str) -> Run {
+    run(hyper2kvm()
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--output-dir")
+        .arg(dir.join(out))
+        .args(["--progress", "none"]))
+}
+
+#[test]
+fn a_vmx_snapshot_converts_from_its_current_state_through_its_chain() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let vmx = build_vmx_folder(&dir);
+    take_snapshot(&dir, &vmx);
     let r = import(&dir, "--vmx", &vmx);
+    assert_eq!(r.code, Some(0), "import failed:\n{}{}", r.stdout, r.stderr);
+    insta::assert_snapshot!("vmx_snapshot_import_summary", redact(&r.stdout, &dir));
+    let manifest_path = dir.join("out/manifest.json");
+    let manifest = read_json(&manifest_path);
+    let disk0 = &manifest["disks"][0];
+    assert_eq!(
+        disk0["local_path"],
+        dir.join("vm/web01-000001.vmdk").display().to_string()
+    );
+    assert_eq!(
+        disk0["backing_chain"],
+        serde_json::json!([dir.join("vm/web01.vmdk").display().to_string()])
+    );
+    assert!(disk0.get("checksum").is_none(), "{disk0}");
+
+    let r = run_manifest(&dir, &manifest_path, "out");
+    assert_eq!(
+        r.code,
+        Some(0),
+        "conversion failed:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
+    let out = dir.join("out/disk0.qcow2");
+    assert!(
+        identical(&dir.join("vm/web01-000001.vmdk"), "vmdk", &out, "qcow2"),
+        "disk0 is not the current state"
+    );
+    let base = Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "vmdk", "-F", "qcow2"])
+        .arg(dir.join("vm/web01.vmdk"))
+        .arg(&out)
+        .status()
+        .expect("spawn qemu-img");
+    assert_eq!(
+        base.code(),
+        Some(1),
+        "disk0 is the base, not the current state"
+    );
+    for (n, name) in [
+        (1, "web01_1.vmdk"),
+        (2, "web01_3.vmdk"),
+        (3, "web01_2.vmdk"),
+    ] {
+        assert!(
+            identical(
+                &dir.join(&format!("vm/{name}")),
+                "vmdk",
+                &dir.join(&format!("out/disk{n}.qcow2")),
+                "qcow2"
+            ),
+            "disk{n} is not {name}"
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_whose_chain_is_not_the_declared_one_is_refused() {
+    if !require_tool("qemu-img") || !require_tool("qemu-io") {
+        return;
+    }
+    let dir = TestDir::new();
+    let vmx = build_vmx_folder(&dir);
+    take_snapshot(&dir, &vmx);
+    let r = import(&dir, "--vmx", &vmx);
+    assert_eq!(r.code, Some(0), "import failed:\n{}{}", r.stdout, r.stderr);
+    let imported = read_json(&dir.join("out/manifest.json"));
+    let variant = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut m = imported.clone();
+        edit(&mut m);
+        let path = dir.join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(&m).expect("json")).expect("write");
+        path
+    };
+
+    // The chain names another file of the folder.
+    let other = dir.join("vm/web01_3.vmdk").display().to_string();
+    let wrong = variant("wrong.json", &|m| {
+        m["disks"][0]["backing_chain"] = serde_json::json!([other])
+    });
+    let r = run_manifest(&dir, &wrong, "out-wrong");
+    assert_ne!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("disk disk0: qemu-img reads")
+            && all.contains("but the manifest's backing_chain is [")
+            && all.contains("web01_3.vmdk]")
+            && all.contains("web01.vmdk]"),
+        "{all}"
+    );
+    assert!(!dir.join("out-wrong/disk0.qcow2").exists());
+
+    // No chain declared, while the image has a backing file: today's refusal, with the way on.
+    let missing = variant("missing.json", &|m| {
+        m["disks"][0]
+            .as_object_mut()
+            .expect("disk")
+            .remove("backing_chain");
+    });
+    let r = run_manifest(&dir, &missing, "out-missing");
+    assert_ne!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("has a backing file (web01.vmdk) and the manifest declares no backing_chain")
+            && all.contains("Do not use the chain's base")
+            && all.contains("declared in disks[].backing_chain"),
+        "{all}"
+    );
+
+    // A chain declared for an image that has none (the base named as local_path).
+    let base = variant("base.json", &|m| {
+        m["disks"][0]["local_path"] = m["disks"][0]["backing_chain"][0].clone();
+    });
+    let r = run_manifest(&dir, &base, "out-base");
+    assert_ne!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("qemu-img reports no backing file"), "{all}");
+
+    // Repairs in place would write into the VM's current delta.
+    let in_place = variant("in-place.json", &|m| {
+        m["pipeline"] = serde_json::json!({
+            "fix": {"enabled": true, "allow_in_place": true, "disk_backup": false},
+            "convert": {"enabled": false},
+        })
+    });
+    let r = run_manifest(&dir, &in_place, "out-in-place");
     assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("scsi0:0 in web01.vmx: disk0:")
-            && r.stderr.contains("has a backing file")
-            && r.stderr.contains("qemu-img convert -f vmdk -O qcow2")
-            && r.stderr.contains("web01-000001.vmdk flat.qcow2")
-            && r.stderr.contains("Do not use the chain's base"),
+        r.stderr
+            .contains("repairing it in place would write into that delta"),
         "{}",
         r.stderr
     );
-    assert!(!dir.join("out").exists());
+
+    // The parent is pinned like the source: one touched after convert fails the VM.
+    let touch = dir.write(
+        "touch-parent.sh",
+        "#!/bin/sh\nsleep 0.05\ntouch vm/web01.vmdk\n",
+    );
+    std::fs::set_permissions(&touch, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let touched = variant("touched.json", &|m| {
+        m["hooks"] = serde_json::json!({"post_convert": [
+            {"type": "script", "path": "touch-parent.sh", "working_directory": "."}
+        ]})
+    });
+    let r = run_manifest(&dir, &touched, "out-touched");
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("disk disk0: backing file 1 of the source (backing_chain[0])")
+            && all.contains("web01.vmdk changed after convert"),
+        "{all}"
+    );
+
+    // A checksum would cover the delta only: refused when the manifest is loaded.
+    let summed = variant("summed.json", &|m| {
+        m["disks"][0]["checksum"] = serde_json::Value::from(format!("sha256:{}", "0".repeat(64)))
+    });
+    let r = run_manifest(&dir, &summed, "out-summed");
+    assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("disks[0].checksum would cover local_path only"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -159,7 +159,7 @@ fn qcow2_with_backing_file_is_refused() {
     );
     let (_, report) = convert_failing(&dir, &overlay, "qcow2");
     let err = redact(&first_error(&report), &dir);
-    insta::assert_snapshot!(err, @r"disk d0: [TMP]/overlay.qcow2 has a backing file ([TMP]/base.qcow2); hyper2kvm converts standalone images only (a source is pinned by its own file, and a backing file is another). Flatten the chain from its top into one image, which reads through every backing file and keeps the overlay's writes: qemu-img convert -f qcow2 -O qcow2 [TMP]/overlay.qcow2 flat.qcow2, then point the disk at flat.qcow2. Do not use the chain's base instead: it lacks every write made in the overlay");
+    insta::assert_snapshot!(err, @r"disk d0: [TMP]/overlay.qcow2 has a backing file ([TMP]/base.qcow2) and the manifest declares no backing_chain; hyper2kvm converts standalone images only (a source is pinned by its own file, and a backing file is another). Flatten the chain from its top into one image, which reads through every backing file and keeps the overlay's writes: qemu-img convert -f qcow2 -O qcow2 [TMP]/overlay.qcow2 flat.qcow2, then point the disk at flat.qcow2. Do not use the chain's base instead: it lacks every write made in the overlay. A chain that is meant to be read as it is (a VMware snapshot's delta on its parents) is declared in disks[].backing_chain, nearest parent first, as hyper2kvm --vmx writes it: the current state is then converted through those files");
 }
 
 /// An encrypted source is named as encrypted, not as a damaged image (qemu-img check cannot
