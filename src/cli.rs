@@ -159,6 +159,13 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = IMPORT, conflicts_with = "libvirt_xml")]
     pub vmx: Option<PathBuf>,
 
+    /// Import a Hyper-V Export-VM folder (Virtual Machines/ with the XML configuration,
+    /// Virtual Hard Disks/ with the VHDX files), or its configuration .xml: write a manifest
+    /// into --output-dir.
+    #[arg(long, value_name = "DIR", help_heading = IMPORT,
+          conflicts_with_all = ["libvirt_xml", "ova", "ovf", "vmx"])]
+    pub hyperv: Option<PathBuf>,
+
     /// File name of the manifest an import (--libvirt-xml, --ova, --ovf, --vmx) writes
     /// [default: manifest.json].
     #[arg(long, value_name = "NAME", help_heading = IMPORT)]
@@ -182,6 +189,7 @@ impl Cli {
             (ExportKind::Ova, &self.ova),
             (ExportKind::Ovf, &self.ovf),
             (ExportKind::Vmx, &self.vmx),
+            (ExportKind::HyperV, &self.hyperv),
         ]
         .into_iter()
         .find_map(|(kind, path)| path.clone().map(|p| (kind, p)))
