@@ -102,6 +102,10 @@ mod libvirt;
 /// exports refused.
 mod exports;
 
+/// `--hyperv`: Hyper-V Export-VM folders (XML configuration, VHDX disks) built per test,
+/// imported, converted; bad exports refused.
+mod exports_hyperv;
+
 /// libvirt_integration on a real libvirtd the tests start: define, pools, re-runs, conflicts,
 /// rollback.
 mod libvirt_host;
