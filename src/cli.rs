@@ -166,7 +166,7 @@ pub struct Cli {
           conflicts_with_all = ["libvirt_xml", "ova", "ovf", "vmx"])]
     pub hyperv: Option<PathBuf>,
 
-    /// File name of the manifest an import (--libvirt-xml, --ova, --ovf, --vmx) writes
+    /// File name of the manifest an import (--libvirt-xml, --ova, --ovf, --vmx, --hyperv) writes
     /// [default: manifest.json].
     #[arg(long, value_name = "NAME", help_heading = IMPORT)]
     pub manifest_filename: Option<String>,
@@ -182,7 +182,7 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The VMware export an import option names (`--ova`, `--ovf`, `--vmx`), if any.
+    /// The export an import option names (`--ova`, `--ovf`, `--vmx`, `--hyperv`), if any.
     pub fn export_source(&self) -> Option<(crate::exports::ExportKind, PathBuf)> {
         use crate::exports::ExportKind;
         [
