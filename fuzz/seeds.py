@@ -31,6 +31,8 @@ def seeds():
         s["vmware_export"][f"fixture-{f.name}"] = f.read_bytes()
     s["vmware_export"]["digests.mf"] = (b"SHA256(app01.ovf)= " + b"ab" * 32 + b"\nSHA1(app01-disk1.vmdk)= "
                                        + b"cd" * 20 + b"\n")
+    gen2 = (ROOT / "tests/fixtures/exports/hyperv-gen2.xml").read_text()
+    s["vmware_export"]["hyperv-gen2-utf16.xml"] = b"\xff\xfe" + gen2.replace("\n", "\r\n").encode("utf-16-le")
     s["vmware_export"]["many-disks.ovf"] = (
         b"<Envelope><VirtualSystem><VirtualHardwareSection>"
         + b"<Item><ResourceType>17</ResourceType><HostResource>ovf:/disk/d</HostResource></Item>" * 3000

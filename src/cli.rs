@@ -159,7 +159,15 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = IMPORT, conflicts_with = "libvirt_xml")]
     pub vmx: Option<PathBuf>,
 
-    /// With --ova, --ovf or --vmx: run the manifest right after writing it, in one step.
+    /// Import a Hyper-V Export-VM folder (Virtual Machines/ with the XML configuration,
+    /// Virtual Hard Disks/ with the VHDX files), or its configuration .xml: write a manifest
+    /// into --output-dir.
+    #[arg(long, value_name = "DIR", help_heading = IMPORT,
+          conflicts_with_all = ["libvirt_xml", "ova", "ovf", "vmx"])]
+    pub hyperv: Option<PathBuf>,
+
+    /// With --ova, --ovf, --vmx or --hyperv: run the manifest right after writing it, in one
+    /// step.
     ///
     /// The run is what `hyper2kvm --config FILE... --manifest DIR/manifest.json` would do: the
     /// --config files are the layer below the manifest, so a profile they name decides the
@@ -167,7 +175,7 @@ pub struct Cli {
     #[arg(long, help_heading = IMPORT)]
     pub run: bool,
 
-    /// File name of the manifest an import (--libvirt-xml, --ova, --ovf, --vmx) writes
+    /// File name of the manifest an import (--libvirt-xml, --ova, --ovf, --vmx, --hyperv) writes
     /// [default: manifest.json].
     #[arg(long, value_name = "NAME", help_heading = IMPORT)]
     pub manifest_filename: Option<String>,
@@ -183,13 +191,14 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The VMware export an import option names (`--ova`, `--ovf`, `--vmx`), if any.
+    /// The export an import option names (`--ova`, `--ovf`, `--vmx`, `--hyperv`), if any.
     pub fn export_source(&self) -> Option<(crate::exports::ExportKind, PathBuf)> {
         use crate::exports::ExportKind;
         [
             (ExportKind::Ova, &self.ova),
             (ExportKind::Ovf, &self.ovf),
             (ExportKind::Vmx, &self.vmx),
+            (ExportKind::HyperV, &self.hyperv),
         ]
         .into_iter()
         .find_map(|(kind, path)| path.clone().map(|p| (kind, p)))

@@ -241,15 +241,27 @@ pub fn libvirt_xml(data: &[u8]) -> Outcome {
     Outcome::of(run().map_err(AppError::from))
 }
 
-/// A VMware export's text files, by their first bytes: an OVF descriptor (`<`), an OVA's
-/// `.mf` digest list (a `NAME(file)= digest` first line), else a `.vmx` file; each read as
-/// `--ovf`, `--ova` and `--vmx` read them, up to where the disks are looked at on this machine.
+/// A VMware or Hyper-V export's text files, by their first bytes: a Hyper-V configuration (a
+/// UTF-16 BOM, or `<configuration` in the first KiB), an OVF descriptor (`<`), an OVA's `.mf`
+/// digest list (a `NAME(file)= digest` first line), else a `.vmx` file; each read as
+/// `--hyperv`, `--ovf`, `--ova` and `--vmx` read them, up to where the disks are looked at on
+/// this machine.
 pub fn vmware_export(data: &[u8]) -> Outcome {
     use crate::exports::{self, ExportError, ExportKind};
     let dir = scratch();
     let run = || -> Result<(), ExportError> {
         let head = data.trim_ascii_start();
-        if head.starts_with(b"<") {
+        let first = &data[..data.len().min(1024)];
+        if data.starts_with(&[0xff, 0xfe])
+            || data.starts_with(&[0xfe, 0xff])
+            || first.windows(14).any(|w| w == b"<configuration")
+        {
+            let vms = dir.join("hyperv/Virtual Machines");
+            let _ = std::fs::create_dir_all(&vms);
+            let _ = std::fs::create_dir_all(dir.join("hyperv/Virtual Hard Disks"));
+            put(&vms, "export", ".xml", data);
+            exports::hyperv::read_hyperv(&dir.join("hyperv")).map(drop)
+        } else if head.starts_with(b"<") {
             let path = put(&dir, "export", ".ovf", data);
             let text = std::str::from_utf8(data).map_err(|_| ExportError::Refused {
                 path: path.clone(),

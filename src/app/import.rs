@@ -54,7 +54,7 @@ fn common(
     }
     if cli.run && !runs {
         return Err(AppError::Usage(format!(
-            "--run applies to --ova, --ovf and --vmx; {mode} writes a manifest only (run it \
+            "--run applies to --ova, --ovf, --vmx and --hyperv; {mode} writes a manifest only (run it \
              with hyper2kvm --manifest afterwards)"
         )));
     }

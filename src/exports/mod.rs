@@ -8,6 +8,7 @@
 //! their offset and size (see [`crate::manifest::TarMember`]); a VMX's descriptor VMDKs are read
 //! as qemu-img reads them, with their extents checked to be files inside the VM's folder.
 
+pub mod hyperv;
 pub mod import;
 pub mod mf;
 pub mod ova;

@@ -102,6 +102,10 @@ mod libvirt;
 /// exports refused.
 mod exports;
 
+/// `--hyperv`: Hyper-V Export-VM folders (XML configuration, VHDX disks) built per test,
+/// imported, converted; bad exports refused.
+mod exports_hyperv;
+
 /// Exports converted without a manifest in between: `--ova … --run` with a profile from
 /// `--config`, and batch entries that name an OVA, OVF or VMX.
 mod exports_run;
