@@ -42,12 +42,11 @@
 //! `<VM id>.xml: line N`.
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use super::{
     Collected, Controller, DiskLocation, ExportDisk, ExportError, ExportFacts, ExportKind,
-    ExportNic,
+    ExportNic, ends_with_ci, file_name, open_error, read_small,
 };
 use crate::diag::excerpt;
 use crate::libvirt::xml::{self, Element};
@@ -86,38 +85,11 @@ const CHECKPOINT_ADVICE: &str = "on the Hyper-V host, delete the VM's checkpoint
     (Remove-VMSnapshot -VMName <name> -IncludeAllChildSnapshots merges them into the parent \
     disks), then export the VM again";
 
-fn ends_with_ci(name: &str, ext: &str) -> bool {
-    name.len() >= ext.len()
-        && name.is_char_boundary(name.len() - ext.len())
-        && name[name.len() - ext.len()..].eq_ignore_ascii_case(ext)
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
-fn io_error(path: &Path, source: std::io::Error) -> ExportError {
-    if source.kind() == std::io::ErrorKind::NotFound {
-        ExportError::NotFound {
-            kind: ExportKind::HyperV,
-            path: path.to_owned(),
-        }
-    } else {
-        ExportError::Read {
-            path: path.to_owned(),
-            source,
-        }
-    }
-}
-
 /// The names in a folder, at most [`MAX_ENTRIES`].
 fn list(dir: &Path) -> Result<Vec<String>, ExportError> {
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
-        let entry = entry.map_err(|e| io_error(dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| open_error(ExportKind::HyperV, dir, e))? {
+        let entry = entry.map_err(|e| open_error(ExportKind::HyperV, dir, e))?;
         if names.len() == MAX_ENTRIES {
             return Err(ExportError::Refused {
                 path: dir.to_owned(),
@@ -166,7 +138,7 @@ fn binary_config(path: &Path, name: &str) -> ExportError {
 
 /// The configuration file and the export folder, from what `--hyperv` names.
 fn locate(abs: &Path) -> Result<(PathBuf, PathBuf), ExportError> {
-    let meta = std::fs::metadata(abs).map_err(|e| io_error(abs, e))?;
+    let meta = std::fs::metadata(abs).map_err(|e| open_error(ExportKind::HyperV, abs, e))?;
     if !meta.is_dir() {
         let name = file_name(abs);
         if ends_with_ci(&name, ".vmcx") || ends_with_ci(&name, ".exp") {
@@ -222,35 +194,6 @@ fn locate(abs: &Path) -> Result<(PathBuf, PathBuf), ExportError> {
             ),
         }),
     }
-}
-
-/// Reads at most [`CONFIG_LIMIT`] bytes of a regular file.
-fn read_bounded(path: &Path) -> Result<Vec<u8>, ExportError> {
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-    let read = |source| ExportError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let meta = file.metadata().map_err(read)?;
-    if !meta.is_file() {
-        return Err(ExportError::Refused {
-            path: path.to_owned(),
-            why: "it is not a regular file (expected a Hyper-V configuration .xml)".to_owned(),
-        });
-    }
-    let mut bytes = Vec::new();
-    file.take(CONFIG_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    if bytes.len() as u64 > CONFIG_LIMIT {
-        return Err(ExportError::TooLarge {
-            path: path.to_owned(),
-            what: "a Hyper-V configuration",
-            size: meta.len().max(bytes.len() as u64),
-            limit: CONFIG_LIMIT,
-        });
-    }
-    Ok(bytes)
 }
 
 /// The text of a configuration: UTF-16 (by its BOM, or its first `<` with a zero byte beside
@@ -458,7 +401,12 @@ pub fn read_hyperv(path: &Path) -> Result<ExportFacts, ExportError> {
         source,
     })?;
     let (config, export) = locate(&abs)?;
-    let bytes = read_bounded(&config)?;
+    let bytes = read_small(
+        ExportKind::HyperV,
+        &config,
+        "a Hyper-V configuration .xml",
+        CONFIG_LIMIT,
+    )?;
     let file = file_name(&config);
     let invalid = |place: String, message: String| {
         let mut c = Collected::default();

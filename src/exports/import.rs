@@ -17,7 +17,10 @@ use serde_json::{Map, Value, json};
 use super::mf::{self, Algorithm};
 use super::ova::{self, Member};
 use super::ovf::{self, Container};
-use super::{Collected, DiskLocation, ExportDisk, ExportError, ExportFacts, ExportKind};
+use super::{
+    Collected, DiskLocation, ExportDisk, ExportError, ExportFacts, ExportKind, ends_with_ci,
+    read_small,
+};
 use crate::checksum::{self, Digests, Range};
 use crate::config;
 use crate::events::EventSink;
@@ -393,10 +396,6 @@ fn utf8(path: &Path, name: &str, bytes: Vec<u8>) -> Result<String, ExportError> 
     })
 }
 
-fn ends_with_ci(name: &str, ext: &str) -> bool {
-    name.len() >= ext.len() && name[name.len() - ext.len()..].eq_ignore_ascii_case(ext)
-}
-
 fn read_ova(path: &Path) -> Result<Read, ExportError> {
     let members = ova::list(path)?;
     let ovfs: Vec<&Member> = members
@@ -488,64 +487,6 @@ fn digest_list(
             entries,
         },
     )
-}
-
-/// Reads a small regular file whole, refusing one over `limit` bytes.
-fn read_small(
-    kind: ExportKind,
-    path: &Path,
-    what: &'static str,
-    limit: u64,
-) -> Result<Vec<u8>, ExportError> {
-    use std::io::Read as _;
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ExportError::NotFound {
-                kind,
-                path: path.to_owned(),
-            });
-        }
-        Err(source) => {
-            return Err(ExportError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    if !meta.is_file() {
-        return Err(ExportError::Refused {
-            path: path.to_owned(),
-            why: format!("it is not a regular file (expected {what})"),
-        });
-    }
-    if meta.len() > limit {
-        return Err(ExportError::TooLarge {
-            path: path.to_owned(),
-            what,
-            size: meta.len(),
-            limit,
-        });
-    }
-    let read_err = |source| ExportError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(read_err)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > limit {
-        return Err(ExportError::TooLarge {
-            path: path.to_owned(),
-            what,
-            size: bytes.len() as u64,
-            limit,
-        });
-    }
-    Ok(bytes)
 }
 
 fn read_ovf(path: &Path) -> Result<Read, ExportError> {

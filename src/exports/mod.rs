@@ -16,7 +16,7 @@ pub mod ovf;
 pub mod vmdk;
 pub mod vmx;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::diag::Problem;
 pub use crate::manifest::source::ExportKind;
@@ -214,6 +214,71 @@ impl ExportError {
     pub fn is_environment(&self) -> bool {
         matches!(self, ExportError::Tool(_))
     }
+}
+
+/// The error for a file that cannot be opened or listed: `NotFound` names the export kind.
+pub(crate) fn open_error(kind: ExportKind, path: &Path, source: std::io::Error) -> ExportError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        ExportError::NotFound {
+            kind,
+            path: path.to_owned(),
+        }
+    } else {
+        ExportError::Read {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Reads a small file whole: a regular file of at most `limit` bytes, `what` it is said to be
+/// in the refusals. The file is opened once and checked through that handle, so the file
+/// checked is the file read.
+pub(crate) fn read_small(
+    kind: ExportKind,
+    path: &Path,
+    what: &'static str,
+    limit: u64,
+) -> Result<Vec<u8>, ExportError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| open_error(kind, path, e))?;
+    let read = |source| ExportError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = file.metadata().map_err(read)?;
+    if !meta.is_file() {
+        return Err(ExportError::Refused {
+            path: path.to_owned(),
+            why: format!("it is not a regular file (expected {what})"),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(read)?;
+    if bytes.len() as u64 > limit {
+        return Err(ExportError::TooLarge {
+            path: path.to_owned(),
+            what,
+            size: meta.len().max(bytes.len() as u64),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Whether a file name ends with `ext`, in any case (`.OVF`, `.Vhdx`).
+pub(crate) fn ends_with_ci(name: &str, ext: &str) -> bool {
+    name.len() >= ext.len()
+        && name.is_char_boundary(name.len() - ext.len())
+        && name[name.len() - ext.len()..].eq_ignore_ascii_case(ext)
+}
+
+/// A path's last component as text, for messages (the whole path when it has none).
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// Collects problems as `file: place: message`, the way every reader reports them.

@@ -71,7 +71,7 @@ pub fn list(path: &Path) -> Result<Vec<Member>, ExportError> {
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut archive = tar::Archive::new(file);
     let mut problems = Collected::default();
-    let name = file_name(path);
+    let name = super::file_name(path);
     let mut members: Vec<Member> = Vec::new();
     let entries = archive
         .entries_with_seek()
@@ -220,13 +220,6 @@ fn not_tar(path: &Path, name: &str, e: &std::io::Error) -> ExportError {
             c.0
         },
     }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }
 
 fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

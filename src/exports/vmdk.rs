@@ -96,17 +96,7 @@ fn shown(path: &Path) -> String {
 
 /// An I/O error on a file of the VM: [`ExportError::NotFound`] when it is missing.
 pub(crate) fn read_error(path: &Path, source: std::io::Error) -> ExportError {
-    if source.kind() == std::io::ErrorKind::NotFound {
-        ExportError::NotFound {
-            kind: ExportKind::Vmx,
-            path: path.to_owned(),
-        }
-    } else {
-        ExportError::Read {
-            path: path.to_owned(),
-            source,
-        }
-    }
+    super::open_error(ExportKind::Vmx, path, source)
 }
 
 fn invalid(path: &Path, problems: Vec<Problem>) -> ExportError {

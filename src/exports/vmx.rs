@@ -12,8 +12,6 @@
 //! (SCSI, SATA, NVMe, IDE), each by controller number, then unit.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 #[cfg(test)]
 use std::path::PathBuf;
@@ -172,34 +170,6 @@ fn parse(file: &str, bytes: &[u8], problems: &mut Collected) -> Vmx {
     }
 }
 
-/// Reads at most [`VMX_LIMIT`] bytes, refusing a larger file.
-fn read_bounded(path: &Path) -> Result<Vec<u8>, ExportError> {
-    let file = File::open(path).map_err(|e| vmdk::read_error(path, e))?;
-    let read = |source| ExportError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let meta = file.metadata().map_err(read)?;
-    if meta.is_dir() {
-        return Err(read(std::io::Error::other(
-            "is a directory; --vmx takes the .vmx file in the VM's folder",
-        )));
-    }
-    let mut bytes = Vec::new();
-    file.take(VMX_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    if bytes.len() as u64 > VMX_LIMIT {
-        return Err(ExportError::TooLarge {
-            path: path.to_owned(),
-            what: "a VMX file",
-            size: meta.len().max(bytes.len() as u64),
-            limit: VMX_LIMIT,
-        });
-    }
-    Ok(bytes)
-}
-
 /// A VMware UUID (`56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc`) in libvirt's form
 /// (`564d1234-5678-9abc-def0-123456789abc`), when it is 16 bytes of hex.
 fn libvirt_uuid(value: &str) -> Option<String> {
@@ -216,7 +186,12 @@ pub fn read_vmx(path: &Path) -> Result<ExportFacts, ExportError> {
         path: path.to_owned(),
         source,
     })?;
-    let bytes = read_bounded(&abs)?;
+    let bytes = super::read_small(
+        ExportKind::Vmx,
+        &abs,
+        "the .vmx file in the VM's folder",
+        VMX_LIMIT,
+    )?;
     let file = abs.file_name().map_or_else(
         || abs.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -1132,7 +1107,7 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("tempdir");
         let big = dir.path().join("big.vmx");
-        let file = File::create(&big).expect("create");
+        let file = std::fs::File::create(&big).expect("create");
         file.set_len(VMX_LIMIT + 1).expect("set_len");
         assert!(matches!(
             read_vmx(&big),

@@ -37,6 +37,19 @@ fn spoil_mf_line(e: &Export, line: usize) {
     std::fs::write(&mf, text.replace(&old, &new)).expect("write mf");
 }
 
+/// `hyper2kvm --ova OVA --output-dir <e>/<out> --config CONFIG <extra>`.
+fn import_with_config(e: &Export, ova: &Path, out: &str, config: &Path, extra: &[&str]) -> Run {
+    run(hyper2kvm()
+        .arg("--ova")
+        .arg(ova)
+        .arg("--output-dir")
+        .arg(e.dir.join(out))
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .args(["--progress", "none"]))
+}
+
 /// The first object in `v` (depth first) that has `key`.
 fn find_key<'v>(v: &'v Value, key: &str) -> Option<&'v Value> {
     match v {
@@ -67,14 +80,7 @@ fn an_ova_converts_in_one_step_with_the_pipeline_of_the_config() {
     let e = build_export();
     let ova = e.tar_default();
     let site = e.dir.write("site.yaml", SITE);
-    let r = run(hyper2kvm()
-        .arg("--ova")
-        .arg(&ova)
-        .arg("--output-dir")
-        .arg(e.dir.join("out"))
-        .arg("--config")
-        .arg(&site)
-        .args(["--run", "--progress", "none"]));
+    let r = import_with_config(&e, &ova, "out", &site, &["--run"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     insta::assert_snapshot!("ova_run_summary", import_part(&r.stdout, &e.dir));
     for n in 0..2 {
@@ -127,14 +133,7 @@ fn an_ova_converts_in_one_step_with_the_pipeline_of_the_config() {
     // A profile from --config decides the stages, guest repair included (a dry run: the
     // fixture disks hold no guest to repair).
     let production = e.dir.write("production.yaml", "profile: production\n");
-    let r = run(hyper2kvm()
-        .arg("--ova")
-        .arg(&ova)
-        .arg("--output-dir")
-        .arg(e.dir.join("out3"))
-        .arg("--config")
-        .arg(&production)
-        .args(["--run", "--dry-run", "--progress", "none"]));
+    let r = import_with_config(&e, &ova, "out3", &production, &["--run", "--dry-run"]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("  profile: production\n")
@@ -146,14 +145,7 @@ fn an_ova_converts_in_one_step_with_the_pipeline_of_the_config() {
     assert!(!e.dir.join("out3").exists());
 
     // Without --run, a config layer is refused (it would apply to nothing).
-    let r = run(hyper2kvm()
-        .arg("--ova")
-        .arg(&ova)
-        .arg("--output-dir")
-        .arg(e.dir.join("out2"))
-        .arg("--config")
-        .arg(&site)
-        .args(["--progress", "none"]));
+    let r = import_with_config(&e, &ova, "out2", &site, &[]);
     assert_eq!(r.code, Some(2), "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("add --run"), "{}", r.stderr);
     assert!(!e.dir.join("out2").exists());
@@ -169,14 +161,7 @@ fn a_damaged_disk_fails_the_one_step_run_and_keeps_no_output() {
     spoil_mf_line(&e, 2);
     let ova = e.tar_default();
     let site = e.dir.write("site.yaml", SITE);
-    let r = run(hyper2kvm()
-        .arg("--ova")
-        .arg(&ova)
-        .arg("--output-dir")
-        .arg(e.dir.join("out"))
-        .arg("--config")
-        .arg(&site)
-        .args(["--run", "--progress", "none"]));
+    let r = import_with_config(&e, &ova, "out", &site, &["--run"]);
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     let all = format!("{}{}", r.stdout, r.stderr);
     assert!(
