@@ -15,6 +15,7 @@ const OUTPUT: &str = "Output";
 const SAFETY: &str = "Dry run and consent";
 const LOGGING: &str = "Logging and progress";
 const IMPORT: &str = "Import (libvirt XML)";
+const SCALE_OUT: &str = "Scale-out (shards, Kubernetes)";
 
 /// Migrate VMware, Hyper-V and libvirt virtual machines onto KVM.
 ///
@@ -69,6 +70,50 @@ pub struct Cli {
     /// again; failed, interrupted and never-started VMs run.
     #[arg(long, help_heading = BATCH)]
     pub batch_resume: bool,
+
+    /// Run only shard I of N of the batch (I from 0 to N-1), or env/N to take I from
+    /// $JOB_COMPLETION_INDEX (what a Kubernetes Indexed Job sets in each pod).
+    ///
+    /// Each VM belongs to exactly one shard, chosen from its id and bounded by the bytes to copy
+    /// (--dry-run prints the assignment). A shard writes its reports and checkpoint under
+    /// <report dir>/shards/shard-I-of-N/ and resumes on its own; --batch-merge joins them.
+    #[arg(long, value_name = "I/N", requires = "batch_manifest", help_heading = SCALE_OUT)]
+    pub batch_shard: Option<String>,
+
+    /// Merge the shard reports found under each DIR (searched recursively) into one
+    /// batch_report.json, batch_summary.txt and batch_report.html, written to --output-dir
+    /// (else the first DIR); says which shards are missing or failed. Merging again gives the
+    /// same files.
+    #[arg(long, value_name = "DIR", num_args = 1.., help_heading = SCALE_OUT,
+          conflicts_with_all = ["batch_manifest", "manifest", "config", "batch_shard", "dry_run"])]
+    pub batch_merge: Vec<PathBuf>,
+
+    /// Print a Kubernetes Indexed Job (batch/v1, YAML) that runs the batch as N shards, one
+    /// pod per shard index, and exit.
+    #[arg(long, value_name = "N", requires = "batch_manifest", conflicts_with = "batch_shard",
+          value_parser = clap::value_parser!(u16).range(1..), help_heading = SCALE_OUT)]
+    pub batch_k8s_job: Option<u16>,
+
+    /// With --batch-k8s-job: the container image that holds hyper2kvm, libguestfs and qemu
+    /// (docs/scale-out.md shows how to build it).
+    #[arg(long, value_name = "IMAGE", requires = "batch_k8s_job", help_heading = SCALE_OUT)]
+    pub k8s_image: Option<String>,
+
+    /// With --batch-k8s-job: how many shard pods run at once [default: N].
+    #[arg(long, value_name = "P", requires = "batch_k8s_job",
+          value_parser = clap::value_parser!(u16).range(1..), help_heading = SCALE_OUT)]
+    pub k8s_parallelism: Option<u16>,
+
+    /// With --batch-k8s-job: the PersistentVolumeClaim that holds the batch file, its manifests
+    /// and the source disks, mounted read-only where they are on this host
+    /// [default: hyper2kvm-sources].
+    #[arg(long, value_name = "CLAIM", requires = "batch_k8s_job", help_heading = SCALE_OUT)]
+    pub k8s_sources_claim: Option<String>,
+
+    /// With --batch-k8s-job: the PersistentVolumeClaim for the outputs and reports, mounted at
+    /// the batch's output directory [default: hyper2kvm-outputs].
+    #[arg(long, value_name = "CLAIM", requires = "batch_k8s_job", help_heading = SCALE_OUT)]
+    pub k8s_outputs_claim: Option<String>,
 
     /// Directory for converted disks and the report (overrides the manifest's output.directory).
     /// In batch mode it replaces shared_config.output_directory: batch reports go to DIR and each

@@ -9,6 +9,7 @@
 //! | [`now_utc_seconds`] | `2026-12-01T21:39:14Z` | the `{{ timestamp_iso }}` hook variable |
 //! | [`now_utc_compact`] | `20261201-213914` | names of files kept beside a guest's own (backups) |
 //! | [`now_unix`] | `1796161154` | the `{{ timestamp }}` hook variable |
+//! | [`unix_seconds`] | `1796161154.123` | a shard's start, which `--batch-merge` lines the shards up by |
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -61,6 +62,12 @@ pub fn now_utc_compact() -> String {
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Seconds since the Unix epoch, to the millisecond.
+pub fn unix_seconds() -> f64 {
+    let ns = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    (ns / 1_000_000) as f64 / 1000.0
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::options::Options;
+use super::options::{Options, ScaleOut};
 use super::{AppError, print_text, render, setup};
 use crate::batch::{self, BatchOptions};
 use crate::exec::CancelToken;
@@ -10,7 +10,21 @@ use crate::exit_code;
 use crate::report;
 use crate::ui::{Display, ProgressMode};
 
-pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Result<u8, AppError> {
+pub(super) fn run(
+    path: &Path,
+    options: &Options,
+    scale: &ScaleOut,
+    progress: ProgressMode,
+) -> Result<u8, AppError> {
+    if let Some(shards) = scale.k8s_job {
+        return k8s_job(path, options, scale, shards);
+    }
+    let shard = scale
+        .shard
+        .as_deref()
+        .map(|s| batch::shard::ShardSpec::parse(s, |k| std::env::var(k).ok()))
+        .transpose()
+        .map_err(AppError::Usage)?;
     let mut prepared = batch::prepare(
         path,
         &BatchOptions {
@@ -22,6 +36,7 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
             dry_run: options.dry_run,
             output_dir: options.output_dir.clone(),
             in_place: options.in_place,
+            shard,
         },
     )?;
     if options.dry_run {
@@ -108,4 +123,28 @@ pub(super) fn run(path: &Path, options: &Options, progress: ProgressMode) -> Res
     } else {
         exit_code::SUCCESS
     })
+}
+
+/// `--batch-k8s-job N`: prints the Indexed Job that runs the batch as N shards.
+fn k8s_job(path: &Path, options: &Options, scale: &ScaleOut, shards: usize) -> Result<u8, AppError> {
+    let manifest = crate::manifest::batch::load(path).map_err(batch::BatchError::from)?;
+    let job = batch::k8s::job(
+        &manifest,
+        &batch::k8s::JobOptions {
+            shards,
+            image: scale.k8s_image.clone(),
+            parallelism: scale.k8s_parallelism,
+            sources_claim: scale.k8s_sources_claim.clone(),
+            outputs_claim: scale.k8s_outputs_claim.clone(),
+            output_dir: options.output_dir.clone(),
+            batch_parallel: options.batch_parallel,
+            kvm: Path::new("/dev/kvm").exists(),
+        },
+    )
+    .map_err(|problems| batch::BatchError::Invalid {
+        path: manifest.path.clone(),
+        problems,
+    })?;
+    print_text(&batch::k8s::to_yaml(&job));
+    Ok(exit_code::SUCCESS)
 }

@@ -10,6 +10,7 @@
 //! [`AppError::exit_code`].
 
 mod batch;
+mod merge;
 mod import;
 pub(crate) mod options;
 pub mod render;
@@ -125,6 +126,10 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
     }
     setup::start_reaper();
 
+    if !cli.batch_merge.is_empty() {
+        return merge::run(&cli.batch_merge, &options);
+    }
+
     if let Some(cmd) = options.cmd.as_deref()
         && !COMMANDS.contains(&cmd)
     {
@@ -167,7 +172,12 @@ pub fn run(cli: Cli) -> Result<u8, AppError> {
                     .to_owned(),
             ));
         }
-        return batch::run(&batch_path, &options, cli.progress);
+        return batch::run(
+            &batch_path,
+            &options,
+            &options::ScaleOut::of(&cli),
+            cli.progress,
+        );
     }
 
     if manifest_docs.is_empty() {

@@ -53,6 +53,30 @@ pub(crate) struct Gathered {
 
 /// Loads every `--config`/`--manifest` file and sorts their content into tool options, manifest
 /// documents and a lower configuration layer.
+/// The scale-out flags, which only the command line sets.
+#[derive(Clone, Debug, Default)]
+pub struct ScaleOut {
+    pub shard: Option<String>,
+    pub k8s_job: Option<usize>,
+    pub k8s_image: Option<String>,
+    pub k8s_parallelism: Option<usize>,
+    pub k8s_sources_claim: Option<String>,
+    pub k8s_outputs_claim: Option<String>,
+}
+
+impl ScaleOut {
+    pub fn of(cli: &Cli) -> Self {
+        ScaleOut {
+            shard: cli.batch_shard.clone(),
+            k8s_job: cli.batch_k8s_job.map(usize::from),
+            k8s_image: cli.k8s_image.clone(),
+            k8s_parallelism: cli.k8s_parallelism.map(usize::from),
+            k8s_sources_claim: cli.k8s_sources_claim.clone(),
+            k8s_outputs_claim: cli.k8s_outputs_claim.clone(),
+        }
+    }
+}
+
 pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
     let mut options = Options::default();
     let mut manifest_docs = Vec::new();
@@ -80,6 +104,8 @@ pub(crate) fn gather(cli: &Cli) -> Result<Gathered, AppError> {
                 || options.batch_continue_on_error.is_some(),
         ),
         ("--batch-resume", cli.batch_resume || options.batch_resume),
+        ("--batch-shard", cli.batch_shard.is_some()),
+        ("--batch-k8s-job", cli.batch_k8s_job.is_some()),
     ];
     if !batch_mode && let Some((flag, _)) = batch_only.iter().find(|(_, set)| *set) {
         return Err(AppError::Usage(format!(

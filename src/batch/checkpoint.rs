@@ -82,3 +82,34 @@ pub fn load(report_dir: &Path, batch_id: &str) -> HashMap<String, VmResult> {
         }
     }
 }
+
+/// The results a shard may reuse on `--batch-resume`: its own checkpoint (`own_dir`), then
+/// every other shard's and the unsharded run's under `base_dir`, for VMs it has no result for
+/// yet, or only one that did not succeed. Reading another shard's checkpoint writes nothing.
+pub fn load_shards(base_dir: &Path, own_dir: &Path, batch_id: &str) -> HashMap<String, VmResult> {
+    let mut found = load(own_dir, batch_id);
+    let mut others: Vec<PathBuf> = std::fs::read_dir(base_dir.join(super::shard::SHARDS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != own_dir && p.is_dir())
+        .collect();
+    others.sort();
+    others.push(base_dir.to_owned());
+    for dir in others {
+        for (id, r) in load(&dir, batch_id) {
+            let better = match found.get(&id) {
+                None => true,
+                Some(have) => {
+                    have.status != super::BatchVmStatus::Succeeded
+                        && r.status == super::BatchVmStatus::Succeeded
+                }
+            };
+            if better {
+                found.insert(id, r);
+            }
+        }
+    }
+    found
+}

@@ -13,6 +13,8 @@
 //! conversions through the shared [`CancelToken`].
 
 pub mod checkpoint;
+pub mod k8s;
+pub mod shard;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -46,6 +48,8 @@ pub struct BatchOptions {
     pub output_dir: Option<PathBuf>,
     /// `--allow-in-place` and `--no-disk-backup`, for every VM.
     pub in_place: plan::InPlaceConsent,
+    /// `--batch-shard I/N`: run only this shard's VMs, with its own reports and checkpoint.
+    pub shard: Option<shard::ShardSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,17 @@ pub struct PreparedBatch {
     resume: bool,
     report_dir: PathBuf,
     vms: Vec<(VmEntry, VmPrep)>,
+    shard: Option<ShardRun>,
+}
+
+/// What a sharded run knows of the whole batch.
+#[derive(Clone, Debug)]
+pub struct ShardRun {
+    pub spec: shard::ShardSpec,
+    pub loads: Vec<shard::ShardLoad>,
+    pub digest: String,
+    /// Every VM of the batch with its shard, in file order.
+    pub all: Vec<(String, usize)>,
 }
 
 /// Loads and plans a batch. Returns the prepared batch or every reason it cannot start.
@@ -97,7 +112,17 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
         .as_ref()
         .map(|d| crate::config::absolute(d))
         .or_else(|| batch.output_directory.clone());
-    let report_dir = shared_out.clone().unwrap_or_else(|| batch.dir.clone());
+    let base_report_dir = shared_out.clone().unwrap_or_else(|| batch.dir.clone());
+    let sharding = match opts.shard {
+        Some(spec) => Some(plan_shards(&batch, spec, shared_out.as_deref())?),
+        None => None,
+    };
+    let report_dir = match &sharding {
+        Some(s) => base_report_dir
+            .join(shard::SHARDS_DIR)
+            .join(s.run.spec.dir_name()),
+        None => base_report_dir.clone(),
+    };
     let checkpoint_file = checkpoint::path(&report_dir, &batch.batch_id);
     if !opts.resume && !opts.overwrite && !opts.dry_run && checkpoint_file.is_file() {
         return Err(BatchError::Invalid {
@@ -110,10 +135,15 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
             )],
         });
     }
-    let previous = if opts.resume {
-        checkpoint::load(&report_dir, &batch.batch_id)
-    } else {
-        HashMap::new()
+    let previous = match (&sharding, opts.resume) {
+        (_, false) => HashMap::new(),
+        (None, true) => checkpoint::load(&report_dir, &batch.batch_id),
+        // A VM may have been converted by another shard of an earlier layout (before a shard
+        // was added): every shard's checkpoint under the batch's report directory counts, its
+        // own first.
+        (Some(_), true) => {
+            checkpoint::load_shards(&base_report_dir, &report_dir, &batch.batch_id)
+        }
     };
 
     let mut problems: Vec<String> = Vec::new();
@@ -122,7 +152,12 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
     let mut guest_env = None;
     // MACs of the VMs planned so far, in order, so a regenerated MAC is unique in the batch.
     let mut reserved_macs: BTreeSet<MacAddr> = BTreeSet::new();
-    for entry in &batch.vms {
+    for (pos, entry) in batch.vms.iter().enumerate() {
+        if let Some(s) = &sharding
+            && s.run.all[pos].1 != s.run.spec.index
+        {
+            continue;
+        }
         if !entry.enabled {
             vms.push((entry.clone(), VmPrep::Skipped));
             continue;
@@ -228,6 +263,9 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
             }
         }
     }
+    if let Some(s) = &sharding {
+        problems.extend(s.problems.iter().cloned());
+    }
     if !problems.is_empty() {
         return Err(BatchError::Invalid {
             path: batch.path.clone(),
@@ -241,7 +279,110 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
         resume: opts.resume,
         report_dir,
         vms,
+        shard: sharding.map(|s| s.run),
     })
+}
+
+struct Sharding {
+    run: ShardRun,
+    /// Output directories this shard's VMs share with another shard's.
+    problems: Vec<String>,
+}
+
+/// Splits the batch: every VM is sketched (its manifest read and layered, its source files
+/// sized, nothing probed or imported), the assignment computed, and the output directories of
+/// this shard's VMs checked against every other shard's.
+fn plan_shards(
+    batch: &BatchManifest,
+    spec: shard::ShardSpec,
+    shared_out: Option<&Path>,
+) -> Result<Sharding, BatchError> {
+    let sketches: Vec<shard::Sketch> = batch
+        .vms
+        .iter()
+        .map(|e| sketch(batch, e, shared_out))
+        .collect();
+    let items: Vec<shard::Item<'_>> = batch
+        .vms
+        .iter()
+        .zip(&sketches)
+        .map(|(e, s)| shard::Item {
+            id: &e.id,
+            bytes: s.bytes,
+            enabled: e.enabled,
+        })
+        .collect();
+    let assignment = shard::assign(&items, spec.count);
+    let dirs: Vec<(&str, usize, PathBuf)> = batch
+        .vms
+        .iter()
+        .zip(&sketches)
+        .zip(&assignment.shard_of)
+        .filter(|((e, _), _)| e.enabled)
+        .filter_map(|((e, s), &shard)| Some((e.id.as_str(), shard, s.output_dir.clone()?)))
+        .collect();
+    let problems = shard::shared_directories(&dirs, spec.index);
+    Ok(Sharding {
+        run: ShardRun {
+            spec,
+            loads: assignment.loads,
+            digest: assignment.digest,
+            all: batch
+                .vms
+                .iter()
+                .map(|e| e.id.clone())
+                .zip(assignment.shard_of)
+                .collect(),
+        },
+        problems,
+    })
+}
+
+/// What a shard needs to know of any VM (see [`shard::Sketch`]).
+pub(crate) fn sketch(batch: &BatchManifest, entry: &VmEntry, shared_out: Option<&Path>) -> shard::Sketch {
+    let default_dir = shared_out.map(|d| d.join(&entry.id));
+    if let Some(kind) = entry.export {
+        // The import writes no output.directory; only the entry's overrides can set one.
+        let dir = entry
+            .overrides
+            .get("output")
+            .and_then(|o| o.get("directory"))
+            .and_then(|d| d.as_str())
+            .map(|d| crate::config::resolve_relative(&crate::config::dir_of(&entry.manifest), d))
+            .or(default_dir)
+            .or_else(|| Some(crate::config::dir_of(&entry.manifest).join("output")));
+        return shard::Sketch {
+            bytes: shard::export_bytes(kind, &entry.manifest),
+            output_dir: dir,
+            sources: vec![entry.manifest.clone()],
+        };
+    }
+    match load_vm(batch, entry) {
+        Ok(loaded) => {
+            let sources: Vec<PathBuf> = loaded
+                .manifest
+                .disks
+                .iter()
+                .flat_map(|d| {
+                    std::iter::once(d.local_path.as_str())
+                        .chain(d.backing_chain.iter().flatten().map(String::as_str))
+                        .map(|p| crate::config::resolve_relative(&loaded.dir, p))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            shard::Sketch {
+                bytes: shard::file_bytes(sources.iter().map(PathBuf::as_path)),
+                output_dir: Some(plan::output_dir_for(&loaded, default_dir)),
+                sources,
+            }
+        }
+        // It fails in its own shard, which says why; here it only needs a place.
+        Err(_) => shard::Sketch {
+            bytes: None,
+            output_dir: default_dir,
+            sources: Vec::new(),
+        },
+    }
 }
 
 fn load_vm(batch: &BatchManifest, entry: &VmEntry) -> Result<Loaded, String> {
@@ -360,16 +501,28 @@ impl PreparedBatch {
 
     /// What a dry run prints: the order, the decisions, and each VM's plan.
     pub fn describe(&self) -> String {
+        let vms = match &self.shard {
+            Some(sh) => format!(
+                "shard {} of {}, {} of its {} VMs",
+                sh.spec.index,
+                sh.spec.count,
+                self.vms.len(),
+                self.batch.vms.len()
+            ),
+            None => format!("{} VMs", self.batch.vms.len()),
+        };
         let mut s = format!(
-            "Dry run of batch {} ({}): {} VMs, {} to run with {} worker(s), continue_on_error: {}\n",
+            "Dry run of batch {} ({}): {vms}, {} to run with {} worker(s), continue_on_error: {}\n",
             self.batch.batch_id,
             self.batch.path.display(),
-            self.batch.vms.len(),
             self.runnable(),
             self.workers(),
             self.continue_on_error
         );
         s.push_str(&format!("Reports: {}\n", self.report_dir.display()));
+        if let Some(sh) = &self.shard {
+            s.push_str(&self.describe_shards(sh));
+        }
         for (entry, prepared) in self.ordered() {
             let what = match prepared {
                 VmPrep::Run(..) => "run".to_owned(),
@@ -389,6 +542,53 @@ impl PreparedBatch {
             }
         }
         s
+    }
+
+    /// The assignment: each shard's VMs and bytes, this shard marked, and the other shards' VMs
+    /// by id.
+    fn describe_shards(&self, sh: &ShardRun) -> String {
+        let mut s = format!(
+            "Shard {} of {} (assignment {}, by bytes of the source files):\n",
+            sh.spec.index,
+            sh.spec.count,
+            &sh.digest[..16]
+        );
+        for load in &sh.loads {
+            let mark = if load.index == sh.spec.index {
+                "  <- this shard"
+            } else {
+                ""
+            };
+            s.push_str(&format!(
+                "  shard {}: {} VM{}, {}{mark}\n",
+                load.index,
+                load.vms,
+                if load.vms == 1 { "" } else { "s" },
+                crate::units::human_bytes(load.bytes)
+            ));
+        }
+        for load in sh.loads.iter().filter(|l| l.index != sh.spec.index) {
+            let ids: Vec<&str> = sh
+                .all
+                .iter()
+                .zip(&self.batch.vms)
+                .filter(|((_, shard), e)| *shard == load.index && e.enabled)
+                .map(|((id, _), _)| id.as_str())
+                .collect();
+            if !ids.is_empty() {
+                s.push_str(&format!(
+                    "  shard {} runs: {}\n",
+                    load.index,
+                    ids.join(", ")
+                ));
+            }
+        }
+        s
+    }
+
+    /// This shard, when the batch runs sharded.
+    pub fn shard(&self) -> Option<&ShardRun> {
+        self.shard.as_ref()
     }
 
     /// VMs in run order (priority, position), disabled ones last.
@@ -438,9 +638,11 @@ impl PreparedBatch {
         events: &EventSink,
     ) -> BatchOutcome {
         let started_at = crate::clock::now_local();
+        let started_unix = crate::clock::unix_seconds();
         let started = Instant::now();
         let workers = self.workers();
         let checkpoint_path = checkpoint::path(&self.report_dir, &self.batch.batch_id);
+        let shard_index = self.shard.as_ref().map(|s| s.spec.index);
 
         let mut results: Vec<Option<VmResult>> = vec![None; self.vms.len()];
         let mut queue: VecDeque<usize> = VecDeque::new();
@@ -539,6 +741,20 @@ impl PreparedBatch {
                 &with_notes
             };
             let start_offset = crate::units::seconds(started.elapsed());
+            // Known to the checkpoint from its start: a run killed now leaves a record that
+            // lets `--batch-resume` replace what this VM had written, and only this VM.
+            let mut running = not_run(
+                entry,
+                BatchVmStatus::Interrupted,
+                Some("started; the run ended before the VM finished".to_owned()),
+            );
+            running.start_offset_seconds = Some(start_offset);
+            running.slot = Some(slot);
+            running.shard = shard_index;
+            if let Ok(mut r) = results.lock() {
+                r[pos] = Some(running);
+            }
+            record(&results);
             let outcome = pipeline::run_vm(plan, cancel, events, &space);
             let mut result = ran(entry, plan, &outcome, fingerprint.clone());
             result.start_offset_seconds = Some(start_offset);
@@ -553,7 +769,7 @@ impl PreparedBatch {
                         .error
                         .get_or_insert_with(|| crate::diag::error_chain(&e));
                 }
-                result.pipeline_report = Some(Box::new(vm_report));
+                result.pipeline_report = serde_json::to_value(&vm_report).ok().map(Box::new);
             }
             if outcome.status == VmStatus::Failed && !continue_on_error {
                 stop.store(true, Ordering::SeqCst);
@@ -594,7 +810,10 @@ impl PreparedBatch {
                 *slot = Some(not_run(&self.vms[pos].0, status, Some(why.to_owned())));
             }
         }
-        let results: Vec<VmResult> = results.into_iter().flatten().collect();
+        let mut results: Vec<VmResult> = results.into_iter().flatten().collect();
+        for r in &mut results {
+            r.shard = shard_index;
+        }
         if let Err(e) = checkpoint::write(&checkpoint_path, &self.batch, &results) {
             tracing::warn!(
                 "could not write the checkpoint: {}",
@@ -611,6 +830,13 @@ impl PreparedBatch {
             interrupted,
             report_dir: self.report_dir,
             batch: self.batch,
+            shard: self.shard.map(|s| report::batch::ShardSection {
+                index: s.spec.index,
+                count: s.spec.count,
+                assignment_digest: s.digest,
+                loads: s.loads,
+                started_unix,
+            }),
         }
     }
 }
@@ -638,6 +864,7 @@ fn not_run(entry: &VmEntry, status: BatchVmStatus, error: Option<String>) -> VmR
         macs: Vec::new(),
         fingerprint: None,
         from_checkpoint: false,
+        shard: None,
         pipeline_report: None,
     }
 }
@@ -694,6 +921,7 @@ fn ran(
         macs: plan.macs(),
         fingerprint,
         from_checkpoint: false,
+        shard: None,
         pipeline_report: None,
     }
 }

@@ -38,6 +38,19 @@ pub use fix::{FixMode, FixPlan, InPlaceConsent, backup_files, overlay_path};
 pub use inspect::InspectPlan;
 pub use validate::ValidatePlan;
 
+/// The directory a VM's outputs go to when nothing on the command line names one: the
+/// manifest's `output.directory`, else `default` (a batch's `<dir>/<vm id>`), else
+/// `<manifest dir>/output`.
+pub fn output_dir_for(loaded: &Loaded, default: Option<PathBuf>) -> PathBuf {
+    disks::output_dir(
+        loaded,
+        &PlanOptions {
+            default_output_dir: default,
+            ..PlanOptions::default()
+        },
+    )
+}
+
 /// What the caller adds to a manifest when planning.
 #[derive(Clone, Debug, Default)]
 pub struct PlanOptions {

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::VmReport;
 use crate::manifest::MacAddr;
 use crate::manifest::batch::BatchManifest;
 use crate::units::round2;
@@ -64,9 +63,13 @@ pub struct VmResult {
     pub fingerprint: Option<String>,
     /// Taken from the checkpoint of an earlier run (`--batch-resume`), not run again.
     pub from_checkpoint: bool,
-    /// The VM's own report, embedded in the batch report (never in the checkpoint).
-    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
-    pub pipeline_report: Option<Box<VmReport>>,
+    /// The shard that ran it, when the batch ran sharded (`--batch-shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<usize>,
+    /// The VM's own report (its `report.json`), embedded in the batch report (never in the
+    /// checkpoint); kept as JSON, so a merge carries it over as it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_report: Option<Box<serde_json::Value>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,27 +97,89 @@ pub struct BatchOutcome {
     pub results: Vec<VmResult>,
     pub interrupted: bool,
     pub report_dir: PathBuf,
+    /// Set when this run was one shard of the batch.
+    pub shard: Option<ShardSection>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// How much one shard got.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardLoad {
+    pub index: usize,
+    pub vms: usize,
+    /// Bytes of the source files of its VMs whose size is known.
+    pub bytes: u64,
+}
+
+/// `merge` in a merged report: every shard's state, and what the merge found wrong.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergeSection {
+    pub shard_count: usize,
+    pub assignment_digest: String,
+    /// Every shard, by index, found or not.
+    pub shards: Vec<MergedShard>,
+    /// Indexes of the shards with no report.
+    pub missing_shards: Vec<usize>,
+    /// Indexes of the shards whose run did not succeed (failed or interrupted).
+    pub failed_shards: Vec<usize>,
+    /// Everything that makes the merged result incomplete or doubtful, in words.
+    pub problems: Vec<String>,
+    /// Whether every shard reported and the shards agree (their VMs may still have failed).
+    pub complete: bool,
+}
+
+/// One shard as the merge saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MergedShard {
+    pub index: usize,
+    /// `succeeded`, `failed`, `interrupted` (the shard's own status) or `missing`.
+    pub status: String,
+    /// Its report, when found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<PathBuf>,
+    /// Enabled VMs it was assigned, and enabled VMs its report lists.
+    pub assigned_vms: usize,
+    pub reported_vms: usize,
+}
+
+/// `shard` in a shard's `batch_report.json`: which shard it is, and what every shard got,
+/// which `--batch-merge` checks the shards agree on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardSection {
+    pub index: usize,
+    pub count: usize,
+    /// SHA-256 of the whole assignment (every VM id and its shard).
+    pub assignment_digest: String,
+    /// VMs and source bytes of every shard, by index.
+    pub loads: Vec<ShardLoad>,
+    /// When this shard's run started, in seconds since the Unix epoch.
+    pub started_unix: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BatchReport {
-    pub version: &'static str,
-    pub report_type: &'static str,
+    pub version: String,
+    pub report_type: String,
     pub timestamp: String,
     pub batch: BatchSection,
     pub vm_results: Vec<VmResult>,
     pub aggregate_stats: AggregateStats,
     pub warnings: Vec<BatchMessage>,
     pub errors: Vec<BatchMessage>,
-    pub hyper2kvm_version: &'static str,
+    pub hyper2kvm_version: String,
+    /// This report is one shard's (`--batch-shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardSection>,
+    /// This report merges shard reports (`--batch-merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeSection>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BatchSection {
     pub batch_id: String,
     pub manifest_path: String,
     pub success: bool,
-    pub status: &'static str,
+    pub status: String,
     pub duration_seconds: f64,
     pub parallel_limit: usize,
     pub continue_on_error: bool,
@@ -131,7 +196,7 @@ pub struct BatchSection {
     pub bytes_written: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AggregateStats {
     pub total_duration: f64,
     pub average_duration: f64,
@@ -139,13 +204,13 @@ pub struct AggregateStats {
     pub slowest_conversion: Option<Timing>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Timing {
     pub vm_id: String,
     pub duration: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BatchMessage {
     pub vm_id: String,
     pub message: String,
@@ -156,8 +221,39 @@ fn count(results: &[VmResult], status: BatchVmStatus) -> usize {
     results.iter().filter(|r| r.status == status).count()
 }
 
+/// What a batch report says of the run as a whole, beside its VMs' results.
+#[derive(Clone, Debug)]
+pub struct RunFacts {
+    pub batch_id: String,
+    pub manifest_path: String,
+    pub parallel_limit: usize,
+    pub continue_on_error: bool,
+    pub resumed: bool,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub interrupted: bool,
+}
+
 pub fn build(outcome: &BatchOutcome) -> BatchReport {
-    let r = &outcome.results;
+    let facts = RunFacts {
+        batch_id: outcome.batch.batch_id.clone(),
+        manifest_path: outcome.batch.path.display().to_string(),
+        parallel_limit: outcome.parallel_limit,
+        continue_on_error: outcome.continue_on_error,
+        resumed: outcome.resumed,
+        started_at: outcome.started_at.clone(),
+        duration_seconds: outcome.duration_seconds,
+        interrupted: outcome.interrupted,
+    };
+    let mut report = assemble(&facts, outcome.results.clone());
+    report.shard = outcome.shard.clone();
+    report
+}
+
+/// The batch report of `results` (in batch-file order): counts, timings, the warnings and
+/// errors of every VM. One run's report and a merge of shard reports are both made here.
+pub fn assemble(facts: &RunFacts, results: Vec<VmResult>) -> BatchReport {
+    let r = &results;
     let succeeded = count(r, BatchVmStatus::Succeeded);
     let failed = count(r, BatchVmStatus::Failed);
     let interrupted = count(r, BatchVmStatus::Interrupted);
@@ -186,14 +282,18 @@ pub fn build(outcome: &BatchOutcome) -> BatchReport {
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
     for v in r {
-        if let Some(report) = &v.pipeline_report {
-            for w in &report.warnings {
-                warnings.push(BatchMessage {
-                    vm_id: v.vm_id.clone(),
-                    message: w.message.clone(),
-                    timestamp: w.timestamp.clone(),
-                });
-            }
+        let embedded = v
+            .pipeline_report
+            .as_deref()
+            .and_then(|r| r.get("warnings"))
+            .and_then(|w| w.as_array());
+        for w in embedded.into_iter().flatten() {
+            let text = |k: &str| w.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+            warnings.push(BatchMessage {
+                vm_id: v.vm_id.clone(),
+                message: text("message").to_owned(),
+                timestamp: text("timestamp").to_owned(),
+            });
         }
         if let Some(e) = &v.error
             && v.status != BatchVmStatus::Skipped
@@ -204,11 +304,11 @@ pub fn build(outcome: &BatchOutcome) -> BatchReport {
                 timestamp: v
                     .timestamp
                     .clone()
-                    .unwrap_or_else(|| outcome.started_at.clone()),
+                    .unwrap_or_else(|| facts.started_at.clone()),
             });
         }
     }
-    let status = if outcome.interrupted {
+    let status = if facts.interrupted {
         "interrupted"
     } else if failed == 0 && count(r, BatchVmStatus::NotStarted) == 0 {
         "succeeded"
@@ -216,18 +316,18 @@ pub fn build(outcome: &BatchOutcome) -> BatchReport {
         "failed"
     };
     BatchReport {
-        version: super::REPORT_VERSION,
-        report_type: "batch_conversion",
-        timestamp: outcome.started_at.clone(),
+        version: super::REPORT_VERSION.to_owned(),
+        report_type: "batch_conversion".to_owned(),
+        timestamp: facts.started_at.clone(),
         batch: BatchSection {
-            batch_id: outcome.batch.batch_id.clone(),
-            manifest_path: outcome.batch.path.display().to_string(),
+            batch_id: facts.batch_id.clone(),
+            manifest_path: facts.manifest_path.clone(),
             success: status == "succeeded",
-            status,
-            duration_seconds: round2(outcome.duration_seconds),
-            parallel_limit: outcome.parallel_limit,
-            continue_on_error: outcome.continue_on_error,
-            resumed: outcome.resumed,
+            status: status.to_owned(),
+            duration_seconds: round2(facts.duration_seconds),
+            parallel_limit: facts.parallel_limit,
+            continue_on_error: facts.continue_on_error,
+            resumed: facts.resumed,
             total_vms: r.len(),
             processed_vms: processed,
             successful_vms: succeeded,
@@ -243,16 +343,18 @@ pub fn build(outcome: &BatchOutcome) -> BatchReport {
             bytes_read: r.iter().map(|v| v.bytes_read).sum(),
             bytes_written: r.iter().map(|v| v.bytes_written).sum(),
         },
-        vm_results: r.clone(),
+        vm_results: results.clone(),
         aggregate_stats: AggregateStats {
-            total_duration: round2(outcome.duration_seconds),
+            total_duration: round2(facts.duration_seconds),
             average_duration: average,
             fastest_conversion: fastest,
             slowest_conversion: slowest,
         },
         warnings,
         errors,
-        hyper2kvm_version: env!("CARGO_PKG_VERSION"),
+        hyper2kvm_version: env!("CARGO_PKG_VERSION").to_owned(),
+        shard: None,
+        merge: None,
     }
 }
 
@@ -297,6 +399,19 @@ pub fn summary_text(report: &BatchReport) -> String {
     line(&format!("Timestamp: {}", report.timestamp));
     line(&format!("Duration: {:.2}s", b.duration_seconds));
     line(&format!("Status: {}", b.status));
+    if let Some(sh) = &report.shard {
+        line(&format!(
+            "Shard: {} of {} (indexes from 0; assignment {})",
+            sh.index,
+            sh.count,
+            short(&sh.assignment_digest)
+        ));
+    }
+    if let Some(m) = &report.merge {
+        for text in merge_lines(m) {
+            line(&text);
+        }
+    }
     line("");
     line("Results:");
     line(&format!("  Total VMs: {}", b.total_vms));
@@ -393,4 +508,37 @@ fn vm_list(vms: &[&str]) -> String {
         return vms.join(", ");
     }
     format!("{} and {} more", vms[..SHOWN].join(", "), vms.len() - SHOWN)
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..16).unwrap_or(digest)
+}
+
+/// What a merged report says of its shards, line by line (the summary and the page).
+pub fn merge_lines(m: &MergeSection) -> Vec<String> {
+    let reported = m.shards.iter().filter(|s| s.status != "missing").count();
+    let mut lines = vec![format!(
+        "Shards: {reported} of {} reported (assignment {}){}",
+        m.shard_count,
+        short(&m.assignment_digest),
+        if m.complete { "" } else { ", INCOMPLETE" }
+    )];
+    for s in &m.shards {
+        lines.push(format!(
+            "  shard {}: {}, {} VM{} assigned, {} reported{}",
+            s.index,
+            s.status,
+            s.assigned_vms,
+            if s.assigned_vms == 1 { "" } else { "s" },
+            s.reported_vms,
+            s.report
+                .as_ref()
+                .map(|p| format!(" ({})", p.display()))
+                .unwrap_or_default()
+        ));
+    }
+    for p in &m.problems {
+        lines.push(format!("  Note: {p}"));
+    }
+    lines
 }

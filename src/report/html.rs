@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::VmReport;
 use super::batch::{BatchMessage, BatchReport, BatchVmStatus, VmResult, grouped};
-use crate::outcome::{ArtifactKind, StageOutcome, StageResult};
+use crate::outcome::{ArtifactKind, StageOutcome};
 use crate::units::human_bytes;
 
 /// Text made safe for HTML content and for quoted attribute values.
@@ -92,27 +92,119 @@ fn rate(t: Option<f64>) -> String {
         .unwrap_or_else(|| "—".to_owned())
 }
 
+/// What the batch page reads of a VM's report: the `pipeline_report` a batch report embeds,
+/// read back from its JSON (so a merged report's page has the same as a one-process one's).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ReportView {
+    errors: Vec<OriginView>,
+    pipeline: PipelineView,
+    artifacts: Vec<ArtifactView>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct OriginView {
+    stage: String,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct PipelineView {
+    /// Stage name → what it did, in run order.
+    stages: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct StageView {
+    success: bool,
+    start_offset: f64,
+    duration: f64,
+    error: Option<String>,
+    result: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ArtifactView {
+    #[serde(rename = "type")]
+    kind: String,
+    path: PathBuf,
+}
+
+impl ReportView {
+    fn of(report: &serde_json::Value) -> Option<ReportView> {
+        serde_json::from_value(report.clone()).ok()
+    }
+
+    fn stages(&self) -> Vec<(String, StageView)> {
+        self.pipeline
+            .stages
+            .iter()
+            .map(|(name, v)| {
+                (
+                    name.clone(),
+                    serde_json::from_value(v.clone()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One stage's place on a timeline.
+struct Seg<'a> {
+    name: &'a str,
+    success: bool,
+    start_offset: f64,
+    duration: f64,
+    error: Option<&'a str>,
+}
+
+impl<'a> From<&'a StageOutcome> for Seg<'a> {
+    fn from(s: &'a StageOutcome) -> Self {
+        Seg {
+            name: s.stage.name(),
+            success: s.success,
+            start_offset: s.start_offset,
+            duration: s.duration,
+            error: s.error.as_deref(),
+        }
+    }
+}
+
+impl<'a> From<&'a (String, StageView)> for Seg<'a> {
+    fn from((name, s): &'a (String, StageView)) -> Self {
+        Seg {
+            name,
+            success: s.success,
+            start_offset: s.start_offset,
+            duration: s.duration,
+            error: s.error.as_deref(),
+        }
+    }
+}
+
 /// The files a VM's report names that an admin opens: console logs and the domain XML.
-fn vm_files(report: &VmReport) -> Vec<(&'static str, &Path)> {
+fn vm_files(report: &ReportView) -> Vec<(&'static str, PathBuf)> {
     let mut files = Vec::new();
-    for stage in &report.pipeline.stages.0 {
-        match &stage.result {
-            Some(StageResult::Validate(v)) => {
-                if let Some(p) = v.boot_test.as_ref().and_then(|b| b.console_log.as_deref()) {
-                    files.push(("boot test console", p));
-                }
+    for (_, stage) in report.stages() {
+        let Some(result) = &stage.result else {
+            continue;
+        };
+        for (key, what) in [("boot_test", "boot test console"), ("boot", "libvirt console")] {
+            if let Some(p) = result
+                .get(key)
+                .and_then(|b| b.get("console_log"))
+                .and_then(|p| p.as_str())
+            {
+                files.push((what, PathBuf::from(p)));
             }
-            Some(StageResult::Libvirt(l)) => {
-                if let Some(p) = l.boot.as_ref().and_then(|b| b.console_log.as_deref()) {
-                    files.push(("libvirt console", p));
-                }
-            }
-            _ => {}
         }
     }
     for a in &report.artifacts {
-        if a.kind == ArtifactKind::LibvirtDomain {
-            files.push(("domain XML", &a.path));
+        if a.kind == ArtifactKind::LibvirtDomain.name() {
+            files.push(("domain XML", a.path.clone()));
         }
     }
     files
@@ -123,12 +215,12 @@ fn failed_stage(v: &VmResult) -> Option<String> {
     if matches!(v.status, BatchVmStatus::Succeeded | BatchVmStatus::Skipped) {
         return None;
     }
-    let report = v.pipeline_report.as_ref()?;
+    let report = ReportView::of(v.pipeline_report.as_deref()?)?;
     if let Some(e) = report.errors.first() {
-        return Some(e.stage.name().to_owned());
+        return Some(e.stage.clone());
     }
-    let failed = report.pipeline.stages.0.iter().find(|s| !s.success)?;
-    Some(failed.stage.name().to_owned())
+    let (name, _) = report.stages().into_iter().find(|(_, s)| !s.success)?;
+    Some(name)
 }
 
 fn first_line(text: &str) -> &str {
@@ -149,7 +241,7 @@ pub fn batch_page(report: &BatchReport, report_dir: &Path) -> String {
          </dl><p class=\"links\"><a href=\"batch_report.json\">batch_report.json</a> \
          <a href=\"batch_summary.txt\">batch_summary.txt</a></p></header>",
         id = escape(&b.batch_id),
-        status = escape(b.status),
+        status = escape(&b.status),
         ts = escape(&report.timestamp),
         dur = seconds(b.duration_seconds),
         total = b.total_vms,
@@ -163,6 +255,18 @@ pub fn batch_page(report: &BatchReport, report_dir: &Path) -> String {
         written = human_bytes(b.bytes_written),
         manifest = escape(&b.manifest_path),
     );
+    if let Some(m) = &report.merge {
+        s.push_str("<section><h2>Shards</h2><pre class=\"shards\">");
+        s.push_str(&escape(&super::batch::merge_lines(m).join("\n")));
+        s.push_str("</pre></section>");
+    }
+    if let Some(sh) = &report.shard {
+        let _ = write!(
+            s,
+            "<p class=\"shard\">Shard {} of {} (indexes from 0)</p>",
+            sh.index, sh.count
+        );
+    }
     s.push_str(&vm_table(&report.vm_results, report_dir));
     s.push_str(&slot_timeline(report));
     s.push_str(&grouped_section("Errors", "error", &report.errors));
@@ -170,7 +274,7 @@ pub fn batch_page(report: &BatchReport, report_dir: &Path) -> String {
     page(
         &format!("Batch {}", b.batch_id),
         &s,
-        report.hyper2kvm_version,
+        &report.hyper2kvm_version,
     )
 }
 
@@ -195,11 +299,12 @@ fn vm_table(vms: &[VmResult], report_dir: &Path) -> String {
         if let Some(p) = &v.report_path {
             let _ = write!(links, "<a href=\"{}\">report.json</a>", href(p, report_dir));
         }
-        for (what, p) in v.pipeline_report.iter().flat_map(|r| vm_files(r)) {
+        let view = v.pipeline_report.as_deref().and_then(ReportView::of);
+        for (what, p) in view.iter().flat_map(vm_files) {
             let _ = write!(
                 links,
                 " <a href=\"{}\" title=\"{}\">{what}</a>",
-                href(p, report_dir),
+                href(&p, report_dir),
                 escape(&p.display().to_string())
             );
         }
@@ -250,14 +355,14 @@ fn place(offset: f64, length: f64, span: f64) -> String {
 }
 
 /// One stage's segment, placed within a bar of `span` seconds.
-fn stage_segment(vm: &str, stage: &StageOutcome, span: f64) -> String {
-    let name = stage.stage.name();
+fn stage_segment(vm: &str, stage: &Seg<'_>, span: f64) -> String {
+    let name = stage.name;
     let mut title = format!(
         "{vm} · {name}: {} from +{}",
         seconds(stage.duration),
         seconds(stage.start_offset)
     );
-    if let Some(e) = &stage.error {
+    if let Some(e) = stage.error {
         let _ = write!(title, " — failed: {}", first_line(e));
     }
     format!(
@@ -268,8 +373,8 @@ fn stage_segment(vm: &str, stage: &StageOutcome, span: f64) -> String {
     )
 }
 
-fn legend(stages: &[&StageOutcome]) -> String {
-    let mut names: Vec<&str> = stages.iter().map(|s| s.stage.name()).collect();
+fn legend(stages: &[Seg<'_>]) -> String {
+    let mut names: Vec<&str> = stages.iter().map(|s| s.name).collect();
     names.sort_by_key(|n| crate::stage::Stage::ALL.iter().position(|s| s.name() == *n));
     names.dedup();
     let mut s = String::from("<p class=\"legend\">");
@@ -291,15 +396,17 @@ fn axis(span: f64) -> String {
 }
 
 fn slot_timeline(report: &BatchReport) -> String {
-    let placed: Vec<(&VmResult, usize, f64, &VmReport)> = report
+    // A row per worker slot; per shard and slot in a merged report, whose offsets are from the
+    // first shard's start.
+    let placed: Vec<(&VmResult, (usize, usize), f64, Vec<(String, StageView)>)> = report
         .vm_results
         .iter()
         .filter_map(|v| {
             Some((
                 v,
-                v.slot?,
+                (v.shard.unwrap_or(0), v.slot?),
                 v.start_offset_seconds?,
-                v.pipeline_report.as_deref()?,
+                ReportView::of(v.pipeline_report.as_deref()?)?.stages(),
             ))
         })
         .collect();
@@ -310,14 +417,20 @@ fn slot_timeline(report: &BatchReport) -> String {
         .iter()
         .map(|(v, _, start, _)| start + v.duration_seconds)
         .fold(report.batch.duration_seconds, f64::max);
-    let slots = placed.iter().map(|p| p.1).max().unwrap_or_default() + 1;
+    let sharded = report.vm_results.iter().any(|v| v.shard.is_some());
+    let lanes: std::collections::BTreeSet<(usize, usize)> = placed.iter().map(|p| p.1).collect();
     let mut s = String::from("<section><h2>Timeline</h2><div class=\"timeline\">");
-    for slot in 0..slots {
+    for lane in lanes {
+        let label = if sharded {
+            format!("shard {} slot {}", lane.0, lane.1)
+        } else {
+            format!("slot {}", lane.1)
+        };
         let _ = write!(
             s,
-            "<div class=\"row\"><span class=\"label\">slot {slot}</span><div class=\"track\">"
+            "<div class=\"row\"><span class=\"label\">{label}</span><div class=\"track\">"
         );
-        for (v, _, start, r) in placed.iter().filter(|p| p.1 == slot) {
+        for (v, _, start, stages) in placed.iter().filter(|p| p.1 == lane) {
             let id = escape(&v.vm_id);
             let title = format!(
                 "{}: {} in {}, started at +{}",
@@ -333,8 +446,12 @@ fn slot_timeline(report: &BatchReport) -> String {
                 pos = place(*start, v.duration_seconds, span),
                 title = escape(&title),
             );
-            for stage in &r.pipeline.stages.0 {
-                s.push_str(&stage_segment(&v.vm_id, stage, v.duration_seconds));
+            for stage in stages {
+                s.push_str(&stage_segment(
+                    &v.vm_id,
+                    &Seg::from(stage),
+                    v.duration_seconds,
+                ));
             }
             let _ = write!(s, "<span class=\"name\">{id}</span></div>");
         }
@@ -342,9 +459,9 @@ fn slot_timeline(report: &BatchReport) -> String {
     }
     s.push_str(&axis(span));
     s.push_str("</div>");
-    let all: Vec<&StageOutcome> = placed
+    let all: Vec<Seg<'_>> = placed
         .iter()
-        .flat_map(|p| p.3.pipeline.stages.0.iter())
+        .flat_map(|p| p.3.iter().map(Seg::from))
         .collect();
     s.push_str(&legend(&all));
     s.push_str("</section>");
@@ -397,11 +514,15 @@ pub fn vm_page(report: &VmReport, report_dir: &Path, json_name: &str) -> String 
         json = href(Path::new(json_name), report_dir),
         json_text = escape(json_name),
     );
-    for (what, path) in vm_files(report) {
+    let view = serde_json::to_value(report)
+        .ok()
+        .and_then(|v| ReportView::of(&v))
+        .unwrap_or_default();
+    for (what, path) in vm_files(&view) {
         let _ = write!(
             s,
             " <a href=\"{}\" title=\"{}\">{what}</a>",
-            href(path, report_dir),
+            href(&path, report_dir),
             escape(&path.display().to_string())
         );
     }
@@ -418,12 +539,14 @@ pub fn vm_page(report: &VmReport, report_dir: &Path, json_name: &str) -> String 
             s,
             "<div class=\"row\"><span class=\"label\">{}</span><div class=\"track\">{}</div></div>",
             st.stage.name(),
-            stage_segment(&report.vm_id, st, span)
+            stage_segment(&report.vm_id, &Seg::from(*st), span)
         );
     }
     s.push_str(&axis(span));
     s.push_str("</div>");
-    s.push_str(&legend(&stages));
+    s.push_str(&legend(
+        &stages.iter().map(|st| Seg::from(*st)).collect::<Vec<_>>(),
+    ));
     s.push_str(
         "<table><thead><tr><th>Stage</th><th>Status</th><th>Start</th><th>Duration</th>\
          <th>Commands</th><th>Error</th></tr></thead><tbody>",
@@ -506,7 +629,7 @@ pub fn vm_page(report: &VmReport, report_dir: &Path, json_name: &str) -> String 
     page(
         &format!("VM {}", report.vm_id),
         &s,
-        report.hyper2kvm_version,
+        &report.hyper2kvm_version,
     )
 }
 

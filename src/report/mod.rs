@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod html;
+pub mod merge;
 
 use std::path::Path;
 
