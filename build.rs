@@ -57,6 +57,8 @@ const TOOLS: &[&str] = &[
     "libvirtd",
     "virtlogd",
     "chromium",
+    "ansible-playbook",
+    "kubernetes-validate",
 ];
 
 /// Where Debian's `ovmf` package puts the firmware; the boot test looks for either file.

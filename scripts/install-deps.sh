@@ -11,7 +11,8 @@
 #          make and groff (`make install` and its test)
 #   full:  core + libguestfs, qemu-system, OVMF, libvirt-clients, libvirtd, xmllint, debootstrap,
 #          chromium (the HTML report tests and scripts/screenshot-report.sh, headless),
-#          Python's jsonschema (the tests validate manifests, reports and events against schemas/)
+#          Python's jsonschema (the tests validate manifests, reports and events against schemas/),
+#          ansible-core and kubernetes-validate (pinned, from PyPI) for the scale-out tests
 #   bench: core + hyperfine, /usr/bin/time, coreutils' sha256sum (`make bench`); and, only when
 #          libguestfs is already installed, virt-v2v with nbdkit and nbdcopy, which it needs but
 #          does not pull in (virt-v2v would otherwise drag in libguestfs and a qemu that clashes
@@ -62,6 +63,8 @@ if [ "$level" = full ]; then
   want qemu-system-x86_64 qemu-system-x86
   # The HTML report tests load the pages in headless Chromium.
   want chromium chromium
+  # The scale-out tests run the Ansible playbook for real (local connection).
+  want ansible-playbook ansible-core
   # Debian's package serves /usr/bin/python3; see pip_jsonschema below for another python3.
   python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 fi
@@ -77,7 +80,31 @@ if [ "$level" = bench ]; then
   fi
 fi
 
+# The Kubernetes OpenAPI schemas the scale-out tests validate the emitted Job against: from
+# PyPI, pinned, with the pip of the python3 on PATH (the one the tests run).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+install_kubernetes_validate() {
+  if kubernetes-validate --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] && [ -z "${VIRTUAL_ENV:-}" ]; then
+    echo "install-deps: kubernetes-validate $KUBERNETES_VALIDATE_VERSION is missing; run as root" >&2
+    return 1
+  fi
+  echo "install-deps: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION with $(command -v python3)'s pip"
+  local klog
+  klog="$(mktemp /tmp/hyper2kvm-install-deps.XXXXXX.log)"
+  if ! python3 -m pip install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >"$klog" 2>&1; then
+    tail -n 20 "$klog" >&2
+    echo "install-deps: pip install kubernetes-validate failed; full log in $klog" >&2
+    return 1
+  fi
+  # pyenv puts new console scripts on PATH only through its shims.
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
+}
+
 if [ "${#need[@]}" -eq 0 ]; then
+  if [ "$level" = full ]; then install_kubernetes_validate; fi
   echo "install-deps: everything for '$level' is present"
   exit 0
 fi
@@ -140,4 +167,5 @@ if [ "$level" = full ] && ! python3 -c 'import jsonschema' >/dev/null 2>&1; then
     exit 1
   fi
 fi
+if [ "$level" = full ]; then install_kubernetes_validate; fi
 echo "install-deps: done (log in $log)"

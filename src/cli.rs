@@ -17,6 +17,17 @@ const LOGGING: &str = "Logging and progress";
 const IMPORT: &str = "Import (libvirt XML)";
 const SCALE_OUT: &str = "Scale-out (shards, Kubernetes)";
 
+/// Whether the Kubernetes Job's pods get /dev/kvm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvmChoice {
+    /// When this host has /dev/kvm.
+    Auto,
+    /// Always (the cluster's nodes have KVM).
+    On,
+    /// Never: unprivileged pods, TCG only.
+    Off,
+}
+
 /// Migrate VMware, Hyper-V and libvirt virtual machines onto KVM.
 ///
 /// A VM is described by an Artifact Manifest v1 (JSON or YAML): its disks, and the pipeline
@@ -27,7 +38,7 @@ const SCALE_OUT: &str = "Scale-out (shards, Kubernetes)";
     version,
     disable_version_flag = true,
     about,
-    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n  hyper2kvm --libvirt-xml web01.xml --output-dir /srv/migrate/web01\n  hyper2kvm --ova web01.ova --output-dir /srv/migrate/web01\n  hyper2kvm --print-schema manifest > manifest.schema.json\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
+    after_help = "Examples:\n  hyper2kvm --manifest vm.yaml\n  hyper2kvm --config site.yaml --config vm.json --output-dir /var/lib/libvirt/images\n  hyper2kvm --manifest vm.yaml --dry-run\n  hyper2kvm --manifest vm.yaml --dump-config\n  hyper2kvm --batch-manifest datacenter.json --batch-parallel 8\n  hyper2kvm --batch-manifest datacenter.json --batch-shard 2/8\n  hyper2kvm --libvirt-xml web01.xml --output-dir /srv/migrate/web01\n  hyper2kvm --ova web01.ova --output-dir /srv/migrate/web01\n  hyper2kvm --print-schema manifest > manifest.schema.json\n\nExit codes: 0 success, 1 the VM failed, 2 invalid input or usage, 3 some VMs of a batch failed, 4 a required tool is missing, 130 interrupted (see docs/exit-codes.md)."
 )]
 pub struct Cli {
     /// Print the version (--version: also the commit it was built from and the tools found on
@@ -114,6 +125,12 @@ pub struct Cli {
     /// the batch's output directory [default: hyper2kvm-outputs].
     #[arg(long, value_name = "CLAIM", requires = "batch_k8s_job", help_heading = SCALE_OUT)]
     pub k8s_outputs_claim: Option<String>,
+
+    /// With --batch-k8s-job: give the pods /dev/kvm (a privileged container) [default: auto,
+    /// when this host has /dev/kvm]. The tool in each pod still probes that KVM works and
+    /// falls back to TCG.
+    #[arg(long, value_enum, value_name = "WHEN", requires = "batch_k8s_job", help_heading = SCALE_OUT)]
+    pub k8s_kvm: Option<KvmChoice>,
 
     /// Directory for converted disks and the report (overrides the manifest's output.directory).
     /// In batch mode it replaces shared_config.output_directory: batch reports go to DIR and each

@@ -138,7 +138,11 @@ fn k8s_job(path: &Path, options: &Options, scale: &ScaleOut, shards: usize) -> R
             outputs_claim: scale.k8s_outputs_claim.clone(),
             output_dir: options.output_dir.clone(),
             batch_parallel: options.batch_parallel,
-            kvm: Path::new("/dev/kvm").exists(),
+            kvm: match scale.k8s_kvm.unwrap_or(crate::cli::KvmChoice::Auto) {
+                crate::cli::KvmChoice::Auto => Path::new("/dev/kvm").exists(),
+                crate::cli::KvmChoice::On => true,
+                crate::cli::KvmChoice::Off => false,
+            },
         },
     )
     .map_err(|problems| batch::BatchError::Invalid {

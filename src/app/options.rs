@@ -62,6 +62,7 @@ pub struct ScaleOut {
     pub k8s_parallelism: Option<usize>,
     pub k8s_sources_claim: Option<String>,
     pub k8s_outputs_claim: Option<String>,
+    pub k8s_kvm: Option<crate::cli::KvmChoice>,
 }
 
 impl ScaleOut {
@@ -73,6 +74,7 @@ impl ScaleOut {
             k8s_parallelism: cli.k8s_parallelism.map(usize::from),
             k8s_sources_claim: cli.k8s_sources_claim.clone(),
             k8s_outputs_claim: cli.k8s_outputs_claim.clone(),
+            k8s_kvm: cli.k8s_kvm,
         }
     }
 }

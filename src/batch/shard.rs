@@ -7,9 +7,10 @@
 //! - **A VM's preference comes from its id only.** Each VM ranks the shards by a hash of (id,
 //!   shard) (rendezvous hashing), so the file's order and the other VMs' ids play no part, and
 //!   going from `N` to `N + 1` shards changes the first choice of about `1 / (N + 1)` of them.
-//! - **Bytes bound the load.** VMs are placed largest first, each in the first shard of its
-//!   ranking whose load stays within `(1 + SLACK)` times the fair share of bytes (consistent
-//!   hashing with bounded loads); when none has room, in the least loaded. A VM's size is the
+//! - **Bytes bound the load.** VMs are placed one by one (in the order of a hash of their id),
+//!   each in the first shard of its ranking whose load stays within `(1 + SLACK)` times the fair
+//!   share of bytes (consistent hashing with bounded loads); when none has room, in the least
+//!   loaded. A VM's size is the
 //!   size of its source files on disk; a VM whose size cannot be read counts as the mean of the
 //!   others (every VM counts 1 when none is known). Disabled VMs weigh nothing and land on their
 //!   first choice, so each VM is reported by exactly one shard.
@@ -164,13 +165,14 @@ pub fn assign(items: &[Item<'_>], count: usize) -> Assignment {
     };
     let total: f64 = items.iter().map(weight).sum();
     let cap = total / count as f64 * (1.0 + SLACK);
-    // Largest first; ties (and the disabled, which weigh nothing) by their id's own hash, then
-    // the id, so the order does not depend on the file's.
+    // In the order of their ids' own hash (then the id), never the file's. Placing the largest
+    // first balances a little closer, but a shard added then moves two to three times as many
+    // VMs (measured in the tests' estate: 8 -> 9 shards moved 2.8 times the ideal share, against
+    // 1.1 times in hash order, for a largest shard within 10 % of the fair share either way).
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| {
-        weight(&items[b])
-            .total_cmp(&weight(&items[a]))
-            .then_with(|| score(items[a].id, usize::MAX).cmp(&score(items[b].id, usize::MAX)))
+        score(items[a].id, usize::MAX)
+            .cmp(&score(items[b].id, usize::MAX))
             .then_with(|| items[a].id.cmp(items[b].id))
     });
     let mut load = vec![0.0f64; count];

@@ -270,7 +270,8 @@ pub fn merge(found: Vec<Found>) -> Result<BatchReport, MergeError> {
     };
     let mut report = assemble(&facts, results);
     let complete = missing.is_empty() && !doubtful;
-    if !complete && report.batch.status == "succeeded" {
+    // A missing shard says more than a failed VM: some VMs have no result at all.
+    if !complete && report.batch.status != "interrupted" {
         report.batch.status = "incomplete".to_owned();
         report.batch.success = false;
     }

@@ -137,3 +137,6 @@ mod schemas;
 /// Manifests in the guide's and the Python tool's shapes: probed disks, `checksum: null`, the
 /// generated-manifest shape, and the files and paths the loader's errors name.
 mod shapes;
+
+// Sharding, merging, the Kubernetes Job and the Ansible playbook.
+mod scale_out;
