@@ -19,4 +19,6 @@ fi
 cargo build --release --locked
 python3 scripts/bench.py "$@"
 # Hostile documents up to the size limit: time and peak RSS per input (fails when a bound breaks).
-exec python3 scripts/bench_bounds.py
+python3 scripts/bench_bounds.py
+# Shards on this host, and the planning of a 10,000-VM sharded dry run.
+exec python3 scripts/bench_scale_out.py

@@ -126,7 +126,12 @@ pub(super) fn run(
 }
 
 /// `--batch-k8s-job N`: prints the Indexed Job that runs the batch as N shards.
-fn k8s_job(path: &Path, options: &Options, scale: &ScaleOut, shards: usize) -> Result<u8, AppError> {
+fn k8s_job(
+    path: &Path,
+    options: &Options,
+    scale: &ScaleOut,
+    shards: usize,
+) -> Result<u8, AppError> {
     let manifest = crate::manifest::batch::load(path).map_err(batch::BatchError::from)?;
     let job = batch::k8s::job(
         &manifest,

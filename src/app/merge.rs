@@ -162,8 +162,8 @@ fn read(path: &Path) -> Result<Option<BatchReport>, String> {
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("not JSON ({e}); a truncated copy?"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not JSON ({e}); a truncated copy?"))?;
     if value.get("report_type").and_then(|t| t.as_str()) != Some("batch_conversion") {
         return Ok(None);
     }

@@ -10,8 +10,8 @@
 //! [`AppError::exit_code`].
 
 mod batch;
-mod merge;
 mod import;
+mod merge;
 pub(crate) mod options;
 pub mod render;
 mod setup;

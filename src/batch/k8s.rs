@@ -163,7 +163,8 @@ pub fn job(batch: &BatchManifest, opts: &JobOptions) -> Result<Value, Vec<String
         // device plugin, see docs/scale-out.md); the tool still probes that KVM works and falls
         // back to TCG when it does not.
         mounts.push(json!({"name": "kvm", "mountPath": "/dev/kvm"}));
-        volumes.push(json!({"name": "kvm", "hostPath": {"path": "/dev/kvm", "type": "CharDevice"}}));
+        volumes
+            .push(json!({"name": "kvm", "hostPath": {"path": "/dev/kvm", "type": "CharDevice"}}));
         security = json!({
             "runAsUser": 0,
             "runAsGroup": 0,
@@ -321,7 +322,11 @@ mod tests {
     fn the_common_directory_of_inputs() {
         let p = |s: &str| PathBuf::from(s);
         assert_eq!(
-            common_dir(&[p("/srv/m/batch.json"), p("/srv/m/vms/a.vmdk"), p("/srv/m/b.yaml")]),
+            common_dir(&[
+                p("/srv/m/batch.json"),
+                p("/srv/m/vms/a.vmdk"),
+                p("/srv/m/b.yaml")
+            ]),
             p("/srv/m")
         );
         assert_eq!(common_dir(&[p("/srv/a/x"), p("/data/y")]), p("/"));

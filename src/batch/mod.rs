@@ -141,9 +141,7 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
         // A VM may have been converted by another shard of an earlier layout (before a shard
         // was added): every shard's checkpoint under the batch's report directory counts, its
         // own first.
-        (Some(_), true) => {
-            checkpoint::load_shards(&base_report_dir, &report_dir, &batch.batch_id)
-        }
+        (Some(_), true) => checkpoint::load_shards(&base_report_dir, &report_dir, &batch.batch_id),
     };
 
     let mut problems: Vec<String> = Vec::new();
@@ -339,7 +337,11 @@ fn plan_shards(
 }
 
 /// What a shard needs to know of any VM (see [`shard::Sketch`]).
-pub(crate) fn sketch(batch: &BatchManifest, entry: &VmEntry, shared_out: Option<&Path>) -> shard::Sketch {
+pub(crate) fn sketch(
+    batch: &BatchManifest,
+    entry: &VmEntry,
+    shared_out: Option<&Path>,
+) -> shard::Sketch {
     let default_dir = shared_out.map(|d| d.join(&entry.id));
     if let Some(kind) = entry.export {
         // The import writes no output.directory; only the entry's overrides can set one.

@@ -191,10 +191,7 @@ pub fn assign(items: &[Item<'_>], count: usize) -> Assignment {
                 .unwrap_or_else(|| {
                     // No shard has room (a VM bigger than the slack): the least loaded one,
                     // ties broken by preference.
-                    let least = prefs
-                        .iter()
-                        .map(|&s| load[s])
-                        .fold(f64::INFINITY, f64::min);
+                    let least = prefs.iter().map(|&s| load[s]).fold(f64::INFINITY, f64::min);
                     prefs
                         .iter()
                         .copied()
@@ -349,7 +346,10 @@ mod tests {
     use super::*;
 
     fn items(n: usize, size: impl Fn(usize) -> Option<u64>) -> (Vec<String>, Vec<Option<u64>>) {
-        ((0..n).map(|i| format!("vm{i:05}")).collect(), (0..n).map(size).collect())
+        (
+            (0..n).map(|i| format!("vm{i:05}")).collect(),
+            (0..n).map(size).collect(),
+        )
     }
 
     fn run(ids: &[String], sizes: &[Option<u64>], n: usize) -> Assignment {
@@ -368,11 +368,13 @@ mod tests {
     /// Sizes spread like a real estate's: most small, a few large (a deterministic sequence).
     fn estate_size(i: usize) -> Option<u64> {
         let x = (i as u64).wrapping_mul(2_654_435_761) % 1000;
-        Some(match x {
-            0..=699 => 10 + x % 40,
-            700..=949 => 100 + x % 200,
-            _ => 1000 + x * 3,
-        } << 30)
+        Some(
+            match x {
+                0..=699 => 10 + x % 40,
+                700..=949 => 100 + x % 200,
+                _ => 1000 + x * 3,
+            } << 30,
+        )
     }
 
     #[test]
@@ -388,10 +390,8 @@ mod tests {
             Ok(ShardSpec { index: 3, count: 8 })
         );
         for bad in ["4/4", "-1/4", "1/0", "1", "a/3", "1/10001", "env/2"] {
-            let e = ShardSpec::parse(bad, |k: &str| {
-                (k == INDEX_VARIABLE).then(|| "5".to_owned())
-            })
-            .unwrap_err();
+            let e = ShardSpec::parse(bad, |k: &str| (k == INDEX_VARIABLE).then(|| "5".to_owned()))
+                .unwrap_err();
             assert!(e.starts_with(&format!("--batch-shard {bad:?}")), "{e}");
         }
         assert!(

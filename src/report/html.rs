@@ -192,7 +192,10 @@ fn vm_files(report: &ReportView) -> Vec<(&'static str, PathBuf)> {
         let Some(result) = &stage.result else {
             continue;
         };
-        for (key, what) in [("boot_test", "boot test console"), ("boot", "libvirt console")] {
+        for (key, what) in [
+            ("boot_test", "boot test console"),
+            ("boot", "libvirt console"),
+        ] {
             if let Some(p) = result
                 .get(key)
                 .and_then(|b| b.get("console_log"))
@@ -395,10 +398,13 @@ fn axis(span: f64) -> String {
     s
 }
 
+/// A VM on the timeline: its result, its row (shard, slot), its start and its stages.
+type Placed<'a> = (&'a VmResult, (usize, usize), f64, Vec<(String, StageView)>);
+
 fn slot_timeline(report: &BatchReport) -> String {
     // A row per worker slot; per shard and slot in a merged report, whose offsets are from the
     // first shard's start.
-    let placed: Vec<(&VmResult, (usize, usize), f64, Vec<(String, StageView)>)> = report
+    let placed: Vec<Placed<'_>> = report
         .vm_results
         .iter()
         .filter_map(|v| {
@@ -629,7 +635,7 @@ pub fn vm_page(report: &VmReport, report_dir: &Path, json_name: &str) -> String 
     page(
         &format!("VM {}", report.vm_id),
         &s,
-        &report.hyper2kvm_version,
+        report.hyper2kvm_version,
     )
 }
 

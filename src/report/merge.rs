@@ -54,7 +54,10 @@ fn shard(f: &Found) -> &ShardSection {
 /// Merges shard reports (every one with a `shard` section) into one batch report, with a
 /// `merge` section saying what was found.
 pub fn merge(found: Vec<Found>) -> Result<BatchReport, MergeError> {
-    let found: Vec<Found> = found.into_iter().filter(|f| f.report.shard.is_some()).collect();
+    let found: Vec<Found> = found
+        .into_iter()
+        .filter(|f| f.report.shard.is_some())
+        .collect();
     if found.is_empty() {
         return Err(MergeError::Nothing(String::new()));
     }
@@ -64,7 +67,10 @@ pub fn merge(found: Vec<Found>) -> Result<BatchReport, MergeError> {
     }
     if batches.len() > 1 {
         return Err(MergeError::ManyBatches(
-            batches.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            batches
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
         ));
     }
     let mut problems: Vec<String> = Vec::new();
@@ -171,11 +177,7 @@ pub fn merge(found: Vec<Found>) -> Result<BatchReport, MergeError> {
     let mut failed_shards = Vec::new();
     let mut interrupted = false;
     for idx in 0..count {
-        let assigned = reference
-            .loads
-            .get(idx)
-            .map(|l| l.vms)
-            .unwrap_or_default();
+        let assigned = reference.loads.get(idx).map(|l| l.vms).unwrap_or_default();
         let Some(f) = chosen.get(&idx) else {
             shards.push(MergedShard {
                 index: idx,
@@ -258,10 +260,7 @@ pub fn merge(found: Vec<Found>) -> Result<BatchReport, MergeError> {
     let facts = RunFacts {
         batch_id: any.report.batch.batch_id.clone(),
         manifest_path: any.report.batch.manifest_path.clone(),
-        parallel_limit: chosen
-            .values()
-            .map(|f| f.report.batch.parallel_limit)
-            .sum(),
+        parallel_limit: chosen.values().map(|f| f.report.batch.parallel_limit).sum(),
         continue_on_error: any.report.batch.continue_on_error,
         resumed: chosen.values().any(|f| f.report.batch.resumed),
         started_at: earliest.report.timestamp.clone(),

@@ -100,7 +100,13 @@ fn outcome_of(report: &Value) -> BTreeMap<String, (String, Vec<(String, u64)>)> 
                     } else {
                         0
                     };
-                    (p.file_name().unwrap().to_string_lossy().into_owned(), size)
+                    (
+                        p.file_name()
+                            .expect("as the test made it")
+                            .to_string_lossy()
+                            .into_owned(),
+                        size,
+                    )
                 })
                 .collect();
             files.sort();
@@ -130,12 +136,18 @@ fn vms_by_shard(out: &Path) -> BTreeMap<String, Vec<String>> {
         let report = read_json(&dir.join("batch_report.json"));
         let ids = report["vm_results"]
             .as_array()
-            .unwrap()
+            .expect("as the test made it")
             .iter()
             .filter(|v| v["status"] != "skipped")
-            .map(|v| v["vm_id"].as_str().unwrap().to_owned())
+            .map(|v| v["vm_id"].as_str().expect("as the test made it").to_owned())
             .collect();
-        by.insert(dir.file_name().unwrap().to_string_lossy().into_owned(), ids);
+        by.insert(
+            dir.file_name()
+                .expect("as the test made it")
+                .to_string_lossy()
+                .into_owned(),
+            ids,
+        );
     }
     by
 }
@@ -144,7 +156,10 @@ fn assert_each_vm_once(by_shard: &BTreeMap<String, Vec<String>>, expected: usize
     let mut seen = BTreeSet::new();
     for (shard, ids) in by_shard {
         for id in ids {
-            assert!(seen.insert(id.clone()), "{id} is in two shards (second: {shard})");
+            assert!(
+                seen.insert(id.clone()),
+                "{id} is in two shards (second: {shard})"
+            );
         }
     }
     assert_eq!(seen.len(), expected, "{by_shard:?}");
@@ -170,9 +185,13 @@ fn three_shards_give_what_one_process_gives_and_merging_is_idempotent() {
     // The three shards at once, as three hosts would run them.
     let children: Vec<_> = (0..3)
         .map(|i| {
-            batch_cmd(&batch, &sharded, &["-q", "--batch-shard", &format!("{i}/3")])
-                .spawn()
-                .expect("spawn shard")
+            batch_cmd(
+                &batch,
+                &sharded,
+                &["-q", "--batch-shard", &format!("{i}/3")],
+            )
+            .spawn()
+            .expect("spawn shard")
         })
         .collect();
     for mut c in children {
@@ -188,7 +207,7 @@ fn three_shards_give_what_one_process_gives_and_merging_is_idempotent() {
     }
 
     let merged_dir = dir.join("merged");
-    std::fs::create_dir_all(&merged_dir).unwrap();
+    std::fs::create_dir_all(&merged_dir).expect("as the test made it");
     let merge = |extra: &[&Path]| {
         let mut cmd = hyper2kvm();
         cmd.arg("--batch-merge")
@@ -208,9 +227,12 @@ fn three_shards_give_what_one_process_gives_and_merging_is_idempotent() {
     assert_eq!(merged["merge"]["complete"], true);
     assert_eq!(merged["merge"]["missing_shards"], json!([]));
     // The same outputs, byte for byte.
-    for v in merged["vm_results"].as_array().unwrap() {
-        for a in v["artifacts"].as_array().unwrap() {
-            let p = PathBuf::from(a["path"].as_str().unwrap());
+    for v in merged["vm_results"]
+        .as_array()
+        .expect("as the test made it")
+    {
+        for a in v["artifacts"].as_array().expect("as the test made it") {
+            let p = PathBuf::from(a["path"].as_str().expect("as the test made it"));
             if p.extension().is_some_and(|e| e == "qcow2") {
                 let rel = p.strip_prefix(&sharded).expect("under the sharded output");
                 assert!(qemu_compare(&p, &one.join(rel)), "{}", p.display());
@@ -219,19 +241,32 @@ fn three_shards_give_what_one_process_gives_and_merging_is_idempotent() {
     }
     // Idempotent: again, and with the merged directory itself among the inputs (its report is
     // not a shard's, so it is not counted twice).
-    let first: Vec<Vec<u8>> = ["batch_report.json", "batch_summary.txt", "batch_report.html"]
-        .iter()
-        .map(|f| std::fs::read(merged_dir.join(f)).unwrap())
-        .collect();
+    let first: Vec<Vec<u8>> = [
+        "batch_report.json",
+        "batch_summary.txt",
+        "batch_report.html",
+    ]
+    .iter()
+    .map(|f| std::fs::read(merged_dir.join(f)).expect("as the test made it"))
+    .collect();
     let r = merge(&[&merged_dir]);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
-    for (f, before) in ["batch_report.json", "batch_summary.txt", "batch_report.html"]
-        .iter()
-        .zip(&first)
+    for (f, before) in [
+        "batch_report.json",
+        "batch_summary.txt",
+        "batch_report.html",
+    ]
+    .iter()
+    .zip(&first)
     {
-        assert_eq!(&std::fs::read(merged_dir.join(f)).unwrap(), before, "{f}");
+        assert_eq!(
+            &std::fs::read(merged_dir.join(f)).expect("as the test made it"),
+            before,
+            "{f}"
+        );
     }
-    let summary = std::fs::read_to_string(merged_dir.join("batch_summary.txt")).unwrap();
+    let summary =
+        std::fs::read_to_string(merged_dir.join("batch_summary.txt")).expect("as the test made it");
     assert!(summary.contains("Shards: 3 of 3 reported"), "{summary}");
 }
 
@@ -246,7 +281,11 @@ fn the_dry_run_prints_the_assignment_and_env_reads_the_index() {
     let dir = TestDir::new();
     let batch = make_batch(dir.path(), 9, sizes, &[]);
     let out = dir.join("out");
-    let r = run(&mut batch_cmd(&batch, &out, &["--dry-run", "--batch-shard", "1/3"]));
+    let r = run(&mut batch_cmd(
+        &batch,
+        &out,
+        &["--dry-run", "--batch-shard", "1/3"],
+    ));
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let head: String = r
         .stdout
@@ -255,8 +294,10 @@ fn the_dry_run_prints_the_assignment_and_env_reads_the_index() {
         .map(|l| format!("{l}\n"))
         .collect();
     insta::assert_snapshot!("shard_dry_run", redact(&head, &dir));
-    let r2 = run(batch_cmd(&batch, &out, &["--dry-run", "--batch-shard", "env/3"])
-        .env("JOB_COMPLETION_INDEX", "1"));
+    let r2 = run(
+        batch_cmd(&batch, &out, &["--dry-run", "--batch-shard", "env/3"])
+            .env("JOB_COMPLETION_INDEX", "1"),
+    );
     assert_eq!(r2.stdout, r.stdout);
     assert!(!out.exists(), "a dry run writes nothing");
 
@@ -321,10 +362,14 @@ fn the_merge_names_missing_and_failed_shards() {
     let dir = TestDir::new();
     let batch = make_batch(dir.path(), 9, sizes, &[]);
     // One VM whose disk is gone: it fails in its own shard only.
-    std::fs::remove_file(dir.join("in/vm004/disk.raw")).unwrap();
+    std::fs::remove_file(dir.join("in/vm004/disk.raw")).expect("as the test made it");
     let out = dir.join("out");
     for i in [0, 2] {
-        let r = run(&mut batch_cmd(&batch, &out, &["-q", "--batch-shard", &format!("{i}/3")]));
+        let r = run(&mut batch_cmd(
+            &batch,
+            &out,
+            &["-q", "--batch-shard", &format!("{i}/3")],
+        ));
         assert!(matches!(r.code, Some(0 | 3)), "{}{}", r.stdout, r.stderr);
     }
     let merge = || {
@@ -347,7 +392,11 @@ fn the_merge_names_missing_and_failed_shards() {
         .collect();
     insta::assert_snapshot!("merge_missing_shard", redact(&shards_text, &dir));
 
-    let r = run(&mut batch_cmd(&batch, &out, &["-q", "--batch-shard", "1/3"]));
+    let r = run(&mut batch_cmd(
+        &batch,
+        &out,
+        &["-q", "--batch-shard", "1/3"],
+    ));
     assert!(matches!(r.code, Some(0 | 3)), "{}{}", r.stdout, r.stderr);
     let r = merge();
     let report = read_json(&out.join("batch_report.json"));
@@ -359,7 +408,7 @@ fn the_merge_names_missing_and_failed_shards() {
     assert_eq!(r.code, Some(3));
     let failed: Vec<&Value> = report["vm_results"]
         .as_array()
-        .unwrap()
+        .expect("as the test made it")
         .iter()
         .filter(|v| v["status"] == "failed")
         .collect();
@@ -368,13 +417,13 @@ fn the_merge_names_missing_and_failed_shards() {
 
     // Nothing to merge, and two batches at once.
     let empty = dir.join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::create_dir_all(&empty).expect("as the test made it");
     let mut cmd = hyper2kvm();
     let r = run(cmd.arg("--batch-merge").arg(&empty));
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("no shard reports under"), "{}", r.stderr);
     let other = dir.join("other/shards/shard-0-of-1");
-    std::fs::create_dir_all(&other).unwrap();
+    std::fs::create_dir_all(&other).expect("as the test made it");
     let mut foreign = read_json(&out.join("shards/shard-0-of-3/batch_report.json"));
     foreign["batch"]["batch_id"] = json!("wave-2");
     write_json(&other.join("batch_report.json"), &foreign);
@@ -398,7 +447,10 @@ const K8S_VERSIONS: &[&str] = &["1.29.0", "1.37.0"];
 /// run here with each index's JOB_COMPLETION_INDEX, converts the whole batch.
 #[test]
 #[cfg_attr(missing_tool = "qemu-img", ignore = "needs qemu-img")]
-#[cfg_attr(missing_tool = "kubernetes-validate", ignore = "needs kubernetes-validate (PyPI)")]
+#[cfg_attr(
+    missing_tool = "kubernetes-validate",
+    ignore = "needs kubernetes-validate (PyPI)"
+)]
 fn the_kubernetes_job_validates_and_each_index_runs_here() {
     if !crate::support::require_tool("qemu-img")
         || !crate::support::require_tool("kubernetes-validate")
@@ -409,13 +461,18 @@ fn the_kubernetes_job_validates_and_each_index_runs_here() {
     let batch = make_batch(dir.path(), 10, sizes, &[3]);
     let out = dir.join("out");
     let r = run(batch_cmd(&batch, &out, &[])
-        .args(["--batch-k8s-job", "4", "--k8s-image", "registry.example/hyper2kvm:0.1"])
+        .args([
+            "--batch-k8s-job",
+            "4",
+            "--k8s-image",
+            "registry.example/hyper2kvm:0.1",
+        ])
         .args(["--k8s-parallelism", "2", "--k8s-kvm", "on"]));
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     assert!(!out.exists(), "printing the Job writes nothing");
     // Without /dev/kvm (a TCG-only cluster): unprivileged.
-    let r_off = run(batch_cmd(&batch, &out, &[])
-        .args(["--batch-k8s-job", "4", "--k8s-kvm", "off"]));
+    let r_off =
+        run(batch_cmd(&batch, &out, &[]).args(["--batch-k8s-job", "4", "--k8s-kvm", "off"]));
     assert_eq!(r_off.code, Some(0), "{}", r_off.stderr);
     assert!(!r_off.stdout.contains("privileged") && !r_off.stdout.contains("/dev/kvm"));
     assert!(r_off.stdout.contains("allowPrivilegeEscalation: false"));
@@ -447,21 +504,24 @@ fn the_kubernetes_job_validates_and_each_index_runs_here() {
     let container = &spec["template"]["spec"]["containers"][0];
     let command: Vec<String> = container["command"]
         .as_array()
-        .unwrap()
+        .expect("as the test made it")
         .iter()
-        .map(|c| c.as_str().unwrap().to_owned())
+        .map(|c| c.as_str().expect("as the test made it").to_owned())
         .collect();
     assert_eq!(command[0], "hyper2kvm");
     // The volumes hold every path the command names: the batch under the sources mount, the
     // output directory as the outputs mount.
     let mounts: BTreeMap<String, String> = container["volumeMounts"]
         .as_array()
-        .unwrap()
+        .expect("as the test made it")
         .iter()
         .map(|m| {
             (
-                m["name"].as_str().unwrap().to_owned(),
-                m["mountPath"].as_str().unwrap().to_owned(),
+                m["name"].as_str().expect("as the test made it").to_owned(),
+                m["mountPath"]
+                    .as_str()
+                    .expect("as the test made it")
+                    .to_owned(),
             )
         })
         .collect();
@@ -473,7 +533,7 @@ fn the_kubernetes_job_validates_and_each_index_runs_here() {
     let bin = assert_cmd::cargo::cargo_bin("hyper2kvm");
     let path = format!(
         "{}:{}",
-        bin.parent().unwrap().display(),
+        bin.parent().expect("as the test made it").display(),
         std::env::var("PATH").unwrap_or_default()
     );
     for index in 0..4 {
@@ -481,10 +541,10 @@ fn the_kubernetes_job_validates_and_each_index_runs_here() {
         cmd.args(&command[1..])
             .env("PATH", &path)
             .env("JOB_COMPLETION_INDEX", index.to_string());
-        for e in container["env"].as_array().unwrap() {
-            let name = e["name"].as_str().unwrap();
+        for e in container["env"].as_array().expect("as the test made it") {
+            let name = e["name"].as_str().expect("as the test made it");
             if name != "TMPDIR" && name != "LIBGUESTFS_CACHEDIR" {
-                cmd.env(name, e["value"].as_str().unwrap());
+                cmd.env(name, e["value"].as_str().expect("as the test made it"));
             }
         }
         let r = run(&mut cmd);
@@ -518,7 +578,8 @@ fn the_kubernetes_job_validates_and_each_index_runs_here() {
 #[cfg_attr(missing_tool = "qemu-img", ignore = "needs qemu-img")]
 #[cfg_attr(missing_tool = "ansible-playbook", ignore = "needs ansible-playbook")]
 fn the_ansible_playbook_runs_a_shard_per_host_and_merges() {
-    if !crate::support::require_tool("qemu-img") || !crate::support::require_tool("ansible-playbook")
+    if !crate::support::require_tool("qemu-img")
+        || !crate::support::require_tool("ansible-playbook")
     {
         return;
     }
@@ -611,7 +672,13 @@ fn two_hundred_vms_in_eight_shards_survive_a_killed_shard() {
         batch_cmd(
             &batch,
             &out,
-            &["-q", "--batch-parallel", "1", "--batch-shard", &format!("{i}/8")],
+            &[
+                "-q",
+                "--batch-parallel",
+                "1",
+                "--batch-shard",
+                &format!("{i}/8"),
+            ],
         )
     };
     let mut children: Vec<_> = (0..8).map(|i| shard(i).spawn().expect("spawn")).collect();
@@ -636,13 +703,19 @@ fn two_hundred_vms_in_eight_shards_survive_a_killed_shard() {
         Some(9)
     );
     // Every VM shard 3 finished before the kill, with its output's identity.
-    let done_before = succeeded_in(&checkpoint).union(&done_before).cloned().collect::<BTreeSet<_>>();
+    let done_before = succeeded_in(&checkpoint)
+        .union(&done_before)
+        .cloned()
+        .collect::<BTreeSet<_>>();
     let inode = |id: &str| {
         std::os::unix::fs::MetadataExt::ino(
             &std::fs::metadata(out.join(id).join("d0.qcow2")).expect("output"),
         )
     };
-    let before: BTreeMap<String, u64> = done_before.iter().map(|id| (id.clone(), inode(id))).collect();
+    let before: BTreeMap<String, u64> = done_before
+        .iter()
+        .map(|id| (id.clone(), inode(id)))
+        .collect();
     assert!(!out.join("shards/shard-3-of-8/batch_report.json").exists());
     for (i, c) in children.iter_mut().enumerate() {
         if i != 3 {
@@ -653,13 +726,20 @@ fn two_hundred_vms_in_eight_shards_survive_a_killed_shard() {
     let mut cmd = hyper2kvm();
     let r = run(cmd.arg("--batch-merge").arg(&out));
     assert_eq!(r.code, Some(3), "{}", r.stdout);
-    assert!(r.stdout.contains("no report from shard 3 of 8"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("no report from shard 3 of 8"),
+        "{}",
+        r.stdout
+    );
 
     let r = run(shard(3).arg("--batch-resume"));
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let report = read_json(&out.join("shards/shard-3-of-8/batch_report.json"));
-    for v in report["vm_results"].as_array().unwrap() {
-        let id = v["vm_id"].as_str().unwrap();
+    for v in report["vm_results"]
+        .as_array()
+        .expect("as the test made it")
+    {
+        let id = v["vm_id"].as_str().expect("as the test made it");
         if before.contains_key(id) {
             assert_eq!(v["from_checkpoint"], true, "{id} was converted again");
             assert_eq!(inode(id), before[id], "{id}'s output was rewritten");
