@@ -39,7 +39,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Every link of a page names a file that exists, relative to the page's directory; no link,
 /// script, style or image comes from the network.
-fn check_self_contained(html: &str, page_dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn check_self_contained(html: &str, page_dir: &Path) -> Vec<PathBuf> {
     for needle in ["http://", "https://", "src=", "url(", "@import", "//cdn"] {
         assert!(!html.contains(needle), "the page holds {needle:?}");
     }
@@ -74,7 +74,7 @@ fn file_url(path: &Path) -> String {
 }
 
 /// The page as headless Chromium leaves it after its scripts ran, and Chromium's stderr.
-fn dump_dom(page: &Path, fragment: &str) -> (String, String) {
+pub(crate) fn dump_dom(page: &Path, fragment: &str) -> (String, String) {
     let profile = tempfile::tempdir().expect("profile dir");
     let out = Command::new("timeout")
         .arg("120")
@@ -98,7 +98,7 @@ fn dump_dom(page: &Path, fragment: &str) -> (String, String) {
 }
 
 /// The script ran to its end and nothing threw.
-fn check_script_ran(dom: &str, stderr: &str) {
+pub(crate) fn check_script_ran(dom: &str, stderr: &str) {
     let body = regex_lite::Regex::new(r"<body[^>]*>").expect("regex");
     let tag = body.find(dom).expect("a body").as_str();
     assert!(
@@ -110,7 +110,7 @@ fn check_script_ran(dom: &str, stderr: &str) {
 }
 
 /// The VM ids of the table's rows, in the order the DOM has them.
-fn row_order(dom: &str) -> Vec<String> {
+pub(crate) fn row_order(dom: &str) -> Vec<String> {
     let table = &dom[dom.find(r#"id="vms""#).expect("the VM table")..];
     let table = &table[..table.find("</table>").expect("table end")];
     let re = regex_lite::Regex::new(r#"<tr data-vm="([^"]+)""#).expect("regex");

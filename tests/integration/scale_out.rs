@@ -541,11 +541,17 @@ fn the_kubernetes_job_validates_and_each_index_runs_here() {
         cmd.args(&command[1..])
             .env("PATH", &path)
             .env("JOB_COMPLETION_INDEX", index.to_string());
+        // The scratch emptyDir is a fresh directory here, where its mount path points.
+        let scratch_mount = mounts["scratch"].clone();
+        let scratch = dir.join(&format!("scratch-{index}"));
+        std::fs::create_dir_all(&scratch).expect("scratch");
         for e in container["env"].as_array().expect("as the test made it") {
             let name = e["name"].as_str().expect("as the test made it");
-            if name != "TMPDIR" && name != "LIBGUESTFS_CACHEDIR" {
-                cmd.env(name, e["value"].as_str().expect("as the test made it"));
-            }
+            let value = e["value"].as_str().expect("as the test made it");
+            match value.strip_prefix(&scratch_mount) {
+                Some(rest) => cmd.env(name, format!("{}{rest}", scratch.display())),
+                None => cmd.env(name, value),
+            };
         }
         let r = run(&mut cmd);
         assert_eq!(r.code, Some(0), "index {index}: {}{}", r.stdout, r.stderr);
@@ -771,4 +777,49 @@ fn two_hundred_vms_in_eight_shards_survive_a_killed_shard() {
         .filter(|p| p.ends_with(".part"))
         .collect();
     assert!(parts.is_empty(), "{parts:?}");
+}
+
+/// The merged page, in headless Chromium: its script runs, every link names a file, every VM of
+/// every shard has its row, and the timeline has a row per shard and slot.
+#[test]
+#[cfg_attr(
+    any(missing_tool = "qemu-img", missing_tool = "chromium"),
+    ignore = "needs qemu-img and chromium (install: scripts/install-deps.sh full)"
+)]
+fn the_merged_page_shows_every_shard() {
+    if !crate::support::require_tool("qemu-img") || !crate::support::require_tool("chromium") {
+        return;
+    }
+    let dir = TestDir::new();
+    let batch = make_batch(dir.path(), 6, sizes, &[]);
+    let out = dir.join("out");
+    for i in 0..2 {
+        let r = run(&mut batch_cmd(
+            &batch,
+            &out,
+            &["-q", "--batch-shard", &format!("{i}/2")],
+        ));
+        assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    }
+    let mut cmd = hyper2kvm();
+    let r = run(cmd.arg("--batch-merge").arg(&out));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let page = out.join("batch_report.html");
+    let html = std::fs::read_to_string(&page).expect("the page");
+    crate::html_report::check_self_contained(&html, &out);
+    let (dom, stderr) = crate::html_report::dump_dom(&page, "#sort=vm");
+    crate::html_report::check_script_ran(&dom, &stderr);
+    let rows = crate::html_report::row_order(&dom);
+    assert_eq!(
+        rows,
+        (0..6).map(|i| format!("vm{i:03}")).collect::<Vec<_>>()
+    );
+    assert!(dom.contains("<h2>Shards</h2>"), "{dom}");
+    assert!(dom.contains("Shards: 2 of 2 reported"));
+    for shard in 0..2 {
+        assert!(
+            dom.contains(&format!("shard {shard} slot 0")),
+            "no timeline row for shard {shard}"
+        );
+    }
 }
