@@ -154,6 +154,8 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
         if let Some(s) = &sharding
             && s.run.all[pos].1 != s.run.spec.index
         {
+            // Another shard's VM: its MACs are taken, as if it had been planned here.
+            reserved_macs.extend(s.macs[pos].iter().copied());
             continue;
         }
         if !entry.enabled {
@@ -283,6 +285,9 @@ pub fn prepare(path: &Path, opts: &BatchOptions) -> Result<PreparedBatch, BatchE
 
 struct Sharding {
     run: ShardRun,
+    /// Every VM's MACs by position (empty for export entries, which are not imported to be
+    /// sketched, and for VMs that cannot be loaded).
+    macs: Vec<Vec<MacAddr>>,
     /// Output directories this shard's VMs share with another shard's.
     problems: Vec<String>,
 }
@@ -295,11 +300,22 @@ fn plan_shards(
     spec: shard::ShardSpec,
     shared_out: Option<&Path>,
 ) -> Result<Sharding, BatchError> {
-    let sketches: Vec<shard::Sketch> = batch
-        .vms
-        .iter()
-        .map(|e| sketch(batch, e, shared_out))
-        .collect();
+    // The MACs of every VM, in file order, as one process would reserve them: a shard keeps
+    // the MACs it regenerates unique against every other shard's VMs too. Each manifest is
+    // dropped once read, so 10,000 VMs are not held at once.
+    let mut reserved = BTreeSet::new();
+    let mut macs = Vec::with_capacity(batch.vms.len());
+    let mut sketches: Vec<shard::Sketch> = Vec::with_capacity(batch.vms.len());
+    for e in &batch.vms {
+        let mut s = sketch(batch, e, shared_out);
+        let m = match (s.loaded.take(), e.enabled) {
+            (Some(loaded), true) => plan::macs_of(&loaded, &e.id, &reserved),
+            _ => Vec::new(),
+        };
+        reserved.extend(m.iter().copied());
+        macs.push(m);
+        sketches.push(s);
+    }
     let items: Vec<shard::Item<'_>> = batch
         .vms
         .iter()
@@ -311,6 +327,7 @@ fn plan_shards(
         })
         .collect();
     let assignment = shard::assign(&items, spec.count);
+
     let dirs: Vec<(&str, usize, PathBuf)> = batch
         .vms
         .iter()
@@ -332,6 +349,7 @@ fn plan_shards(
                 .zip(assignment.shard_of)
                 .collect(),
         },
+        macs,
         problems,
     })
 }
@@ -357,6 +375,7 @@ pub(crate) fn sketch(
             bytes: shard::export_bytes(kind, &entry.manifest),
             output_dir: dir,
             sources: vec![entry.manifest.clone()],
+            loaded: None,
         };
     }
     match load_vm(batch, entry) {
@@ -376,6 +395,7 @@ pub(crate) fn sketch(
                 bytes: shard::file_bytes(sources.iter().map(PathBuf::as_path)),
                 output_dir: Some(plan::output_dir_for(&loaded, default_dir)),
                 sources,
+                loaded: Some(Box::new(loaded)),
             }
         }
         // It fails in its own shard, which says why; here it only needs a place.
@@ -383,6 +403,7 @@ pub(crate) fn sketch(
             bytes: None,
             output_dir: default_dir,
             sources: Vec::new(),
+            loaded: None,
         },
     }
 }

@@ -234,13 +234,15 @@ pub fn assign(items: &[Item<'_>], count: usize) -> Assignment {
 
 /// What a shard knows of a VM it may not run: enough to size it and to see where it writes,
 /// read without probing a disk or importing an export.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Sketch {
     pub bytes: Option<u64>,
     /// The directory its outputs go to.
     pub output_dir: Option<PathBuf>,
     /// The files (or, for an export, the file or folder) it reads.
     pub sources: Vec<PathBuf>,
+    /// Its manifest, loaded and layered (not for an export entry, which is not imported here).
+    pub loaded: Option<Box<crate::manifest::Loaded>>,
 }
 
 /// The bytes of the files at `paths` (each counted once); `None` when any cannot be read.

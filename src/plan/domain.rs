@@ -95,6 +95,15 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
         source_uuid,
         input.disks.first().map(|d| d.source.as_path()),
     );
+    debug_assert_eq!(
+        identity,
+        vm_identity(
+            m,
+            input.vm_id,
+            input.vm_name,
+            input.disks.first().map(|d| d.source.as_path())
+        )
+    );
     let (uuid, uuid_origin) = match (
         m.domain.preserve_uuid,
         source_uuid.and_then(crate::manifest::domain::parse_uuid),
@@ -227,6 +236,36 @@ pub fn plan(input: &DomainInputs<'_>) -> PlannedDomain {
         notes,
         problems,
     }
+}
+
+/// A VM's identity as [`plan`] makes it, from the manifest, the run's VM id, the domain name and
+/// the boot disk's source.
+fn vm_identity(m: &Manifest, vm_id: &str, vm_name: &str, boot_source: Option<&Path>) -> String {
+    identity_of(
+        m.source.vm_id.as_deref(),
+        vm_name,
+        vm_id,
+        m.source.extra.get("uuid").and_then(Value::as_str),
+        boot_source,
+    )
+}
+
+/// The MACs [`plan`] gives the domain's NICs, without planning the rest: what a sharded batch
+/// needs of the VMs other shards plan, so that MACs stay unique across the whole batch.
+pub fn macs(
+    m: &Manifest,
+    vm_id: &str,
+    vm_name: &str,
+    boot_source: Option<&Path>,
+    reserved: &BTreeSet<MacAddr>,
+) -> Vec<MacAddr> {
+    let identity = vm_identity(m, vm_id, vm_name, boot_source);
+    let (nics, _, _) = nics_of(m);
+    mapping::plan_interfaces(&nics, &m.network_mapping, reserved, &identity)
+        .interfaces
+        .iter()
+        .map(|i| i.mac)
+        .collect()
 }
 
 /// What a derived UUID (and a regenerated MAC) is made from: the same for the same VM from the

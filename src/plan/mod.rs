@@ -51,6 +51,29 @@ pub fn output_dir_for(loaded: &Loaded, default: Option<PathBuf>) -> PathBuf {
     )
 }
 
+/// The MACs [`plan`] would give the VM's domain with `vm_id` as its id and `reserved` taken, read
+/// from the manifest alone (no disk probed); none when it converts nothing (no domain).
+pub fn macs_of(loaded: &Loaded, vm_id: &str, reserved: &BTreeSet<MacAddr>) -> Vec<MacAddr> {
+    let m = &loaded.manifest;
+    if !m.pipeline.convert.enabled {
+        return Vec::new();
+    }
+    // The boot disk: the first in boot order (a stable sort, as the disk plan's).
+    let boot = m
+        .disks
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, d)| (d.boot_order_hint, *i))
+        .map(|(_, d)| loaded.disk_path(d));
+    domain::macs(
+        m,
+        vm_id,
+        m.source.vm_name.as_deref().unwrap_or(vm_id),
+        boot.as_deref(),
+        reserved,
+    )
+}
+
 /// What the caller adds to a manifest when planning.
 #[derive(Clone, Debug, Default)]
 pub struct PlanOptions {
@@ -557,5 +580,24 @@ mod tests {
         }
         let again = plan(&loaded, &PlanOptions::default()).expect("plans");
         assert_eq!(again.macs(), first_macs, "the same run plans the same MACs");
+        // What a sharded batch reads of the VMs other shards plan: the same MACs, without a
+        // plan, for the same reserved set.
+        // Without a batch id, the run's VM id is source.vm_name.
+        let stem = "web01";
+        assert_eq!(
+            macs_of(&loaded, stem, &BTreeSet::new()),
+            plan(&loaded, &PlanOptions::default())
+                .expect("plans")
+                .macs()
+        );
+        assert_eq!(macs_of(&loaded, stem, &opts.reserved_macs), second.macs());
+        let with_id = PlanOptions {
+            vm_id: Some("web-01".to_owned()),
+            ..PlanOptions::default()
+        };
+        assert_eq!(
+            macs_of(&loaded, "web-01", &BTreeSet::new()),
+            plan(&loaded, &with_id).expect("plans").macs()
+        );
     }
 }

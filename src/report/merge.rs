@@ -233,6 +233,23 @@ pub fn merge(found: Vec<Found>) -> Result<BatchReport, MergeError> {
         }
     }
     results.sort_by_key(|v| (v.index, v.vm_id.clone()));
+    // Each shard keeps the MACs it makes unique against the whole batch's manifests, but an
+    // export entry's MACs are known only to its own shard: two VMs of the batch with one MAC
+    // would fight on the network.
+    let mut by_mac: BTreeMap<crate::manifest::MacAddr, &str> = BTreeMap::new();
+    for v in &results {
+        for mac in &v.macs {
+            if let Some(other) = by_mac.insert(*mac, &v.vm_id)
+                && other != v.vm_id
+            {
+                doubtful = true;
+                problems.push(format!(
+                    "vms {other} and {} both have MAC {mac}: give one another                      (network_mapping.mac_address_overrides) before starting them",
+                    v.vm_id
+                ));
+            }
+        }
+    }
     if !missing.is_empty() {
         let lost: usize = missing
             .iter()

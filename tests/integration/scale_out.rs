@@ -38,6 +38,9 @@ fn make_batch(dir: &Path, n: usize, size: impl Fn(usize) -> usize, disabled: &[u
                 "source": {"provider": "vsphere", "vm_name": id},
                 "vm": {"cpu": 1, "mem_gb": 1},
                 "disks": [{"id": "d0", "source_format": "raw", "local_path": "disk.raw"}],
+                // Regenerated MACs: a sharded run must give the ones one process gives.
+                "nics": [{"network": "lan"}, {"network": "lan"}],
+                "network_mapping": {"default_bridge": "br0", "mac_address_policy": "regenerate"},
                 "pipeline": {
                     "inspect": {"enabled": true},
                     "convert": {"enabled": true},
@@ -81,9 +84,11 @@ fn batch_cmd(batch: &Path, out: &Path, args: &[&str]) -> Command {
 }
 
 /// What a report says of each VM that must match between a one-process and a sharded run:
-/// status, and each output's name (relative to the VM's directory) and, for a disk, its size
-/// (a domain XML names its directory, which differs).
-fn outcome_of(report: &Value) -> BTreeMap<String, (String, Vec<(String, u64)>)> {
+/// status, its domain's MACs, and each output's name (relative to the VM's directory) and, for
+/// a disk, its size (a domain XML names its directory, which differs).
+type Outcome = (String, Vec<(String, u64)>, Value);
+
+fn outcome_of(report: &Value) -> BTreeMap<String, Outcome> {
     report["vm_results"]
         .as_array()
         .expect("vm_results")
@@ -112,7 +117,11 @@ fn outcome_of(report: &Value) -> BTreeMap<String, (String, Vec<(String, u64)>)> 
             files.sort();
             (
                 v["vm_id"].as_str().expect("id").to_owned(),
-                (v["status"].as_str().expect("status").to_owned(), files),
+                (
+                    v["status"].as_str().expect("status").to_owned(),
+                    files,
+                    v["macs"].clone(),
+                ),
             )
         })
         .collect()
@@ -822,4 +831,75 @@ fn the_merged_page_shows_every_shard() {
             "no timeline row for shard {shard}"
         );
     }
+}
+
+/// Two VMs that keep one source MAC: one process refuses the second (in file order); sharded,
+/// the shard that plans the second refuses it the same way, though the first is another shard's.
+#[test]
+#[cfg_attr(missing_tool = "qemu-img", ignore = "needs qemu-img")]
+fn a_mac_kept_by_two_vms_of_two_shards_is_refused_as_in_one_process() {
+    if !crate::support::require_tool("qemu-img") {
+        return;
+    }
+    let dir = TestDir::new();
+    let batch = make_batch(dir.path(), 8, sizes, &[]);
+    let out = dir.join("out");
+    // Which shard each VM is in, from the dry runs.
+    let shard_of = |id: &str| -> usize {
+        (0..2)
+            .find(|i| {
+                let r = run(&mut batch_cmd(
+                    &batch,
+                    &out,
+                    &["--dry-run", "--batch-shard", &format!("{i}/2")],
+                ));
+                r.stdout.contains(&format!("- {id} (priority"))
+            })
+            .expect("in a shard")
+    };
+    let first = "vm000";
+    let second = (1..8)
+        .map(|i| format!("vm{i:03}"))
+        .find(|id| shard_of(id) != shard_of(first))
+        .expect("a VM in the other shard");
+    for id in [first, second.as_str()] {
+        let m = dir.join(&format!("in/{id}/manifest.json"));
+        let mut v = read_json(&m);
+        v["nics"] = json!([{"network": "lan", "mac": "00:50:56:aa:bb:cc"}]);
+        v["network_mapping"]["mac_address_policy"] = json!("preserve");
+        write_json(&m, &v);
+    }
+    let one = run(&mut batch_cmd(&batch, &dir.join("one"), &["-q"]));
+    assert_eq!(one.code, Some(3), "{}", one.stdout);
+    let i = shard_of(&second);
+    let r = run(&mut batch_cmd(
+        &batch,
+        &out,
+        &["-q", "--batch-shard", &format!("{i}/2")],
+    ));
+    assert_eq!(r.code, Some(3), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&out.join(format!("shards/shard-{i}-of-2/batch_report.json")));
+    let failed: Vec<&Value> = report["vm_results"]
+        .as_array()
+        .expect("as the test made it")
+        .iter()
+        .filter(|v| v["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert_eq!(failed[0]["vm_id"], json!(second));
+    let single = read_json(&dir.join("one/batch_report.json"));
+    let single_error = single["vm_results"]
+        .as_array()
+        .expect("as the test made it")
+        .iter()
+        .find(|v| v["vm_id"] == json!(second))
+        .expect("the second VM")["error"]
+        .clone();
+    assert!(
+        single_error
+            .as_str()
+            .is_some_and(|e| e.contains("00:50:56:aa:bb:cc")),
+        "{single_error}"
+    );
+    assert_eq!(failed[0]["error"], single_error);
 }
