@@ -630,6 +630,8 @@ fn the_ansible_playbook_runs_a_shard_per_host_and_merges() {
             .to_string(),
         )
         .env("ANSIBLE_NOCOLOR", "1")
+        // Ansible refuses to start without a UTF-8 locale.
+        .env("LC_ALL", "C.UTF-8")
         .env("ANSIBLE_LOCAL_TEMP", dir.join("ansible-tmp"))
         .env("ANSIBLE_REMOTE_TEMP", dir.join("ansible-tmp"))
         .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
