@@ -158,7 +158,7 @@ def main():
         log(f"dry run {label}: {plans[label][0]:.2f} s, {plans[label][1]} KiB")
 
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    L = [START, "", "## 9. Scale-out: shards on one host, and planning 10,000 VMs", "",
+    L = [START, "", "## 10. Scale-out: shards on one host, and planning 10,000 VMs", "",
          f"Measured by `scripts/bench_scale_out.py` on {time.strftime('%Y-%m-%d')}, {cpu} CPUs"
          f"{' (BENCH_QUICK: a trial run)' if QUICK else ''}; medians of {ROUNDS} round(s).", "",
          f"**Shards on one host.** {VMS} VMs of {DISK_MIB} MiB of random data each (raw to "
@@ -173,11 +173,12 @@ def main():
                      f"{same:.2f} s ({w / same:.2f}x) | {m:.2f} s |")
         else:
             L.append(f"| 1 | {PARALLEL} | {w:.2f} s | 1.00x | — | — |")
-    L += ["", "On one host, more shards run more VMs at once; the column beside gives the same "
-          "concurrency in one process, so its ratio is what the split itself costs (each shard "
-          "reads the batch file, sizes every VM and plans its own). The gain of sharding comes "
-          "from shards on hosts of their own, which this machine cannot show "
-          "(docs/scale-out.md).", "",
+    L += ["", "On one host, more shards run more VMs at once, which is most of the first ratio; "
+          "the column beside gives the same concurrency in one process, so its ratio is what "
+          "the split itself costs (each shard reads the batch file, sizes every VM and plans "
+          "its own): above 1, a cost; at or below 1, none that these runs can tell from their "
+          "noise (their rounds differ by up to a third). The gain of sharding comes from shards "
+          "on hosts of their own, which one machine cannot show (docs/scale-out.md).", "",
           f"**Planning {PLAN_VMS:,} VMs** (`--dry-run`: every manifest read and layered; the "
           "shard also sizes every VM's sources and checks every other shard's output "
           "directories, then plans its own eighth):", "",
