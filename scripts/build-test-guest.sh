@@ -17,7 +17,13 @@
 # qemu-utils, fdisk, e2fsprogs and libguestfs-tools (scripts/install-deps.sh full). Takes about
 # 3 minutes and 1.5 GB of scratch space; the cached VMDK is about 350 MB.
 #
-# Usage: scripts/build-test-guest.sh
+# Layouts (the argument; default basic):
+#   basic        the guest above: its initramfs (initramfs-tools, MODULES=most) carries virtio.
+#   modules-dep  the same with initramfs-tools set to MODULES=dep and an image built host-only on
+#                "VMware": only the VMware storage drivers (vmw_pvscsi, mptspi, ahci), no virtio,
+#                so it does not find its root on KVM until the fix stage rebuilds the image.
+#
+# Usage: scripts/build-test-guest.sh [LAYOUT]
 set -euo pipefail
 export LC_ALL=C
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -26,10 +32,19 @@ script="$(realpath -- "${BASH_SOURCE[0]}")"
 say() { printf 'build-test-guest: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-# The recipe is this file without its comments: comment edits do not rebuild the guest.
-recipe_hash="$(grep -v '^[[:space:]]*#' "$script" | sha256sum | cut -c1-16)"
+layout="${1:-basic}"
+case "$layout" in
+  basic | modules-dep) ;;
+  *) die "unknown layout '$layout' (expected: basic, modules-dep)" ;;
+esac
+
+# The recipe is this file without its comments, and the layout: comment edits do not rebuild
+# the guest.
+recipe_hash="$({ grep -v '^[[:space:]]*#' "$script"; echo "layout=$layout"; } | sha256sum | cut -c1-16)"
 cache_root="${HYPER2KVM_TEST_CACHE:-${HOME:-/root}/.cache/hyper2kvm-test}"
-final="$cache_root/debian-guest-$recipe_hash"
+name="debian-guest"
+[ "$layout" = basic ] || name="debian-guest-$layout"
+final="$cache_root/$name-$recipe_hash"
 
 if [ -f "$final/disk.vmdk" ]; then
   printf '%s\n' "$final/disk.vmdk"
@@ -43,14 +58,14 @@ for tool in debootstrap qemu-img sfdisk mkfs.ext4 e2fsck dumpe2fs guestfish floc
 done
 
 mkdir -p "$cache_root"
-exec 9>"$cache_root/debian-guest-$recipe_hash.lock"
+exec 9>"$cache_root/$name-$recipe_hash.lock"
 flock 9
 if [ -f "$final/disk.vmdk" ]; then # another caller built it while we waited
   printf '%s\n' "$final/disk.vmdk"
   exit 0
 fi
 
-work="$(mktemp -d "$cache_root/.debian-guest-$recipe_hash.build.XXXXXX")"
+work="$(mktemp -d "$cache_root/.$name-$recipe_hash.build.XXXXXX")"
 cleanup() { rm -rf -- "$work"; }
 trap cleanup EXIT
 started=$SECONDS
@@ -75,6 +90,30 @@ debootstrap --variant=minbase \
 kernel="$(basename "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -n1)")"
 kver="${kernel#vmlinuz-}"
 [ -f "$root/boot/initrd.img-$kver" ] || die "debootstrap left no initramfs for $kver"
+
+if [ "$layout" = modules-dep ]; then
+  # initramfs-tools as a host-only install leaves it, and an image built on VMware, where
+  # MODULES=dep finds the VMware controllers only: built here from an explicit list, since dep
+  # would look at this machine's own (virtio) devices.
+  say "building a host-only initramfs without virtio (MODULES=dep)"
+  conf="$root/etc/initramfs-tools/initramfs.conf"
+  sed -i 's/^MODULES=.*/MODULES=list/' "$conf"
+  printf '%s\n' vmw_pvscsi mptspi ahci sd_mod ext4 >"$root/etc/initramfs-tools/modules"
+  mount -t proc proc "$root/proc"
+  chroot "$root" update-initramfs -u -k "$kver" >"$work/initramfs.log" 2>&1 || {
+    umount "$root/proc"
+    cat "$work/initramfs.log" >&2
+    die "update-initramfs failed"
+  }
+  umount "$root/proc"
+  sed -i 's/^MODULES=.*/MODULES=dep/' "$conf"
+  # Listed to a file first: grep -q ending the pipe early would fail it under pipefail.
+  chroot "$root" lsinitramfs "/boot/initrd.img-$kver" >"$work/initramfs.list"
+  if grep -q '/virtio' "$work/initramfs.list"; then
+    die "the host-only initramfs still carries virtio drivers"
+  fi
+  grep -q 'vmw_pvscsi' "$work/initramfs.list" || die "the host-only initramfs lacks vmw_pvscsi"
+fi
 
 # What a VMware guest installed with device names looks like.
 printf '%s\n' "$hostname" >"$root/etc/hostname"
@@ -167,7 +206,7 @@ qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized "$raw" "$work/di
 rm -f "$raw"
 {
   echo "recipe $recipe_hash, built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - started)) s"
-  echo "kernel $kver; mirror $mirror; disk ${disk_mib} MiB, root /dev/sda1 ext4"
+  echo "layout $layout; kernel $kver; mirror $mirror; disk ${disk_mib} MiB, root /dev/sda1 ext4"
   echo "root filesystem free: $((free_bytes / 1024 / 1024)) MiB"
 } >"$work/info.txt"
 

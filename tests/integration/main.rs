@@ -140,3 +140,6 @@ mod shapes;
 
 // Sharding, merging, the Kubernetes Job and the Ansible playbook.
 mod scale_out;
+
+// Real guests of other layouts (issue: more real guests), booted.
+mod layouts;

@@ -492,6 +492,12 @@ pub fn skip_slow() -> bool {
 /// `None` when a tool or root is missing (a failure under CI). Its tests are ignored at build
 /// time on the same conditions: `not_root` and a `missing_tool` for each tool listed here.
 pub fn debian_guest() -> Option<PathBuf> {
+    debian_guest_layout("basic")
+}
+
+/// A guest of the family `scripts/build-test-guest.sh LAYOUT` builds (see the script for the
+/// layouts), cached like [`debian_guest`].
+pub fn debian_guest_layout(layout: &str) -> Option<PathBuf> {
     let tools = [
         "debootstrap",
         "qemu-img",
@@ -505,6 +511,7 @@ pub fn debian_guest() -> Option<PathBuf> {
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-guest.sh");
     let out = Command::new(&script)
+        .arg(layout)
         .output()
         .expect("run build-test-guest.sh");
     assert!(
