@@ -22,6 +22,9 @@
 #   modules-dep  the same with initramfs-tools set to MODULES=dep and an image built host-only on
 #                "VMware": only the VMware storage drivers (vmw_pvscsi, mptspi, ahci), no virtio,
 #                so it does not find its root on KVM until the fix stage rebuilds the image.
+#   uefi         GPT: the ESP (vfat) as /dev/sda1, the root (ext4) as /dev/sda2, grub-efi
+#                installed as the removable EFI/BOOT/BOOTX64.EFI (no NVRAM entry, as a cloned
+#                VM has none); booted under OVMF.
 #
 # Usage: scripts/build-test-guest.sh [LAYOUT]
 set -euo pipefail
@@ -34,9 +37,15 @@ die() { say "error: $*"; exit 1; }
 
 layout="${1:-basic}"
 case "$layout" in
-  basic | modules-dep) ;;
-  *) die "unknown layout '$layout' (expected: basic, modules-dep)" ;;
+  basic | modules-dep | uefi) ;;
+  *) die "unknown layout '$layout' (expected: basic, modules-dep, uefi)" ;;
 esac
+# What the layout puts where.
+if [ "$layout" = uefi ]; then
+  grub_pkg=grub-efi-amd64 rootdev=/dev/sda2 grubroot=hd0,gpt2 partmod=part_gpt
+else
+  grub_pkg=grub-pc rootdev=/dev/sda1 grubroot=hd0,msdos1 partmod=part_msdos
+fi
 
 # The recipe is this file without its comments, and the layout: comment edits do not rebuild
 # the guest.
@@ -52,7 +61,9 @@ if [ -f "$final/disk.vmdk" ]; then
 fi
 
 [ "$(id -u)" -eq 0 ] || die "building the guest needs root (debootstrap); run it as root"
-for tool in debootstrap qemu-img sfdisk mkfs.ext4 e2fsck dumpe2fs guestfish flock sha256sum; do
+tools="debootstrap qemu-img sfdisk mkfs.ext4 e2fsck dumpe2fs guestfish flock sha256sum"
+[ "$layout" != uefi ] || tools="$tools mkfs.fat"
+for tool in $tools; do
   command -v "$tool" >/dev/null 2>&1 ||
     die "'$tool' is not installed; run scripts/install-deps.sh full"
 done
@@ -81,7 +92,7 @@ hostname=h2k-debian12
 root="$work/root"
 say "debootstrap bookworm (minbase + kernel, GRUB, systemd) from $mirror"
 debootstrap --variant=minbase \
-  --include=linux-image-amd64,grub-pc,systemd-sysv,initramfs-tools,udev \
+  --include=linux-image-amd64,$grub_pkg,systemd-sysv,initramfs-tools,udev \
   bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
   tail -n 30 "$work/debootstrap.log" >&2
   die "debootstrap failed"
@@ -118,11 +129,15 @@ fi
 # What a VMware guest installed with device names looks like.
 printf '%s\n' "$hostname" >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$hostname" >"$root/etc/hosts"
-cat >"$root/etc/fstab" <<'EOF'
+cat >"$root/etc/fstab" <<EOF
 # /etc/fstab: static file system information.
 # <file system> <mount point>   <type>  <options>       <dump>  <pass>
-/dev/sda1       /               ext4    errors=remount-ro 0       1
+$rootdev       /               ext4    errors=remount-ro 0       1
 EOF
+if [ "$layout" = uefi ]; then
+  mkdir -p "$root/boot/efi"
+  printf '/dev/sda1       /boot/efi       vfat    umask=0077      0       1\n' >>"$root/etc/fstab"
+fi
 cat >"$root/etc/default/grub" <<'EOF'
 # If you change this file, run 'update-grub' afterwards to update
 # /boot/grub/grub.cfg.
@@ -144,15 +159,15 @@ set timeout=1
 serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
-insmod part_msdos
+insmod $partmod
 insmod ext2
-set root='hd0,msdos1'
+set root='$grubroot'
 menuentry 'Debian GNU/Linux' --class debian --class gnu-linux --class gnu --class os {
-	insmod part_msdos
+	insmod $partmod
 	insmod ext2
-	set root='hd0,msdos1'
+	set root='$grubroot'
 	echo	'Loading Linux $kver ...'
-	linux	/boot/vmlinuz-$kver root=/dev/sda1 ro console=ttyS0,115200
+	linux	/boot/vmlinuz-$kver root=$rootdev ro console=ttyS0,115200
 	echo	'Loading initial ramdisk ...'
 	initrd	/boot/initrd.img-$kver
 }
@@ -171,42 +186,69 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root/d
 # (mke2fs -d: no loop device, no mount). 3 GiB leaves more than 1 GiB free in the root
 # filesystem, which an initramfs rebuild needs.
 disk_mib=3072
-part_offset=1048576
 raw="$work/disk.raw"
 truncate -s "${disk_mib}M" "$raw"
-printf 'label: dos\nstart=%d, type=83, bootable\n' $((part_offset / 512)) | sfdisk -q "$raw"
+if [ "$layout" = uefi ]; then
+  # GPT: a 260 MiB EFI System Partition from 1 MiB (enough clusters for FAT32), then the root
+  # to 1 MiB before the end (the backup GPT is there).
+  esp_offset=1048576 esp_mib=260
+  part_offset=$((esp_offset + esp_mib * 1048576))
+  root_mib=$((disk_mib - 1 - esp_mib - 1))
+  printf 'label: gpt\nstart=%d, size=%d, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=ESP\nstart=%d, size=%d, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n' \
+    $((esp_offset / 512)) $((esp_mib * 2048)) $((part_offset / 512)) $((root_mib * 2048)) |
+    sfdisk -q "$raw"
+  root_kib=$((root_mib * 1024))
+  mkfs.fat -F 32 -n ESP --offset $((esp_offset / 512)) "$raw" $((esp_mib * 1024)) >/dev/null
+else
+  part_offset=1048576
+  printf 'label: dos\nstart=%d, type=83, bootable\n' $((part_offset / 512)) | sfdisk -q "$raw"
+  root_kib=$((disk_mib * 1024 - part_offset / 1024))
+fi
 say "writing the root filesystem ($(du -sh "$root" | cut -f1) of files)"
-mkfs.ext4 -q -F -b 4096 -L rootfs -d "$root" -E "offset=$part_offset" \
-  "$raw" "$((disk_mib * 1024 - part_offset / 1024))k"
+mkfs.ext4 -q -F -b 4096 -L rootfs -d "$root" -E "offset=$part_offset" "$raw" "${root_kib}k"
 e2fsck -fn "$raw?offset=$part_offset" >/dev/null 2>&1 || die "e2fsck found problems in the new filesystem"
 free_bytes="$(dumpe2fs -h "$raw?offset=$part_offset" 2>/dev/null |
   awk -F: '/^Free blocks/{f=$2} /^Block size/{b=$2} END{printf "%d", f*b}')"
 [ "$free_bytes" -ge $((1024 * 1024 * 1024)) ] || die "only $free_bytes bytes free in the root filesystem"
 
-# GRUB's boot code into the MBR and the gap after it, by the guest's own grub-install, run in
-# the libguestfs appliance where the disk is /dev/sda. Then the GRUB_DISABLE_LINUX_UUID-style
-# grub.cfg is checked to still say root=/dev/sda1.
+# GRUB by the guest's own grub-install, run in the libguestfs appliance where the disk is
+# /dev/sda: the boot code into the MBR and the gap after it, or, for UEFI, GRUB as the removable
+# EFI/BOOT/BOOTX64.EFI on the ESP. Then the GRUB_DISABLE_LINUX_UUID-style grub.cfg is checked to
+# still name the root by its device.
 say "installing GRUB (libguestfs appliance)"
 export LIBGUESTFS_BACKEND="${LIBGUESTFS_BACKEND:-direct}"
 export LIBGUESTFS_BACKEND_SETTINGS="${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}"
-guestfish --format=raw -a "$raw" >"$work/grub-install.log" 2>&1 <<'EOF' || {
-run
+if [ "$layout" = uefi ]; then
+  grub_script='run
+mount /dev/sda2 /
+mount /dev/sda1 /boot/efi
+command "/usr/sbin/grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable --no-nvram --no-uefi-secure-boot"
+-rm-f /boot/grub/device.map
+is-file /boot/efi/EFI/BOOT/BOOTX64.EFI
+umount-all'
+else
+  grub_script='run
 mount /dev/sda1 /
 command "/usr/sbin/grub-install --target=i386-pc /dev/sda"
 -rm-f /boot/grub/device.map
-umount-all
-EOF
+umount-all'
+fi
+guestfish --format=raw -a "$raw" >"$work/grub-install.log" 2>&1 <<<"$grub_script" || {
   cat "$work/grub-install.log" >&2
   die "grub-install failed"
 }
-grep -q 'root=/dev/sda1' "$root/boot/grub/grub.cfg" || die "grub.cfg lost root=/dev/sda1"
+if [ "$layout" = uefi ] && ! grep -qx true "$work/grub-install.log"; then
+  cat "$work/grub-install.log" >&2
+  die "grub-install wrote no EFI/BOOT/BOOTX64.EFI"
+fi
+grep -q "root=$rootdev" "$root/boot/grub/grub.cfg" || die "grub.cfg lost root=$rootdev"
 
 say "saving as a streamOptimized VMDK"
 qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized "$raw" "$work/disk.vmdk"
 rm -f "$raw"
 {
   echo "recipe $recipe_hash, built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - started)) s"
-  echo "layout $layout; kernel $kver; mirror $mirror; disk ${disk_mib} MiB, root /dev/sda1 ext4"
+  echo "layout $layout; kernel $kver; mirror $mirror; disk ${disk_mib} MiB, root $rootdev ext4"
   echo "root filesystem free: $((free_bytes / 1024 / 1024)) MiB"
 } >"$work/info.txt"
 

@@ -16,11 +16,22 @@ const BOOT_TIMEOUT: u64 = 900;
 /// A manifest for the guest's VMDK, the production profile and the boot test, plus `extra`
 /// (YAML, at the top level).
 fn production_manifest(dir: &TestDir, name: &str, disk: &std::path::Path, extra: &str) -> PathBuf {
+    manifest_with_firmware(dir, name, disk, "bios", extra)
+}
+
+/// [`production_manifest`] with the VM's firmware (`bios` or `uefi`).
+fn manifest_with_firmware(
+    dir: &TestDir,
+    name: &str,
+    disk: &std::path::Path,
+    firmware: &str,
+    extra: &str,
+) -> PathBuf {
     dir.write(
         &format!("{name}.yaml"),
         &format!(
             "manifest_version: '1.0'\nsource: {{provider: vsphere, vm_name: {name}}}\n\
-             vm: {{firmware: bios, os_hint: linux}}\n\
+             vm: {{firmware: {firmware}, os_hint: linux}}\n\
              disks:\n  - {{id: boot, source_format: vmdk, bytes: {}, local_path: '{}', boot_order_hint: 0, disk_type: boot}}\n\
              output: {{format: qcow2}}\nprofile: production\n{extra}\
              pipeline:\n  validate:\n    boot_test: {{enabled: true, timeout: {BOOT_TIMEOUT}, success_pattern: 'login: *$'}}\n",
@@ -141,4 +152,96 @@ fn e2e_modules_dep_without_the_rebuild_does_not_find_its_root() {
         "{tail}"
     );
     assert!(!tail.contains("/dev/sda1 does not exist"), "{tail}");
+}
+
+/// Layout 1: UEFI, GPT, the ESP as `/dev/sda1` (vfat) and the root as `/dev/sda2` in fstab and on
+/// the kernel command line, GRUB as the removable `EFI/BOOT/BOOTX64.EFI`. Repaired, it boots under
+/// OVMF to its login prompt.
+#[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        not_root,
+        missing_ovmf,
+        missing_tool = "debootstrap",
+        missing_tool = "qemu-img",
+        missing_tool = "sfdisk",
+        missing_tool = "mkfs.ext4",
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs root, OVMF and what scripts/build-test-guest.sh runs (install: scripts/install-deps.sh full)"
+)]
+fn e2e_uefi_guest_boots_under_ovmf() {
+    if skip_slow() {
+        return;
+    }
+    let Some(guest) = debian_guest_layout("uefi") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let path = manifest_with_firmware(&dir, "efi", &guest, "uefi", "");
+    let r = run(hyper2kvm()
+        .arg("--config")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&dir.join("output/report.json"));
+    let bt = boot_test_of(&report);
+    assert_eq!(bt["result"], "passed", "{bt:#}");
+    assert_eq!(bt["firmware"], "uefi", "{bt:#}");
+    let changes = report["pipeline"]["stages"]["fix"]["result"].to_string();
+    assert!(
+        changes.contains("/boot/efi"),
+        "the ESP's fstab line was repaired: {changes}"
+    );
+}
+
+/// Its negative control: the fstab left as it was (`fstab_mode: noop`). The kernel finds its
+/// root (the command line was repaired), but the ESP's `/dev/sda1` never appears, so systemd
+/// cannot mount `/boot/efi` and stops in emergency mode.
+#[test]
+#[cfg_attr(
+    any(
+        skip_slow_tests,
+        not_root,
+        missing_ovmf,
+        missing_tool = "debootstrap",
+        missing_tool = "qemu-img",
+        missing_tool = "sfdisk",
+        missing_tool = "mkfs.ext4",
+        missing_tool = "guestfish",
+        missing_tool = "qemu-system-x86_64"
+    ),
+    ignore = "slow, off with HYPER2KVM_SKIP_SLOW=1; needs root, OVMF and what scripts/build-test-guest.sh runs (install: scripts/install-deps.sh full)"
+)]
+fn e2e_uefi_guest_without_the_fstab_repair_cannot_mount_its_esp() {
+    if skip_slow() {
+        return;
+    }
+    let Some(guest) = debian_guest_layout("uefi") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let path = manifest_with_firmware(
+        &dir,
+        "efinofstab",
+        &guest,
+        "uefi",
+        "profile_overrides:\n  pipeline:\n    fix: {fstab_mode: noop}\n",
+    );
+    let r = run(hyper2kvm()
+        .arg("--config")
+        .arg(&path)
+        .args(["--progress", "none"]));
+    assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
+    let report = read_json(&dir.join("output/report.json"));
+    let bt = boot_test_of(&report);
+    assert_eq!(bt["result"], "failed", "{bt:#}");
+    assert_eq!(bt["reason"], "emergency_shell", "{bt:#}");
+    let tail = tail_text(bt);
+    assert!(
+        tail.contains("boot-efi.mount") || tail.contains("/boot/efi"),
+        "{tail}"
+    );
 }
