@@ -29,7 +29,7 @@ fn vmdk_manifest(dir: &TestDir, name: &str, disk: &Path, extra: &str) -> PathBuf
     )
 }
 
-fn boot_test_of(report: &Value) -> &Value {
+pub(crate) fn boot_test_of(report: &Value) -> &Value {
     &report["pipeline"]["stages"]["validate"]["result"]["boot_test"]
 }
 
@@ -42,7 +42,7 @@ fn guest_command<'a>(fix: &'a Value, program: &str) -> Option<&'a Value> {
         .find(|c| c["argv"][0] == program)
 }
 
-fn tail_text(bt: &Value) -> String {
+pub(crate) fn tail_text(bt: &Value) -> String {
     bt["console_tail"]
         .as_array()
         .expect("console_tail is a list")

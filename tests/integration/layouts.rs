@@ -5,8 +5,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
-
+use crate::boot::{boot_test_of, tail_text};
 use crate::support::*;
 
 /// Long enough for a guest whose initramfs waits for a root that never comes (initramfs-tools
@@ -41,20 +40,12 @@ fn manifest_with_firmware(
     )
 }
 
-fn boot_test_of(report: &Value) -> &Value {
-    &report["pipeline"]["stages"]["validate"]["result"]["boot_test"]
-}
-
-fn tail_text(bt: &Value) -> String {
-    bt["console_tail"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
+/// Runs the manifest at `path` (`--config`, no progress display).
+fn convert(path: &std::path::Path) -> Run {
+    run(hyper2kvm()
+        .arg("--config")
+        .arg(path)
+        .args(["--progress", "none"]))
 }
 
 /// Layout 5: initramfs-tools with `MODULES=dep` and an image built host-only on VMware (no
@@ -83,10 +74,7 @@ fn e2e_modules_dep_host_only_initramfs_is_rebuilt_and_boots() {
     };
     let dir = TestDir::new();
     let path = production_manifest(&dir, "hostonly", &guest, "");
-    let r = run(hyper2kvm()
-        .arg("--config")
-        .arg(&path)
-        .args(["--progress", "none"]));
+    let r = convert(&path);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let report = read_json(&dir.join("output/report.json"));
     let fix = &report["pipeline"]["stages"]["fix"]["result"];
@@ -135,10 +123,7 @@ fn e2e_modules_dep_without_the_rebuild_does_not_find_its_root() {
         &guest,
         "profile_overrides:\n  pipeline:\n    fix: {regen_initramfs: false}\n",
     );
-    let r = run(hyper2kvm()
-        .arg("--config")
-        .arg(&path)
-        .args(["--progress", "none"]));
+    let r = convert(&path);
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     let report = read_json(&dir.join("output/report.json"));
     assert_eq!(report["pipeline"]["stages"]["fix"]["success"], true);
@@ -181,10 +166,7 @@ fn e2e_uefi_guest_boots_under_ovmf() {
     };
     let dir = TestDir::new();
     let path = manifest_with_firmware(&dir, "efi", &guest, "uefi", "");
-    let r = run(hyper2kvm()
-        .arg("--config")
-        .arg(&path)
-        .args(["--progress", "none"]));
+    let r = convert(&path);
     assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
     let report = read_json(&dir.join("output/report.json"));
     let bt = boot_test_of(&report);
@@ -230,10 +212,7 @@ fn e2e_uefi_guest_without_the_fstab_repair_cannot_mount_its_esp() {
         "uefi",
         "profile_overrides:\n  pipeline:\n    fix: {fstab_mode: noop}\n",
     );
-    let r = run(hyper2kvm()
-        .arg("--config")
-        .arg(&path)
-        .args(["--progress", "none"]));
+    let r = convert(&path);
     assert_eq!(r.code, Some(1), "{}{}", r.stdout, r.stderr);
     let report = read_json(&dir.join("output/report.json"));
     let bt = boot_test_of(&report);
