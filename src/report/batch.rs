@@ -343,7 +343,7 @@ pub fn assemble(facts: &RunFacts, results: Vec<VmResult>) -> BatchReport {
             bytes_read: r.iter().map(|v| v.bytes_read).sum(),
             bytes_written: r.iter().map(|v| v.bytes_written).sum(),
         },
-        vm_results: results.clone(),
+        vm_results: results,
         aggregate_stats: AggregateStats {
             total_duration: round2(facts.duration_seconds),
             average_duration: average,
